@@ -1,0 +1,296 @@
+//! Edits a proxy makes to a message it relays, leaving every other byte as received.
+//!
+//! Each edit records a splice over the original buffer; [`Editor::finish`] writes the
+//! result in one pass, so a message costs one copy however many edits it gets.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ParseError;
+use crate::framing::{Datagram, Limits, parse_datagram};
+use crate::header_name::HeaderName;
+use crate::message::{Message, Span};
+use crate::text::{parse_u32, trim_bytes};
+use crate::via::Via;
+
+/// Why an edit could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    #[error("the message has no {0} header to remove")]
+    NothingToRemove(HeaderName),
+    #[error("Max-Forwards is 0")]
+    TooManyHops,
+    #[error("the message is not a request")]
+    NotARequest,
+    #[error("two edits touch the same bytes")]
+    Overlap,
+    #[error("malformed {0} header")]
+    Malformed(HeaderName),
+}
+
+#[derive(Debug)]
+struct Splice {
+    at: Range<usize>,
+    text: Vec<u8>,
+}
+
+/// Collects edits to one message.
+#[derive(Debug)]
+pub struct Editor<'m> {
+    msg: &'m Message,
+    splices: Vec<Splice>,
+}
+
+impl Message {
+    /// Starts editing a copy of this message.
+    pub fn edit(&self) -> Editor<'_> {
+        Editor {
+            msg: self,
+            splices: Vec::with_capacity(4),
+        }
+    }
+}
+
+impl<'m> Editor<'m> {
+    fn splice(&mut self, at: Range<usize>, text: Vec<u8>) {
+        self.splices.push(Splice { at, text });
+    }
+
+    fn header_line(name: HeaderName, value: &str) -> Vec<u8> {
+        let mut line = String::with_capacity(name.as_str().len() + value.len() + 4);
+        let _ = write!(line, "{}: {}\r\n", name.as_str(), value);
+        line.into_bytes()
+    }
+
+    fn after_start_line(&self) -> usize {
+        self.msg.start_line.end as usize
+    }
+
+    fn first_line_of(&self, name: HeaderName) -> Option<Span> {
+        self.msg
+            .headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.line)
+    }
+
+    /// Adds a Via hop on top (`value` is the hop, e.g. `SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK...`).
+    pub fn push_via(&mut self, value: &str) -> &mut Self {
+        let at = self
+            .first_line_of(HeaderName::Via)
+            .map_or_else(|| self.after_start_line(), |l| l.start as usize);
+        self.splice(at..at, Self::header_line(HeaderName::Via, value));
+        self
+    }
+
+    /// Removes the topmost element of a list header: the whole line when it holds one
+    /// element, otherwise only that element and its comma.
+    fn remove_top_element(&mut self, name: HeaderName) -> Result<(), EditError> {
+        let mut elements = self.msg.list_spans(name);
+        let (field, first) = elements
+            .next()
+            .ok_or(EditError::NothingToRemove(name))?
+            .map_err(|()| EditError::Malformed(name))?;
+        match elements.next() {
+            Some(Ok((same, second))) if same == field => {
+                self.splice(first.start as usize..second.start as usize, Vec::new());
+            }
+            Some(Err(())) => return Err(EditError::Malformed(name)),
+            _ => {
+                let line = self.msg.headers[field].line;
+                self.splice(line.range(), Vec::new());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the topmost Via hop (a response on its way back through siplb).
+    pub fn remove_top_via(&mut self) -> Result<&mut Self, EditError> {
+        self.remove_top_element(HeaderName::Via)?;
+        Ok(self)
+    }
+
+    /// Removes the topmost Route entry (loose routing, RFC 3261 section 16.4).
+    pub fn pop_route(&mut self) -> Result<&mut Self, EditError> {
+        self.remove_top_element(HeaderName::Route)?;
+        Ok(self)
+    }
+
+    /// Adds a Record-Route entry on top (`value` like `<sip:192.0.2.1;lr>`).
+    pub fn push_record_route(&mut self, value: &str) -> &mut Self {
+        let at = self
+            .first_line_of(HeaderName::RecordRoute)
+            .map_or_else(|| self.after_start_line(), |l| l.start as usize);
+        self.splice(at..at, Self::header_line(HeaderName::RecordRoute, value));
+        self
+    }
+
+    /// Replaces the Request-URI.
+    pub fn set_request_uri(&mut self, uri: &str) -> Result<&mut Self, EditError> {
+        match self.msg.start {
+            crate::message::StartLine::Request { uri: span, .. } => {
+                self.splice(span.range(), uri.as_bytes().to_vec());
+                Ok(self)
+            }
+            crate::message::StartLine::Response { .. } => Err(EditError::NotARequest),
+        }
+    }
+
+    /// Decrements Max-Forwards, adding `Max-Forwards: 70` when absent (RFC 3261
+    /// section 16.6 step 3). Returns the new value; `TooManyHops` at 0 (answer 483).
+    pub fn decrement_max_forwards(&mut self) -> Result<u32, EditError> {
+        let field = self
+            .msg
+            .headers
+            .iter()
+            .find(|h| h.name == HeaderName::MaxForwards);
+        match field {
+            None => {
+                let at = self.after_start_line();
+                self.splice(at..at, Self::header_line(HeaderName::MaxForwards, "70"));
+                Ok(70)
+            }
+            Some(h) => {
+                let n = parse_u32(trim_bytes(&self.msg.as_bytes()[h.value.range()]))
+                    .ok_or(EditError::Malformed(HeaderName::MaxForwards))?;
+                let n = n.checked_sub(1).ok_or(EditError::TooManyHops)?;
+                let range = h.value.range();
+                self.splice(range, n.to_string().into_bytes());
+                Ok(n)
+            }
+        }
+    }
+
+    /// Replaces the body and sets Content-Length to match (adding it when absent).
+    pub fn set_body(&mut self, body: &[u8]) -> &mut Self {
+        let len = body.len().to_string();
+        match self
+            .msg
+            .headers
+            .iter()
+            .find(|h| h.name == HeaderName::ContentLength)
+        {
+            Some(h) => {
+                let range = h.value.range();
+                self.splice(range, len.into_bytes());
+            }
+            None => {
+                let at = self.msg.head_end as usize;
+                self.splice(at..at, Self::header_line(HeaderName::ContentLength, &len));
+            }
+        }
+        self.splice(self.msg.body.range(), body.to_vec());
+        self
+    }
+
+    /// Appends a header field at the end of the head.
+    pub fn append_header(&mut self, name: &str, value: &str) -> &mut Self {
+        let at = self.msg.head_end as usize;
+        let mut line = String::with_capacity(name.len() + value.len() + 4);
+        let _ = write!(line, "{name}: {value}\r\n");
+        self.splice(at..at, line.into_bytes());
+        self
+    }
+
+    /// Removes every field with this name.
+    pub fn remove_headers(&mut self, name: HeaderName) -> &mut Self {
+        let lines: Vec<_> = self
+            .msg
+            .headers
+            .iter()
+            .filter(|h| h.name == name)
+            .map(|h| h.line.range())
+            .collect();
+        for l in lines {
+            self.splice(l, Vec::new());
+        }
+        self
+    }
+
+    /// Records where a request really came from in its top Via (RFC 3261 section
+    /// 18.2.1 `received`, RFC 3581 `rport`), so responses can reach a caller behind NAT.
+    /// Only that hop's parameters are rewritten; nothing changes when the sent-by
+    /// already matches and no `rport` was asked for.
+    pub fn set_via_received(&mut self, ip: IpAddr, port: u16) -> Result<&mut Self, EditError> {
+        let (_, span) = self
+            .msg
+            .list_spans(HeaderName::Via)
+            .next()
+            .ok_or(EditError::NothingToRemove(HeaderName::Via))?
+            .map_err(|()| EditError::Malformed(HeaderName::Via))?;
+        let hop_text = std::str::from_utf8(&self.msg.as_bytes()[span.range()])
+            .map_err(|_| EditError::Malformed(HeaderName::Via))?;
+        let hop = Via::parse(hop_text).map_err(|_| EditError::Malformed(HeaderName::Via))?;
+        let wants_rport = hop.rport().is_some();
+        if hop.host.ip() == Some(ip) && !wants_rport {
+            return Ok(self);
+        }
+        let params_at = hop_text.len() - hop.params.as_str().len();
+        let mut out = String::with_capacity(hop_text.len() + 40);
+        out.push_str(&hop_text[..params_at]);
+        for (name, value) in hop.params.iter() {
+            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            out.push(';');
+            out.push_str(name);
+            if let Some(v) = value {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+        let _ = write!(out, ";received={ip}");
+        if wants_rport {
+            let _ = write!(out, ";rport={port}");
+        }
+        self.splice(span.range(), out.into_bytes());
+        Ok(self)
+    }
+
+    /// Writes the edited message.
+    pub fn finish(mut self) -> Result<Bytes, EditError> {
+        self.splices.sort_by_key(|s| (s.at.start, s.at.end));
+        let src = self.msg.as_bytes();
+        let mut len = src.len();
+        let mut prev_end = 0;
+        for s in &self.splices {
+            if s.at.start < prev_end {
+                return Err(EditError::Overlap);
+            }
+            prev_end = s.at.end;
+            len = len - s.at.len() + s.text.len();
+        }
+        let mut out = BytesMut::with_capacity(len);
+        let mut pos = 0;
+        for s in &self.splices {
+            out.put_slice(&src[pos..s.at.start]);
+            out.put_slice(&s.text);
+            pos = s.at.end;
+        }
+        out.put_slice(&src[pos..]);
+        Ok(out.freeze())
+    }
+
+    /// Writes the edited message and parses it again, for callers that go on reading it.
+    pub fn finish_message(self, limits: &Limits) -> Result<Message, FinishError> {
+        let bytes = self.finish().map_err(FinishError::Edit)?;
+        match parse_datagram(bytes, limits).map_err(FinishError::Parse)? {
+            Datagram::Message(m) => Ok(m),
+            Datagram::KeepAlive => Err(FinishError::Edit(EditError::Overlap)),
+        }
+    }
+}
+
+/// An edit that failed, or whose result no longer parses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FinishError {
+    #[error(transparent)]
+    Edit(EditError),
+    #[error("edited message does not parse: {0}")]
+    Parse(ParseError),
+}

@@ -1,0 +1,529 @@
+//! The lossless message: the received bytes plus an index of where each part lies.
+//!
+//! Nothing is copied or normalised at parse time: header fields keep their order,
+//! spelling, compact forms and folding, and typed views are parsed on demand from the
+//! indexed slices. Serialising an unedited message is handing back its bytes.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use memchr::memchr;
+
+use crate::error::ErrorKind;
+use crate::framing::Limits;
+use crate::header_name::HeaderName;
+use crate::method::{CSeq, Method};
+use crate::name_addr::{NameAddr, NameAddrError};
+use crate::text::{is_lws, is_token, list_elements, parse_u32, trim, trim_bytes};
+use crate::uri::{Uri, UriError, is_absolute_uri};
+use crate::via::{Via, ViaError};
+
+/// A byte range inside a message buffer. Offsets are `u32` because messages are
+/// bounded far below 4 GiB by [`Limits`], and the index stays small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+impl Span {
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        // Limits keep messages far below u32::MAX, so these never saturate.
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub(crate) fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StartLine {
+    Request { method: Span, uri: Span },
+    Response { code: u16, reason: Span },
+}
+
+/// Where one header field lies: its name, its value (trimmed, possibly spanning folded
+/// lines) and its whole line(s) including the line terminator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeaderField {
+    pub(crate) name: HeaderName,
+    pub(crate) name_span: Span,
+    pub(crate) value: Span,
+    pub(crate) line: Span,
+}
+
+/// One header field as seen by a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: HeaderName,
+    /// The name as written (`v`, `VIA`, `Via`...).
+    pub raw_name: &'a [u8],
+    /// The value without surrounding whitespace; folded lines stay as received.
+    pub value: &'a [u8],
+}
+
+/// A parsed SIP request or response over its original bytes.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub(crate) buf: Bytes,
+    pub(crate) start: StartLine,
+    /// The start line including its terminator.
+    pub(crate) start_line: Span,
+    pub(crate) headers: Vec<HeaderField>,
+    /// Offset of the empty line that ends the head.
+    pub(crate) head_end: u32,
+    pub(crate) body: Span,
+}
+
+impl Message {
+    /// The message exactly as received (or as produced by an edit).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The message bytes as a cheaply cloneable buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        self.buf.clone()
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    fn slice(&self, span: Span) -> &[u8] {
+        &self.buf[span.range()]
+    }
+
+    fn str_of(&self, span: Span) -> Option<&str> {
+        std::str::from_utf8(self.slice(span)).ok()
+    }
+
+    /// The request method, `None` for a response.
+    pub fn method(&self) -> Option<Method<'_>> {
+        match self.start {
+            StartLine::Request { method, .. } => self.str_of(method).map(Method::parse),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written, `None` for a response.
+    pub fn request_uri_text(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { uri, .. } => self.str_of(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI when it is a SIP or SIPS URI.
+    pub fn request_uri(&self) -> Option<Uri<'_>> {
+        self.request_uri_text().and_then(|u| Uri::parse(u).ok())
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(self.slice(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// All header fields in their original order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'_>> + '_ {
+        self.headers.iter().map(|h| self.view(h))
+    }
+
+    fn view(&self, h: &HeaderField) -> Header<'_> {
+        Header {
+            name: h.name,
+            raw_name: self.slice(h.name_span),
+            value: self.slice(h.value),
+        }
+    }
+
+    /// Values of every field with this name, in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| self.slice(h.value))
+    }
+
+    /// The first value of a recognised header.
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        self.header_values(name).next()
+    }
+
+    /// The first value of a header given by name (case-insensitive; compact forms of
+    /// recognised headers match too).
+    pub fn header_by_name(&self, name: &str) -> Option<&[u8]> {
+        let known = HeaderName::from_bytes(name.as_bytes());
+        self.headers
+            .iter()
+            .find(|h| {
+                if known == HeaderName::Other {
+                    h.name == HeaderName::Other
+                        && self
+                            .slice(h.name_span)
+                            .eq_ignore_ascii_case(name.as_bytes())
+                } else {
+                    h.name == known
+                }
+            })
+            .map(|h| self.slice(h.value))
+    }
+
+    fn header_str(&self, name: HeaderName) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| self.str_of(h.value))
+    }
+
+    /// Elements of every field with this name, split on list commas: `(field index,
+    /// element span)`, the span trimmed of surrounding whitespace.
+    pub(crate) fn list_spans(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<(usize, Span), ()>> + '_ {
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.name == name)
+            .flat_map(move |(i, h)| {
+                let base = h.value.start as usize;
+                let value = self.slice(h.value);
+                list_elements(value).map(move |e| {
+                    let (s, e) = e?;
+                    let part = &value[s..e];
+                    let lead = part.iter().take_while(|&&b| is_lws(b)).count();
+                    let trimmed = trim_bytes(part).len();
+                    Ok((i, Span::new(base + s + lead, base + s + lead + trimmed)))
+                })
+            })
+    }
+
+    fn list_str(&self, span: Result<(usize, Span), ()>) -> Option<&str> {
+        span.ok().and_then(|(_, s)| self.str_of(s))
+    }
+
+    /// Every Via hop, top first, including hops that share one header line.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ViaError>> + '_ {
+        self.list_spans(HeaderName::Via).map(move |s| {
+            let hop = self.list_str(s).ok_or(ViaError::Protocol)?;
+            Via::parse(hop)
+        })
+    }
+
+    /// The topmost Via hop.
+    pub fn top_via(&self) -> Result<Via<'_>, ViaError> {
+        self.vias().next().unwrap_or(Err(ViaError::Protocol))
+    }
+
+    fn addresses(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, NameAddrError>> + '_ {
+        self.list_spans(name).map(move |s| {
+            let v = self.list_str(s).ok_or(NameAddrError::Quote)?;
+            NameAddr::parse(v)
+        })
+    }
+
+    /// Route entries, top first.
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, NameAddrError>> + '_ {
+        self.addresses(HeaderName::Route)
+    }
+
+    /// Record-Route entries, top first.
+    pub fn record_routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, NameAddrError>> + '_ {
+        self.addresses(HeaderName::RecordRoute)
+    }
+
+    /// Contact entries (`Contact: *` yields an error, as it is no address).
+    pub fn contacts(&self) -> impl Iterator<Item = Result<NameAddr<'_>, NameAddrError>> + '_ {
+        self.addresses(HeaderName::Contact)
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.header_str(HeaderName::CallId).map(trim)
+    }
+
+    pub fn cseq(&self) -> Option<CSeq<'_>> {
+        self.header_str(HeaderName::CSeq).and_then(CSeq::parse)
+    }
+
+    pub fn from(&self) -> Option<NameAddr<'_>> {
+        self.header_str(HeaderName::From)
+            .and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    pub fn to(&self) -> Option<NameAddr<'_>> {
+        self.header_str(HeaderName::To)
+            .and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    pub fn from_tag(&self) -> Option<&str> {
+        self.from().and_then(|a| a.tag())
+    }
+
+    pub fn to_tag(&self) -> Option<&str> {
+        self.to().and_then(|a| a.tag())
+    }
+
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.header(HeaderName::MaxForwards)
+            .and_then(|v| parse_u32(trim_bytes(v)))
+    }
+
+    pub fn content_length(&self) -> Option<u32> {
+        self.header(HeaderName::ContentLength)
+            .and_then(|v| parse_u32(trim_bytes(v)))
+    }
+
+    pub fn body(&self) -> &[u8] {
+        self.slice(self.body)
+    }
+
+    /// The body as a cheaply cloneable buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.buf.slice(self.body.range())
+    }
+
+    /// Checks what a stateful proxy relies on: one well-formed Call-ID, CSeq, From and
+    /// To, parseable Via hops, and sane Max-Forwards and Content-Length values.
+    pub(crate) fn validate(&self) -> Result<(), ErrorKind> {
+        let mut counts = [0u8; 6];
+        const SINGLE: [HeaderName; 6] = [
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+        ];
+        for h in &self.headers {
+            if let Some(i) = SINGLE.iter().position(|&n| n == h.name) {
+                counts[i] = counts[i].saturating_add(1);
+                if counts[i] > 1 {
+                    return Err(ErrorKind::Duplicate(h.name));
+                }
+            }
+        }
+        if !self.headers.iter().any(|h| h.name == HeaderName::Via) {
+            return Err(ErrorKind::Missing(HeaderName::Via));
+        }
+        if self.vias().any(|v| v.is_err()) {
+            return Err(ErrorKind::Malformed(HeaderName::Via));
+        }
+        for name in [
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::From,
+            HeaderName::To,
+        ] {
+            if self.header(name).is_none() {
+                return Err(ErrorKind::Missing(name));
+            }
+        }
+        let call_id = self
+            .header_str(HeaderName::CallId)
+            .ok_or(ErrorKind::Encoding)?;
+        let call_id = trim(call_id);
+        if call_id.is_empty() || call_id.bytes().any(is_lws) {
+            return Err(ErrorKind::Malformed(HeaderName::CallId));
+        }
+        let cseq = self
+            .header_str(HeaderName::CSeq)
+            .ok_or(ErrorKind::Encoding)?;
+        let cseq = CSeq::parse(cseq).ok_or(ErrorKind::Malformed(HeaderName::CSeq))?;
+        if let Some(method) = self.method()
+            && method != cseq.method
+        {
+            return Err(ErrorKind::CSeqMethod);
+        }
+        for name in [HeaderName::From, HeaderName::To] {
+            let v = self.header_str(name).ok_or(ErrorKind::Encoding)?;
+            NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
+        }
+        if let Some(v) = self.header(HeaderName::MaxForwards)
+            && parse_u32(trim_bytes(v)).is_none_or(|n| n > 255)
+        {
+            return Err(ErrorKind::Malformed(HeaderName::MaxForwards));
+        }
+        if let Some(v) = self.header(HeaderName::ContentLength)
+            && parse_u32(trim_bytes(v)).is_none()
+        {
+            return Err(ErrorKind::Malformed(HeaderName::ContentLength));
+        }
+        Ok(())
+    }
+}
+
+/// The structural part of a message head: start line and header index.
+pub(crate) struct Head {
+    pub(crate) start: StartLine,
+    pub(crate) start_line: Span,
+    pub(crate) headers: Vec<HeaderField>,
+    /// Offset of the empty line ending the head.
+    pub(crate) blank_line: usize,
+    /// A request line that did not parse, while the rest of the head did: the head is
+    /// kept so the request can still be answered with 400 or 505.
+    pub(crate) start_error: Option<ErrorKind>,
+}
+
+/// Parses the head in `buf[..head_len]`, where `head_len` ends just after the empty
+/// line (as found by [`crate::framing::find_head_end`]).
+pub(crate) fn parse_head(buf: &[u8], head_len: usize, limits: &Limits) -> Result<Head, ErrorKind> {
+    let mut pos = 0;
+    let next_line = |pos: &mut usize| -> Result<(usize, usize, usize), ErrorKind> {
+        let start = *pos;
+        let nl = memchr(b'\n', &buf[start..head_len]).ok_or(ErrorKind::Incomplete)? + start;
+        *pos = nl + 1;
+        if nl - start > limits.max_line_len {
+            return Err(ErrorKind::LineTooLong(limits.max_line_len));
+        }
+        let end = if nl > start && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        Ok((start, end, nl + 1))
+    };
+
+    let (ls, le, lnext) = next_line(&mut pos)?;
+    let (start, start_error) = match parse_start_line(buf, ls, le) {
+        Ok(start) => (start, None),
+        Err(kind) => (request_line_fallback(buf, ls, le).ok_or(kind)?, Some(kind)),
+    };
+    let start_line = Span::new(ls, lnext);
+
+    let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
+    loop {
+        let (s, e, next) = next_line(&mut pos)?;
+        if s == e {
+            return Ok(Head {
+                start,
+                start_line,
+                headers,
+                blank_line: s,
+                start_error,
+            });
+        }
+        if matches!(buf[s], b' ' | b'\t') {
+            // A folded continuation of the previous field.
+            let last = headers.last_mut().ok_or(ErrorKind::HeaderLine)?;
+            let lead = buf[s..e].iter().take_while(|&&b| is_lws(b)).count();
+            let content_len = trim_bytes(&buf[s..e]).len();
+            if content_len > 0 {
+                let value_start = if last.value.start == last.value.end {
+                    s + lead
+                } else {
+                    last.value.start as usize
+                };
+                last.value = Span::new(value_start, s + lead + content_len);
+            }
+            last.line = Span::new(last.line.start as usize, next);
+            continue;
+        }
+        if headers.len() >= limits.max_headers {
+            return Err(ErrorKind::TooManyHeaders(limits.max_headers));
+        }
+        let colon = memchr(b':', &buf[s..e]).ok_or(ErrorKind::HeaderLine)? + s;
+        let name = trim_bytes(&buf[s..colon]);
+        if !std::str::from_utf8(name).is_ok_and(is_token) {
+            return Err(ErrorKind::HeaderLine);
+        }
+        let value_start = colon + 1 + buf[colon + 1..e].iter().take_while(|&&b| is_lws(b)).count();
+        let value_end = value_start + trim_bytes(&buf[value_start..e]).len();
+        headers.push(HeaderField {
+            name: HeaderName::from_bytes(name),
+            name_span: Span::new(s, s + name.len()),
+            value: Span::new(value_start, value_end),
+            line: Span::new(s, next),
+        });
+    }
+}
+
+fn parse_start_line(buf: &[u8], s: usize, e: usize) -> Result<StartLine, ErrorKind> {
+    let line = &buf[s..e];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr(b' ', line).ok_or(ErrorKind::StartLine)?;
+        check_version(&line[..sp])?;
+        let rest = &line[sp + 1..];
+        let code_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if code_len != 3 || rest.get(3).is_some_and(|&b| b != b' ') {
+            return Err(ErrorKind::StatusCode);
+        }
+        let code = parse_u32(&rest[..3])
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| (100..700).contains(c))
+            .ok_or(ErrorKind::StatusCode)?;
+        let reason_start = (s + sp + 1 + 4).min(e);
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(reason_start, e),
+        });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces.
+    let sp1 = memchr(b' ', line).ok_or(ErrorKind::StartLine)?;
+    let sp2 = memchr(b' ', &line[sp1 + 1..]).ok_or(ErrorKind::StartLine)? + sp1 + 1;
+    let method = &line[..sp1];
+    let uri = &line[sp1 + 1..sp2];
+    let version = &line[sp2 + 1..];
+    if !std::str::from_utf8(method).is_ok_and(is_token) {
+        return Err(ErrorKind::StartLine);
+    }
+    if uri.is_empty() || version.is_empty() || version.contains(&b' ') {
+        return Err(ErrorKind::StartLine);
+    }
+    check_version(version)?;
+    let uri_str = std::str::from_utf8(uri).map_err(|_| ErrorKind::RequestUri)?;
+    match Uri::parse(uri_str) {
+        // A Request-URI must not carry URI headers (RFC 3261 section 19.1.1).
+        Ok(u) if u.headers.is_some() => return Err(ErrorKind::RequestUri),
+        Ok(_) => {}
+        Err(UriError::Scheme) if is_absolute_uri(uri_str) => {}
+        Err(_) => return Err(ErrorKind::RequestUri),
+    }
+    Ok(StartLine::Request {
+        method: Span::new(s, s + sp1),
+        uri: Span::new(s + sp1 + 1, s + sp2),
+    })
+}
+
+/// Best-effort split of a malformed request line into method and URI, so that the
+/// request can be answered; `None` when it does not even start like a request.
+fn request_line_fallback(buf: &[u8], s: usize, e: usize) -> Option<StartLine> {
+    let line = &buf[s..e];
+    let sp1 = memchr(b' ', line)?;
+    if !std::str::from_utf8(&line[..sp1]).is_ok_and(is_token) {
+        return None;
+    }
+    let last_sp = memchr::memrchr(b' ', line)?;
+    let uri_end = if last_sp > sp1 { last_sp } else { line.len() };
+    Some(StartLine::Request {
+        method: Span::new(s, s + sp1),
+        uri: Span::new(s + sp1 + 1, s + uri_end),
+    })
+}
+
+fn check_version(v: &[u8]) -> Result<(), ErrorKind> {
+    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+        Ok(())
+    } else if v.len() > 4 && v[..4].eq_ignore_ascii_case(b"SIP/") {
+        Err(ErrorKind::Version)
+    } else {
+        Err(ErrorKind::StartLine)
+    }
+}

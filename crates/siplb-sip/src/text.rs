@@ -1,0 +1,282 @@
+//! Lexical helpers shared by the typed views (RFC 3261 section 25.1).
+//!
+//! Header values are handed to these helpers as raw slices that may still contain
+//! folded line breaks, so CR and LF count as whitespace everywhere here.
+
+/// Linear whitespace, including the CR LF of a folded header line.
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+pub(crate) fn trim(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+}
+
+pub(crate) fn trim_bytes(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |p| p + 1);
+    &s[start..end]
+}
+
+/// RFC 3261 `token` characters.
+pub(crate) fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+/// Iterates over the elements of a comma-separated header value, ignoring commas
+/// inside quoted strings and `<...>` (a URI in angle brackets may hold commas).
+/// Yields byte ranges of each element, untrimmed, so callers can map elements back onto
+/// the original buffer; an unterminated quote or bracket yields one `Err(())`.
+pub(crate) fn list_elements(s: &[u8]) -> ListElements<'_> {
+    ListElements {
+        s,
+        pos: 0,
+        done: false,
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ListElements<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl Iterator for ListElements<'_> {
+    type Item = Result<(usize, usize), ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
+        let start = self.pos;
+        let mut i = start;
+        let mut in_quote = false;
+        let mut in_angle = false;
+        while i < s.len() {
+            let b = s[i];
+            if in_quote {
+                match b {
+                    b'\\' => i += 1,
+                    b'"' => in_quote = false,
+                    _ => {}
+                }
+            } else if in_angle {
+                in_angle = b != b'>';
+            } else {
+                match b {
+                    b'"' => in_quote = true,
+                    b'<' => in_angle = true,
+                    b',' => {
+                        self.pos = i + 1;
+                        return Some(Ok((start, i)));
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        self.done = true;
+        if in_quote || in_angle {
+            return Some(Err(()));
+        }
+        Some(Ok((start, s.len())))
+    }
+}
+
+/// A `;name[=value]` parameter list, kept as its raw text and parsed on demand.
+///
+/// Whitespace around `;` and `=` is allowed (RFC 3261 SEMI and EQUAL include LWS);
+/// values may be quoted strings, returned with their quotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Params<'a> {
+    raw: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// `raw` is the text from the first `;` (inclusive) onwards, or empty.
+    pub(crate) fn new(raw: &'a str) -> Self {
+        Params { raw }
+    }
+
+    /// The raw parameter text, starting at its first `;`.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Iterates over `(name, value)` pairs; a parameter without `=` has value `None`.
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter { rest: self.raw }
+    }
+
+    /// The first parameter named `name` (case-insensitive): `Some(None)` when present
+    /// without a value.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Checks the parameter grammar: every parameter has a token name and, when it has
+    /// a value, a non-empty token, host or quoted-string value.
+    pub(crate) fn validate(&self) -> bool {
+        let mut rest = self.raw;
+        loop {
+            rest = trim(rest);
+            if rest.is_empty() {
+                return true;
+            }
+            let Some(after) = rest.strip_prefix(';') else {
+                return false;
+            };
+            let (item, tail) = split_param(after);
+            rest = tail;
+            let (name, value) = split_name_value(item);
+            if !is_token(name) {
+                return false;
+            }
+            if let Some(v) = value {
+                let ok = if v.starts_with('"') {
+                    quoted_len(v.as_bytes()) == Some(v.len())
+                } else {
+                    !v.is_empty() && v.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b))
+                };
+                if !ok {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Iterator over the parameters of a [`Params`].
+#[derive(Clone, Debug)]
+pub struct ParamIter<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = (&'a str, Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let rest = trim(self.rest);
+            let after = rest.strip_prefix(';')?;
+            let (item, tail) = split_param(after);
+            self.rest = tail;
+            let (name, value) = split_name_value(item);
+            if !name.is_empty() {
+                return Some((name, value));
+            }
+        }
+    }
+}
+
+/// Splits at the next `;` that is not inside a quoted string.
+fn split_param(s: &str) -> (&str, &str) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => match quoted_len(&b[i..]) {
+                Some(n) => i += n,
+                None => return (s, ""),
+            },
+            b';' => return (&s[..i], &s[i..]),
+            _ => i += 1,
+        }
+    }
+    (s, "")
+}
+
+fn split_name_value(item: &str) -> (&str, Option<&str>) {
+    match item.find('=') {
+        Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
+        None => (trim(item), None),
+    }
+}
+
+/// Length of the quoted string at the start of `s` (both quotes included), honouring
+/// backslash escapes; `None` if it is not terminated.
+pub(crate) fn quoted_len(s: &[u8]) -> Option<usize> {
+    if s.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Parses an unsigned decimal that fits in 32 bits; leading zeros are allowed.
+pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let significant = &s[s.iter().position(|&b| b != b'0').unwrap_or(s.len())..];
+    if significant.len() > 10 {
+        return None;
+    }
+    let v = significant
+        .iter()
+        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+    u32::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_with_lws_and_quotes() {
+        let p = Params::new(";  tag    = 1918181833n ;x;q=\"a;b\"");
+        let v: Vec<_> = p.iter().collect();
+        assert_eq!(
+            v,
+            vec![
+                ("tag", Some("1918181833n")),
+                ("x", None),
+                ("q", Some("\"a;b\""))
+            ]
+        );
+        assert_eq!(p.get("TAG"), Some(Some("1918181833n")));
+        assert!(p.validate());
+        assert!(!Params::new(";;").validate());
+        assert!(!Params::new(";a=").validate());
+    }
+
+    #[test]
+    fn list_split_respects_quotes_and_brackets() {
+        let s = b"\"a,b\" <sip:x,y@h>, <sip:z>";
+        let v: Vec<_> = list_elements(s).collect();
+        assert_eq!(v, vec![Ok((0, 17)), Ok((18, 26))]);
+        assert!(list_elements(b"\"open, <x>").any(|e| e.is_err()));
+    }
+
+    #[test]
+    fn u32_bounds() {
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"0009"), Some(9));
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_u32(b""), None);
+    }
+}

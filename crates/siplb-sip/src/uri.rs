@@ -1,0 +1,285 @@
+//! SIP and SIPS URIs (RFC 3261 section 19.1), parsed as views over the original text.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::text::{Params, is_lws};
+
+/// The host part of a URI or Via.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host<'a> {
+    Domain(&'a str),
+    V4(Ipv4Addr),
+    /// Written in brackets on the wire (`[2001:db8::1]`).
+    V6(Ipv6Addr),
+}
+
+impl Host<'_> {
+    /// Parses a host as written in a URI or Via (`example.com`, `192.0.2.1`,
+    /// `[2001:db8::1]`).
+    pub fn parse(s: &str) -> Option<Host<'_>> {
+        if let Some(inner) = s.strip_prefix('[') {
+            return inner.strip_suffix(']')?.parse().ok().map(Host::V6);
+        }
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return None;
+        }
+        if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return s.parse().ok().map(Host::V4);
+        }
+        Some(Host::Domain(s))
+    }
+
+    /// The address when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match *self {
+            Host::Domain(_) => None,
+            Host::V4(a) => Some(IpAddr::V4(a)),
+            Host::V6(a) => Some(IpAddr::V6(a)),
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(d),
+            Host::V4(a) => write!(f, "{a}"),
+            Host::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// URI scheme of a SIP URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+}
+
+/// Why a URI did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UriError {
+    #[error("not a sip: or sips: URI")]
+    Scheme,
+    #[error("empty or malformed host")]
+    Host,
+    #[error("malformed port")]
+    Port,
+    #[error("whitespace or forbidden character in URI")]
+    Character,
+    #[error("malformed URI parameters")]
+    Params,
+}
+
+/// A parsed `sip:`/`sips:` URI. Every part borrows from the original text; user and
+/// password are left escaped, as a proxy compares and relays them, never decodes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uri<'a> {
+    raw: &'a str,
+    pub scheme: Scheme,
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    pub host: Host<'a>,
+    /// The host exactly as written (brackets included for IPv6).
+    pub host_text: &'a str,
+    pub port: Option<u16>,
+    pub params: Params<'a>,
+    /// The `?`-introduced header part, without the `?`.
+    pub headers: Option<&'a str>,
+}
+
+impl<'a> Uri<'a> {
+    pub fn parse(raw: &'a str) -> Result<Uri<'a>, UriError> {
+        if raw
+            .bytes()
+            .any(|b| is_lws(b) || matches!(b, b'<' | b'>' | b'"'))
+        {
+            return Err(UriError::Character);
+        }
+        let (scheme, rest) = if let Some(r) = strip_prefix_ci(raw, "sips:") {
+            (Scheme::Sips, r)
+        } else if let Some(r) = strip_prefix_ci(raw, "sip:") {
+            (Scheme::Sip, r)
+        } else {
+            return Err(UriError::Scheme);
+        };
+        // '@' cannot appear unescaped in host, parameters or headers, so the first one
+        // ends the userinfo even when the user part holds ';', '?' or ':'.
+        let (userinfo, hostpart) = match rest.find('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            Some(ui) => match ui.find(':') {
+                Some(c) => (Some(&ui[..c]), Some(&ui[c + 1..])),
+                None => (Some(ui), None),
+            },
+            None => (None, None),
+        };
+        let (hostpart, headers) = match hostpart.find('?') {
+            Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
+            None => (hostpart, None),
+        };
+        let (hostport, params) = match hostpart.find(';') {
+            Some(s) => (&hostpart[..s], &hostpart[s..]),
+            None => (hostpart, ""),
+        };
+        let (host_text, port_text) = split_host_port(hostport).ok_or(UriError::Host)?;
+        let host = Host::parse(host_text).ok_or(UriError::Host)?;
+        let port = match port_text {
+            Some(p) => Some(parse_port(p).ok_or(UriError::Port)?),
+            None => None,
+        };
+        let params = Params::new(params);
+        if !params.validate() {
+            return Err(UriError::Params);
+        }
+        Ok(Uri {
+            raw,
+            scheme,
+            user,
+            password,
+            host,
+            host_text,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The URI exactly as written.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The `lr` parameter marks a loose router (RFC 3261 section 16.4).
+    pub fn is_loose_router(&self) -> bool {
+        self.params.contains("lr")
+    }
+
+    /// `maddr`, `transport` and other parameters by name.
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params.get(name)
+    }
+
+    /// The explicit port, or the scheme's default (5060 for sip, 5061 for sips).
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(match self.scheme {
+            Scheme::Sip => 5060,
+            Scheme::Sips => 5061,
+        })
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Splits `host[:port]`, minding the colons of an IPv6 reference.
+pub(crate) fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
+    if s.starts_with('[') {
+        let end = s.find(']')? + 1;
+        let rest = &s[end..];
+        return match rest.strip_prefix(':') {
+            Some(p) => Some((&s[..end], Some(p))),
+            None if rest.is_empty() => Some((&s[..end], None)),
+            None => None,
+        };
+    }
+    match s.find(':') {
+        Some(c) => Some((&s[..c], Some(&s[c + 1..]))),
+        None => Some((s, None)),
+    }
+}
+
+pub(crate) fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Checks the generic `scheme:rest` shape of a non-SIP absolute URI (RFC 3261 allows
+/// any absoluteURI as a Request-URI; a proxy relays or rejects it by scheme).
+pub(crate) fn is_absolute_uri(s: &str) -> bool {
+    let Some(colon) = s.find(':') else {
+        return false;
+    };
+    let (scheme, rest) = (&s[..colon], &s[colon + 1..]);
+    let mut chars = scheme.bytes();
+    chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !rest.is_empty()
+        && !rest
+            .bytes()
+            .any(|b| is_lws(b) || matches!(b, b'<' | b'>' | b'"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_uri() {
+        let u =
+            Uri::parse("sips:alice:secret@[2001:db8::1]:5071;transport=tcp;lr?subject=x").unwrap();
+        assert_eq!(u.scheme, Scheme::Sips);
+        assert_eq!(u.user, Some("alice"));
+        assert_eq!(u.password, Some("secret"));
+        assert_eq!(u.host, Host::V6("2001:db8::1".parse().unwrap()));
+        assert_eq!(u.host_text, "[2001:db8::1]");
+        assert_eq!(u.port, Some(5071));
+        assert!(u.is_loose_router());
+        assert_eq!(u.param("transport"), Some(Some("tcp")));
+        assert_eq!(u.headers, Some("subject=x"));
+    }
+
+    #[test]
+    fn user_with_semicolons_and_question_marks() {
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user, Some("user;par=u%40example.net"));
+        assert_eq!(u.host, Host::Domain("example.com"));
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").unwrap();
+        assert_eq!(
+            u.user,
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(u.host, Host::Domain("example.com"));
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(
+            Uri::parse("sip:user@example.com; lr"),
+            Err(UriError::Character)
+        );
+        assert_eq!(
+            Uri::parse("<sip:user@example.com>"),
+            Err(UriError::Character)
+        );
+        assert_eq!(Uri::parse("tel:+1234"), Err(UriError::Scheme));
+        assert_eq!(Uri::parse("sip:"), Err(UriError::Host));
+        assert_eq!(Uri::parse("sip:h:99999"), Err(UriError::Port));
+        assert_eq!(Uri::parse("sip:[::1"), Err(UriError::Host));
+        assert_eq!(Uri::parse("sip:h;;"), Err(UriError::Params));
+        assert!(Uri::parse("sip:127.0.0.1:0").is_ok());
+    }
+
+    #[test]
+    fn absolute_uris() {
+        assert!(is_absolute_uri("soap.beep://192.0.2.103:3002"));
+        assert!(is_absolute_uri(
+            "nobodyKnowsThisScheme:totallyopaquecontent"
+        ));
+        assert!(!is_absolute_uri("<sip:x>"));
+        assert!(!is_absolute_uri("1abc:x"));
+    }
+}
