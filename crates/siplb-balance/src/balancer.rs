@@ -1,0 +1,277 @@
+//! The shared handle: the current table behind an `ArcSwap`, and every operation on it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::allocation::Allocation;
+use crate::errors::{AttachError, DestinationNotFound, ResizeError};
+use crate::flags::Flags;
+use crate::matching;
+use crate::resources::ResourceRequest;
+use crate::row::{DestinationRow, RowError};
+use crate::select::{self, Outcome};
+use crate::snapshot::{DestinationInfo, DestinationSnapshot};
+use crate::status::{DestinationStatus, FailoverDisable};
+use crate::table::{Destination, Table};
+use crate::tie::TieBreaker;
+
+/// The load balancer: the destination table with its live loads and statuses.
+///
+/// Share it behind an `Arc`. Selections read the table without locking it and serialize only
+/// with selections in the same group; reloads swap in a new table without stopping them.
+#[derive(Debug)]
+pub struct Balancer {
+    table: ArcSwap<Table>,
+    /// Two concurrent reloads would each carry state over from the same old table, and the
+    /// second swap would drop what the first carried.
+    reload: Mutex<()>,
+}
+
+impl Default for Balancer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn no_resolver(_: &str) -> Vec<IpAddr> {
+    Vec::new()
+}
+
+impl Balancer {
+    /// An empty balancer: every selection is *unknown resource* until a table is loaded.
+    pub fn new() -> Self {
+        Self {
+            table: ArcSwap::from_pointee(Table::default()),
+            reload: Mutex::new(()),
+        }
+    }
+
+    /// A balancer loaded with `rows`; also returns the rows that were skipped.
+    pub fn with_rows(rows: impl IntoIterator<Item = DestinationRow>) -> (Self, Vec<RowError>) {
+        let balancer = Self::new();
+        let errors = balancer.reload(rows);
+        (balancer, errors)
+    }
+
+    /// Replaces the table with `rows` (`lb_reload`); returns the rows that were skipped.
+    /// Destinations are kept in id order, which is the tie-break order.
+    ///
+    /// For a destination with the same id, group and URI (ASCII case ignored) as before, the
+    /// loads of calls up (per resource name) and the enabled/auto-reenable state carry over.
+    /// Capacities come from the new rows, so earlier resizes are lost, as in the reference.
+    /// Calls up on a changed or removed destination keep counting where they were taken and
+    /// release there; the new table does not see them.
+    pub fn reload(&self, rows: impl IntoIterator<Item = DestinationRow>) -> Vec<RowError> {
+        self.reload_with_resolver(rows, &mut no_resolver)
+    }
+
+    /// Like [`Balancer::reload`], with `resolve` giving the addresses of destinations whose
+    /// URI names a host, so that [`Balancer::is_destination`] and [`Balancer::count_call`]
+    /// can match them. It is called once per such row, under the reload, so it should answer
+    /// from a cache or a prior lookup rather than block on DNS.
+    pub fn reload_with_resolver(
+        &self,
+        rows: impl IntoIterator<Item = DestinationRow>,
+        resolve: &mut dyn FnMut(&str) -> Vec<IpAddr>,
+    ) -> Vec<RowError> {
+        // Table order is id order, so that ties go to the lowest id (SPEC section 2)
+        // whatever order the database returns rows in. The sort is stable: of two rows
+        // with the same id, the first given still claims it.
+        let mut rows: Vec<DestinationRow> = rows.into_iter().collect();
+        rows.sort_by_key(|r| r.id);
+        let _one_at_a_time = self.reload.lock();
+        let previous = self.table.load_full();
+        let (table, errors) = Table::build(rows, &previous, resolve);
+        self.table.store(Arc::new(table));
+        errors
+    }
+
+    /// Chooses a destination of `group` offering every resource of `request` and takes its
+    /// load (`lb_start` without a session). `tie` is consulted only with flag `s`.
+    pub fn select<T: TieBreaker + ?Sized>(
+        &self,
+        group: u32,
+        request: &ResourceRequest,
+        flags: Flags,
+        tie: &mut T,
+    ) -> Outcome {
+        self.select_excluding(group, request, flags, &[], tie)
+    }
+
+    pub(crate) fn select_excluding<T: TieBreaker + ?Sized>(
+        &self,
+        group: u32,
+        request: &ResourceRequest,
+        flags: Flags,
+        tried: &[u32],
+        tie: &mut T,
+    ) -> Outcome {
+        select::select(&self.table.load(), group, request.ids(), flags, tried, tie)
+    }
+
+    fn with_destination<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&Table, &Arc<Destination>) -> R,
+    ) -> Result<R, DestinationNotFound> {
+        let table = self.table.load();
+        let destination = table.destination(id).ok_or(DestinationNotFound { id })?;
+        Ok(f(&table, destination))
+    }
+
+    /// Sets a resource's capacity at once (`lb_resize`). Calls up stay; a load left above the
+    /// new capacity only keeps new calls away until it drains. Lost on the next reload.
+    pub fn resize(&self, id: u32, resource: &str, capacity: u32) -> Result<(), ResizeError> {
+        self.with_destination(id, |_, d| {
+            let slot = d
+                .slot_named(resource)
+                .ok_or_else(|| ResizeError::NoSuchResource {
+                    id,
+                    resource: resource.into(),
+                })?;
+            slot.capacity.store(capacity, Ordering::Relaxed);
+            Ok(())
+        })?
+    }
+
+    /// Disables a destination after a failed attempt (`lb_disable_dst`): probing may re-enable
+    /// it. The destination stays enabled if that would leave its group with fewer than
+    /// `min_enabled` enabled destinations (0 disables unconditionally).
+    pub fn disable_by_failover(
+        &self,
+        id: u32,
+        min_enabled: usize,
+    ) -> Result<FailoverDisable, DestinationNotFound> {
+        self.with_destination(id, |table, d| {
+            if !d.status.is_enabled() {
+                return FailoverDisable::AlreadyDisabled;
+            }
+            if min_enabled == 0 {
+                return if d.status.disable() {
+                    FailoverDisable::Disabled
+                } else {
+                    FailoverDisable::AlreadyDisabled
+                };
+            }
+            let Some(group) = table.group(d.group) else {
+                return FailoverDisable::KeptByFloor;
+            };
+            // Under the group lock so that two failovers at once cannot both see one enabled
+            // destination to spare and switch the group off together.
+            let _serialized = group.lock.lock();
+            let enabled = group
+                .members
+                .iter()
+                .filter(|&&m| table.destinations[m as usize].status.is_enabled())
+                .count();
+            if enabled <= min_enabled {
+                FailoverDisable::KeptByFloor
+            } else if d.status.disable() {
+                FailoverDisable::Disabled
+            } else {
+                FailoverDisable::AlreadyDisabled
+            }
+        })
+    }
+
+    /// Disables a destination after a failed probe (probe mode 2). Returns whether it changed.
+    pub fn disable_by_probe(&self, id: u32) -> Result<bool, DestinationNotFound> {
+        self.with_destination(id, |_, d| d.status.disable())
+    }
+
+    /// Re-enables a destination after a successful probe, unless the operator disabled it.
+    /// Returns whether it changed.
+    pub fn enable_by_probe(&self, id: u32) -> Result<bool, DestinationNotFound> {
+        self.with_destination(id, |_, d| d.status.enable_by_probe())
+    }
+
+    /// `lb_status id 0|1`: disabling also turns auto-reenable off; enabling turns both back
+    /// on. Returns whether either changed.
+    pub fn set_status_by_operator(
+        &self,
+        id: u32,
+        enabled: bool,
+    ) -> Result<bool, DestinationNotFound> {
+        self.with_destination(id, |_, d| d.status.set_by_operator(enabled))
+    }
+
+    /// A destination's current state (`lb_status id`).
+    pub fn status(&self, id: u32) -> Result<DestinationStatus, DestinationNotFound> {
+        self.with_destination(id, |_, d| d.status.get())
+    }
+
+    /// Every destination in table order (`lb_list`).
+    pub fn snapshot(&self) -> Vec<DestinationSnapshot> {
+        self.table
+            .load()
+            .destinations
+            .iter()
+            .map(|d| DestinationSnapshot::of(d))
+            .collect()
+    }
+
+    /// One destination, by id.
+    pub fn destination(&self, id: u32) -> Option<DestinationSnapshot> {
+        self.with_destination(id, |_, d| DestinationSnapshot::of(d))
+            .ok()
+    }
+
+    /// The first destination in table order at `ip` and `port` (`lb_is_destination`),
+    /// optionally only in `group` and only if enabled. Port 0 on either side matches any port.
+    pub fn is_destination(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        group: Option<u32>,
+        only_enabled: bool,
+    ) -> Option<DestinationInfo> {
+        let table = self.table.load();
+        matching::find(&table, ip, port, group, only_enabled).map(|d| DestinationInfo::of(d))
+    }
+
+    /// Counts a call coming from a destination as load on it (`lb_count_call`): the first
+    /// destination at `ip`/`port` (optionally in `group`), whatever its status and capacity,
+    /// so the load may go above capacity.
+    pub fn count_call(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        group: Option<u32>,
+        request: &ResourceRequest,
+    ) -> Result<Allocation, AttachError> {
+        let table = self.table.load();
+        let destination = matching::find(&table, ip, port, group, false)
+            .ok_or(AttachError::NoMatchingDestination)?;
+        attach(destination, request)
+    }
+
+    /// Re-creates the load of a call that was up before a restart (a persisted dialog), on
+    /// destination `id`, whatever its status and capacity.
+    pub fn restore(&self, id: u32, request: &ResourceRequest) -> Result<Allocation, AttachError> {
+        let table = self.table.load();
+        let destination = table.destination(id).ok_or(DestinationNotFound { id })?;
+        attach(destination, request)
+    }
+}
+
+fn attach(
+    destination: &Arc<Destination>,
+    request: &ResourceRequest,
+) -> Result<Allocation, AttachError> {
+    Allocation::take(destination, request.ids()).ok_or_else(|| {
+        let resource = request
+            .names()
+            .zip(request.ids())
+            .find(|(_, id)| destination.slot(**id).is_none())
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_default();
+        AttachError::MissingResource {
+            id: destination.id,
+            resource,
+        }
+    })
+}

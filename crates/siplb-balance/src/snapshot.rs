@@ -1,0 +1,102 @@
+//! Read-only views of the table for the management interface, metrics and probing.
+
+use std::sync::Arc;
+
+use crate::status::DestinationStatus;
+use crate::table::Destination;
+use crate::uri::Host;
+
+/// One destination as `lb_list` shows it, plus what probing and metrics need.
+///
+/// Loads are read one by one without stopping calls, so a snapshot taken under traffic is
+/// consistent per counter, not across counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationSnapshot {
+    /// The row's `dst_uri`.
+    pub uri: Arc<str>,
+    /// The row's `id`.
+    pub id: u32,
+    /// The row's `group_id`.
+    pub group: u32,
+    /// Enabled for new calls.
+    pub enabled: bool,
+    /// Probing may re-enable it.
+    pub auto_reenable: bool,
+    /// Per resource, in the row's written order.
+    pub resources: Vec<ResourceSnapshot>,
+    /// The row's `attrs`.
+    pub attrs: Option<Arc<str>>,
+    /// The row's raw `probe_mode`; decode with [`crate::ProbeMode::from_raw`].
+    pub probe_mode: i32,
+    /// The row's `description`.
+    pub description: Option<Arc<str>>,
+    /// Host of the URI.
+    pub host: Host,
+    /// Port of the URI, 0 when absent.
+    pub port: u16,
+}
+
+/// One resource of a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceSnapshot {
+    /// Resource name.
+    pub name: Arc<str>,
+    /// Current capacity (the row's value, or the last resize).
+    pub max: u32,
+    /// Calls currently holding it.
+    pub load: u32,
+}
+
+/// Identity of a destination found by address (`lb_is_destination`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationInfo {
+    /// The row's `id`.
+    pub id: u32,
+    /// The row's `group_id`.
+    pub group: u32,
+    /// The row's `dst_uri`.
+    pub uri: Arc<str>,
+    /// The row's `attrs`.
+    pub attrs: Option<Arc<str>>,
+}
+
+impl DestinationSnapshot {
+    pub(crate) fn of(d: &Destination) -> Self {
+        let DestinationStatus {
+            enabled,
+            auto_reenable,
+        } = d.status.get();
+        Self {
+            uri: Arc::clone(&d.uri),
+            id: d.id,
+            group: d.group,
+            enabled,
+            auto_reenable,
+            resources: d
+                .slots
+                .iter()
+                .map(|s| ResourceSnapshot {
+                    name: Arc::clone(&s.name),
+                    max: s.capacity(),
+                    load: s.load(),
+                })
+                .collect(),
+            attrs: d.attrs.clone(),
+            probe_mode: d.probe_mode,
+            description: d.description.clone(),
+            host: d.host.clone(),
+            port: d.port,
+        }
+    }
+}
+
+impl DestinationInfo {
+    pub(crate) fn of(d: &Destination) -> Self {
+        Self {
+            id: d.id,
+            group: d.group,
+            uri: Arc::clone(&d.uri),
+            attrs: d.attrs.clone(),
+        }
+    }
+}

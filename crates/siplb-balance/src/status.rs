@@ -1,0 +1,121 @@
+//! Enabled/disabled state of a destination and who may change it.
+//!
+//! Two bits, as in the reference: *disabled* keeps new calls away, *no re-enable* (set only by
+//! the operator) stops probing from bringing the destination back. Operator-disabled implies
+//! disabled, because only the operator sets the second bit and it sets both together.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const DISABLED: u8 = 1;
+const NO_REENABLE: u8 = 2;
+
+// Relaxed is enough throughout: the status guards no other data, and a selection racing a
+// status change may see either state, which no ordering could prevent anyway.
+#[derive(Debug, Default)]
+pub(crate) struct StatusCell(AtomicU8);
+
+impl StatusCell {
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & DISABLED == 0
+    }
+
+    pub(crate) fn get(&self) -> DestinationStatus {
+        let bits = self.0.load(Ordering::Relaxed);
+        DestinationStatus {
+            enabled: bits & DISABLED == 0,
+            auto_reenable: bits & NO_REENABLE == 0,
+        }
+    }
+
+    /// Script-, failover- or probe-style disable: probing may bring it back.
+    pub(crate) fn disable(&self) -> bool {
+        self.0.fetch_or(DISABLED, Ordering::Relaxed) & DISABLED == 0
+    }
+
+    pub(crate) fn set_by_operator(&self, enabled: bool) -> bool {
+        let bits = if enabled { 0 } else { DISABLED | NO_REENABLE };
+        self.0.swap(bits, Ordering::Relaxed) != bits
+    }
+
+    pub(crate) fn enable_by_probe(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                (bits & DISABLED != 0 && bits & NO_REENABLE == 0).then_some(bits & !DISABLED)
+            })
+            .is_ok()
+    }
+}
+
+/// A destination's state as shown by `lb_list` and `lb_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DestinationStatus {
+    /// New calls may be sent to it.
+    pub enabled: bool,
+    /// Probing may re-enable it (off only after an operator disable).
+    pub auto_reenable: bool,
+}
+
+/// What a failover disable did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailoverDisable {
+    /// The destination was enabled and is now disabled.
+    Disabled,
+    /// It was already disabled; nothing changed.
+    AlreadyDisabled,
+    /// Disabling it would leave its group with fewer enabled destinations than the floor, so
+    /// it stays enabled.
+    KeptByFloor,
+}
+
+impl FailoverDisable {
+    /// Whether the status changed (worth a log line or an event).
+    pub fn changed(self) -> bool {
+        self == Self::Disabled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DestinationStatus, StatusCell};
+
+    fn status(enabled: bool, auto_reenable: bool) -> DestinationStatus {
+        DestinationStatus {
+            enabled,
+            auto_reenable,
+        }
+    }
+
+    #[test]
+    fn failover_disable_keeps_auto_reenable() {
+        let s = StatusCell::default();
+        assert_eq!(s.get(), status(true, true));
+        assert!(s.disable());
+        assert!(!s.disable());
+        assert_eq!(s.get(), status(false, true));
+        assert!(s.enable_by_probe());
+        assert!(!s.enable_by_probe());
+        assert_eq!(s.get(), status(true, true));
+    }
+
+    #[test]
+    fn operator_disable_blocks_probe_until_operator_enables() {
+        let s = StatusCell::default();
+        assert!(s.set_by_operator(false));
+        assert!(!s.set_by_operator(false));
+        assert_eq!(s.get(), status(false, false));
+        assert!(!s.enable_by_probe());
+        assert!(!s.disable());
+        assert_eq!(s.get(), status(false, false));
+        assert!(s.set_by_operator(true));
+        assert!(!s.set_by_operator(true));
+        assert_eq!(s.get(), status(true, true));
+    }
+
+    #[test]
+    fn operator_disable_of_failover_disabled_still_changes() {
+        let s = StatusCell::default();
+        s.disable();
+        assert!(s.set_by_operator(false), "auto-reenable turned off");
+        assert!(s.set_by_operator(true));
+    }
+}
