@@ -1,0 +1,316 @@
+//! siplb's configuration: one TOML file (SPEC section 5), parsed and validated in full
+//! before anything starts. Unknown keys and bad values are errors that name the key
+//! and the line; `siplb check` runs exactly this code.
+
+mod duration;
+mod listen;
+mod route;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use listen::{Listen, Transport};
+pub use route::{Action, Balance, Count, Match, Pattern, Reply, Route};
+
+/// The embedded default: what `siplb run` uses without `--config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A configuration that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Syntax, unknown keys and bad values; the message names the key and the line.
+    #[error("{0}")]
+    Parse(String),
+    /// A rule across keys was broken (line given when known).
+    #[error("line {line}: {message}")]
+    Invalid { line: usize, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: Sip,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub management: Management,
+    #[serde(default)]
+    pub probing: Probing,
+    #[serde(default)]
+    pub transaction: Transaction,
+    #[serde(default)]
+    pub dialog: Dialog,
+    #[serde(default)]
+    pub failover: Failover,
+    #[serde(default)]
+    pub events: Events,
+    #[serde(default, rename = "route")]
+    routes: Vec<toml::Spanned<Route>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sip {
+    pub listen: Vec<Listen>,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            listen: [Transport::Udp, Transport::Tcp]
+                .into_iter()
+                .map(|transport| Listen {
+                    transport,
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
+                })
+                .collect(),
+            max_message_size: 65_535,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    pub url: String,
+    pub table: String,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: "sqlite://siplb.db".to_owned(),
+            table: "load_balancer".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Management {
+    pub listen: String,
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            listen: "127.0.0.1:8888".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probing {
+    /// Zero turns probing off.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    pub method: String,
+    pub from: String,
+    /// Codes that count as success besides 200.
+    pub reply_codes: Vec<u16>,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    pub failures_to_disable: u32,
+    pub successes_to_enable: u32,
+}
+
+impl Default for Probing {
+    fn default() -> Self {
+        Probing {
+            interval: Duration::from_secs(30),
+            method: "OPTIONS".to_owned(),
+            from: "sip:prober@localhost".to_owned(),
+            reply_codes: Vec::new(),
+            timeout: Duration::from_secs(5),
+            failures_to_disable: 1,
+            successes_to_enable: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transaction {
+    /// No final reply to a forwarded INVITE by then: local 408 and failover.
+    #[serde(with = "duration")]
+    pub invite_timeout: Duration,
+    #[serde(with = "duration")]
+    pub t1: Duration,
+    #[serde(with = "duration")]
+    pub t2: Duration,
+    #[serde(with = "duration")]
+    pub t4: Duration,
+}
+
+impl Default for Transaction {
+    fn default() -> Self {
+        Transaction {
+            invite_timeout: Duration::from_secs(5),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dialog {
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Dialog {
+    fn default() -> Self {
+        Dialog {
+            timeout: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failover {
+    pub full_reply: Reply,
+    /// Failover never disables a group below this many enabled destinations.
+    pub min_enabled: u32,
+    /// Consecutive failover-triggering failures before a destination is disabled.
+    pub failures_to_disable: u32,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            full_reply: Reply {
+                code: 500,
+                reason: "Service full".to_owned(),
+            },
+            min_enabled: 1,
+            failures_to_disable: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    pub webhook: Option<String>,
+}
+
+impl Config {
+    /// Parses and validates a configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_TOML)
+    }
+
+    /// Routes in the order they are tried.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().map(|r| r.get_ref())
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let invalid = |line: usize, message: String| ConfigError::Invalid { line, message };
+        if self.sip.listen.is_empty() {
+            return Err(invalid(
+                1,
+                "sip.listen: at least one listener is required".into(),
+            ));
+        }
+        if !(1024..=1_048_576).contains(&self.sip.max_message_size) {
+            return Err(invalid(
+                1,
+                "sip.max_message_size: must be between 1024 and 1048576".into(),
+            ));
+        }
+        if self
+            .management
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                1,
+                format!(
+                    "management.listen: `{}` is not an address:port",
+                    self.management.listen
+                ),
+            ));
+        }
+        for code in &self.probing.reply_codes {
+            if !(100..700).contains(code) {
+                return Err(invalid(
+                    1,
+                    format!("probing.reply_codes: {code} is not a SIP status code"),
+                ));
+            }
+        }
+        if self.probing.interval > Duration::ZERO && self.probing.timeout.is_zero() {
+            return Err(invalid(1, "probing.timeout: must be above zero".into()));
+        }
+        if self.probing.failures_to_disable == 0 || self.probing.successes_to_enable == 0 {
+            return Err(invalid(1, "probing: thresholds must be at least 1".into()));
+        }
+        if self.failover.failures_to_disable == 0 {
+            return Err(invalid(
+                1,
+                "failover.failures_to_disable: must be at least 1".into(),
+            ));
+        }
+        self.failover
+            .full_reply
+            .check("failover.full_reply")
+            .map_err(|m| invalid(1, m))?;
+        if self.transaction.t1.is_zero() || self.transaction.t2 < self.transaction.t1 {
+            return Err(invalid(
+                1,
+                "transaction: t1 must be above zero and t2 at least t1".into(),
+            ));
+        }
+        if self.transaction.invite_timeout.is_zero() {
+            return Err(invalid(
+                1,
+                "transaction.invite_timeout: must be above zero".into(),
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            route.get_ref().check().map_err(|m| {
+                invalid(
+                    line_of(route.span().start),
+                    format!("route #{}: {m}", i + 1),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded_default().unwrap();
+    assert_eq!(c.sip.listen.len(), 2);
+    assert_eq!(c.probing.interval, Duration::from_secs(30));
+    assert_eq!(c.routes().count(), 3);
+    assert!(matches!(c.routes().last().unwrap().action(), Some(Action::Reply(r)) if r.code == 404));
+}
+
+#[test]
+fn spec_example_parses() {
+    let text = r#"
+[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:[::1]:5060"]
+
+[database]
+url = "sqlite://siplb.db"
+table = "load_balancer"
+
+[management]
+listen = "127.0.0.1:8888"
+
+[probing]
+interval = "30s"
+from = "sip:pinger@127.0.0.1:5060"
+reply_codes = [404]
+
+[transaction]
+invite_timeout = "5s"
+
+[dialog]
+timeout = "12h"
+
+[failover]
+full_reply = { code = 500, reason = "Service full" }
+
+[[route]]
+match = { source_group = 1 }
+count = { group = 1, resources = "pstn" }
+relay = "sip:127.0.0.1:5080"
+
+[[route]]
+match = { ruri_user = "^VM_" }
+balance = { group = 1, resources = "vm" }
+
+[[route]]
+match = { ruri_user = "^[0-9]+$", header = { "X-Priority" = "^high$" }, sdp_codec_none = ["PCMA"] }
+balance = { group = 1, resources = "transc;pstn", flags = "rn" }
+
+[[route]]
+reply = { code = 404, reason = "Destination not found" }
+"#;
+    let c = Config::parse(text).unwrap();
+    assert_eq!(c.sip.listen[1].to_string(), "tcp:[::1]:5060");
+    assert_eq!(c.probing.reply_codes, [404]);
+    assert_eq!(c.dialog.timeout, Duration::from_secs(43_200));
+    let routes: Vec<_> = c.routes().collect();
+    assert!(matches!(
+        routes[0].action(),
+        Some(Action::CountAndRelay {
+            relay: "sip:127.0.0.1:5080",
+            ..
+        })
+    ));
+    assert!(routes[2].matcher.header["X-Priority"].is_match("high"));
+    assert_eq!(
+        routes[2].matcher.sdp_codec_none.as_deref(),
+        Some(&["PCMA".to_owned()][..])
+    );
+}
+
+fn error_of(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_key_and_line() {
+    let e = error_of("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nlistne = 1\n");
+    assert!(e.contains("line 3") && e.contains("listne"), "{e}");
+
+    let e = error_of("[probing]\ninterval = \"soon\"\n");
+    assert!(e.contains("line 2") && e.contains("soon"), "{e}");
+
+    let e = error_of("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n");
+    assert!(e.contains("line 2") && e.contains("sctp"), "{e}");
+
+    let e = error_of(
+        "[[route]]\nmatch = { ruri_user = \"([\" }\nreply = { code = 404, reason = \"x\" }\n",
+    );
+    assert!(
+        e.contains("line 2") && e.contains("regular expression"),
+        "{e}"
+    );
+
+    let e = error_of(
+        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nmatch = { method = \"INVITE\" }\n",
+    );
+    assert!(
+        e.contains("line 4") && e.contains("route #2") && e.contains("exactly one action"),
+        "{e}"
+    );
+
+    let e = error_of("[[route]]\nbalance = { group = 1, resources = \"vm\", flags = \"rx\" }\n");
+    assert!(
+        e.contains("route #1") && e.contains("flags") && e.contains('x'),
+        "{e}"
+    );
+
+    let e = error_of("[[route]]\nbalance = { group = 1, resources = \"vm=3\" }\n");
+    assert!(e.contains("balance.resources"), "{e}");
+
+    let e = error_of("[[route]]\ncount = { group = 1, resources = \"pstn\" }\n");
+    assert!(e.contains("exactly one action"), "{e}");
+
+    let e = error_of("[[route]]\nrelay = \"http://example.com\"\n");
+    assert!(e.contains("relay") && e.contains("not a SIP URI"), "{e}");
+
+    let e = error_of("[failover]\nfull_reply = { code = 200, reason = \"OK\" }\n");
+    assert!(e.contains("full_reply.code"), "{e}");
+
+    let e = error_of("[management]\nlisten = \"localhost\"\n");
+    assert!(e.contains("management.listen"), "{e}");
+
+    let e = error_of("[probing]\nreply_codes = [99]\n");
+    assert!(e.contains("reply_codes"), "{e}");
+
+    let e = error_of("[dialog]\ntimeout = 5\n");
+    assert!(e.contains("line 2"), "{e}");
+}
