@@ -85,8 +85,8 @@ pub fn parse_datagram(data: Bytes, limits: &Limits) -> Result<Datagram, ParseErr
         return Ok(Datagram::KeepAlive);
     }
     let data = data.slice(leading_crlf(&data)..);
-    let head_len = find_head_end(&data, 0).ok_or(ParseError::new(ErrorKind::Incomplete))?;
-    let head = parse_head(&data, head_len, limits).map_err(ParseError::new)?;
+    let head = parse_head(&data, data.len(), limits).map_err(ParseError::new)?;
+    let head_len = head.head_len;
     let available = data.len() - head_len;
     let declared = declared_length(&data, &head.headers);
     let (body_len, truncated) = match declared {
@@ -253,6 +253,7 @@ fn build(buf: Bytes, head: crate::message::Head, head_len: usize) -> Message {
         start: head.start,
         start_line: head.start_line,
         headers: head.headers,
+        first: head.first,
         head_end: u32::try_from(head.blank_line).unwrap_or(u32::MAX),
         body,
         buf,

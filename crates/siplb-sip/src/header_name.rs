@@ -33,6 +33,9 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
+    /// Number of variants, for tables indexed by `name as usize`.
+    pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
+
     /// Looks a header name up case-insensitively, accepting compact forms.
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         if name.len() == 1 {
@@ -59,34 +62,40 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        const LONG: &[(&[u8], HeaderName)] = &[
-            (b"via", HeaderName::Via),
-            (b"from", HeaderName::From),
-            (b"to", HeaderName::To),
-            (b"call-id", HeaderName::CallId),
-            (b"cseq", HeaderName::CSeq),
-            (b"max-forwards", HeaderName::MaxForwards),
-            (b"content-length", HeaderName::ContentLength),
-            (b"content-type", HeaderName::ContentType),
-            (b"contact", HeaderName::Contact),
-            (b"route", HeaderName::Route),
-            (b"record-route", HeaderName::RecordRoute),
-            (b"supported", HeaderName::Supported),
-            (b"subject", HeaderName::Subject),
-            (b"content-encoding", HeaderName::ContentEncoding),
-            (b"event", HeaderName::Event),
-            (b"refer-to", HeaderName::ReferTo),
-            (b"referred-by", HeaderName::ReferredBy),
-            (b"allow-events", HeaderName::AllowEvents),
-            (b"session-expires", HeaderName::SessionExpires),
-            (b"accept-contact", HeaderName::AcceptContact),
-            (b"reject-contact", HeaderName::RejectContact),
-            (b"request-disposition", HeaderName::RequestDisposition),
-            (b"identity", HeaderName::Identity),
-        ];
-        LONG.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(HeaderName::Other, |&(_, h)| h)
+        let Some(&first) = name.first() else {
+            return HeaderName::Other;
+        };
+        // Narrow by length and first letter before comparing whole names.
+        let candidates: &[HeaderName] = match (name.len(), first.to_ascii_lowercase()) {
+            (2, b't') => &[HeaderName::To],
+            (3, b'v') => &[HeaderName::Via],
+            (4, b'f') => &[HeaderName::From],
+            (4, b'c') => &[HeaderName::CSeq],
+            (5, b'r') => &[HeaderName::Route],
+            (5, b'e') => &[HeaderName::Event],
+            (7, b'c') => &[HeaderName::CallId, HeaderName::Contact],
+            (7, b's') => &[HeaderName::Subject],
+            (8, b'i') => &[HeaderName::Identity],
+            (8, b'r') => &[HeaderName::ReferTo],
+            (9, b's') => &[HeaderName::Supported],
+            (11, b'r') => &[HeaderName::ReferredBy],
+            (12, b'm') => &[HeaderName::MaxForwards],
+            (12, b'c') => &[HeaderName::ContentType],
+            (12, b'r') => &[HeaderName::RecordRoute],
+            (12, b'a') => &[HeaderName::AllowEvents],
+            (14, b'c') => &[HeaderName::ContentLength],
+            (14, b'a') => &[HeaderName::AcceptContact],
+            (14, b'r') => &[HeaderName::RejectContact],
+            (15, b's') => &[HeaderName::SessionExpires],
+            (16, b'c') => &[HeaderName::ContentEncoding],
+            (19, b'r') => &[HeaderName::RequestDisposition],
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .unwrap_or(HeaderName::Other)
     }
 
     /// The canonical long name, used when siplb writes a header of its own.
@@ -134,5 +143,44 @@ mod tests {
         );
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Call-IDs"), HeaderName::Other);
+    }
+
+    #[test]
+    fn every_long_name_is_recognised_in_any_case() {
+        let all = [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+            HeaderName::ContentType,
+            HeaderName::Contact,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::Supported,
+            HeaderName::Subject,
+            HeaderName::ContentEncoding,
+            HeaderName::Event,
+            HeaderName::ReferTo,
+            HeaderName::ReferredBy,
+            HeaderName::AllowEvents,
+            HeaderName::SessionExpires,
+            HeaderName::AcceptContact,
+            HeaderName::RejectContact,
+            HeaderName::RequestDisposition,
+            HeaderName::Identity,
+        ];
+        assert_eq!(all.len() + 1, HeaderName::COUNT);
+        for h in all {
+            assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h);
+            assert_eq!(
+                HeaderName::from_bytes(h.as_str().to_uppercase().as_bytes()),
+                h
+            );
+        }
     }
 }

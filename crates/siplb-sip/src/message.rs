@@ -14,7 +14,7 @@ use crate::framing::Limits;
 use crate::header_name::HeaderName;
 use crate::method::{CSeq, Method};
 use crate::name_addr::{NameAddr, NameAddrError};
-use crate::text::{is_lws, is_token, list_elements, parse_u32, trim, trim_bytes};
+use crate::text::{is_lws, is_token_bytes, list_elements, parse_u32, trim, trim_bytes};
 use crate::uri::{Uri, UriError, is_absolute_uri};
 use crate::via::{Via, ViaError};
 
@@ -74,6 +74,9 @@ pub struct Message {
     /// The start line including its terminator.
     pub(crate) start_line: Span,
     pub(crate) headers: Vec<HeaderField>,
+    /// Index of the first field of each recognised name (`NO_FIELD` when absent), so
+    /// the lookups a proxy makes on every message need no scan.
+    pub(crate) first: [u16; HeaderName::COUNT],
     /// Offset of the empty line that ends the head.
     pub(crate) head_end: u32,
     pub(crate) body: Span,
@@ -158,9 +161,16 @@ impl Message {
             .map(|h| self.slice(h.value))
     }
 
+    fn first_field(&self, name: HeaderName) -> Option<&HeaderField> {
+        if name == HeaderName::Other {
+            return None;
+        }
+        self.headers.get(usize::from(self.first[name as usize]))
+    }
+
     /// The first value of a recognised header.
     pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
-        self.header_values(name).next()
+        self.first_field(name).map(|h| self.slice(h.value))
     }
 
     /// The first value of a header given by name (case-insensitive; compact forms of
@@ -183,10 +193,7 @@ impl Message {
     }
 
     fn header_str(&self, name: HeaderName) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.name == name)
-            .and_then(|h| self.str_of(h.value))
+        self.first_field(name).and_then(|h| self.str_of(h.value))
     }
 
     /// Elements of every field with this name, split on list commas: `(field index,
@@ -370,20 +377,26 @@ impl Message {
 }
 
 /// The structural part of a message head: start line and header index.
+pub(crate) const NO_FIELD: u16 = u16::MAX;
+
 pub(crate) struct Head {
     pub(crate) start: StartLine,
     pub(crate) start_line: Span,
     pub(crate) headers: Vec<HeaderField>,
+    pub(crate) first: [u16; HeaderName::COUNT],
     /// Offset of the empty line ending the head.
     pub(crate) blank_line: usize,
+    /// Length of the head including that empty line.
+    pub(crate) head_len: usize,
     /// A request line that did not parse, while the rest of the head did: the head is
     /// kept so the request can still be answered with 400 or 505.
     pub(crate) start_error: Option<ErrorKind>,
 }
 
-/// Parses the head in `buf[..head_len]`, where `head_len` ends just after the empty
-/// line (as found by [`crate::framing::find_head_end`]).
-pub(crate) fn parse_head(buf: &[u8], head_len: usize, limits: &Limits) -> Result<Head, ErrorKind> {
+/// Parses the head at the start of `buf[..bound]`, up to and including the empty line
+/// that ends it; `Incomplete` when there is none before `bound`.
+pub(crate) fn parse_head(buf: &[u8], bound: usize, limits: &Limits) -> Result<Head, ErrorKind> {
+    let head_len = bound;
     let mut pos = 0;
     let next_line = |pos: &mut usize| -> Result<(usize, usize, usize), ErrorKind> {
         let start = *pos;
@@ -408,6 +421,7 @@ pub(crate) fn parse_head(buf: &[u8], head_len: usize, limits: &Limits) -> Result
     let start_line = Span::new(ls, lnext);
 
     let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
+    let mut first = [NO_FIELD; HeaderName::COUNT];
     loop {
         let (s, e, next) = next_line(&mut pos)?;
         if s == e {
@@ -415,7 +429,9 @@ pub(crate) fn parse_head(buf: &[u8], head_len: usize, limits: &Limits) -> Result
                 start,
                 start_line,
                 headers,
+                first,
                 blank_line: s,
+                head_len: next,
                 start_error,
             });
         }
@@ -435,18 +451,22 @@ pub(crate) fn parse_head(buf: &[u8], head_len: usize, limits: &Limits) -> Result
             last.line = Span::new(last.line.start as usize, next);
             continue;
         }
-        if headers.len() >= limits.max_headers {
+        if headers.len() >= limits.max_headers || headers.len() >= usize::from(NO_FIELD) {
             return Err(ErrorKind::TooManyHeaders(limits.max_headers));
         }
         let colon = memchr(b':', &buf[s..e]).ok_or(ErrorKind::HeaderLine)? + s;
         let name = trim_bytes(&buf[s..colon]);
-        if !std::str::from_utf8(name).is_ok_and(is_token) {
+        if !is_token_bytes(name) {
             return Err(ErrorKind::HeaderLine);
         }
         let value_start = colon + 1 + buf[colon + 1..e].iter().take_while(|&&b| is_lws(b)).count();
         let value_end = value_start + trim_bytes(&buf[value_start..e]).len();
+        let name_kind = HeaderName::from_bytes(name);
+        if name_kind != HeaderName::Other && first[name_kind as usize] == NO_FIELD {
+            first[name_kind as usize] = u16::try_from(headers.len()).unwrap_or(NO_FIELD);
+        }
         headers.push(HeaderField {
-            name: HeaderName::from_bytes(name),
+            name: name_kind,
             name_span: Span::new(s, s + name.len()),
             value: Span::new(value_start, value_end),
             line: Span::new(s, next),
@@ -481,7 +501,7 @@ fn parse_start_line(buf: &[u8], s: usize, e: usize) -> Result<StartLine, ErrorKi
     let method = &line[..sp1];
     let uri = &line[sp1 + 1..sp2];
     let version = &line[sp2 + 1..];
-    if !std::str::from_utf8(method).is_ok_and(is_token) {
+    if !is_token_bytes(method) {
         return Err(ErrorKind::StartLine);
     }
     if uri.is_empty() || version.is_empty() || version.contains(&b' ') {
@@ -507,7 +527,7 @@ fn parse_start_line(buf: &[u8], s: usize, e: usize) -> Result<StartLine, ErrorKi
 fn request_line_fallback(buf: &[u8], s: usize, e: usize) -> Option<StartLine> {
     let line = &buf[s..e];
     let sp1 = memchr(b' ', line)?;
-    if !std::str::from_utf8(&line[..sp1]).is_ok_and(is_token) {
+    if !is_token_bytes(&line[..sp1]) {
         return None;
     }
     let last_sp = memchr::memrchr(b' ', line)?;

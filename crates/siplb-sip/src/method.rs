@@ -85,7 +85,7 @@ impl<'a> CSeq<'a> {
     pub fn parse(value: &'a str) -> Option<CSeq<'a>> {
         let v = trim(value);
         let split = v.bytes().position(is_lws)?;
-        let seq = parse_u32(v[..split].as_bytes()).filter(|&n| n < 1 << 31)?;
+        let seq = parse_u32(&v.as_bytes()[..split]).filter(|&n| n < 1 << 31)?;
         let method = trim(&v[split..]);
         is_token(method).then(|| CSeq {
             seq,

@@ -9,7 +9,12 @@ pub(crate) fn is_lws(b: u8) -> bool {
 }
 
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    // Byte-wise: LWS is ASCII, so the first and last non-LWS bytes sit on char
+    // boundaries, and this avoids decoding chars.
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |p| p + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 pub(crate) fn trim_bytes(s: &[u8]) -> &[u8] {
@@ -18,13 +23,29 @@ pub(crate) fn trim_bytes(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// RFC 3261 `token` characters.
+/// RFC 3261 `token` characters, as a table: this test runs on every byte of every
+/// method, header name and parameter.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
+}
+
+pub(crate) fn is_token_bytes(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token_char(b))
 }
 
 pub(crate) fn is_token(s: &str) -> bool {

@@ -89,9 +89,7 @@ impl<'a> Via<'a> {
 
     /// `None` without `rport`; `Some(None)` when requested but not yet filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(|p| parse_port(p)))
+        self.params.get("rport").map(|v| v.and_then(parse_port))
     }
 }
 

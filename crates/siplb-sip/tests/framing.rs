@@ -1,5 +1,7 @@
 //! Datagram and stream framing, with the limits a peer cannot exceed.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use siplb_sip::{Datagram, ErrorKind, Frame, Limits, Message, StreamDecoder, parse_datagram};
 

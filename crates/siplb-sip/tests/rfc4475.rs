@@ -1,6 +1,8 @@
 //! RFC 4475 torture messages, read from the shared test data that sits beside the
 //! checkout (`../shared/testdata/rfc4475`).
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use siplb_sip::{ErrorKind, HeaderName, Host, Message, ParseError};
