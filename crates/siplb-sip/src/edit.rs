@@ -35,7 +35,8 @@ pub enum EditError {
 #[derive(Debug)]
 struct Splice {
     at: Range<usize>,
-    text: Vec<u8>,
+    /// Where the replacement text lies in the editor's arena.
+    text: Range<usize>,
 }
 
 /// Collects edits to one message.
@@ -43,6 +44,8 @@ struct Splice {
 pub struct Editor<'m> {
     msg: &'m Message,
     splices: Vec<Splice>,
+    /// Replacement texts, back to back: one buffer instead of one per edit.
+    arena: Vec<u8>,
 }
 
 impl Message {
@@ -51,19 +54,45 @@ impl Message {
         Editor {
             msg: self,
             splices: Vec::with_capacity(4),
+            arena: Vec::with_capacity(256),
         }
     }
 }
 
 impl<'m> Editor<'m> {
-    fn splice(&mut self, at: Range<usize>, text: Vec<u8>) {
-        self.splices.push(Splice { at, text });
+    fn splice(&mut self, at: Range<usize>, text: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(text);
+        self.splices.push(Splice {
+            at,
+            text: start..self.arena.len(),
+        });
     }
 
-    fn header_line(name: HeaderName, value: &str) -> Vec<u8> {
-        let mut line = String::with_capacity(name.as_str().len() + value.len() + 4);
-        let _ = write!(line, "{}: {}\r\n", name.as_str(), value);
-        line.into_bytes()
+    fn splice_decimal(&mut self, at: Range<usize>, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.splice(at, &digits[i..]);
+    }
+
+    fn insert_header(&mut self, at: usize, name: &str, value: &str) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(name.as_bytes());
+        self.arena.extend_from_slice(b": ");
+        self.arena.extend_from_slice(value.as_bytes());
+        self.arena.extend_from_slice(b"\r\n");
+        self.splices.push(Splice {
+            at: at..at,
+            text: start..self.arena.len(),
+        });
     }
 
     fn after_start_line(&self) -> usize {
@@ -83,7 +112,7 @@ impl<'m> Editor<'m> {
         let at = self
             .first_line_of(HeaderName::Via)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.splice(at..at, Self::header_line(HeaderName::Via, value));
+        self.insert_header(at, HeaderName::Via.as_str(), value);
         self
     }
 
@@ -97,12 +126,12 @@ impl<'m> Editor<'m> {
             .map_err(|()| EditError::Malformed(name))?;
         match elements.next() {
             Some(Ok((same, second))) if same == field => {
-                self.splice(first.start as usize..second.start as usize, Vec::new());
+                self.splice(first.start as usize..second.start as usize, b"");
             }
             Some(Err(())) => return Err(EditError::Malformed(name)),
             _ => {
                 let line = self.msg.headers[field].line;
-                self.splice(line.range(), Vec::new());
+                self.splice(line.range(), b"");
             }
         }
         Ok(())
@@ -125,7 +154,7 @@ impl<'m> Editor<'m> {
         let at = self
             .first_line_of(HeaderName::RecordRoute)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.splice(at..at, Self::header_line(HeaderName::RecordRoute, value));
+        self.insert_header(at, HeaderName::RecordRoute.as_str(), value);
         self
     }
 
@@ -133,7 +162,7 @@ impl<'m> Editor<'m> {
     pub fn set_request_uri(&mut self, uri: &str) -> Result<&mut Self, EditError> {
         match self.msg.start {
             crate::message::StartLine::Request { uri: span, .. } => {
-                self.splice(span.range(), uri.as_bytes().to_vec());
+                self.splice(span.range(), uri.as_bytes());
                 Ok(self)
             }
             crate::message::StartLine::Response { .. } => Err(EditError::NotARequest),
@@ -151,7 +180,7 @@ impl<'m> Editor<'m> {
         match field {
             None => {
                 let at = self.after_start_line();
-                self.splice(at..at, Self::header_line(HeaderName::MaxForwards, "70"));
+                self.insert_header(at, HeaderName::MaxForwards.as_str(), "70");
                 Ok(70)
             }
             Some(h) => {
@@ -159,7 +188,7 @@ impl<'m> Editor<'m> {
                     .ok_or(EditError::Malformed(HeaderName::MaxForwards))?;
                 let n = n.checked_sub(1).ok_or(EditError::TooManyHops)?;
                 let range = h.value.range();
-                self.splice(range, n.to_string().into_bytes());
+                self.splice_decimal(range, n as usize);
                 Ok(n)
             }
         }
@@ -167,7 +196,6 @@ impl<'m> Editor<'m> {
 
     /// Replaces the body and sets Content-Length to match (adding it when absent).
     pub fn set_body(&mut self, body: &[u8]) -> &mut Self {
-        let len = body.len().to_string();
         match self
             .msg
             .headers
@@ -176,23 +204,22 @@ impl<'m> Editor<'m> {
         {
             Some(h) => {
                 let range = h.value.range();
-                self.splice(range, len.into_bytes());
+                self.splice_decimal(range, body.len());
             }
             None => {
                 let at = self.msg.head_end as usize;
-                self.splice(at..at, Self::header_line(HeaderName::ContentLength, &len));
+                let len = body.len().to_string();
+                self.insert_header(at, HeaderName::ContentLength.as_str(), &len);
             }
         }
-        self.splice(self.msg.body.range(), body.to_vec());
+        self.splice(self.msg.body.range(), body);
         self
     }
 
     /// Appends a header field at the end of the head.
     pub fn append_header(&mut self, name: &str, value: &str) -> &mut Self {
         let at = self.msg.head_end as usize;
-        let mut line = String::with_capacity(name.len() + value.len() + 4);
-        let _ = write!(line, "{name}: {value}\r\n");
-        self.splice(at..at, line.into_bytes());
+        self.insert_header(at, name, value);
         self
     }
 
@@ -206,7 +233,7 @@ impl<'m> Editor<'m> {
             .map(|h| h.line.range())
             .collect();
         for l in lines {
-            self.splice(l, Vec::new());
+            self.splice(l, b"");
         }
         self
     }
@@ -247,7 +274,7 @@ impl<'m> Editor<'m> {
         if wants_rport {
             let _ = write!(out, ";rport={port}");
         }
-        self.splice(span.range(), out.into_bytes());
+        self.splice(span.range(), out.as_bytes());
         Ok(self)
     }
 
@@ -268,7 +295,7 @@ impl<'m> Editor<'m> {
         let mut pos = 0;
         for s in &self.splices {
             out.put_slice(&src[pos..s.at.start]);
-            out.put_slice(&s.text);
+            out.put_slice(&self.arena[s.text.clone()]);
             pos = s.at.end;
         }
         out.put_slice(&src[pos..]);

@@ -84,6 +84,13 @@ impl Iterator for ListElements<'_> {
         let mut in_quote = false;
         let mut in_angle = false;
         while i < s.len() {
+            if !in_quote && !in_angle {
+                // Jump straight to the next byte that matters.
+                match memchr::memchr3(b',', b'"', b'<', &s[i..]) {
+                    None => break,
+                    Some(p) => i += p,
+                }
+            }
             let b = s[i];
             if in_quote {
                 match b {
@@ -97,11 +104,10 @@ impl Iterator for ListElements<'_> {
                 match b {
                     b'"' => in_quote = true,
                     b'<' => in_angle = true,
-                    b',' => {
+                    _ => {
                         self.pos = i + 1;
                         return Some(Ok((start, i)));
                     }
-                    _ => {}
                 }
             }
             i += 1;
@@ -135,6 +141,7 @@ impl<'a> Params<'a> {
     }
 
     /// Iterates over `(name, value)` pairs; a parameter without `=` has value `None`.
+    /// Iteration stops at the first malformed parameter.
     pub fn iter(&self) -> ParamIter<'a> {
         ParamIter { rest: self.raw }
     }
@@ -154,32 +161,9 @@ impl<'a> Params<'a> {
     /// Checks the parameter grammar: every parameter has a token name and, when it has
     /// a value, a non-empty token, host or quoted-string value.
     pub(crate) fn validate(&self) -> bool {
-        let mut rest = self.raw;
-        loop {
-            rest = trim(rest);
-            if rest.is_empty() {
-                return true;
-            }
-            let Some(after) = rest.strip_prefix(';') else {
-                return false;
-            };
-            let (item, tail) = split_param(after);
-            rest = tail;
-            let (name, value) = split_name_value(item);
-            if !is_token(name) {
-                return false;
-            }
-            if let Some(v) = value {
-                let ok = if v.starts_with('"') {
-                    quoted_len(v.as_bytes()) == Some(v.len())
-                } else {
-                    !v.is_empty() && v.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b))
-                };
-                if !ok {
-                    return false;
-                }
-            }
-        }
+        let mut it = self.iter();
+        while it.next().is_some() {}
+        it.rest.bytes().all(is_lws)
     }
 }
 
@@ -192,41 +176,51 @@ pub struct ParamIter<'a> {
 impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
+    /// One pass over the bytes: `LWS ";" LWS name [LWS "=" LWS value]`. On a malformed
+    /// parameter it stops and leaves `rest` there, which is how `validate` tells.
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let rest = trim(self.rest);
-            let after = rest.strip_prefix(';')?;
-            let (item, tail) = split_param(after);
-            self.rest = tail;
-            let (name, value) = split_name_value(item);
-            if !name.is_empty() {
-                return Some((name, value));
+        let s = self.rest;
+        let b = s.as_bytes();
+        let skip = |mut i: usize| {
+            while i < b.len() && is_lws(b[i]) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = skip(0);
+        if b.get(i) != Some(&b';') {
+            return None;
+        }
+        i = skip(i + 1);
+        let name_start = i;
+        while i < b.len() && is_token_char(b[i]) {
+            i += 1;
+        }
+        if i == name_start {
+            return None;
+        }
+        let name = s.get(name_start..i)?;
+        let after_name = i;
+        let j = skip(i);
+        if b.get(j) != Some(&b'=') {
+            self.rest = s.get(after_name..)?;
+            return Some((name, None));
+        }
+        i = skip(j + 1);
+        let value_start = i;
+        if b.get(i) == Some(&b'"') {
+            i += quoted_len(&b[i..])?;
+        } else {
+            while i < b.len() && (is_token_char(b[i]) || matches!(b[i], b'[' | b']' | b':')) {
+                i += 1;
+            }
+            if i == value_start {
+                return None;
             }
         }
-    }
-}
-
-/// Splits at the next `;` that is not inside a quoted string.
-fn split_param(s: &str) -> (&str, &str) {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => match quoted_len(&b[i..]) {
-                Some(n) => i += n,
-                None => return (s, ""),
-            },
-            b';' => return (&s[..i], &s[i..]),
-            _ => i += 1,
-        }
-    }
-    (s, "")
-}
-
-fn split_name_value(item: &str) -> (&str, Option<&str>) {
-    match item.find('=') {
-        Some(eq) => (trim(&item[..eq]), Some(trim(&item[eq + 1..]))),
-        None => (trim(item), None),
+        let value = s.get(value_start..i)?;
+        self.rest = s.get(i..)?;
+        Some((name, Some(value)))
     }
 }
 

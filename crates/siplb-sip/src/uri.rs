@@ -29,7 +29,7 @@ impl Host<'_> {
             return None;
         }
         if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return s.parse().ok().map(Host::V4);
+            return parse_ipv4(s.as_bytes()).map(Host::V4);
         }
         Some(Host::Domain(s))
     }
@@ -204,7 +204,26 @@ pub(crate) fn parse_port(s: &str) -> Option<u16> {
     if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse().ok()
+    let n = s.bytes().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok()
+}
+
+/// Dotted-quad IPv4, strict like the standard parser (no leading zeros, four octets),
+/// without its generic machinery: every Via and URI host goes through here.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let n = p.iter().try_fold(0u16, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+        })?;
+        *octet = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
 }
 
 /// Checks the generic `scheme:rest` shape of a non-SIP absolute URI (RFC 3261 allows
@@ -271,6 +290,30 @@ mod tests {
         assert_eq!(Uri::parse("sip:[::1"), Err(UriError::Host));
         assert_eq!(Uri::parse("sip:h;;"), Err(UriError::Params));
         assert!(Uri::parse("sip:127.0.0.1:0").is_ok());
+    }
+
+    #[test]
+    fn ipv4_hosts() {
+        assert_eq!(
+            Host::parse("192.0.2.1"),
+            Some(Host::V4(Ipv4Addr::new(192, 0, 2, 1)))
+        );
+        assert_eq!(
+            Host::parse("255.255.255.255"),
+            Some(Host::V4(Ipv4Addr::BROADCAST))
+        );
+        for bad in [
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1..3.4",
+            "1.2.3.4.",
+        ] {
+            assert!(parse_ipv4(bad.as_bytes()).is_none(), "{bad}");
+        }
+        assert_eq!(parse_port("65535"), Some(65535));
+        assert_eq!(parse_port("65536"), None);
     }
 
     #[test]
