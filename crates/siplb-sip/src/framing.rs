@@ -155,9 +155,10 @@ impl StreamDecoder {
                     return Ok(Some(Frame::Ping));
                 }
                 if crlf == self.buf.len() {
-                    // CRLFs alone so far: a pong, or a ping still arriving.
-                    if crlf > 4 {
-                        self.buf.advance(crlf);
+                    // CRLFs alone so far: pongs, or a ping still arriving. Keep the last
+                    // three bytes, which may be the start of a CRLF CRLF cut by the read.
+                    if crlf > 3 {
+                        self.buf.advance(crlf - 3);
                     }
                     return Ok(None);
                 }

@@ -143,3 +143,22 @@ fn limits_bound_what_a_peer_can_make_us_hold() {
     let err = parse_datagram(Bytes::from(huge), &Limits::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TooLarge(65_535));
 }
+
+/// Found by the stream fuzz target: a ping cut by a read after a run of stray CRs and
+/// LFs was lost, while the same bytes in one read gave a ping.
+#[test]
+fn ping_split_after_a_run_of_line_ends_is_still_a_ping() {
+    let data = b"\r\r\r\r\r\r\r\r\n\n\r\n\r\n\r\rOPTIONS";
+    for step in 1..data.len() {
+        let mut dec = StreamDecoder::new(Limits::default());
+        let mut pings = 0;
+        for piece in data.chunks(step) {
+            dec.extend(piece);
+            while let Ok(Some(f)) = dec.decode() {
+                assert!(matches!(f, Frame::Ping));
+                pings += 1;
+            }
+        }
+        assert_eq!(pings, 1, "step {step}");
+    }
+}
