@@ -1,0 +1,1044 @@
+//! The store against real databases: a SQLite file in the temp directory, and the MariaDB
+//! (or MySQL) and PostgreSQL servers named by `SIPLB_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306/test`) and `SIPLB_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`).
+//!
+//! A server that cannot be reached fails its tests; set `SIPLB_SKIP_DB_TESTS=1` to skip the
+//! MySQL and PostgreSQL tests instead (SQLite always runs). Every test works on its own
+//! table, dropped at the end, so the tests run in parallel and can be repeated. They leave
+//! OpenSIPS' shared `version` table in place (without their rows) once it exists.
+//!
+//! Every scenario runs on each backend: `cargo test -p siplb-store -- mysql` runs one.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use siplb_balance::DestinationRow;
+use siplb_store::{
+    Backend, CellFault, CellProblem, RetryPolicy, RowProblem, Store, StoreError,
+    connect_with_retry, example_rows,
+};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+// ---------------------------------------------------------------------------------------
+// OpenSIPS' own scripts (scripts/<db>/load_balancer-create.sql, schema version 3, and
+// standard-create.sql for `version`), verbatim but for the table name, which is substituted
+// for `load_balancer`. `version` gets IF NOT EXISTS because all tests share it.
+
+const OPENSIPS_MYSQL: &str =
+    "INSERT INTO version (table_name, table_version) values ('load_balancer','3');
+CREATE TABLE load_balancer (
+    id INT(10) UNSIGNED AUTO_INCREMENT PRIMARY KEY NOT NULL,
+    group_id INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    dst_uri CHAR(128) NOT NULL,
+    resources CHAR(255) NOT NULL,
+    probe_mode INT(11) UNSIGNED DEFAULT 0 NOT NULL,
+    attrs CHAR(255) DEFAULT NULL,
+    description CHAR(128) DEFAULT NULL
+) ENGINE=InnoDB;
+CREATE INDEX dsturi_idx ON load_balancer (dst_uri);";
+
+const OPENSIPS_MYSQL_VERSION: &str = "CREATE TABLE IF NOT EXISTS version (
+    table_name CHAR(32) NOT NULL,
+    table_version INT UNSIGNED DEFAULT 0 NOT NULL,
+    CONSTRAINT t_name_idx UNIQUE (table_name)
+) ENGINE=InnoDB";
+
+const OPENSIPS_POSTGRES: &str =
+    "INSERT INTO version (table_name, table_version) values ('load_balancer','3');
+CREATE TABLE load_balancer (
+    id SERIAL PRIMARY KEY NOT NULL,
+    group_id INTEGER DEFAULT 0 NOT NULL,
+    dst_uri VARCHAR(128) NOT NULL,
+    resources VARCHAR(255) NOT NULL,
+    probe_mode INTEGER DEFAULT 0 NOT NULL,
+    attrs VARCHAR(255) DEFAULT NULL,
+    description VARCHAR(128) DEFAULT NULL
+);
+ALTER SEQUENCE load_balancer_id_seq MAXVALUE 2147483647 CYCLE;
+CREATE INDEX load_balancer_dsturi_idx ON load_balancer (dst_uri);";
+
+const OPENSIPS_POSTGRES_VERSION: &str = "CREATE TABLE IF NOT EXISTS version (
+    table_name VARCHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx UNIQUE (table_name)
+)";
+
+const OPENSIPS_SQLITE: &str =
+    "INSERT INTO version (table_name, table_version) values ('load_balancer','3');
+CREATE TABLE load_balancer (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    group_id INTEGER DEFAULT 0 NOT NULL,
+    dst_uri CHAR(128) NOT NULL,
+    resources CHAR(255) NOT NULL,
+    probe_mode INTEGER DEFAULT 0 NOT NULL,
+    attrs CHAR(255) DEFAULT NULL,
+    description CHAR(128) DEFAULT NULL
+);
+CREATE INDEX load_balancer_dsturi_idx  ON load_balancer (dst_uri);";
+
+const OPENSIPS_SQLITE_VERSION: &str = "CREATE TABLE IF NOT EXISTS version (
+    table_name CHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_t_name_idx  UNIQUE (table_name)
+)";
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test, concurrent or earlier, uses: pid, a per-process counter, and the
+/// clock in case a pid comes back while a failed run's table is still there.
+fn unique_table() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000;
+    format!("lbt_{}_{n}_{micros}", std::process::id())
+}
+
+fn skip_server_tests() -> bool {
+    std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// One test's database and table, plus a separate admin connection for setting up and
+/// inspecting behind the store's back.
+struct Db {
+    backend: Backend,
+    url: String,
+    table: String,
+    admin: AnyPool,
+    sqlite_file: Option<PathBuf>,
+}
+
+impl Db {
+    async fn sqlite() -> Self {
+        sqlx::any::install_default_drivers();
+        let table = unique_table();
+        let path = std::env::temp_dir().join(format!("siplb-store-{table}.db"));
+        assert!(!path.exists());
+        let url = format!("sqlite://{}", path.display());
+        // The store must create the file by itself.
+        let store = Store::connect(&url, &table).await.unwrap();
+        assert!(path.exists(), "sqlite:// did not create {}", path.display());
+        store.close().await;
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            table,
+            admin,
+            sqlite_file: Some(path),
+        }
+    }
+
+    async fn mysql() -> Option<Self> {
+        Self::server(
+            Backend::MySql,
+            "SIPLB_TEST_MYSQL_URL",
+            "mysql://root@127.0.0.1:3306/test",
+        )
+        .await
+    }
+
+    async fn postgres() -> Option<Self> {
+        Self::server(
+            Backend::Postgres,
+            "SIPLB_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        )
+        .await
+    }
+
+    async fn server(backend: Backend, var: &str, default: &str) -> Option<Self> {
+        if skip_server_tests() {
+            eprintln!("SIPLB_SKIP_DB_TESTS=1: skipping the {backend} test");
+            return None;
+        }
+        sqlx::any::install_default_drivers();
+        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let admin = match AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(err) => panic!(
+                "cannot reach the {backend} test server at {url} ({var}): {err}; start it, \
+                 point {var} at one, or set SIPLB_SKIP_DB_TESTS=1"
+            ),
+        };
+        Some(Self {
+            backend,
+            url,
+            table: unique_table(),
+            admin,
+            sqlite_file: None,
+        })
+    }
+
+    fn t(&self) -> &str {
+        &self.table
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(&self.url, &self.table).await.unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        if let Err(err) = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&self.admin)
+            .await
+        {
+            panic!("{sql}: {err}");
+        }
+    }
+
+    async fn strings(&self, sql: &str) -> Vec<String> {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&self.admin)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+            .iter()
+            .map(|row| row.try_get::<String, _>(0).unwrap())
+            .collect()
+    }
+
+    async fn int(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.admin)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    /// Creates `table` with OpenSIPS' own script, version row included.
+    async fn create_opensips_table(&self, table: &str) {
+        let (script, version) = match self.backend {
+            Backend::Sqlite => (OPENSIPS_SQLITE, OPENSIPS_SQLITE_VERSION),
+            Backend::MySql => (OPENSIPS_MYSQL, OPENSIPS_MYSQL_VERSION),
+            Backend::Postgres => (OPENSIPS_POSTGRES, OPENSIPS_POSTGRES_VERSION),
+        };
+        // Two tests creating `version` at once can collide on PostgreSQL; either way the
+        // table is there afterwards, which the INSERT below checks.
+        let _ = sqlx::raw_sql(version).execute(&self.admin).await;
+        for statement in script.replace("load_balancer", table).split(";\n") {
+            self.exec(statement.trim().trim_end_matches(';')).await;
+        }
+    }
+
+    /// `(rows, value)` of the table's entries in `version`.
+    async fn version_rows(&self, table: &str) -> (i64, i64) {
+        let count = self
+            .int(&format!(
+                "SELECT COUNT(*) FROM version WHERE table_name = '{table}'"
+            ))
+            .await;
+        // MySQL widens MAX of an unsigned column to DECIMAL, which the Any driver lacks.
+        let signed = match self.backend {
+            Backend::MySql => "SIGNED",
+            Backend::Sqlite | Backend::Postgres => "BIGINT",
+        };
+        let value = self
+            .int(&format!(
+                "SELECT CAST(COALESCE(MAX(table_version), 0) AS {signed}) \
+                 FROM version WHERE table_name = '{table}'"
+            ))
+            .await;
+        (count, value)
+    }
+
+    /// Columns, indexes and id generation of `table`, in a form comparable across tables
+    /// (`table` itself replaced by `T`).
+    async fn describe(&self, table: &str) -> Vec<String> {
+        let queries = match self.backend {
+            Backend::Sqlite => vec![
+                format!(
+                    "SELECT name || ' ' || type || ' notnull=' || \"notnull\" || ' default=' \
+                     || COALESCE(dflt_value, '-') || ' pk=' || pk \
+                     FROM pragma_table_info('{table}') ORDER BY cid"
+                ),
+                format!(
+                    "SELECT 'index ' || name FROM sqlite_master \
+                     WHERE type = 'index' AND tbl_name = '{table}' ORDER BY name"
+                ),
+                format!(
+                    "SELECT 'autoincrement ' || (instr(sql, 'AUTOINCREMENT') > 0) \
+                     FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+                ),
+            ],
+            Backend::MySql => vec![
+                format!(
+                    "SELECT CAST(CONCAT_WS(' ', column_name, column_type, is_nullable, \
+                     IFNULL(column_default, '-'), column_key, extra) AS CHAR) \
+                     FROM information_schema.columns \
+                     WHERE table_schema = DATABASE() AND table_name = '{table}' \
+                     ORDER BY ordinal_position"
+                ),
+                format!(
+                    "SELECT CAST(CONCAT_WS(' ', 'index', index_name, column_name, non_unique) AS CHAR) \
+                     FROM information_schema.statistics \
+                     WHERE table_schema = DATABASE() AND table_name = '{table}' \
+                     ORDER BY index_name, seq_in_index"
+                ),
+                format!(
+                    "SELECT CAST(CONCAT_WS(' ', 'engine', engine) AS CHAR) \
+                     FROM information_schema.tables \
+                     WHERE table_schema = DATABASE() AND table_name = '{table}'"
+                ),
+            ],
+            Backend::Postgres => vec![
+                format!(
+                    "SELECT column_name || ' ' || data_type || ' ' \
+                     || COALESCE(character_maximum_length::text, '-') || ' ' || is_nullable \
+                     || ' ' || COALESCE(column_default, '-') \
+                     FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = '{table}' \
+                     ORDER BY ordinal_position"
+                ),
+                format!(
+                    "SELECT indexdef FROM pg_indexes \
+                     WHERE schemaname = current_schema() AND tablename = '{table}' \
+                     ORDER BY indexname"
+                ),
+                format!(
+                    "SELECT 'sequence max=' || seqmax::text || ' cycle=' || seqcycle::text \
+                     FROM pg_sequence WHERE seqrelid = '{table}_id_seq'::regclass"
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        for query in queries {
+            out.extend(
+                self.strings(&query)
+                    .await
+                    .into_iter()
+                    .map(|s| s.replace(table, "T")),
+            );
+        }
+        out
+    }
+}
+
+/// Drops the test's tables and version rows even when the test failed. That runs on a fresh
+/// connection in a thread of its own: the test's runtime is unwinding or finishing and
+/// cannot be blocked on.
+impl Drop for Db {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let tables = [self.table.clone(), format!("{}_ref", self.table)];
+        let sqlite_file = self.sqlite_file.take();
+        let cleaner = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let Ok(pool) = AnyPoolOptions::new().max_connections(1).connect(&url).await else {
+                    return;
+                };
+                for table in &tables {
+                    // Ignored: the table or `version` may never have been created.
+                    let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                        .execute(&pool)
+                        .await;
+                    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+                        "DELETE FROM version WHERE table_name = '{table}'"
+                    )))
+                    .execute(&pool)
+                    .await;
+                }
+                pool.close().await;
+            });
+            if let Some(path) = sqlite_file {
+                for suffix in ["", "-journal", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        });
+        let _ = cleaner.join();
+    }
+}
+
+/// Runs a scenario on SQLite, MySQL/MariaDB and PostgreSQL, as three tests named after the
+/// backend inside a module named after the scenario.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = super::Db::sqlite().await;
+                super::$scenario(&db).await;
+            }
+
+            #[tokio::test]
+            async fn mysql() {
+                let Some(db) = super::Db::mysql().await else { return };
+                super::$scenario(&db).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres().await else { return };
+                super::$scenario(&db).await;
+            }
+        }
+    )*};
+}
+
+on_every_backend!(
+    init_creates_the_opensips_schema_once,
+    a_table_made_by_opensips_loads_unchanged,
+    load_follows_inserts_updates_and_deletes_in_id_order,
+    bad_values_are_reported_by_id_while_good_rows_load,
+    bad_values_in_an_opensips_table,
+    an_unreadable_table_is_an_error,
+    examples_are_inserted_once_into_an_empty_table,
+);
+
+fn row(
+    id: u32,
+    group_id: u32,
+    uri: &str,
+    resources: &str,
+    probe_mode: i32,
+    attrs: Option<&str>,
+    description: Option<&str>,
+) -> DestinationRow {
+    let mut row = DestinationRow::new(id, group_id, uri, resources);
+    row.probe_mode = probe_mode;
+    row.attrs = attrs.map(str::to_owned);
+    row.description = description.map(str::to_owned);
+    row
+}
+
+fn ids(rows: &[DestinationRow]) -> Vec<u32> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+fn cell(column: &'static str, fault: CellFault) -> CellProblem {
+    CellProblem { column, fault }
+}
+
+fn out_of_range(value: i64, min: i64, max: i64) -> CellFault {
+    CellFault::OutOfRange { value, min, max }
+}
+
+const U32_MAX: i64 = u32::MAX as i64;
+const I32_MIN: i64 = i32::MIN as i64;
+const I32_MAX: i64 = i32::MAX as i64;
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+/// `init` creates the table with the very columns, types, defaults, index and id sequence
+/// that OpenSIPS' script creates, records version 3 once, and changes nothing when repeated.
+async fn init_creates_the_opensips_schema_once(db: &Db) {
+    let store = db.store().await;
+    assert_eq!(store.backend(), db.backend);
+    let first = store.init().await.unwrap();
+    assert!(first.table_created);
+    assert_eq!(first.examples_inserted, 0);
+    assert_eq!(db.version_rows(db.t()).await, (1, 3));
+
+    let again = store.init().await.unwrap();
+    assert!(!again.table_created);
+    assert_eq!(db.version_rows(db.t()).await, (1, 3));
+    assert_eq!(store.load().await.unwrap(), Default::default());
+
+    let reference = format!("{}_ref", db.t());
+    db.create_opensips_table(&reference).await;
+    let ours = db.describe(db.t()).await;
+    assert!(ours.len() >= 8, "{ours:#?}");
+    assert_eq!(ours, db.describe(&reference).await);
+    store.close().await;
+}
+
+/// A table created and filled the OpenSIPS way (its script, auto-increment ids) loads as
+/// is; `init` on it creates nothing and adds no second version row.
+async fn a_table_made_by_opensips_loads_unchanged(db: &Db) {
+    db.create_opensips_table(db.t()).await;
+    db.exec(&format!(
+        "INSERT INTO {} (group_id, dst_uri, resources, probe_mode, attrs, description) VALUES \
+         (1, 'sip:10.0.0.1:5060', 'vm=50;pstn=32', 0, NULL, NULL), \
+         (1, 'sip:10.0.0.2:5060', 'vm=100', 2, 'region=eu', 'Media server B'), \
+         (2, 'sips:gw.example.com', 'pstn=64', 1, '', 'Gateway')",
+        db.t()
+    ))
+    .await;
+    let expected = vec![
+        row(1, 1, "sip:10.0.0.1:5060", "vm=50;pstn=32", 0, None, None),
+        row(
+            2,
+            1,
+            "sip:10.0.0.2:5060",
+            "vm=100",
+            2,
+            Some("region=eu"),
+            Some("Media server B"),
+        ),
+        row(
+            3,
+            2,
+            "sips:gw.example.com",
+            "pstn=64",
+            1,
+            Some(""),
+            Some("Gateway"),
+        ),
+    ];
+
+    let store = db.store().await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.rows, expected);
+    assert!(loaded.problems.is_empty());
+
+    assert!(!store.init().await.unwrap().table_created);
+    assert_eq!(db.version_rows(db.t()).await, (1, 3));
+    assert_eq!(store.load().await.unwrap().rows, expected);
+    store.close().await;
+}
+
+/// Every load reads the table as it is now, whatever changed in between, in id order
+/// whatever the insertion order.
+async fn load_follows_inserts_updates_and_deletes_in_id_order(db: &Db) {
+    let store = db.store().await;
+    store.init().await.unwrap();
+    let t = db.t();
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode, attrs, description) \
+         VALUES (30, 2, 'sip:c@10.0.0.3', 'pstn=10', 1, 'a=1', NULL)"
+    ))
+    .await;
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode) \
+         VALUES (10, 1, 'sip:a@10.0.0.1', 'vm=5', 0)"
+    ))
+    .await;
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode, description) \
+         VALUES (20, 1, 'sip:b@10.0.0.2', 'vm=7; pstn=3', 2, 'second')"
+    ))
+    .await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(
+        loaded.rows,
+        [
+            row(10, 1, "sip:a@10.0.0.1", "vm=5", 0, None, None),
+            row(
+                20,
+                1,
+                "sip:b@10.0.0.2",
+                "vm=7; pstn=3",
+                2,
+                None,
+                Some("second")
+            ),
+            row(30, 2, "sip:c@10.0.0.3", "pstn=10", 1, Some("a=1"), None),
+        ]
+    );
+
+    db.exec(&format!(
+        "UPDATE {t} SET resources = 'vm=70', attrs = 'x=y', description = NULL WHERE id = 20"
+    ))
+    .await;
+    db.exec(&format!("UPDATE {t} SET attrs = NULL WHERE id = 30"))
+        .await;
+    db.exec(&format!("DELETE FROM {t} WHERE id = 10")).await;
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources) VALUES (5, 3, 'sip:d@10.0.0.4', 'vm=1')"
+    ))
+    .await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(
+        loaded.rows,
+        [
+            row(5, 3, "sip:d@10.0.0.4", "vm=1", 0, None, None),
+            row(20, 1, "sip:b@10.0.0.2", "vm=70", 2, Some("x=y"), None),
+            row(30, 2, "sip:c@10.0.0.3", "pstn=10", 1, None, None),
+        ]
+    );
+    assert!(loaded.problems.is_empty());
+
+    db.exec(&format!("DELETE FROM {t}")).await;
+    assert_eq!(store.load().await.unwrap(), Default::default());
+    store.close().await;
+}
+
+/// In a table without OpenSIPS' constraints (signed, 64-bit, nullable columns), each row
+/// with a NULL or out-of-range value is reported by its id, every bad column named, and the
+/// other rows still load. A negative probe_mode is valid (OpenSIPS reads it as 1), and
+/// resource strings pass through unchecked: the balancer checks them.
+async fn bad_values_are_reported_by_id_while_good_rows_load(db: &Db) {
+    let t = db.t();
+    let big_int = match db.backend {
+        Backend::Sqlite => "INTEGER",
+        Backend::MySql | Backend::Postgres => "BIGINT",
+    };
+    db.exec(&format!(
+        "CREATE TABLE {t} (id {big_int}, group_id {big_int}, dst_uri CHAR(128), \
+         resources CHAR(255), probe_mode {big_int}, attrs CHAR(255), description CHAR(128))"
+    ))
+    .await;
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode) VALUES \
+         (1, 1, 'sip:a', 'vm=1', 0), \
+         (2, -3, 'sip:b', 'vm=1', 0), \
+         (3, 1, NULL, 'vm=1', 0), \
+         (4, 1, 'sip:d', 'vm=1', 3000000000), \
+         (5, 1, 'sip:e', 'vm=1', -1), \
+         (6000000000, 1, 'sip:f', 'vm=1', 0), \
+         (NULL, 1, 'sip:g', NULL, 0), \
+         (7, 2, 'sip:h', 'bogus', 1), \
+         (8, 4294967295, 'sip:i', 'vm=1', NULL), \
+         (-9, 4294967296, NULL, NULL, NULL)"
+    ))
+    .await;
+
+    let store = db.store().await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(
+        loaded.rows,
+        [
+            row(1, 1, "sip:a", "vm=1", 0, None, None),
+            row(5, 1, "sip:e", "vm=1", -1, None, None),
+            row(7, 2, "sip:h", "bogus", 1, None, None),
+        ]
+    );
+
+    let by_id = |id: Option<i64>| -> Vec<CellProblem> {
+        let found: Vec<&RowProblem> = loaded.problems.iter().filter(|p| p.id == id).collect();
+        assert_eq!(found.len(), 1, "{id:?} in {:#?}", loaded.problems);
+        found[0].cells.clone()
+    };
+    assert_eq!(loaded.problems.len(), 7, "{:#?}", loaded.problems);
+    assert_eq!(
+        by_id(Some(2)),
+        [cell("group_id", out_of_range(-3, 0, U32_MAX))]
+    );
+    assert_eq!(by_id(Some(3)), [cell("dst_uri", CellFault::Null)]);
+    assert_eq!(
+        by_id(Some(4)),
+        [cell(
+            "probe_mode",
+            out_of_range(3_000_000_000, I32_MIN, I32_MAX)
+        )]
+    );
+    assert_eq!(
+        by_id(Some(6_000_000_000)),
+        [cell("id", out_of_range(6_000_000_000, 0, U32_MAX))]
+    );
+    assert_eq!(
+        by_id(None),
+        [
+            cell("id", CellFault::Null),
+            cell("resources", CellFault::Null)
+        ]
+    );
+    assert_eq!(by_id(Some(8)), [cell("probe_mode", CellFault::Null)]);
+    assert_eq!(
+        by_id(Some(-9)),
+        [
+            cell("id", out_of_range(-9, 0, U32_MAX)),
+            cell("group_id", out_of_range(4_294_967_296, 0, U32_MAX)),
+            cell("dst_uri", CellFault::Null),
+            cell("resources", CellFault::Null),
+            cell("probe_mode", CellFault::Null),
+        ]
+    );
+    // Positions are 1-based places in the id-ordered result.
+    let problem_2 = loaded.problems.iter().find(|p| p.id == Some(2)).unwrap();
+    let rank_of_2 = if db.backend == Backend::Postgres {
+        // PostgreSQL sorts NULL ids last, the others first; -9 sorts before 1 everywhere.
+        3
+    } else {
+        4
+    };
+    assert_eq!(problem_2.position, rank_of_2);
+    assert_eq!(
+        problem_2.to_string(),
+        "destination 2 skipped: group_id is -3, outside 0..=4294967295"
+    );
+    store.close().await;
+}
+
+/// The same through OpenSIPS' own tables, where the column types let through different bad
+/// values: PostgreSQL's signed INTEGER a negative group_id, MySQL's INT UNSIGNED a
+/// probe_mode above i32 (which must not wrap around to -1), SQLite any value of any type.
+async fn bad_values_in_an_opensips_table(db: &Db) {
+    let t = db.t();
+    db.create_opensips_table(t).await;
+    // The largest group each schema can hold must load.
+    let max_group = match db.backend {
+        Backend::Postgres => 2_147_483_647,
+        Backend::MySql | Backend::Sqlite => u32::MAX,
+    };
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode) VALUES \
+         (1, 1, 'sip:a', 'vm=1', 1), (2, {max_group}, 'sip:b', 'vm=1', 2147483647)"
+    ))
+    .await;
+    let (bad_values, column) = match db.backend {
+        Backend::Postgres => ("-1, 'sip:c', 'vm=1', -5", "group_id"),
+        Backend::MySql => ("1, 'sip:c', 'vm=1', 4294967295", "probe_mode"),
+        Backend::Sqlite => ("'abc', 'sip:c', 'vm=1', 1", "group_id"),
+    };
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources, probe_mode) VALUES (3, {bad_values})"
+    ))
+    .await;
+
+    let store = db.store().await;
+    let loaded = store.load().await.unwrap();
+    assert_eq!(ids(&loaded.rows), [1, 2]);
+    assert_eq!(loaded.rows[1].group_id, max_group);
+    assert_eq!(loaded.rows[1].probe_mode, i32::MAX);
+    assert_eq!(loaded.problems.len(), 1, "{:#?}", loaded.problems);
+    let problem = &loaded.problems[0];
+    assert_eq!((problem.id, problem.position), (Some(3), 3));
+    assert_eq!(problem.cells.len(), 1, "{problem}");
+    assert_eq!(problem.cells[0].column, column);
+    let fault = &problem.cells[0].fault;
+    match db.backend {
+        Backend::Postgres => assert_eq!(*fault, out_of_range(-1, 0, U32_MAX)),
+        Backend::MySql => assert_eq!(
+            *fault,
+            out_of_range(4_294_967_295, I32_MIN, I32_MAX),
+            "an INT UNSIGNED above i32 must not wrap around"
+        ),
+        Backend::Sqlite => {
+            assert!(
+                matches!(fault, CellFault::WrongType { reason } if !reason.is_empty()),
+                "{fault:?}"
+            );
+        }
+    }
+    assert!(problem.to_string().starts_with("destination 3 skipped: "));
+    store.close().await;
+}
+
+/// A table that is missing, or lacks schema-3 columns, cannot be loaded at all: an error
+/// naming the table, so the caller keeps what it has. `init` refuses the latter too.
+async fn an_unreadable_table_is_an_error(db: &Db) {
+    let t = db.t();
+    let store = db.store().await;
+    let err = store.load().await.unwrap_err();
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("reading table {t}")), "{message}");
+    assert!(message.contains(t), "{message}");
+
+    // OpenSIPS' version-2 table: no probe_mode, no attrs.
+    db.exec(&format!(
+        "CREATE TABLE {t} (id INTEGER PRIMARY KEY, group_id INTEGER NOT NULL, \
+         dst_uri CHAR(128) NOT NULL, resources CHAR(255) NOT NULL, description CHAR(128))"
+    ))
+    .await;
+    db.exec(&format!(
+        "INSERT INTO {t} (id, group_id, dst_uri, resources) VALUES (1, 1, 'sip:a', 'vm=1')"
+    ))
+    .await;
+    let err = store.load().await.unwrap_err();
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert!(err.to_string().contains("probe_mode"), "{err}");
+
+    let err = store.init().await.unwrap_err();
+    assert!(matches!(err, StoreError::Schema { .. }), "{err:?}");
+    assert!(err.to_string().contains("schema version 3"), "{err}");
+    // A failed init must not claim the table is at version 3.
+    assert_eq!(db.version_rows(t).await.0, 0);
+    store.close().await;
+}
+
+/// The embedded default's tutorial rows go into an empty table only: never twice, never
+/// next to an operator's rows, and later inserts without an id continue after them.
+async fn examples_are_inserted_once_into_an_empty_table(db: &Db) {
+    let t = db.t();
+    let store = db.store().await;
+    let first = store.init_with_examples().await.unwrap();
+    assert!(first.table_created);
+    assert_eq!(first.examples_inserted, 4);
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.rows, example_rows());
+    assert_eq!(
+        loaded.rows[0],
+        row(1, 1, "sip:127.0.0.1:5071", "vm=50;pstn=32", 1, None, None)
+    );
+
+    let again = store.init_with_examples().await.unwrap();
+    assert!(!again.table_created);
+    assert_eq!(again.examples_inserted, 0);
+    assert_eq!(store.load().await.unwrap().rows, example_rows());
+
+    db.exec(&format!("DELETE FROM {t} WHERE id = 2")).await;
+    assert_eq!(
+        store.init_with_examples().await.unwrap().examples_inserted,
+        0
+    );
+    db.exec(&format!(
+        "INSERT INTO {t} (group_id, dst_uri, resources) VALUES (2, 'sip:new', 'vm=1')"
+    ))
+    .await;
+    assert_eq!(ids(&store.load().await.unwrap().rows), [1, 3, 4, 5]);
+    assert_eq!(db.version_rows(t).await, (1, 3));
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Connecting
+
+fn fast_policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(50),
+        attempt_timeout: Duration::from_secs(3),
+    }
+}
+
+/// A server that refuses connections is tried exactly as the policy says, every failure is
+/// reported, and the final error says that it gave up and why, without the password.
+async fn unreachable(url: &str) {
+    let started = Instant::now();
+    let mut events = Vec::new();
+    let err = connect_with_retry(url, "load_balancer", &fast_policy(4), |event| {
+        events.push((event.attempt, event.max_attempts, event.retry_in));
+        assert!(event.to_string().contains("127.0.0.1:1"), "{event}");
+    })
+    .await
+    .unwrap_err();
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(
+        events,
+        [(1, 4, ms(20)), (2, 4, ms(40)), (3, 4, ms(50)), (4, 4, None)]
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let StoreError::GaveUp { attempts, last, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*attempts, 4);
+    assert!(matches!(**last, StoreError::Connect { .. }), "{last:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("gave up after 4 attempt(s) over "),
+        "{message}"
+    );
+    assert!(message.contains("cannot connect to "), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn unreachable_mysql_fails_within_the_retry_policy() {
+    unreachable("mysql://root:hunter2@127.0.0.1:1/test").await;
+}
+
+#[tokio::test]
+async fn unreachable_postgres_fails_within_the_retry_policy() {
+    unreachable("postgres://postgres:hunter2@127.0.0.1:1/test").await;
+}
+
+#[tokio::test]
+async fn unopenable_sqlite_file_fails_within_the_retry_policy() {
+    let dir = std::env::temp_dir().join(format!("siplb-store-missing-{}", unique_table()));
+    let url = format!("sqlite://{}/siplb.db", dir.display());
+    let mut attempts = 0;
+    let err = connect_with_retry(&url, "load_balancer", &fast_policy(2), |_| attempts += 1)
+        .await
+        .unwrap_err();
+    assert_eq!(attempts, 2);
+    let message = err.to_string();
+    assert!(
+        message.starts_with("gave up after 2 attempt(s)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unable to open database file"),
+        "{message}"
+    );
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn configuration_errors_are_not_retried() {
+    let mut attempts = 0;
+    let err = connect_with_retry("sqlite::memory:", "lb;drop", &fast_policy(5), |_| {
+        attempts += 1;
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidTableName { .. }), "{err}");
+    let err = connect_with_retry(
+        "oracle://u:pw@h/db",
+        "load_balancer",
+        &fast_policy(5),
+        |_| attempts += 1,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err}");
+    assert!(!err.to_string().contains("pw@"), "{err}");
+    let err = connect_with_retry(
+        "sqlite://x.db?bogus=1",
+        "load_balancer",
+        &fast_policy(5),
+        |_| attempts += 1,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    assert_eq!(
+        attempts, 1,
+        "a bad URL parameter is reported once, not retried"
+    );
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_its_data_for_the_store_lifetime() {
+    let store = connect_with_retry(
+        "sqlite::memory:",
+        "load_balancer",
+        &RetryPolicy::default(),
+        |e| panic!("{e}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.init_with_examples().await.unwrap().examples_inserted,
+        4
+    );
+    // Several round trips: each would see an empty database if the connection were
+    // replaced.
+    for _ in 0..3 {
+        assert_eq!(store.load().await.unwrap().rows, example_rows());
+    }
+    assert_eq!(store.url(), "sqlite::memory:");
+    assert_eq!(store.table().as_str(), "load_balancer");
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A server that goes away after startup
+
+/// A TCP relay in front of a test server, to cut and restore the connection at will.
+struct Relay {
+    port: u16,
+    upstream: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str, port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let upstream_addr = upstream.to_owned();
+        let connections = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream_addr = upstream_addr.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream_addr).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections.lock().unwrap().push(relay);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Self {
+            port,
+            upstream: upstream.to_owned(),
+            tasks,
+        }
+    }
+
+    /// Closes the listener and every relayed connection, as a server that died would.
+    async fn stop(&self) {
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// `host:port` of a URL's authority.
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split('/').next().unwrap();
+    authority.rsplit('@').next().unwrap()
+}
+
+/// After startup the server goes away: a load fails with an error (the caller keeps its
+/// table) within the connect timeout instead of hanging, and once the server is back the
+/// next load works without a new Store.
+async fn server_going_away(db: &Db) {
+    let upstream = host_port(&db.url).to_owned();
+    let relay = Relay::start(&upstream, 0).await;
+    let url = db
+        .url
+        .replacen(&upstream, &format!("127.0.0.1:{}", relay.port), 1);
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(1),
+        ..fast_policy(3)
+    };
+    let store = connect_with_retry(&url, db.t(), &policy, |e| panic!("{e}"))
+        .await
+        .unwrap()
+        .with_query_timeout(Duration::from_secs(5));
+    store.init_with_examples().await.unwrap();
+    assert_eq!(store.load().await.unwrap().rows, example_rows());
+
+    relay.stop().await;
+    let started = Instant::now();
+    let err = store.load().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4), "{err}");
+    assert!(
+        matches!(err, StoreError::Timeout { .. } | StoreError::Query { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("reading table {}", db.t())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", relay.port)),
+        "{message}"
+    );
+
+    let relay = Relay::start(&relay.upstream, relay.port).await;
+    assert_eq!(store.load().await.unwrap().rows, example_rows());
+    relay.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn mysql_going_away_fails_a_load_and_recovers() {
+    if let Some(db) = Db::mysql().await {
+        server_going_away(&db).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_going_away_fails_a_load_and_recovers() {
+    if let Some(db) = Db::postgres().await {
+        server_going_away(&db).await;
+    }
+}
