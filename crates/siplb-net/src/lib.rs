@@ -1,0 +1,218 @@
+//! The I/O edge of siplb: sockets and timers around the sans-I/O [`Proxy`].
+//!
+//! One task owns the proxy core and handles every message in arrival order; socket
+//! tasks only read and frame. UDP replies leave from the listener socket of the
+//! message's family; TCP messages travel over the connection open to the peer (the
+//! one a request came on, so responses go back over it), opened on demand otherwise.
+
+mod tcp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use siplb_proxy::{Incoming, Peer, Proxy, Transmit, Transport};
+use siplb_sip::{Limits, Message};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// What socket tasks hand to the core task.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Datagram {
+        peer: Peer,
+        data: Bytes,
+    },
+    Message {
+        peer: Peer,
+        msg: Message,
+    },
+    /// A TCP connection is up; messages for `peer` go into `tx`.
+    Connected {
+        peer: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+    },
+    Closed {
+        peer: SocketAddr,
+    },
+}
+
+/// A listener the driver serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Bound sockets, before they are served: binding first lets the caller report
+/// "address in use" before anything starts, and learn ports picked by the OS.
+#[derive(Debug)]
+pub struct Bound {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Bound {
+    pub async fn bind(endpoints: &[Endpoint]) -> io::Result<Bound> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for e in endpoints {
+            match e.transport {
+                Transport::Udp => {
+                    udp.push(Arc::new(UdpSocket::bind(e.addr).await.map_err(|err| {
+                        io::Error::new(err.kind(), format!("udp:{}: {err}", e.addr))
+                    })?))
+                }
+                Transport::Tcp => {
+                    tcp.push(TcpListener::bind(e.addr).await.map_err(|err| {
+                        io::Error::new(err.kind(), format!("tcp:{}: {err}", e.addr))
+                    })?)
+                }
+            }
+        }
+        Ok(Bound { udp, tcp })
+    }
+
+    /// The addresses actually bound (ports chosen by the OS filled in).
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        let udp = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|addr| Endpoint {
+                transport: Transport::Udp,
+                addr,
+            });
+        let tcp = self
+            .tcp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|addr| Endpoint {
+                transport: Transport::Tcp,
+                addr,
+            });
+        udp.chain(tcp).collect()
+    }
+}
+
+/// Serves the proxy on the bound sockets until `shutdown` turns true.
+pub async fn serve(
+    mut proxy: Proxy,
+    bound: Bound,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+    for socket in &bound.udp {
+        tokio::spawn(udp_reader(Arc::clone(socket), events_tx.clone()));
+    }
+    for listener in bound.tcp {
+        tokio::spawn(tcp::accept_loop(listener, events_tx.clone(), limits));
+    }
+    let udp = bound.udp;
+    let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+    loop {
+        let deadline = proxy.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    info!("SIP transports stopping");
+                    return Ok(());
+                }
+            }
+            event = events.recv() => {
+                let Some(event) = event else { return Ok(()); };
+                let now = Instant::now();
+                match event {
+                    Event::Datagram { peer, data } => proxy.handle(now, Incoming { peer, data }),
+                    Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
+                    Event::Connected { peer, tx } => {
+                        if let Some(queued) = pending.remove(&peer) {
+                            for data in queued {
+                                let _ = tx.try_send(data);
+                            }
+                        }
+                        connections.insert(peer, tx);
+                    }
+                    Event::Closed { peer } => {
+                        connections.remove(&peer);
+                        pending.remove(&peer);
+                    }
+                }
+            }
+            () = sleep => proxy.handle_timeout(Instant::now()),
+        }
+        while let Some(Transmit { peer, data }) = proxy.poll_transmit() {
+            match peer.transport {
+                Transport::Udp => send_udp(&udp, peer.addr, &data).await,
+                Transport::Tcp => {
+                    if let Some(tx) = connections.get(&peer.addr) {
+                        if tx.try_send(data).is_err() {
+                            warn!(%peer, "TCP connection backlog full or closed; message dropped");
+                        }
+                    } else {
+                        let queue = pending.entry(peer.addr).or_default();
+                        if queue.is_empty() {
+                            tokio::spawn(tcp::connect(peer.addr, events_tx.clone(), limits));
+                        }
+                        if queue.len() < 64 {
+                            queue.push(data);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn udp_reader(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                if events
+                    .send(Event::Datagram {
+                        peer: Peer::udp(from),
+                        data,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send surfaces here on Linux.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => {
+                warn!(error = %e, "UDP receive failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn send_udp(sockets: &[Arc<UdpSocket>], to: SocketAddr, data: &[u8]) {
+    let socket = sockets
+        .iter()
+        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()));
+    let Some(socket) = socket else {
+        debug!(%to, "no UDP listener of this address family");
+        return;
+    };
+    if let Err(e) = socket.send_to(data, to).await {
+        debug!(%to, error = %e, "UDP send failed");
+    }
+}

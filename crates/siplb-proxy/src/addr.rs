@@ -1,0 +1,132 @@
+//! Where messages go: peers, siplb's own listeners, and SIP URIs turned into addresses.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use siplb_config::Listen;
+pub use siplb_config::Transport;
+use siplb_sip::{Host, Uri};
+use siplb_txn::Reliability;
+
+/// The other end of a hop: transport and address. Over TCP the address names the
+/// connection (the driver reuses the one open to that address, or opens one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    pub fn udp(addr: SocketAddr) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr,
+        }
+    }
+
+    pub(crate) fn reliability(&self) -> Reliability {
+        match self.transport {
+            Transport::Udp => Reliability::Unreliable,
+            Transport::Tcp => Reliability::Reliable,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+/// Why a URI cannot be sent to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TargetError {
+    Uri,
+    /// siplb sends only to IP literals; names are resolved when the table loads.
+    Unresolved(String),
+    Transport(String),
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::Uri => f.write_str("not a SIP URI"),
+            TargetError::Unresolved(h) => write!(f, "host {h} is not an IP address"),
+            TargetError::Transport(t) => write!(f, "unsupported transport {t}"),
+        }
+    }
+}
+
+/// The peer a SIP URI designates: its IP literal and port (5060 by default) over the
+/// transport its `transport` parameter names (UDP by default).
+pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
+    let ip = match uri.host {
+        Host::V4(a) => IpAddr::V4(a),
+        Host::V6(a) => IpAddr::V6(a),
+        Host::Domain(d) => return Err(TargetError::Unresolved(d.to_owned())),
+    };
+    let transport = match uri.param("transport").flatten() {
+        None => Transport::Udp,
+        Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        Some(t) => return Err(TargetError::Transport(t.to_owned())),
+    };
+    let port = match uri.port {
+        Some(0) | None => 5060,
+        Some(p) => p,
+    };
+    Ok(Peer {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+pub(crate) fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
+    let uri = Uri::parse(text).map_err(|_| TargetError::Uri)?;
+    peer_of_uri(&uri)
+}
+
+/// siplb's listeners, to pick the address it sends from and to recognise itself.
+#[derive(Clone, Debug)]
+pub(crate) struct Listeners {
+    listen: Vec<Listen>,
+}
+
+impl Listeners {
+    pub(crate) fn new(listen: Vec<Listen>) -> Listeners {
+        Listeners { listen }
+    }
+
+    /// The listener that sends to `peer`: same transport and address family.
+    pub(crate) fn local_for(&self, peer: &Peer) -> Option<Listen> {
+        self.listen
+            .iter()
+            .find(|l| l.transport == peer.transport && l.addr.is_ipv4() == peer.addr.is_ipv4())
+            .or_else(|| {
+                self.listen
+                    .iter()
+                    .find(|l| l.addr.is_ipv4() == peer.addr.is_ipv4())
+            })
+            .copied()
+    }
+
+    /// True when `uri` points at one of siplb's listeners (an unspecified listen
+    /// address matches any IP on its port).
+    pub(crate) fn is_me(&self, uri: &Uri<'_>) -> bool {
+        let Some(ip) = uri.host.ip() else {
+            return false;
+        };
+        let port = uri.port.unwrap_or(5060);
+        self.listen
+            .iter()
+            .any(|l| l.addr.port() == port && (l.addr.ip() == ip || l.addr.ip().is_unspecified()))
+    }
+}
+
+/// How a listener writes itself in a Via sent-by or a Record-Route URI.
+pub(crate) fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}

@@ -1,0 +1,114 @@
+//! The parts of the configuration the proxy core runs on, compiled once: routes with
+//! their resource requests interned and flags parsed, reply texts, timers.
+
+use std::time::Duration;
+
+use siplb_balance::{Flags, ResourceRequest};
+use siplb_config::{Action, Config, Listen, Match};
+use siplb_sip::Limits;
+use siplb_txn::Timers;
+
+use crate::addr::{Peer, peer_of_uri_text};
+
+/// What a route does, ready to run.
+#[derive(Clone, Debug)]
+pub(crate) enum RouteAction {
+    Balance {
+        group: u32,
+        request: ResourceRequest,
+        flags: Flags,
+    },
+    CountAndRelay {
+        group: u32,
+        request: ResourceRequest,
+        relay: Peer,
+    },
+    Relay(Peer),
+    Reply {
+        code: u16,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledRoute {
+    pub(crate) matcher: Match,
+    pub(crate) action: RouteAction,
+}
+
+/// Everything the proxy core needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub(crate) listen: Vec<Listen>,
+    pub(crate) timers: Timers,
+    pub(crate) dialog_timeout: Duration,
+    pub(crate) full_reply: (u16, String),
+    pub(crate) min_enabled: usize,
+    pub(crate) failures_to_disable: u32,
+    pub(crate) routes: Vec<CompiledRoute>,
+    pub(crate) limits: Limits,
+}
+
+impl Settings {
+    /// Compiles a validated configuration; fails only on what validation cannot see
+    /// (a relay target that is not an IP address).
+    pub fn from_config(config: &Config) -> Result<Settings, String> {
+        let mut routes = Vec::new();
+        for (i, route) in config.routes().enumerate() {
+            let n = i + 1;
+            let action = match route.action() {
+                Some(Action::Balance(b)) => RouteAction::Balance {
+                    group: b.group,
+                    request: ResourceRequest::parse(&b.resources)
+                        .map_err(|e| format!("route #{n}: balance.resources: {e}"))?,
+                    flags: b
+                        .flags
+                        .parse()
+                        .map_err(|e| format!("route #{n}: balance.flags: {e}"))?,
+                },
+                Some(Action::CountAndRelay { count, relay }) => RouteAction::CountAndRelay {
+                    group: count.group,
+                    request: ResourceRequest::parse(&count.resources)
+                        .map_err(|e| format!("route #{n}: count.resources: {e}"))?,
+                    relay: peer_of_uri_text(relay)
+                        .map_err(|e| format!("route #{n}: relay: {e}"))?,
+                },
+                Some(Action::Relay(relay)) => RouteAction::Relay(
+                    peer_of_uri_text(relay).map_err(|e| format!("route #{n}: relay: {e}"))?,
+                ),
+                Some(Action::Reply(r)) => RouteAction::Reply {
+                    code: r.code,
+                    reason: r.reason.clone(),
+                },
+                None => return Err(format!("route #{n}: no action")),
+            };
+            routes.push(CompiledRoute {
+                matcher: route.matcher.clone(),
+                action,
+            });
+        }
+        let t = &config.transaction;
+        let timers = Timers {
+            t2: t.t2,
+            t4: t.t4,
+            invite_timeout: t.invite_timeout,
+            ..Timers::with_t1(t.t1)
+        };
+        Ok(Settings {
+            listen: config.sip.listen.clone(),
+            timers,
+            dialog_timeout: config.dialog.timeout,
+            full_reply: (
+                config.failover.full_reply.code,
+                config.failover.full_reply.reason.clone(),
+            ),
+            min_enabled: usize::try_from(config.failover.min_enabled).unwrap_or(usize::MAX),
+            failures_to_disable: config.failover.failures_to_disable,
+            routes,
+            limits: Limits {
+                max_message_size: config.sip.max_message_size,
+                ..Limits::default()
+            },
+        })
+    }
+}
