@@ -1,5 +1,7 @@
 //! The `siplb` binary: command-line entry point.
 
+mod run;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,11 +17,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the load balancer.
+    Run {
+        /// Configuration file (TOML); without it, the embedded default: SQLite file
+        /// `siplb.db` with the tutorial's example destinations.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file without starting anything.
     Check {
         /// Configuration file (TOML); the embedded default when omitted.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create the destination table (OpenSIPS schema version 3) if it does not exist.
+    Init {
+        /// sqlite://, mysql:// or postgres:// URL.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value = "load_balancer")]
+        table: String,
+        /// Also insert the tutorial's four example destinations into an empty table.
+        #[arg(long)]
+        examples: bool,
     },
 }
 
@@ -35,7 +64,8 @@ fn check(config: &Config) {
     println!("listen: {}", listen.join(", "));
     println!(
         "database: {} (table {})",
-        config.database.url, config.database.table
+        siplb_store::redact(&config.database.url),
+        config.database.table
     );
     println!("management: {}", config.management.listen);
     for (i, route) in config.routes().enumerate() {
@@ -59,16 +89,26 @@ fn check(config: &Config) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => match load(config.as_ref()) {
-            Ok(c) => {
-                check(&c);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("siplb: {e}");
-                ExitCode::from(2)
-            }
-        },
+    let result = match cli.command {
+        Command::Check { config } => load(config.as_ref()).map(|c| check(&c)),
+        Command::Run { config } => {
+            let embedded = config.is_none();
+            load(config.as_ref()).and_then(|c| run::run(c, embedded))
+        }
+        Command::Db {
+            command:
+                DbCommand::Init {
+                    database,
+                    table,
+                    examples,
+                },
+        } => run::db_init(&database, &table, examples),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("siplb: {e}");
+            ExitCode::from(2)
+        }
     }
 }

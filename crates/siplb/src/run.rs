@@ -1,0 +1,193 @@
+//! `siplb run` and `siplb db`: wiring the configuration, the database, the balancer,
+//! the proxy core and the transports together.
+
+use std::sync::Arc;
+
+use siplb_balance::Balancer;
+use siplb_config::{Action, Config, Transport};
+use siplb_net::{Bound, Endpoint};
+use siplb_proxy::{Proxy, Settings};
+use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("siplb")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIPLB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let store = Store::connect(url, table)
+            .await
+            .map_err(|e| format!("{}: {e}", redact(url)))?;
+        let report = if examples {
+            store.init_with_examples().await
+        } else {
+            store.init().await
+        }
+        .map_err(|e| format!("{}: {e}", redact(url)))?;
+        println!(
+            "table {table}: {}, {} example rows inserted",
+            if report.table_created {
+                "created"
+            } else {
+                "already there"
+            },
+            report.examples_inserted
+        );
+        store.close().await;
+        Ok(())
+    })
+}
+
+/// Loads the destination table into `balancer`; rows that cannot be used are logged
+/// with their id and fault, the others load.
+async fn load_table(store: &Store, balancer: &Balancer) -> Result<usize, String> {
+    let loaded = store.load().await.map_err(|e| e.to_string())?;
+    for problem in &loaded.problems {
+        error!("destination table: {problem}");
+    }
+    let count = loaded.rows.len();
+    for e in balancer.reload(loaded.rows) {
+        error!("destination table: {e}");
+    }
+    Ok(count)
+}
+
+/// Routes naming a group or resource the table lacks: a warning, not an error, as the
+/// table changes at runtime.
+fn warn_about_routes(config: &Config, balancer: &Balancer) {
+    let table = balancer.snapshot();
+    for (i, route) in config.routes().enumerate() {
+        let (group, resources) = match route.action() {
+            Some(Action::Balance(b)) => (b.group, b.resources.as_str()),
+            Some(Action::CountAndRelay { count, .. }) => (count.group, count.resources.as_str()),
+            _ => continue,
+        };
+        if !table.iter().any(|d| d.group == group) {
+            warn!(
+                "route #{}: group {group} has no destinations in the table",
+                i + 1
+            );
+        }
+        for name in resources
+            .split(';')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            if !table
+                .iter()
+                .any(|d| d.resources.iter().any(|r| &*r.name == name))
+            {
+                warn!("route #{}: no destination offers resource {name}", i + 1);
+            }
+        }
+    }
+}
+
+pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
+    init_logging();
+    let settings = Settings::from_config(&config)?;
+    runtime()?.block_on(async move {
+        let url = config.database.url.clone();
+        let store = connect_with_retry(
+            &url,
+            &config.database.table,
+            &RetryPolicy::default(),
+            |event| warn!("{event}"),
+        )
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&url)))?;
+        if store.backend() == Backend::Sqlite {
+            // The embedded default brings the tutorial's example destinations; any other
+            // SQLite file gets the table only.
+            let report = if embedded {
+                store.init_with_examples().await
+            } else {
+                store.init().await
+            }
+            .map_err(|e| format!("database {}: {e}", redact(&url)))?;
+            if report.table_created {
+                info!(
+                    examples = report.examples_inserted,
+                    "created the destination table"
+                );
+            }
+        }
+        let balancer = Arc::new(Balancer::new());
+        let count = load_table(&store, &balancer)
+            .await
+            .map_err(|e| format!("cannot load the destination table: {e}"))?;
+        info!(rows = count, database = %redact(&url), "destination table loaded");
+        warn_about_routes(&config, &balancer);
+
+        let endpoints: Vec<Endpoint> = config
+            .sip
+            .listen
+            .iter()
+            .map(|l| Endpoint {
+                transport: match l.transport {
+                    Transport::Udp => siplb_proxy::Transport::Udp,
+                    Transport::Tcp => siplb_proxy::Transport::Tcp,
+                },
+                addr: l.addr,
+            })
+            .collect();
+        let bound = Bound::bind(&endpoints)
+            .await
+            .map_err(|e| format!("cannot listen on {e}"))?;
+        for e in bound.local_endpoints() {
+            info!("listening on {}:{}", e.transport, e.addr);
+        }
+        let limits = siplb_sip::Limits {
+            max_message_size: config.sip.max_message_size,
+            ..siplb_sip::Limits::default()
+        };
+        let proxy = Proxy::new(settings, Arc::clone(&balancer));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        siplb_net::serve(proxy, bound, limits, stop_rx)
+            .await
+            .map_err(|e| e.to_string())?;
+        store.close().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,123 @@
+//! End to end with a real SIP peer: SIPp callers and destinations on loopback, the
+//! proxy core and its UDP/TCP transports running in this process, so the tests can
+//! read the balancer's loads while calls are up.
+//!
+//! Each test uses its own loopback addresses (127.0.x.y) and ports, so they run in
+//! parallel; every SIPp run is bounded in calls and time.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Lb, Sipp, wait_until};
+
+const STUDY: &[(u32, &str, &str)] = &[
+    (1, "vm=50;pstn=32", "uas"),
+    (2, "vm=100", "uas"),
+    (3, "vm=50", "uas"),
+    (4, "vm=10;pstn=64", "uas"),
+];
+
+#[test]
+fn calls_are_balanced_and_load_is_released() {
+    let lb = Lb::start(1, STUDY, "", "");
+    let _uas = lb.start_destinations();
+    // 20 calls of 3 s: all up at once, then all hung up by the caller.
+    let uac = Sipp::uac(&lb, "VM_1", 20, 20, 3000, &[]);
+    wait_until(Duration::from_secs(8), || lb.total_load("vm") == 20);
+    // Destination 2 has the most free vm slots (100): the first 20 calls all go there.
+    assert_eq!(lb.load(2, "vm"), 20);
+    assert_eq!(lb.load(1, "vm") + lb.load(3, "vm") + lb.load(4, "vm"), 0);
+    let report = uac.finish(Duration::from_secs(20));
+    assert!(
+        report.success,
+        "SIPp reported failed calls:\n{}",
+        report.output
+    );
+    assert_eq!(report.successful_calls, 20);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn full_group_gets_service_full_and_never_exceeds_capacity() {
+    let lb = Lb::start(2, &[(1, "pstn=3", "uas"), (2, "pstn=2", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    // 8 long calls on 5 slots: 5 connect, 3 get "500 Service full".
+    let uac = Sipp::uac(&lb, "12345", 8, 20, 3000, &[]);
+    wait_until(Duration::from_secs(8), || lb.total_load("pstn") == 5);
+    assert_eq!((lb.load(1, "pstn"), lb.load(2, "pstn")), (3, 2));
+    let report = uac.finish(Duration::from_secs(20));
+    assert_eq!(report.successful_calls, 5, "{}", report.output);
+    assert_eq!(report.failed_calls, 3, "{}", report.output);
+    assert!(report.output.contains("500"), "{}", report.output);
+    wait_until(Duration::from_secs(3), || lb.total_load("pstn") == 0);
+}
+
+#[test]
+fn failover_on_503_disables_the_destination() {
+    // Destination 1 has the most room but refuses every call.
+    let lb = Lb::start(3, &[(1, "vm=100", "503"), (2, "vm=10", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let report = Sipp::uac(&lb, "VM_1", 5, 10, 200, &[]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 5);
+    let d1 = lb.destination(1);
+    assert!(!d1.enabled, "a destination that answers 503 is disabled");
+    assert!(
+        d1.auto_reenable,
+        "failover disables script-style: probing may re-enable"
+    );
+    // The floor keeps the last enabled destination of the group in service.
+    assert!(lb.destination(2).enabled);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn failover_on_timeout_to_a_silent_destination() {
+    // Nothing listens for destination 1; the INVITE times out after 1 s.
+    let lb = Lb::start(
+        4,
+        &[(1, "vm=100", "silent"), (2, "vm=10", "uas")],
+        "",
+        "[transaction]\ninvite_timeout = \"1s\"\n",
+    );
+    let _uas = lb.start_destinations();
+    let report = Sipp::uac(&lb, "VM_1", 2, 10, 200, &[]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert!(!lb.destination(1).enabled);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn callers_over_tcp() {
+    let lb = Lb::start(5, &[(1, "vm=10", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let report = Sipp::uac(&lb, "VM_1", 5, 10, 200, &["-t", "t1"]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 5);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn unknown_numbers_get_the_route_reply() {
+    let lb = Lb::start(6, STUDY, "", "");
+    let _uas = lb.start_destinations();
+    // The default routes answer 404 for a user that is neither VM_ nor digits.
+    let report = Sipp::uac(&lb, "nobody", 2, 10, 200, &[]).finish(Duration::from_secs(20));
+    assert_eq!(report.failed_calls, 2, "{}", report.output);
+    assert!(report.output.contains("404"), "{}", report.output);
+    assert_eq!(lb.total_load("vm"), 0);
+}
+
+#[test]
+fn the_binary_runs_a_call_from_its_config_file() {
+    harness::binary_smoke(7);
+}

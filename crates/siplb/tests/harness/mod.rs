@@ -1,0 +1,452 @@
+//! Test harness: siplb's core and transports in-process, SIPp peers as child
+//! processes (ended by PID when the test ends, whatever happens).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siplb_balance::{Balancer, DestinationRow, DestinationSnapshot};
+use siplb_config::Config;
+use siplb_net::{Bound, Endpoint};
+use siplb_proxy::{Proxy, Settings, Transport};
+use tokio::sync::watch;
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+fn ip(test: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, test, host))
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private directory under the target dir, removed at the start of each run.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// siplb running in-process on 127.0.<test>.1:5060 (UDP and TCP), with destinations
+/// on 127.0.<test>.<10+id>:5060.
+pub struct Lb {
+    pub test: u8,
+    pub balancer: Arc<Balancer>,
+    pub addr: SocketAddr,
+    rows: Vec<(u32, String)>,
+    stop: watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+    dir: PathBuf,
+}
+
+const ROUTES: &str = r#"
+[[route]]
+match = { ruri_user = "^VM_" }
+balance = { group = 1, resources = "vm" }
+
+[[route]]
+match = { ruri_user = "^[0-9]+$" }
+balance = { group = 1, resources = "pstn" }
+
+[[route]]
+reply = { code = 404, reason = "Destination not found" }
+"#;
+
+impl Lb {
+    /// `rows`: (id, resources, kind of destination: "uas", "503" or "silent").
+    pub fn start(
+        test: u8,
+        rows: &[(u32, &str, &str)],
+        extra_routes: &str,
+        extra_config: &str,
+    ) -> Lb {
+        let addr = SocketAddr::new(ip(test, 1), 5060);
+        let text = format!(
+            "[sip]\nlisten = [\"udp:{addr}\", \"tcp:{addr}\"]\n{extra_config}\n{extra_routes}\n{ROUTES}"
+        );
+        let config = Config::parse(&text).unwrap();
+        let balancer = Arc::new(Balancer::new());
+        let table: Vec<DestinationRow> = rows
+            .iter()
+            .map(|&(id, resources, _)| {
+                let mut row = DestinationRow::new(
+                    id,
+                    1,
+                    format!("sip:{}:5060", ip(test, 10 + id as u8)),
+                    resources,
+                );
+                row.probe_mode = 1;
+                row
+            })
+            .collect();
+        assert!(balancer.reload(table).is_empty());
+        let settings = Settings::from_config(&config).unwrap();
+        let proxy = Proxy::new(settings, Arc::clone(&balancer));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoints = [
+            Endpoint {
+                transport: Transport::Udp,
+                addr,
+            },
+            Endpoint {
+                transport: Transport::Tcp,
+                addr,
+            },
+        ];
+        let bound = runtime.block_on(Bound::bind(&endpoints)).unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        runtime.spawn(siplb_net::serve(
+            proxy,
+            bound,
+            siplb_sip::Limits::default(),
+            stop_rx,
+        ));
+        Lb {
+            test,
+            balancer,
+            addr,
+            rows: rows
+                .iter()
+                .map(|&(id, _, kind)| (id, kind.to_owned()))
+                .collect(),
+            stop,
+            runtime: Some(runtime),
+            dir: scratch(&format!("e2e-{test}")),
+        }
+    }
+
+    /// Starts the SIPp destinations the rows ask for.
+    pub fn start_destinations(&self) -> Vec<Sipp> {
+        let mut out = Vec::new();
+        for (id, kind) in &self.rows {
+            let host = ip(self.test, 10 + *id as u8);
+            let name = format!("uas{id}");
+            match kind.as_str() {
+                "uas" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &["-sn", "uas", "-i", &host.to_string(), "-p", "5060"],
+                )),
+                "503" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &[
+                        "-sf",
+                        scenario("uas_503.xml").to_str().unwrap(),
+                        "-i",
+                        &host.to_string(),
+                        "-p",
+                        "5060",
+                    ],
+                )),
+                _ => {}
+            }
+        }
+        // SIPp needs a moment to bind.
+        std::thread::sleep(Duration::from_millis(300));
+        out
+    }
+
+    pub fn destination(&self, id: u32) -> DestinationSnapshot {
+        self.balancer.destination(id).unwrap()
+    }
+
+    pub fn load(&self, id: u32, resource: &str) -> u32 {
+        self.destination(id)
+            .resources
+            .iter()
+            .find(|r| &*r.name == resource)
+            .map_or(0, |r| r.load)
+    }
+
+    pub fn total_load(&self, resource: &str) -> u32 {
+        self.balancer
+            .snapshot()
+            .iter()
+            .flat_map(|d| d.resources.iter())
+            .filter(|r| &*r.name == resource)
+            .map(|r| r.load)
+            .sum()
+    }
+
+    pub fn caller_ip(&self) -> IpAddr {
+        ip(self.test, 100)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A SIPp process, ended when dropped.
+pub struct Sipp {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+pub struct Report {
+    pub success: bool,
+    pub successful_calls: u64,
+    pub failed_calls: u64,
+    pub output: String,
+}
+
+impl Sipp {
+    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Sipp {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let file = std::fs::File::create(&out).unwrap();
+        let child = Command::new("sipp")
+            .args(args)
+            .args(["-nostdin", "-timeout", "60", "-trace_err", "-error_file"])
+            .arg(&err)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp (Debian package sip-tester) must be installed");
+        Sipp {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    /// A caller: `calls` calls at `rate` per second, each `duration_ms` long.
+    pub fn uac(
+        lb: &Lb,
+        service: &str,
+        calls: u32,
+        rate: u32,
+        duration_ms: u32,
+        extra: &[&str],
+    ) -> Sipp {
+        let (calls, rate, duration) =
+            (calls.to_string(), rate.to_string(), duration_ms.to_string());
+        let target = lb.addr.to_string();
+        let caller = lb.caller_ip().to_string();
+        let mut args = vec![
+            "-sn",
+            "uac",
+            "-s",
+            service,
+            &target,
+            "-i",
+            &caller,
+            "-p",
+            "5060",
+            "-m",
+            &calls,
+            "-r",
+            &rate,
+            "-d",
+            &duration,
+            "-recv_timeout",
+            "10000",
+        ];
+        args.extend_from_slice(extra);
+        Sipp::spawn(lb.dir(), &format!("uac-{service}"), &args)
+    }
+
+    /// Waits for the caller to finish its calls and reads its final statistics.
+    pub fn finish(mut self, limit: Duration) -> Report {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("SIPp did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The final statistics screen, then the errors SIPp traced (unexpected
+        // messages such as a 500 are there, in full).
+        let output = std::fs::read_to_string(&self.out).unwrap_or_default()
+            + &std::fs::read_to_string(&self.err).unwrap_or_default();
+        let count = |label: &str| {
+            output
+                .lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with(label))
+                .and_then(|l| l.split('|').nth(2))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Report {
+            success: status.success(),
+            successful_calls: count("Successful call"),
+            failed_calls: count("Failed call"),
+            output,
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `siplb run --config` as a process: SQLite table with the tutorial's examples
+/// (destinations 127.0.0.1:5071..5074), a caller over UDP, then SIGTERM.
+pub fn binary_smoke(test: u8) {
+    let dir = scratch(&format!("binary-{test}"));
+    let db = dir.join("siplb.db");
+    let url = format!("sqlite://{}", db.display());
+    let siplb = env!("CARGO_BIN_EXE_siplb");
+    let init = Command::new(siplb)
+        .args(["db", "init", "--examples", "--database", &url])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let addr = SocketAddr::new(ip(test, 1), 5060);
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n{ROUTES}"
+        ),
+    )
+    .unwrap();
+    let check = Command::new(siplb)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let log = dir.join("siplb.log");
+    let mut child = Command::new(siplb)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SIPLB_LOG", "info")
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = scopeguard(child.id());
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+    });
+    let mut uas = Vec::new();
+    for port in ["5071", "5072", "5073", "5074"] {
+        uas.push(Sipp::spawn(
+            &dir,
+            &format!("uas{port}"),
+            &["-sn", "uas", "-i", "127.0.0.1", "-p", port],
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let target = addr.to_string();
+    let caller = ip(test, 100).to_string();
+    let report = Sipp::spawn(
+        &dir,
+        "uac",
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            "VM_1",
+            &target,
+            "-i",
+            &caller,
+            "-p",
+            "5060",
+            "-m",
+            "3",
+            "-r",
+            "10",
+            "-d",
+            "100",
+            "-recv_timeout",
+            "10000",
+        ],
+    )
+    .finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 3);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log_text.contains("destination table loaded"), "{log_text}");
+    // SIGTERM stops it cleanly.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "siplb did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(guard);
+    assert!(status.success(), "siplb exited with {status}");
+}
+
+/// Kills a process by PID if the test ends early.
+struct KillOnDrop(u32);
+
+fn scopeguard(pid: u32) -> KillOnDrop {
+    KillOnDrop(pid)
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
