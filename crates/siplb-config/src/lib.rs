@@ -62,6 +62,10 @@ pub struct Sip {
     pub listen: Vec<Listen>,
     /// Largest message accepted, in bytes.
     pub max_message_size: usize,
+    /// On SIGTERM: how long calls that are up may still end (new calls get 503)
+    /// before siplb exits.
+    #[serde(with = "duration")]
+    pub drain: Duration,
 }
 
 impl Default for Sip {
@@ -75,6 +79,7 @@ impl Default for Sip {
                 })
                 .collect(),
             max_message_size: 65_535,
+            drain: Duration::from_secs(10),
         }
     }
 }

@@ -99,12 +99,15 @@ impl Bound {
     }
 }
 
-/// Serves the proxy on the bound sockets until `shutdown` turns true.
+/// Serves the proxy on the bound sockets until `shutdown` turns true, then drains:
+/// new calls are refused with 503 while calls that are up may end, for at most
+/// `drain`, and returns once none is left.
 pub async fn serve(
     mut proxy: Proxy,
     bound: Bound,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    drain: std::time::Duration,
 ) -> io::Result<()> {
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     for socket in &bound.udp {
@@ -116,8 +119,18 @@ pub async fn serve(
     let udp = bound.udp;
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+    let mut drain_until: Option<Instant> = None;
     loop {
-        let deadline = proxy.poll_timeout();
+        if let Some(until) = drain_until
+            && (proxy.is_idle() || Instant::now() >= until)
+        {
+            info!(calls_left = proxy.calls(), "SIP transports stopped");
+            return Ok(());
+        }
+        let mut deadline = proxy.poll_timeout();
+        if let Some(until) = drain_until {
+            deadline = Some(deadline.map_or(until, |d| d.min(until)));
+        }
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -126,10 +139,11 @@ pub async fn serve(
         };
         tokio::select! {
             biased;
-            changed = shutdown.changed() => {
+            changed = shutdown.changed(), if drain_until.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    info!("SIP transports stopping");
-                    return Ok(());
+                    info!(calls = proxy.calls(), ?drain, "draining: new calls get 503, calls up may end");
+                    proxy.set_draining(true);
+                    drain_until = Some(Instant::now() + drain);
                 }
             }
             event = events.recv() => {

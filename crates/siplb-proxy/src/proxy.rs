@@ -134,6 +134,7 @@ pub struct Proxy {
     rng: SplitMix64,
     failures: HashMap<u32, u32>,
     stats: Stats,
+    draining: bool,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -156,7 +157,14 @@ impl Proxy {
             rng,
             failures: HashMap::new(),
             stats: Stats::default(),
+            draining: false,
         }
+    }
+
+    /// While draining (shutting down), new calls get `503 Service Unavailable`;
+    /// calls that are up go on until they end.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Counters since start.
@@ -167,6 +175,20 @@ impl Proxy {
     /// Calls being set up or up.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// No call is up and no forwarded request awaits its final response: what a
+    /// drain waits for before siplb exits.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self.clients.values().all(|c| {
+                !matches!(
+                    c.tx.state(),
+                    siplb_txn::State::Calling
+                        | siplb_txn::State::Trying
+                        | siplb_txn::State::Proceeding
+                )
+            })
     }
 
     /// Transactions alive (server and client).
@@ -542,6 +564,16 @@ impl Proxy {
             return;
         }
         match method {
+            Method::Invite if self.draining => {
+                self.respond(
+                    now,
+                    &msg,
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
+            }
             Method::Invite => self.on_initial_invite(now, msg, peer),
             Method::Options if self.addressed_to_me(&msg) => {
                 self.respond(

@@ -165,7 +165,7 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        siplb_net::serve(proxy, bound, limits, stop_rx)
+        siplb_net::serve(proxy, bound, limits, stop_rx, config.sip.drain)
             .await
             .map_err(|e| e.to_string())?;
         store.close().await;

@@ -118,6 +118,29 @@ fn unknown_numbers_get_the_route_reply() {
 }
 
 #[test]
+fn shutdown_drains_calls_that_are_up_and_refuses_new_ones() {
+    let lb = Lb::start(8, &[(1, "vm=10", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let up = Sipp::uac(&lb, "VM_1", 2, 10, 2500, &[]);
+    wait_until(Duration::from_secs(5), || lb.total_load("vm") == 2);
+    lb.shutdown();
+    let refused = Sipp::uac(&lb, "VM_2", 1, 10, 100, &[]).finish(Duration::from_secs(20));
+    assert_eq!(refused.failed_calls, 1, "{}", refused.output);
+    assert!(
+        refused.output.contains("503 Service Unavailable"),
+        "{}",
+        refused.output
+    );
+    let report = up.finish(Duration::from_secs(20));
+    assert!(
+        report.success,
+        "calls up during the drain end normally:\n{}",
+        report.output
+    );
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
 fn the_binary_runs_a_call_from_its_config_file() {
     harness::binary_smoke(7);
 }

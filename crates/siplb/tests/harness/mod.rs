@@ -78,7 +78,7 @@ impl Lb {
     ) -> Lb {
         let addr = SocketAddr::new(ip(test, 1), 5060);
         let text = format!(
-            "[sip]\nlisten = [\"udp:{addr}\", \"tcp:{addr}\"]\n{extra_config}\n{extra_routes}\n{ROUTES}"
+            "[sip]\nlisten = [\"udp:{addr}\", \"tcp:{addr}\"]\ndrain = \"5s\"\n{extra_config}\n{extra_routes}\n{ROUTES}"
         );
         let config = Config::parse(&text).unwrap();
         let balancer = Arc::new(Balancer::new());
@@ -120,6 +120,7 @@ impl Lb {
             bound,
             siplb_sip::Limits::default(),
             stop_rx,
+            config.sip.drain,
         ));
         Lb {
             test,
@@ -189,6 +190,11 @@ impl Lb {
             .sum()
     }
 
+    /// What SIGTERM does in the binary: start draining.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
     pub fn caller_ip(&self) -> IpAddr {
         ip(self.test, 100)
     }
@@ -255,6 +261,11 @@ impl Sipp {
             (calls.to_string(), rate.to_string(), duration_ms.to_string());
         let target = lb.addr.to_string();
         let caller = lb.caller_ip().to_string();
+        // Each caller of a test run gets its own port on the test's caller address.
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5100);
+        let port = NEXT_PORT
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
         let mut args = vec![
             "-sn",
             "uac",
@@ -264,7 +275,7 @@ impl Sipp {
             "-i",
             &caller,
             "-p",
-            "5060",
+            &port,
             "-m",
             &calls,
             "-r",
@@ -275,7 +286,7 @@ impl Sipp {
             "10000",
         ];
         args.extend_from_slice(extra);
-        Sipp::spawn(lb.dir(), &format!("uac-{service}"), &args)
+        Sipp::spawn(lb.dir(), &format!("uac-{service}-{port}"), &args)
     }
 
     /// Waits for the caller to finish its calls and reads its final statistics.
