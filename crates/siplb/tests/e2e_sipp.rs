@@ -17,7 +17,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Lb, Sipp, wait_until};
+use harness::{Lb, Sipp, scenario, wait_until};
 
 const STUDY: &[(u32, &str, &str)] = &[
     (1, "vm=50;pstn=32", "uas"),
@@ -137,6 +137,115 @@ fn shutdown_drains_calls_that_are_up_and_refuses_new_ones() {
         "calls up during the drain end normally:\n{}",
         report.output
     );
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn bye_from_the_destination_releases_the_load() {
+    let lb = Lb::start(9, &[(1, "vm=10", "bye")], "", "");
+    let _uas = lb.start_destinations();
+    let sf = scenario("uac_bye_received.xml");
+    let report = Sipp::caller(
+        &lb,
+        lb.caller_ip(),
+        "VM_1",
+        4,
+        10,
+        &["-sf", sf.to_str().unwrap()],
+    )
+    .finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 4);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn busy_destination_is_relayed_not_failed_over() {
+    let lb = Lb::start(10, &[(1, "vm=100", "486"), (2, "vm=10", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let report = Sipp::uac(&lb, "VM_1", 3, 10, 100, &[]).finish(Duration::from_secs(20));
+    assert_eq!(report.failed_calls, 3, "{}", report.output);
+    assert!(report.output.contains("486 Busy Here"), "{}", report.output);
+    assert!(
+        lb.destination(1).enabled,
+        "a 4xx is the callee's answer, not a failure"
+    );
+    assert_eq!(lb.load(2, "vm"), 0, "no failover on 4xx");
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
+#[test]
+fn calls_from_the_cluster_are_counted_and_relayed() {
+    // Destination 1 (127.0.11.11, any port) is a gateway that also sends calls in: they
+    // count against its pstn and go to the proxy at 127.0.11.50.
+    let routes = "[[route]]\nmatch = { source_group = 1 }\ncount = { group = 1, resources = \"pstn\" }\nrelay = \"sip:127.0.11.50:5060\"\n";
+    let lb = Lb::start(
+        11,
+        &[(1, "pstn=2", "none"), (2, "pstn=5", "none")],
+        routes,
+        "",
+    );
+    // The table row's port is 0 (any port), so a caller on any port of that IP matches.
+    lb.balancer
+        .reload([
+            siplb_balance::DestinationRow::new(1, 1, "sip:127.0.11.11:0", "pstn=2"),
+            siplb_balance::DestinationRow::new(2, 1, "sip:127.0.11.12", "pstn=5"),
+        ])
+        .is_empty()
+        .then_some(())
+        .unwrap();
+    let next_hop = lb.ip(50).to_string();
+    let _proxy = Sipp::spawn(
+        lb.dir(),
+        "next-hop",
+        &["-sn", "uas", "-i", &next_hop, "-p", "5060"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let calls = Sipp::caller(
+        &lb,
+        lb.ip(11),
+        "12345",
+        3,
+        10,
+        &["-sn", "uac", "-d", "2000"],
+    );
+    wait_until(Duration::from_secs(5), || lb.load(1, "pstn") == 3);
+    // Counting ignores capacity: 3 calls on 2 slots, and the other destination is untouched.
+    assert_eq!(lb.load(2, "pstn"), 0);
+    let report = calls.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    wait_until(Duration::from_secs(3), || lb.total_load("pstn") == 0);
+}
+
+#[test]
+fn malformed_datagrams_do_not_disturb_calls() {
+    let lb = Lb::start(12, &[(1, "vm=20", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let calls = Sipp::uac(&lb, "VM_1", 10, 20, 1500, &[]);
+    wait_until(Duration::from_secs(5), || lb.total_load("vm") == 10);
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/rfc4475");
+    let socket = std::net::UdpSocket::bind((lb.ip(200), 0)).unwrap();
+    let mut sent = 0;
+    for round in 0..3 {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dat") {
+                let data = std::fs::read(&path).unwrap();
+                socket.send_to(&data, lb.addr).unwrap();
+                // Truncated and garbled copies too.
+                socket
+                    .send_to(&data[..data.len() / (round + 2)], lb.addr)
+                    .unwrap();
+                sent += 2;
+            }
+        }
+    }
+    assert!(sent >= 300);
+    let report = calls.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 10);
+    assert_eq!(lb.destination(1).resources[0].max, 20);
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 }
 

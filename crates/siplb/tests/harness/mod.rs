@@ -148,6 +148,24 @@ impl Lb {
                     &name,
                     &["-sn", "uas", "-i", &host.to_string(), "-p", "5060"],
                 )),
+                "486" | "bye" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &[
+                        "-sf",
+                        scenario(if kind == "486" {
+                            "uas_486.xml"
+                        } else {
+                            "uas_bye.xml"
+                        })
+                        .to_str()
+                        .unwrap(),
+                        "-i",
+                        &host.to_string(),
+                        "-p",
+                        "5060",
+                    ],
+                )),
                 "503" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
@@ -197,6 +215,11 @@ impl Lb {
 
     pub fn caller_ip(&self) -> IpAddr {
         ip(self.test, 100)
+    }
+
+    /// Another address of this test's range.
+    pub fn ip(&self, host: u8) -> IpAddr {
+        ip(self.test, host)
     }
 
     pub fn dir(&self) -> &Path {
@@ -257,36 +280,46 @@ impl Sipp {
         duration_ms: u32,
         extra: &[&str],
     ) -> Sipp {
-        let (calls, rate, duration) =
-            (calls.to_string(), rate.to_string(), duration_ms.to_string());
+        let duration = duration_ms.to_string();
+        let mut args = vec!["-sn", "uac", "-d", &duration];
+        args.extend_from_slice(extra);
+        Sipp::caller(lb, lb.caller_ip(), service, calls, rate, &args)
+    }
+
+    /// A caller from `from` (an address of this test) running `args`.
+    pub fn caller(
+        lb: &Lb,
+        from: IpAddr,
+        service: &str,
+        calls: u32,
+        rate: u32,
+        args: &[&str],
+    ) -> Sipp {
+        let (calls, rate) = (calls.to_string(), rate.to_string());
         let target = lb.addr.to_string();
-        let caller = lb.caller_ip().to_string();
-        // Each caller of a test run gets its own port on the test's caller address.
+        let from = from.to_string();
+        // Each caller of a test run gets its own port.
         static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5100);
         let port = NEXT_PORT
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             .to_string();
-        let mut args = vec![
-            "-sn",
-            "uac",
+        let mut all = vec![
             "-s",
             service,
             &target,
             "-i",
-            &caller,
+            &from,
             "-p",
             &port,
             "-m",
             &calls,
             "-r",
             &rate,
-            "-d",
-            &duration,
             "-recv_timeout",
             "10000",
         ];
-        args.extend_from_slice(extra);
-        Sipp::spawn(lb.dir(), &format!("uac-{service}-{port}"), &args)
+        all.extend_from_slice(args);
+        Sipp::spawn(lb.dir(), &format!("uac-{service}-{port}"), &all)
     }
 
     /// Waits for the caller to finish its calls and reads its final statistics.
