@@ -90,7 +90,12 @@ fn check(config: &Config) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => load(config.as_ref()).map(|c| check(&c)),
+        Command::Check { config } => load(config.as_ref()).and_then(|c| {
+            // What `run` compiles from the configuration, so check finds the same faults.
+            siplb_proxy::Settings::from_config(&c)?;
+            check(&c);
+            Ok(())
+        }),
         Command::Run { config } => {
             let embedded = config.is_none();
             load(config.as_ref()).and_then(|c| run::run(c, embedded))
