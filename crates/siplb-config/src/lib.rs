@@ -277,6 +277,30 @@ impl Config {
                 ));
             }
         }
+        if self.probing.method.is_empty()
+            || !self
+                .probing
+                .method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        {
+            return Err(invalid(
+                1,
+                format!(
+                    "probing.method: `{}` is not a SIP method",
+                    self.probing.method
+                ),
+            ));
+        }
+        if let Err(e) = siplb_sip::Uri::parse(&self.probing.from) {
+            return Err(invalid(
+                1,
+                format!(
+                    "probing.from: `{}` is not a SIP URI: {e}",
+                    self.probing.from
+                ),
+            ));
+        }
         if self.probing.interval > Duration::ZERO && self.probing.timeout.is_zero() {
             return Err(invalid(1, "probing.timeout: must be above zero".into()));
         }

@@ -128,6 +128,12 @@ fn errors_name_the_key_and_line() {
     let e = error_of("[probing]\nreply_codes = [99]\n");
     assert!(e.contains("reply_codes"), "{e}");
 
+    let e = error_of("[probing]\nfrom = \"prober\"\n");
+    assert!(e.contains("probing.from"), "{e}");
+
+    let e = error_of("[probing]\nmethod = \"OPT IONS\"\n");
+    assert!(e.contains("probing.method"), "{e}");
+
     let e = error_of("[dialog]\ntimeout = 5\n");
     assert!(e.contains("line 2"), "{e}");
 }

@@ -120,6 +120,7 @@ pub async fn serve(
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
+    proxy.start(Instant::now());
     loop {
         if let Some(until) = drain_until
             && (proxy.is_idle() || Instant::now() >= until)

@@ -14,6 +14,6 @@ mod settings;
 mod stats;
 
 pub use addr::{Peer, Transport};
-pub use proxy::{Incoming, Proxy, Transmit};
+pub use proxy::{Incoming, ProbeState, Proxy, Transmit};
 pub use settings::Settings;
 pub use stats::Stats;

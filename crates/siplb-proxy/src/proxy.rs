@@ -19,6 +19,10 @@ use crate::routing;
 use crate::settings::{RouteAction, Settings};
 use crate::stats::Stats;
 
+mod probe;
+
+pub use probe::ProbeState;
+
 /// A message that arrived, with where from and on which listener.
 #[derive(Clone, Debug)]
 pub struct Incoming {
@@ -99,6 +103,8 @@ enum ClientRole {
     Cancel,
     /// Any other forwarded request: responses go to this server transaction.
     Relay(ServerKey),
+    /// An OPTIONS probe of this destination.
+    Probe(u32),
 }
 
 #[derive(Debug)]
@@ -114,6 +120,7 @@ enum TimerRef {
     Server(ServerKey),
     Client(ClientKey),
     Call(CallKey),
+    ProbeTick,
 }
 
 /// The proxy core. Single-threaded by design: one owner processes every message in
@@ -135,6 +142,8 @@ pub struct Proxy {
     failures: HashMap<u32, u32>,
     stats: Stats,
     draining: bool,
+    probes: HashMap<u32, ProbeState>,
+    probe_seq: u64,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -158,6 +167,8 @@ impl Proxy {
             failures: HashMap::new(),
             stats: Stats::default(),
             draining: false,
+            probes: HashMap::new(),
+            probe_seq: 0,
         }
     }
 
@@ -268,6 +279,7 @@ impl Proxy {
                         self.drain_client(now, &key);
                     }
                 }
+                TimerRef::ProbeTick => self.probe_tick(now),
                 TimerRef::Call(key) => {
                     let expired = self
                         .calls
@@ -420,14 +432,25 @@ impl Proxy {
         peer: Peer,
         role: ClientRole,
     ) -> Option<ClientKey> {
-        let tx =
-            match ClientTransaction::new(request, peer.reliability(), self.settings.timers, now) {
-                Ok(tx) => tx,
-                Err(e) => {
-                    warn!(error = %e, "cannot start a client transaction");
-                    return None;
-                }
-            };
+        let timers = self.settings.timers;
+        self.start_client_with(now, request, peer, role, timers)
+    }
+
+    fn start_client_with(
+        &mut self,
+        now: Instant,
+        request: Message,
+        peer: Peer,
+        role: ClientRole,
+        timers: siplb_txn::Timers,
+    ) -> Option<ClientKey> {
+        let tx = match ClientTransaction::new(request, peer.reliability(), timers, now) {
+            Ok(tx) => tx,
+            Err(e) => {
+                warn!(error = %e, "cannot start a client transaction");
+                return None;
+            }
+        };
         let key = tx.key().clone();
         self.clients.insert(
             key.clone(),
@@ -479,10 +502,12 @@ impl Proxy {
         let role = match self.clients.get(key).map(|c| &c.role) {
             Some(ClientRole::Invite(call)) => Some(ClientRole::Invite(call.clone())),
             Some(ClientRole::Relay(server)) => Some(ClientRole::Relay(server.clone())),
+            Some(ClientRole::Probe(id)) => Some(ClientRole::Probe(*id)),
             Some(ClientRole::Cancel) | None => None,
         };
         match (role, event) {
             (Some(ClientRole::Invite(call)), e) => self.on_invite_event(now, key, &call, e),
+            (Some(ClientRole::Probe(id)), e) => self.on_probe_event(now, id, e),
             (
                 Some(ClientRole::Relay(server)),
                 ClientEvent::Provisional(r) | ClientEvent::Final(r),

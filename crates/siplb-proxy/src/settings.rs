@@ -47,6 +47,21 @@ pub struct Settings {
     pub(crate) failures_to_disable: u32,
     pub(crate) routes: Vec<CompiledRoute>,
     pub(crate) limits: Limits,
+    pub(crate) probing: Probing,
+}
+
+/// OPTIONS probing of destinations (SPEC section 4).
+#[derive(Clone, Debug)]
+pub(crate) struct Probing {
+    /// Zero: no probing.
+    pub(crate) interval: Duration,
+    pub(crate) method: String,
+    pub(crate) from: String,
+    /// Codes that count as success besides 200.
+    pub(crate) reply_codes: Vec<u16>,
+    pub(crate) timeout: Duration,
+    pub(crate) failures_to_disable: u32,
+    pub(crate) successes_to_enable: u32,
 }
 
 impl Settings {
@@ -108,6 +123,15 @@ impl Settings {
             limits: Limits {
                 max_message_size: config.sip.max_message_size,
                 ..Limits::default()
+            },
+            probing: Probing {
+                interval: config.probing.interval,
+                method: config.probing.method.clone(),
+                from: config.probing.from.clone(),
+                reply_codes: config.probing.reply_codes.clone(),
+                timeout: config.probing.timeout,
+                failures_to_disable: config.probing.failures_to_disable,
+                successes_to_enable: config.probing.successes_to_enable,
             },
         })
     }

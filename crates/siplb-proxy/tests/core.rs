@@ -408,3 +408,180 @@ fn everything_ends_when_time_passes() {
     assert_eq!(rig.proxy.calls(), 0);
     assert_eq!(rig.proxy.transactions(), 0, "every transaction is gone");
 }
+
+/// The probes sent so far, retransmissions left out: (destination address, request).
+fn probes(out: &[(SocketAddr, Message)]) -> Vec<(SocketAddr, Message)> {
+    let mut seen = Vec::new();
+    out.iter()
+        .filter(|(_, m)| m.method().is_some_and(|x| x.as_str() == "OPTIONS"))
+        .filter(|(_, m)| {
+            let id = m.call_id().unwrap_or_default().to_owned();
+            let new = !seen.contains(&id);
+            seen.push(id);
+            new
+        })
+        .cloned()
+        .collect()
+}
+
+fn probing_rig(modes: &[(u32, i32)], probing: &str) -> Rig {
+    let text = format!(
+        "[probing]\ninterval = \"1s\"\ntimeout = \"500ms\"\nfrom = \"sip:prober@127.0.0.1\"\n{probing}\n"
+    );
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=5"),
+            (2, "sip:127.0.0.12:5060", "vm=5"),
+        ],
+        &text,
+    );
+    let rows: Vec<_> = [(1, DST1), (2, DST2)]
+        .iter()
+        .map(|&(id, a)| {
+            let mut row = DestinationRow::new(id, 1, format!("sip:{a}"), "vm=5");
+            row.probe_mode = modes.iter().find(|m| m.0 == id).map_or(0, |m| m.1);
+            row
+        })
+        .collect();
+    assert!(rig.balancer.reload(rows).is_empty());
+    rig.proxy.start(rig.now);
+    rig
+}
+
+#[test]
+fn mode_one_probes_only_while_disabled_and_reenables() {
+    let mut rig = probing_rig(&[(1, 1), (2, 1)], "");
+    rig.advance(Duration::from_millis(10));
+    assert!(
+        probes(&rig.sent()).is_empty(),
+        "enabled mode-1 destinations are not probed"
+    );
+    rig.balancer.disable_by_failover(1, 0).unwrap();
+    rig.balancer.set_status_by_operator(2, false).unwrap();
+    rig.advance(Duration::from_secs(1));
+    let sent = probes(&rig.sent());
+    assert_eq!(
+        sent.len(),
+        1,
+        "operator-disabled destinations are not probed"
+    );
+    let (to, probe) = &sent[0];
+    assert_eq!(*to, addr(DST1));
+    assert_eq!(probe.request_uri_text(), Some("sip:127.0.0.11:5060"));
+    assert_eq!(probe.from().unwrap().uri_text, "sip:prober@127.0.0.1");
+    // No second probe while one is pending.
+    rig.advance(Duration::from_millis(200));
+    assert!(probes(&rig.sent()).is_empty());
+    rig.feed_bytes(
+        DST1,
+        siplb_sip::build_response(probe, 200, "OK", Some("p"), &[]),
+    );
+    assert!(rig.balancer.destination(1).unwrap().enabled);
+    assert!(!rig.balancer.destination(2).unwrap().enabled);
+    let state = rig
+        .proxy
+        .probe_states()
+        .find(|(id, _)| *id == 1)
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(state.last_status, Some(200));
+    assert!(state.rtt.is_some());
+    // Enabled again: probing stops.
+    rig.advance(Duration::from_secs(3));
+    assert!(probes(&rig.sent()).is_empty());
+}
+
+#[test]
+fn mode_two_disables_on_failure_after_the_threshold_and_honours_reply_codes() {
+    let mut rig = probing_rig(
+        &[(1, 2), (2, 2)],
+        "reply_codes = [404]\nfailures_to_disable = 2\n",
+    );
+    // The first round goes out at start, then one every interval.
+    rig.advance(Duration::from_millis(10));
+    for round in 0..3 {
+        let sent = probes(&rig.sent());
+        assert_eq!(sent.len(), 2, "round {round}");
+        for (to, probe) in sent {
+            // Destination 1 answers 404 (listed, so a success); 2 answers 503.
+            let (code, from) = if to == addr(DST1) {
+                (404, DST1)
+            } else {
+                (503, DST2)
+            };
+            rig.feed_bytes(
+                from,
+                siplb_sip::build_response(&probe, code, "X", Some("p"), &[]),
+            );
+        }
+        // Two consecutive failures are needed.
+        assert_eq!(
+            rig.balancer.destination(2).unwrap().enabled,
+            round == 0,
+            "round {round}"
+        );
+        assert!(rig.balancer.destination(1).unwrap().enabled);
+        rig.advance(Duration::from_secs(1));
+    }
+    // A probe that gets no answer at all counts as a failure too.
+    let mut rig = probing_rig(&[(1, 2)], "");
+    rig.advance(Duration::from_millis(10));
+    assert_eq!(probes(&rig.sent()).len(), 1);
+    rig.advance(Duration::from_millis(600));
+    assert!(
+        !rig.balancer.destination(1).unwrap().enabled,
+        "timeout disables"
+    );
+    assert_eq!(
+        rig.proxy.probe_states().next().unwrap().1.last_status,
+        Some(408)
+    );
+    // The next round's success brings it back.
+    rig.sent();
+    rig.advance(Duration::from_millis(400));
+    let sent = probes(&rig.sent());
+    assert_eq!(sent.len(), 1);
+    rig.feed_bytes(
+        DST1,
+        siplb_sip::build_response(&sent[0].1, 200, "OK", Some("p"), &[]),
+    );
+    assert!(rig.balancer.destination(1).unwrap().enabled);
+}
+
+#[test]
+fn an_operator_disable_is_never_undone_by_probes() {
+    let mut rig = probing_rig(&[(1, 2)], "");
+    rig.balancer.set_status_by_operator(1, false).unwrap();
+    rig.advance(Duration::from_secs(5));
+    assert!(probes(&rig.sent()).is_empty());
+    assert!(!rig.balancer.destination(1).unwrap().enabled);
+}
+
+#[test]
+fn failover_threshold_and_floor() {
+    // Three failures in a row before failover disables a destination; the floor keeps one
+    // enabled whatever happens.
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=9"),
+            (2, "sip:127.0.0.12:5060", "vm=5"),
+        ],
+        "[failover]\nfailures_to_disable = 3\nmin_enabled = 1\n[transaction]\ninvite_timeout = \"1s\"\n",
+    );
+    for i in 0..8 {
+        rig.feed(CALLER, &invite("VM_1", &format!("t{i}")));
+        rig.advance(Duration::from_secs(3));
+        rig.sent();
+        let enabled: Vec<bool> = [1, 2]
+            .iter()
+            .map(|&id| rig.balancer.destination(id).unwrap().enabled)
+            .collect();
+        assert!(
+            enabled.iter().any(|e| *e),
+            "call {i}: the floor keeps one destination enabled"
+        );
+    }
+    // Every call timed out on both destinations (no answers at all): the loads are back.
+    assert_eq!((rig.load(1), rig.load(2)), (0, 0));
+}

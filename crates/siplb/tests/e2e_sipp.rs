@@ -249,6 +249,55 @@ fn malformed_datagrams_do_not_disturb_calls() {
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 }
 
+const PROBING: &str = "[probing]\ninterval = \"500ms\"\ntimeout = \"300ms\"\n";
+
+#[test]
+fn a_disabled_destination_comes_back_when_it_answers_probes() {
+    let lb = Lb::start(
+        13,
+        &[(1, "vm=50", "silent:1"), (2, "vm=10", "uas:1")],
+        "",
+        PROBING,
+    );
+    let _uas = lb.start_destinations();
+    lb.balancer.disable_by_failover(1, 0).unwrap();
+    // Not answering: it stays disabled.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!lb.destination(1).enabled);
+    // Operator-disabled destinations are left alone by probes.
+    lb.balancer.set_status_by_operator(2, false).unwrap();
+    let _late = lb.start_uas(1);
+    let _late2 = lb.start_uas(2);
+    // Back within two intervals of answering (with slack for a loaded machine).
+    wait_until(Duration::from_millis(2500), || lb.destination(1).enabled);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!lb.destination(2).enabled);
+    let report = Sipp::uac(&lb, "VM_1", 3, 10, 100, &[]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+}
+
+#[test]
+fn an_always_probed_destination_that_stops_answering_is_disabled() {
+    let lb = Lb::start(
+        14,
+        &[(1, "vm=50", "uas:2"), (2, "vm=10", "uas:2")],
+        "",
+        PROBING,
+    );
+    let mut uas = lb.start_destinations();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(lb.destination(1).enabled && lb.destination(2).enabled);
+    // Destination 1's process stops: disabled within interval + timeout.
+    drop(uas.remove(0));
+    wait_until(Duration::from_millis(2500), || !lb.destination(1).enabled);
+    assert!(lb.destination(2).enabled);
+    // New calls go to destination 2 only.
+    let calls = Sipp::uac(&lb, "VM_1", 3, 10, 1500, &[]);
+    wait_until(Duration::from_secs(5), || lb.load(2, "vm") == 3);
+    assert_eq!(lb.load(1, "vm"), 0);
+    assert!(calls.finish(Duration::from_secs(20)).success);
+}
+
 #[test]
 fn the_binary_runs_a_call_from_its_config_file() {
     harness::binary_smoke(7);

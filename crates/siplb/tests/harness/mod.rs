@@ -84,14 +84,18 @@ impl Lb {
         let balancer = Arc::new(Balancer::new());
         let table: Vec<DestinationRow> = rows
             .iter()
-            .map(|&(id, resources, _)| {
+            .map(|&(id, resources, kind)| {
                 let mut row = DestinationRow::new(
                     id,
                     1,
                     format!("sip:{}:5060", ip(test, 10 + id as u8)),
                     resources,
                 );
-                row.probe_mode = 1;
+                // "kind:mode" sets the probe mode (default 1, as in the tutorial).
+                row.probe_mode = kind
+                    .split_once(':')
+                    .and_then(|(_, m)| m.parse().ok())
+                    .unwrap_or(1);
                 row
             })
             .collect();
@@ -128,7 +132,7 @@ impl Lb {
             addr,
             rows: rows
                 .iter()
-                .map(|&(id, _, kind)| (id, kind.to_owned()))
+                .map(|&(id, _, kind)| (id, kind.split(':').next().unwrap_or(kind).to_owned()))
                 .collect(),
             stop,
             runtime: Some(runtime),
@@ -138,20 +142,37 @@ impl Lb {
 
     /// Starts the SIPp destinations the rows ask for.
     pub fn start_destinations(&self) -> Vec<Sipp> {
+        self.start_destinations_of(|_| true)
+    }
+
+    /// A plain answering destination for row `id`, whatever its kind.
+    pub fn start_uas(&self, id: u32) -> Sipp {
+        let host = ip(self.test, 10 + id as u8).to_string();
+        let sipp = Sipp::spawn(
+            &self.dir,
+            &format!("uas{id}-late"),
+            &["-sn", "uas", "-aa", "-i", &host, "-p", "5060"],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        sipp
+    }
+
+    pub fn start_destinations_of(&self, which: impl Fn(u32) -> bool) -> Vec<Sipp> {
         let mut out = Vec::new();
-        for (id, kind) in &self.rows {
+        for (id, kind) in self.rows.iter().filter(|(id, _)| which(*id)) {
             let host = ip(self.test, 10 + *id as u8);
             let name = format!("uas{id}");
             match kind.as_str() {
                 "uas" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
-                    &["-sn", "uas", "-i", &host.to_string(), "-p", "5060"],
+                    &["-sn", "uas", "-aa", "-i", &host.to_string(), "-p", "5060"],
                 )),
                 "486" | "bye" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
                     &[
+                        "-aa",
                         "-sf",
                         scenario(if kind == "486" {
                             "uas_486.xml"
@@ -170,6 +191,7 @@ impl Lb {
                     &self.dir,
                     &name,
                     &[
+                        "-aa",
                         "-sf",
                         scenario("uas_503.xml").to_str().unwrap(),
                         "-i",
@@ -425,7 +447,7 @@ pub fn binary_smoke(test: u8) {
         uas.push(Sipp::spawn(
             &dir,
             &format!("uas{port}"),
-            &["-sn", "uas", "-i", "127.0.0.1", "-p", port],
+            &["-sn", "uas", "-aa", "-i", "127.0.0.1", "-p", port],
         ));
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -1,0 +1,166 @@
+//! Probing destinations with OPTIONS (SPEC section 4): mode 1 probes a disabled
+//! destination until it answers, mode 2 probes always and disables one that stops
+//! answering. Probes are ordinary non-INVITE client transactions.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use siplb_balance::ProbeMode;
+use siplb_sip::Message;
+use siplb_txn::{ClientEvent, Timers};
+use tracing::{debug, info};
+
+use super::{ClientRole, Proxy, TimerRef};
+use crate::addr::peer_of_uri_text;
+
+/// What siplb knows of one destination's probes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProbeState {
+    /// A probe is on its way; no second one is sent meanwhile.
+    pub(crate) pending: bool,
+    pub(crate) sent_at: Option<Instant>,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    /// The last final status (408 for a timeout, 503 for a transport error).
+    pub last_status: Option<u16>,
+    /// Round-trip time of probes, as a moving average (1/8 weight to the newest).
+    pub rtt: Option<Duration>,
+    pub sent: u64,
+}
+
+impl Proxy {
+    /// Starts the periodic work that does not wait for a message: probing.
+    pub fn start(&mut self, now: Instant) {
+        if !self.settings.probing.interval.is_zero() {
+            self.schedule(now, TimerRef::ProbeTick);
+        }
+    }
+
+    /// Probe state per destination id, for `lb_list` and metrics.
+    pub fn probe_states(&self) -> impl Iterator<Item = (u32, &ProbeState)> + '_ {
+        self.probes.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub(super) fn probe_tick(&mut self, now: Instant) {
+        let interval = self.settings.probing.interval;
+        self.schedule(now + interval, TimerRef::ProbeTick);
+        for d in self.balancer.snapshot() {
+            let due = match ProbeMode::from_raw(d.probe_mode) {
+                ProbeMode::Never => false,
+                // Operator-disabled destinations are left alone until the operator acts.
+                ProbeMode::WhileDisabled => !d.enabled && d.auto_reenable,
+                ProbeMode::Always => d.auto_reenable,
+            };
+            let pending = self.probes.get(&d.id).is_some_and(|p| p.pending);
+            if due && !pending {
+                self.send_probe(now, d.id, &d.uri);
+            }
+        }
+    }
+
+    fn send_probe(&mut self, now: Instant, id: u32, uri: &str) {
+        let peer = match peer_of_uri_text(uri) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(destination = id, uri, error = %e, "cannot probe");
+                self.probe_result(now, id, 503);
+                return;
+            }
+        };
+        let Some((via, _)) = self.via_for(&peer) else {
+            return;
+        };
+        let tag = self.new_tag();
+        self.probe_seq += 1;
+        let probing = &self.settings.probing;
+        let mut text = String::with_capacity(400);
+        let _ = write!(
+            text,
+            "{m} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{uri}>\r\nCall-ID: probe-{salt:x}-{seq}\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n",
+            m = probing.method,
+            from = probing.from,
+            salt = self.branch_salt & 0xffff_ffff,
+            seq = self.probe_seq,
+        );
+        let Ok(request) = Message::parse(text.into_bytes()) else {
+            debug!(destination = id, uri, "probe request does not parse");
+            return;
+        };
+        let timers = Timers {
+            non_invite_timeout: probing.timeout,
+            ..self.settings.timers
+        };
+        let state = self.probes.entry(id).or_default();
+        state.pending = true;
+        state.sent_at = Some(now);
+        state.sent += 1;
+        self.stats.probes_sent += 1;
+        self.start_client_with(now, request, peer, ClientRole::Probe(id), timers);
+    }
+
+    pub(super) fn on_probe_event(&mut self, now: Instant, id: u32, event: ClientEvent) {
+        let status = match event {
+            ClientEvent::Final(r) => r.status().unwrap_or(500),
+            ClientEvent::Timeout => 408,
+            ClientEvent::TransportError => 503,
+            _ => return,
+        };
+        self.probe_result(now, id, status);
+    }
+
+    fn probe_result(&mut self, now: Instant, id: u32, status: u16) {
+        let probing = &self.settings.probing;
+        let success = status == 200 || probing.reply_codes.contains(&status);
+        // A reply between 201 and 399 that is not listed says nothing either way.
+        let failure = !success && status >= 400;
+        let (failures_to_disable, successes_to_enable) =
+            (probing.failures_to_disable, probing.successes_to_enable);
+        let state = self.probes.entry(id).or_default();
+        state.pending = false;
+        state.last_status = Some(status);
+        if let Some(sent) = state.sent_at.take()
+            && success
+        {
+            let sample = now.saturating_duration_since(sent);
+            state.rtt = Some(match state.rtt {
+                None => sample,
+                Some(avg) => (avg * 7 + sample) / 8,
+            });
+        }
+        if success {
+            state.consecutive_failures = 0;
+            state.consecutive_successes += 1;
+        } else if failure {
+            state.consecutive_successes = 0;
+            state.consecutive_failures += 1;
+        }
+        let (fails, oks) = (state.consecutive_failures, state.consecutive_successes);
+        if success {
+            self.stats.probe_successes += 1;
+        } else if failure {
+            self.stats.probe_failures += 1;
+        }
+        let Some(d) = self.balancer.destination(id) else {
+            return;
+        };
+        if success && !d.enabled && oks >= successes_to_enable {
+            if self.balancer.enable_by_probe(id).unwrap_or(false) {
+                info!(destination = id, uri = %d.uri, old = "disabled", new = "enabled", reason = %format!("{status} reply to probe"), "destination status changed");
+                self.stats.destinations_enabled += 1;
+            }
+        } else if failure
+            && d.enabled
+            && ProbeMode::from_raw(d.probe_mode) == ProbeMode::Always
+            && fails >= failures_to_disable
+            && self.balancer.disable_by_probe(id).unwrap_or(false)
+        {
+            let reason = if status == 408 {
+                "no reply to probe".to_owned()
+            } else {
+                format!("{status} reply to probe")
+            };
+            info!(destination = id, uri = %d.uri, old = "enabled", new = "disabled", %reason, "destination status changed");
+            self.stats.destinations_disabled += 1;
+        }
+    }
+}
