@@ -585,3 +585,29 @@ fn failover_threshold_and_floor() {
     // Every call timed out on both destinations (no answers at all): the loads are back.
     assert_eq!((rig.load(1), rig.load(2)), (0, 0));
 }
+
+#[test]
+fn attrs_can_set_a_destination_probe_interval() {
+    let mut rig = probing_rig(&[], "");
+    let mut slow = DestinationRow::new(1, 1, format!("sip:{DST1}"), "vm=5");
+    slow.probe_mode = 2;
+    slow.attrs = Some("probe_interval=3".into());
+    let mut fast = DestinationRow::new(2, 1, format!("sip:{DST2}"), "vm=5");
+    fast.probe_mode = 2;
+    assert!(rig.balancer.reload([slow, fast]).is_empty());
+    let mut counts = [0, 0];
+    for _ in 0..6 {
+        rig.advance(Duration::from_millis(1000));
+        for (to, probe) in probes(&rig.sent()) {
+            counts[usize::from(to == addr(DST2))] += 1;
+            let from = if to == addr(DST1) { DST1 } else { DST2 };
+            rig.feed_bytes(
+                from,
+                siplb_sip::build_response(&probe, 200, "OK", Some("p"), &[]),
+            );
+        }
+    }
+    // From start to 6 s: every second for the default (0..=6 s), every 3 s for the
+    // override (0, 3 and 6 s).
+    assert_eq!(counts, [3, 7]);
+}

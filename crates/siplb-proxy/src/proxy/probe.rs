@@ -19,6 +19,7 @@ pub struct ProbeState {
     /// A probe is on its way; no second one is sent meanwhile.
     pub(crate) pending: bool,
     pub(crate) sent_at: Option<Instant>,
+    pub(crate) last_sent: Option<Instant>,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
     /// The last final status (408 for a timeout, 503 for a transport error).
@@ -26,6 +27,18 @@ pub struct ProbeState {
     /// Round-trip time of probes, as a moving average (1/8 weight to the newest).
     pub rtt: Option<Duration>,
     pub sent: u64,
+}
+
+/// A per-destination probe interval from the row's `attrs`: `probe_interval=10`
+/// (seconds), among other `;`- or `,`-separated `key=value` items.
+pub(crate) fn probe_interval_override(attrs: &str) -> Option<Duration> {
+    attrs
+        .split([';', ','])
+        .filter_map(|item| item.split_once('='))
+        .find(|(k, _)| k.trim() == "probe_interval")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
 }
 
 impl Proxy {
@@ -42,20 +55,36 @@ impl Proxy {
     }
 
     pub(super) fn probe_tick(&mut self, now: Instant) {
-        let interval = self.settings.probing.interval;
-        self.schedule(now + interval, TimerRef::ProbeTick);
+        let global = self.settings.probing.interval;
+        let mut next_tick = global;
         for d in self.balancer.snapshot() {
-            let due = match ProbeMode::from_raw(d.probe_mode) {
+            let wanted = match ProbeMode::from_raw(d.probe_mode) {
                 ProbeMode::Never => false,
                 // Operator-disabled destinations are left alone until the operator acts.
                 ProbeMode::WhileDisabled => !d.enabled && d.auto_reenable,
                 ProbeMode::Always => d.auto_reenable,
             };
-            let pending = self.probes.get(&d.id).is_some_and(|p| p.pending);
+            if !wanted {
+                continue;
+            }
+            let interval = d
+                .attrs
+                .as_deref()
+                .and_then(probe_interval_override)
+                .unwrap_or(global);
+            next_tick = next_tick.min(interval);
+            let state = self.probes.get(&d.id);
+            let pending = state.is_some_and(|p| p.pending);
+            // Ticks come at the shortest interval in use; a destination with a longer
+            // one waits for its own.
+            let due = state.and_then(|p| p.last_sent).is_none_or(|at| {
+                now.saturating_duration_since(at) + Duration::from_millis(5) >= interval
+            });
             if due && !pending {
                 self.send_probe(now, d.id, &d.uri);
             }
         }
+        self.schedule(now + next_tick, TimerRef::ProbeTick);
     }
 
     fn send_probe(&mut self, now: Instant, id: u32, uri: &str) {
@@ -93,6 +122,7 @@ impl Proxy {
         let state = self.probes.entry(id).or_default();
         state.pending = true;
         state.sent_at = Some(now);
+        state.last_sent = Some(now);
         state.sent += 1;
         self.stats.probes_sent += 1;
         self.start_client_with(now, request, peer, ClientRole::Probe(id), timers);
@@ -162,5 +192,27 @@ impl Proxy {
             info!(destination = id, uri = %d.uri, old = "enabled", new = "disabled", %reason, "destination status changed");
             self.stats.destinations_disabled += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::probe_interval_override;
+
+    #[test]
+    fn attrs_override() {
+        assert_eq!(
+            probe_interval_override("probe_interval=10"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            probe_interval_override("foo=bar; probe_interval = 3"),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(probe_interval_override("probe_interval=0"), None);
+        assert_eq!(probe_interval_override("probe_interval=x"), None);
+        assert_eq!(probe_interval_override("opaque"), None);
     }
 }
