@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_proxy::{Incoming, Peer, Proxy, Transmit, Transport};
+use siplb_proxy::{Incoming, Peer, Proxy, StatusChange, Transmit, Transport};
 use siplb_sip::{Limits, Message};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -99,16 +99,30 @@ impl Bound {
     }
 }
 
+/// How [`serve`] runs.
+#[derive(Debug)]
+pub struct Options {
+    pub limits: Limits,
+    /// After shutdown is asked for: how long calls that are up may still end.
+    pub drain: std::time::Duration,
+    /// Where destination status changes made by the core go (webhook, metrics).
+    pub status_changes: Option<mpsc::UnboundedSender<StatusChange>>,
+}
+
 /// Serves the proxy on the bound sockets until `shutdown` turns true, then drains:
 /// new calls are refused with 503 while calls that are up may end, for at most
-/// `drain`, and returns once none is left.
+/// `options.drain`, and returns once none is left.
 pub async fn serve(
     mut proxy: Proxy,
     bound: Bound,
-    limits: Limits,
+    options: Options,
     mut shutdown: watch::Receiver<bool>,
-    drain: std::time::Duration,
 ) -> io::Result<()> {
+    let Options {
+        limits,
+        drain,
+        status_changes,
+    } = options;
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     for socket in &bound.udp {
         tokio::spawn(udp_reader(Arc::clone(socket), events_tx.clone()));
@@ -168,6 +182,11 @@ pub async fn serve(
                 }
             }
             () = sleep => proxy.handle_timeout(Instant::now()),
+        }
+        while let Some(change) = proxy.poll_status_change() {
+            if let Some(tx) = &status_changes {
+                let _ = tx.send(change);
+            }
         }
         while let Some(Transmit { peer, data }) = proxy.poll_transmit() {
             match peer.transport {

@@ -7,6 +7,7 @@
 //! the driver (`siplb-net`).
 
 mod addr;
+mod events;
 mod proxy;
 mod routing;
 mod sdp;
@@ -14,6 +15,7 @@ mod settings;
 mod stats;
 
 pub use addr::{Peer, Transport};
+pub use events::{ChangeSource, StatusChange};
 pub use proxy::{Incoming, ProbeState, Proxy, Transmit};
 pub use settings::Settings;
 pub use stats::Stats;

@@ -15,6 +15,7 @@ use siplb_txn::{
 use tracing::{debug, info, warn};
 
 use crate::addr::{Listeners, Peer, host_port, peer_of_uri, peer_of_uri_text};
+use crate::events::{ChangeSource, StatusChange};
 use crate::routing;
 use crate::settings::{RouteAction, Settings};
 use crate::stats::Stats;
@@ -144,6 +145,7 @@ pub struct Proxy {
     draining: bool,
     probes: HashMap<u32, ProbeState>,
     probe_seq: u64,
+    events: VecDeque<StatusChange>,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -169,6 +171,7 @@ impl Proxy {
             draining: false,
             probes: HashMap::new(),
             probe_seq: 0,
+            events: VecDeque::new(),
         }
     }
 
@@ -210,6 +213,43 @@ impl Proxy {
     /// The next message to send, in the order they were produced.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// The next status change of a destination made by the core (failover, probes).
+    pub fn poll_status_change(&mut self) -> Option<StatusChange> {
+        self.events.pop_front()
+    }
+
+    /// Logs a status change and queues it for publication.
+    fn status_changed(&mut self, id: u32, enabled: bool, source: ChangeSource, reason: String) {
+        let (group, uri) = self
+            .balancer
+            .destination(id)
+            .map(|d| (d.group, d.uri.to_string()))
+            .unwrap_or_default();
+        info!(
+            destination = id,
+            group,
+            uri,
+            old = if enabled { "disabled" } else { "enabled" },
+            new = if enabled { "enabled" } else { "disabled" },
+            %source,
+            reason,
+            "destination status changed"
+        );
+        if enabled {
+            self.stats.destinations_enabled += 1;
+        } else {
+            self.stats.destinations_disabled += 1;
+        }
+        self.events.push_back(StatusChange {
+            id,
+            group,
+            uri,
+            enabled,
+            source,
+            reason,
+        });
     }
 
     /// When [`Proxy::handle_timeout`] must next be called.
@@ -771,7 +811,7 @@ impl Proxy {
                 }
                 Ok((Err((id, e)), _)) => {
                     warn!(call_id = %call_key.call_id, destination = id, error = %e, "destination cannot be reached; trying the next");
-                    self.note_failure(Some(id));
+                    self.note_failure(Some(id), &format!("cannot send to it: {e}"));
                 }
                 Ok((Ok(peer), destination)) => {
                     debug!(call_id = %call_key.call_id, ?destination, %peer, "routing decision");
@@ -779,7 +819,7 @@ impl Proxy {
                         self.stats.calls_routed += 1;
                         return;
                     }
-                    self.note_failure(destination);
+                    self.note_failure(destination, "cannot forward the INVITE");
                 }
             }
         }
@@ -830,7 +870,7 @@ impl Proxy {
         true
     }
 
-    fn note_failure(&mut self, destination: Option<u32>) {
+    fn note_failure(&mut self, destination: Option<u32>, reason: &str) {
         let Some(id) = destination else {
             return;
         };
@@ -845,8 +885,14 @@ impl Proxy {
             .disable_by_failover(id, self.settings.min_enabled)
         {
             Ok(outcome) if outcome.changed() => {
-                info!(destination = id, "destination disabled after failure");
-                self.stats.destinations_disabled += 1;
+                self.status_changed(id, false, ChangeSource::Failover, reason.to_owned());
+            }
+            Ok(siplb_balance::FailoverDisable::KeptByFloor) => {
+                info!(
+                    destination = id,
+                    reason,
+                    "destination failed but kept enabled: the group is at its min_enabled floor"
+                );
             }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "failed destination no longer in the table"),
@@ -915,7 +961,7 @@ impl Proxy {
                 {
                     info!(call_id = %call_key.call_id, status, ?destination, "destination failed; failing over");
                     self.stats.failovers += 1;
-                    self.note_failure(destination);
+                    self.note_failure(destination, &format!("{status} reply to INVITE"));
                     self.attempt(now, call_key);
                 } else {
                     if status < 500 {
@@ -950,7 +996,10 @@ impl Proxy {
                 } else if balanced {
                     info!(call_id = %call_key.call_id, ?destination, "destination timed out or unreachable; failing over");
                     self.stats.failovers += 1;
-                    self.note_failure(destination);
+                    self.note_failure(
+                        destination,
+                        "no reply to INVITE (local 408) or transport error",
+                    );
                     self.attempt(now, call_key);
                 } else {
                     self.answer_call(now, call_key, 408, "Request Timeout");

@@ -1,6 +1,7 @@
 //! The `siplb` binary: command-line entry point.
 
 mod run;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,6 +11,8 @@ use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::webhook;
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,12 +167,42 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        siplb_net::serve(proxy, bound, limits, stop_rx, config.sip.drain)
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(publish_status_changes(
+            events_rx,
+            config.events.webhook.clone(),
+        ));
+        let options = siplb_net::Options {
+            limits,
+            drain: config.sip.drain,
+            status_changes: Some(events_tx),
+        };
+        siplb_net::serve(proxy, bound, options, stop_rx)
             .await
             .map_err(|e| e.to_string())?;
         store.close().await;
         Ok(())
     })
+}
+
+/// Publishes destination status changes: one JSON line each to the webhook when one is
+/// configured, and in the log otherwise (the core has already logged the change at
+/// info with its reason).
+async fn publish_status_changes(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<siplb_proxy::StatusChange>,
+    webhook: Option<String>,
+) {
+    while let Some(change) = changes.recv().await {
+        let line = change.to_json();
+        match &webhook {
+            None => info!(event = %line, "status event"),
+            Some(url) => {
+                if let Err(e) = webhook::post(url, &line).await {
+                    warn!(url, error = %e, event = %line, "status event not delivered to the webhook");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use siplb_balance::ProbeMode;
 use siplb_sip::Message;
 use siplb_txn::{ClientEvent, Timers};
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{ClientRole, Proxy, TimerRef};
 use crate::addr::peer_of_uri_text;
+use crate::events::ChangeSource;
 
 /// What siplb knows of one destination's probes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -175,8 +176,12 @@ impl Proxy {
         };
         if success && !d.enabled && oks >= successes_to_enable {
             if self.balancer.enable_by_probe(id).unwrap_or(false) {
-                info!(destination = id, uri = %d.uri, old = "disabled", new = "enabled", reason = %format!("{status} reply to probe"), "destination status changed");
-                self.stats.destinations_enabled += 1;
+                self.status_changed(
+                    id,
+                    true,
+                    ChangeSource::Probe,
+                    format!("{status} reply to probe"),
+                );
             }
         } else if failure
             && d.enabled
@@ -189,8 +194,7 @@ impl Proxy {
             } else {
                 format!("{status} reply to probe")
             };
-            info!(destination = id, uri = %d.uri, old = "enabled", new = "disabled", %reason, "destination status changed");
-            self.stats.destinations_disabled += 1;
+            self.status_changed(id, false, ChangeSource::Probe, reason);
         }
     }
 }

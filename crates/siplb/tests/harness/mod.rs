@@ -119,13 +119,12 @@ impl Lb {
         ];
         let bound = runtime.block_on(Bound::bind(&endpoints)).unwrap();
         let (stop, stop_rx) = watch::channel(false);
-        runtime.spawn(siplb_net::serve(
-            proxy,
-            bound,
-            siplb_sip::Limits::default(),
-            stop_rx,
-            config.sip.drain,
-        ));
+        let options = siplb_net::Options {
+            limits: siplb_sip::Limits::default(),
+            drain: config.sip.drain,
+            status_changes: None,
+        };
+        runtime.spawn(siplb_net::serve(proxy, bound, options, stop_rx));
         Lb {
             test,
             balancer,
@@ -408,11 +407,29 @@ pub fn binary_smoke(test: u8) {
         String::from_utf8_lossy(&init.stderr)
     );
     let addr = SocketAddr::new(ip(test, 1), 5060);
+    // A webhook receiver: the status events siplb publishes arrive here.
+    let webhook = std::net::TcpListener::bind((ip(test, 1), 0)).unwrap();
+    let webhook_addr = webhook.local_addr().unwrap();
+    let events = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = webhook.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("}\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        String::from_utf8_lossy(&request).into_owned()
+    });
     let config = dir.join("siplb.toml");
     std::fs::write(
         &config,
         format!(
-            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n{ROUTES}"
+            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n{ROUTES}"
         ),
     )
     .unwrap();
@@ -443,7 +460,9 @@ pub fn binary_smoke(test: u8) {
             .contains("listening on")
     });
     let mut uas = Vec::new();
-    for port in ["5071", "5072", "5073", "5074"] {
+    // Destination 2 (most vm room, chosen first) is down: the first call fails over
+    // after the 1 s INVITE timeout and destination 2 is disabled.
+    for port in ["5071", "5073", "5074"] {
         uas.push(Sipp::spawn(
             &dir,
             &format!("uas{port}"),
@@ -481,6 +500,18 @@ pub fn binary_smoke(test: u8) {
     assert_eq!(report.successful_calls, 3);
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(log_text.contains("destination table loaded"), "{log_text}");
+    assert!(
+        log_text.contains("destination status changed"),
+        "{log_text}"
+    );
+    let event = events.join().unwrap();
+    assert!(event.starts_with("POST /events HTTP/1.1"), "{event}");
+    assert!(
+        event.contains(
+            r#""group":1,"uri":"sip:127.0.0.1:5072","status":"disabled","id":2,"source":"failover""#
+        ),
+        "{event}"
+    );
     // SIGTERM stops it cleanly.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
