@@ -72,8 +72,10 @@ struct Call {
     /// The caller's INVITE server transaction.
     server: ServerKey,
     caller: Peer,
-    /// The INVITE as received: each attempt is forwarded from it.
-    invite: Message,
+    /// The INVITE as received: each attempt is forwarded from it. Dropped once the
+    /// call is answered, as nothing is built from it any more (it is most of a call's
+    /// memory).
+    invite: Option<Message>,
     load: Load,
     /// The INVITE client transaction of the current attempt.
     branch: Option<ClientKey>,
@@ -134,6 +136,9 @@ pub struct Proxy {
     servers: HashMap<ServerKey, ServerCtx>,
     clients: HashMap<ClientKey, ClientCtx>,
     calls: HashMap<CallKey, Call>,
+    /// Calls being set up, by their INVITE server transaction: how a CANCEL finds its
+    /// call without a scan.
+    setting_up: HashMap<ServerKey, CallKey>,
     agenda: BTreeSet<(Instant, u64, TimerRef)>,
     agenda_seq: u64,
     out: VecDeque<Transmit>,
@@ -160,6 +165,7 @@ impl Proxy {
             servers: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
+            setting_up: HashMap::new(),
             agenda: BTreeSet::new(),
             agenda_seq: 0,
             out: VecDeque::new(),
@@ -758,12 +764,13 @@ impl Proxy {
         }
         self.drain_server(now, &server_key);
         debug!(call_id, route = index + 1, "initial INVITE");
+        self.setting_up.insert(server_key.clone(), call_key.clone());
         self.calls.insert(
             call_key.clone(),
             Call {
                 server: server_key,
                 caller: peer,
-                invite: msg,
+                invite: Some(msg),
                 load,
                 branch: None,
                 callee: fixed_target,
@@ -843,7 +850,10 @@ impl Proxy {
             return false;
         };
         let rr_in = self.record_route_for(&call.caller);
-        let mut edit = call.invite.edit();
+        let Some(invite) = &call.invite else {
+            return false;
+        };
+        let mut edit = invite.edit();
         if edit.decrement_max_forwards().is_err() {
             return false;
         }
@@ -913,12 +923,15 @@ impl Proxy {
         let request = call.invite.clone();
         let peer = call.caller;
         self.end_call(call_key);
-        self.respond(now, &request, peer, code, reason, &[]);
+        if let Some(request) = request {
+            self.respond(now, &request, peer, code, reason, &[]);
+        }
     }
 
     /// Forgets a call; its load goes back with it.
     fn end_call(&mut self, call_key: &CallKey) {
         if let Some(call) = self.calls.remove(call_key) {
+            self.setting_up.remove(&call.server);
             debug!(call_id = %call_key.call_id, destination = ?call.load.destination(), "call ended, load released");
         }
     }
@@ -952,6 +965,9 @@ impl Proxy {
                 let destination = call.destination;
                 if (200..300).contains(&status) {
                     call.confirmed = true;
+                    call.invite = None;
+                    let server_key = call.server.clone();
+                    self.setting_up.remove(&server_key);
                     let expires = now + self.settings.dialog_timeout;
                     call.expires = Some(expires);
                     self.schedule(expires, TimerRef::Call(call_key.clone()));
@@ -1014,11 +1030,7 @@ impl Proxy {
             self.respond(now, &msg, peer, 400, "Bad Request", &[]);
             return;
         };
-        let call_key = self
-            .calls
-            .iter()
-            .find(|(_, c)| c.server == invite_key)
-            .map(|(k, _)| k.clone());
+        let call_key = self.setting_up.get(&invite_key).cloned();
         let Some(call_key) = call_key else {
             self.respond(now, &msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
             return;
