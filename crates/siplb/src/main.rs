@@ -94,6 +94,10 @@ fn main() -> ExitCode {
         Command::Check { config } => load(config.as_ref()).and_then(|c| {
             // What `run` compiles from the configuration, so check finds the same faults.
             siplb_proxy::Settings::from_config(&c)?;
+            siplb_store::TableName::new(&c.database.table)
+                .map_err(|e| format!("database.table: {e}"))?;
+            siplb_store::Backend::from_url(&c.database.url)
+                .map_err(|e| format!("database.url: {e}"))?;
             check(&c);
             Ok(())
         }),

@@ -1,0 +1,96 @@
+//! The command line: `siplb check` and `siplb db init` as an operator runs them.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn siplb(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_siplb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check(config: &str) -> (bool, String, String) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "{:x}.toml",
+        config.len() * 31 + config.bytes().map(usize::from).sum::<usize>()
+    ));
+    std::fs::write(&path, config).unwrap();
+    siplb(&["check", "--config", path.to_str().unwrap()])
+}
+
+#[test]
+fn check_accepts_the_embedded_default_and_lists_it() {
+    let (ok, out, _) = siplb(&["check"]);
+    assert!(ok);
+    assert!(
+        out.contains("listen: udp:127.0.0.1:5060, tcp:127.0.0.1:5060"),
+        "{out}"
+    );
+    assert!(
+        out.contains("route #1: balance group 1 resources \"vm\""),
+        "{out}"
+    );
+    assert!(out.ends_with("configuration OK\n"), "{out}");
+}
+
+#[test]
+fn check_names_the_key_and_line_of_each_fault() {
+    let cases = [
+        (
+            "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nlisen = 3\n",
+            "line 3",
+        ),
+        (
+            "[[route]]\nmatch = { ruri_user = \"(\" }\nreply = { code = 404, reason = \"x\" }\n",
+            "regular expression",
+        ),
+        (
+            "[[route]]\nbalance = { group = 1, resources = \"vm\", flags = \"q\" }\n",
+            "balance.flags",
+        ),
+        (
+            "[[route]]\nrelay = \"sip:gw.example.com\"\n",
+            "not an IP address",
+        ),
+        ("[database]\ntable = \"x y\"\n", "database.table"),
+        ("[database]\nurl = \"redis://127.0.0.1\"\n", "database.url"),
+        ("[management]\nlisten = \"nowhere\"\n", "management.listen"),
+    ];
+    for (config, expected) in cases {
+        let (ok, _, err) = check(config);
+        assert!(!ok, "{config}");
+        assert!(err.contains(expected), "{config}: {err}");
+    }
+}
+
+#[test]
+fn db_init_creates_the_table_once() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-db");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("t.db").display());
+    let (ok, out, err) = siplb(&["db", "init", "--database", &url, "--examples"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "table load_balancer: created, 4 example rows inserted\n"
+    );
+    let (ok, out, _) = siplb(&["db", "init", "--database", &url, "--examples"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        "table load_balancer: already there, 0 example rows inserted\n"
+    );
+    let (ok, _, err) = siplb(&["db", "init", "--database", "mysql://root@127.0.0.1:1/test"]);
+    assert!(!ok);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
