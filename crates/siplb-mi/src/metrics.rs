@@ -1,0 +1,217 @@
+//! Prometheus text exposition (format 0.0.4) of the balancer's state, written by hand: a
+//! few gauges do not justify a metrics registry. No I/O.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use siplb_balance::DestinationSnapshot;
+
+use crate::state::MiState;
+
+/// The `Content-Type` of [`MiState::render_metrics`]'s output.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and line feed are the only specials.
+fn escape_label(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str(r#"\""#),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn labels(out: &mut String, pairs: &[(&str, &str)]) {
+    out.push('{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label(value, out);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn per_resource(
+    out: &mut String,
+    snapshot: &[DestinationSnapshot],
+    name: &str,
+    help: &str,
+    value: impl Fn(&siplb_balance::ResourceSnapshot) -> u32,
+) {
+    header(out, name, "gauge", help);
+    for d in snapshot {
+        let (id, group) = (d.id.to_string(), d.group.to_string());
+        for r in &d.resources {
+            out.push_str(name);
+            labels(
+                out,
+                &[
+                    ("id", &id),
+                    ("group", &group),
+                    ("uri", &d.uri),
+                    ("resource", &r.name),
+                ],
+            );
+            let _ = writeln!(out, " {}", value(r));
+        }
+    }
+}
+
+/// The balancer's part of `/metrics`, then `extra` as given.
+pub(crate) fn render(
+    snapshot: &[DestinationSnapshot],
+    version: &str,
+    uptime: Duration,
+    extra: Option<String>,
+) -> String {
+    let mut out = String::with_capacity(256 + snapshot.len() * 320);
+    per_resource(
+        &mut out,
+        snapshot,
+        "siplb_load",
+        "Calls currently holding the resource on the destination.",
+        |r| r.load,
+    );
+    per_resource(
+        &mut out,
+        snapshot,
+        "siplb_capacity",
+        "Current capacity of the resource on the destination.",
+        |r| r.max,
+    );
+    header(
+        &mut out,
+        "siplb_destination_enabled",
+        "gauge",
+        "1 if the destination takes new calls, 0 if disabled.",
+    );
+    for d in snapshot {
+        out.push_str("siplb_destination_enabled");
+        labels(
+            &mut out,
+            &[
+                ("id", &d.id.to_string()),
+                ("group", &d.group.to_string()),
+                ("uri", &d.uri),
+            ],
+        );
+        let _ = writeln!(out, " {}", u8::from(d.enabled));
+    }
+    header(
+        &mut out,
+        "siplb_uptime_seconds",
+        "gauge",
+        "Seconds since siplb started.",
+    );
+    let _ = writeln!(out, "siplb_uptime_seconds {}", uptime.as_secs());
+    header(
+        &mut out,
+        "siplb_build_info",
+        "gauge",
+        "Always 1; the label carries the version.",
+    );
+    out.push_str("siplb_build_info");
+    labels(&mut out, &[("version", version)]);
+    out.push_str(" 1\n");
+    if let Some(extra) = extra {
+        out.push_str(&extra);
+        if !extra.is_empty() && !extra.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+impl MiState {
+    /// The `GET /metrics` body: per destination and resource load and capacity, per
+    /// destination status, uptime and version, then the [`crate::MetricsSource`]'s lines.
+    pub fn render_metrics(&self) -> String {
+        render(
+            &self.balancer.snapshot(),
+            &self.version,
+            self.started.elapsed(),
+            self.metrics.as_ref().map(|m| m.render()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use siplb_balance::{Balancer, DestinationRow, ResourceRequest};
+
+    use super::*;
+
+    #[test]
+    fn gauges_per_destination_and_resource() {
+        let (balancer, _) = Balancer::with_rows([
+            DestinationRow::new(1, 1, "sip:127.0.0.1:5071", "vm=50;pstn=32"),
+            DestinationRow::new(2, 3, "sip:127.0.0.1:5072", "vm=100"),
+        ]);
+        let balancer = Arc::new(balancer);
+        let held = balancer
+            .restore(1, &ResourceRequest::parse("pstn").unwrap())
+            .unwrap();
+        balancer.set_status_by_operator(2, false).unwrap();
+        let s = MiState::new(balancer)
+            .with_version("siplb 1.2.3")
+            .with_metrics(Arc::new(|| {
+                "# TYPE siplb_calls_routed_total counter\nsiplb_calls_routed_total 7".to_owned()
+            }));
+        let text = s.render_metrics();
+        let expected_lines = [
+            "# HELP siplb_load Calls currently holding the resource on the destination.",
+            "# TYPE siplb_load gauge",
+            r#"siplb_load{id="1",group="1",uri="sip:127.0.0.1:5071",resource="vm"} 0"#,
+            r#"siplb_load{id="1",group="1",uri="sip:127.0.0.1:5071",resource="pstn"} 1"#,
+            r#"siplb_load{id="2",group="3",uri="sip:127.0.0.1:5072",resource="vm"} 0"#,
+            "# TYPE siplb_capacity gauge",
+            r#"siplb_capacity{id="1",group="1",uri="sip:127.0.0.1:5071",resource="vm"} 50"#,
+            r#"siplb_capacity{id="1",group="1",uri="sip:127.0.0.1:5071",resource="pstn"} 32"#,
+            r#"siplb_capacity{id="2",group="3",uri="sip:127.0.0.1:5072",resource="vm"} 100"#,
+            "# TYPE siplb_destination_enabled gauge",
+            r#"siplb_destination_enabled{id="1",group="1",uri="sip:127.0.0.1:5071"} 1"#,
+            r#"siplb_destination_enabled{id="2",group="3",uri="sip:127.0.0.1:5072"} 0"#,
+            "# TYPE siplb_uptime_seconds gauge",
+            r#"siplb_build_info{version="siplb 1.2.3"} 1"#,
+            "siplb_calls_routed_total 7",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        for line in expected_lines {
+            assert!(lines.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("siplb_calls_routed_total 7\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in lines.iter().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        labels(&mut out, &[("uri", "sip:a\"b\\c\nd@h")]);
+        assert_eq!(out, r#"{uri="sip:a\"b\\c\nd@h"}"#);
+    }
+
+    #[test]
+    fn empty_table_still_renders_headers() {
+        let text = render(&[], "v", Duration::from_secs(5), None);
+        assert!(text.contains("# TYPE siplb_load gauge\n"));
+        assert!(text.contains("siplb_uptime_seconds 5\n"));
+    }
+}

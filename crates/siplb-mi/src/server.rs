@@ -1,0 +1,287 @@
+//! The HTTP edge: routes, status codes and limits around [`MiState`]. Everything about
+//! JSON-RPC lives in the dispatch layer; this only moves bytes and guards the listener.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::metrics::METRICS_CONTENT_TYPE;
+use crate::state::MiState;
+
+/// Limits of the management listener.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Largest request body accepted; larger ones get `413`.
+    pub max_body: usize,
+    /// Time a connection has to deliver a request's headers, counted from the moment the
+    /// server starts waiting for them (so an idle keep-alive connection is closed too).
+    pub header_timeout: Duration,
+    /// Time a request has to deliver its body once the headers are in; then `408`.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take before their connections are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_body: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where the management interface listens unless configured otherwise (`[management]
+/// listen`), as OpenSIPS' `mi_http` does: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8888";
+
+/// Request heads beyond this are refused (hyper's own floor is 8 KiB).
+const MAX_HEAD_BUFFER: usize = 16 * 1024;
+
+/// Serves the management interface on `listener` with [`ServeOptions::default`] until
+/// `shutdown` completes. See [`serve_with`].
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<MiState>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with(listener, state, ServeOptions::default(), shutdown).await
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes:
+///
+/// - `POST /mi` and `/mi/`: JSON-RPC 2.0 (`Content-Type: application/json`), `200` with the
+///   reply, or `202` with an empty body for a notification;
+/// - `GET /metrics`: Prometheus text; `GET /health`: `200 ok`;
+/// - anything else: `404`, `405`, `413`, `415` or `408`, always with a complete body.
+///
+/// On shutdown it stops accepting, lets requests in flight finish for
+/// [`ServeOptions::shutdown_grace`], then drops the remaining connections. Errors accepting
+/// a connection (descriptor exhaustion, for one) are logged and retried, never returned:
+/// the management interface must outlive a burst of them.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<MiState>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .max_headers(64);
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let options = Arc::new(options);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "management listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Replies are single small writes; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let service = {
+            let state = Arc::clone(&state);
+            let options = Arc::clone(&options);
+            service_fn(move |request| {
+                let state = Arc::clone(&state);
+                let options = Arc::clone(&options);
+                async move { Ok::<_, Infallible>(route(request, &state, &options).await) }
+            })
+        };
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "management connection closed on error");
+            }
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        debug!("management connections still busy after the grace period; closing them");
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+async fn route(
+    request: Request<Incoming>,
+    state: &MiState,
+    options: &ServeOptions,
+) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/mi" | "/mi/" => mi(request, state, options).await,
+        "/metrics" => read_only(&request, || {
+            respond(StatusCode::OK, METRICS_CONTENT_TYPE, state.render_metrics())
+        }),
+        "/health" => read_only(&request, || respond(StatusCode::OK, TEXT, "ok")),
+        _ => respond(StatusCode::NOT_FOUND, TEXT, "Not Found\n"),
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let body = body.into();
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    // Spelled out, not left to hyper, so that even the empty 202 carries
+    // `Content-Length: 0`: a client must never wait on a body that is not coming.
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if !body.is_empty() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    *response.body_mut() = Full::new(body);
+    response
+}
+
+/// A response after which the connection is closed, for requests whose body was not read
+/// (or not fully): what is left of it must not be parsed as the next request.
+fn respond_and_close(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = respond(status, TEXT, body);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "Method Not Allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn read_only(
+    request: &Request<Incoming>,
+    page: impl FnOnce() -> Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        page()
+    } else {
+        method_not_allowed("GET, HEAD")
+    }
+}
+
+/// `application/json`, with any parameters (`; charset=utf-8`), in any case.
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case(JSON))
+}
+
+async fn mi(
+    request: Request<Incoming>,
+    state: &MiState,
+    options: &ServeOptions,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return respond_and_close(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type: send application/json\n",
+        );
+    }
+    // A declared length over the limit is refused before reading a byte of it.
+    if request.body().size_hint().lower() > options.max_body as u64 {
+        return respond_and_close(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n");
+    }
+    let body = Limited::new(request.into_body(), options.max_body).collect();
+    let body = match tokio::time::timeout(options.body_timeout, body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => {
+            return respond_and_close(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n");
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "management request body unreadable");
+            return respond_and_close(StatusCode::BAD_REQUEST, "Bad Request\n");
+        }
+        Err(_) => return respond_and_close(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
+    };
+    match state.handle_rpc(&body).await {
+        Some(reply) => respond(StatusCode::OK, JSON, reply),
+        None => respond(StatusCode::ACCEPTED, TEXT, Bytes::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let ok = |s: &'static str| is_json(Some(&HeaderValue::from_static(s)));
+        assert!(ok("application/json"));
+        assert!(ok("application/json; charset=utf-8"));
+        assert!(ok("Application/JSON;charset=UTF-8"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/jsonx"));
+        assert!(!ok("application/x-www-form-urlencoded"));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn responses_always_carry_a_length() {
+        let r = respond(StatusCode::ACCEPTED, TEXT, Bytes::new());
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "0");
+        assert!(r.headers().get(header::CONTENT_TYPE).is_none());
+        let r = respond(StatusCode::OK, JSON, "{}");
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "2");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], JSON);
+    }
+}

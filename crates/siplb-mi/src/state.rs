@@ -1,0 +1,163 @@
+//! What the management interface works on, and the hooks the binary plugs in for what lives
+//! elsewhere (the database, the calls of the proxy core, the proxy's counters).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use siplb_balance::Balancer;
+
+/// A boxed, sendable future, as [`Reloader::reload`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Re-reads the destination table (`lb_reload`).
+///
+/// On error the implementation must leave the current table in force (read everything
+/// first, then call [`Balancer::reload`]); the message is logged, and the client gets
+/// `500 Failed to reload`. Any `Fn() -> impl Future<Output = Result<(), String>>` is one.
+pub trait Reloader: Send + Sync {
+    /// Reads the table and swaps it in.
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+impl<F, Fut> Reloader for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(self())
+    }
+}
+
+/// One call up, as `lb_calls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallInfo {
+    /// The call's Call-ID.
+    #[serde(rename = "callid")]
+    pub call_id: String,
+    /// The destination holding its load.
+    pub destination_id: u32,
+    /// That destination's URI.
+    pub uri: String,
+    /// The resources it holds there.
+    pub resources: Vec<String>,
+    /// Dialog state, in the proxy core's words (`early`, `confirmed`...).
+    pub state: String,
+    /// Seconds since the call was routed.
+    #[serde(rename = "age")]
+    pub age_secs: u64,
+}
+
+/// The calls currently up (`lb_calls`). Any `Fn() -> Vec<CallInfo>` is one.
+pub trait CallsSource: Send + Sync {
+    /// A point-in-time list, in any order.
+    fn calls(&self) -> Vec<CallInfo>;
+}
+
+impl<F> CallsSource for F
+where
+    F: Fn() -> Vec<CallInfo> + Send + Sync,
+{
+    fn calls(&self) -> Vec<CallInfo> {
+        self()
+    }
+}
+
+/// More Prometheus text to serve after the balancer's gauges (the proxy's counters). Any
+/// `Fn() -> String` is one.
+pub trait MetricsSource: Send + Sync {
+    /// Complete exposition lines (`# HELP`, `# TYPE`, samples), each ending in a newline.
+    fn render(&self) -> String;
+}
+
+impl<F> MetricsSource for F
+where
+    F: Fn() -> String + Send + Sync,
+{
+    fn render(&self) -> String {
+        self()
+    }
+}
+
+/// Everything the management interface needs. Cheap to share behind an `Arc`.
+pub struct MiState {
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) reloader: Option<Arc<dyn Reloader>>,
+    pub(crate) calls: Option<Arc<dyn CallsSource>>,
+    pub(crate) metrics: Option<Arc<dyn MetricsSource>>,
+    pub(crate) version: String,
+    pub(crate) started: Instant,
+}
+
+impl MiState {
+    /// A state over `balancer`, started now, with this crate's version, no reloader
+    /// (`lb_reload` fails), no calls source (`lb_calls` lists none) and no extra metrics.
+    pub fn new(balancer: Arc<Balancer>) -> Self {
+        Self {
+            balancer,
+            reloader: None,
+            calls: None,
+            metrics: None,
+            version: concat!("siplb ", env!("CARGO_PKG_VERSION")).to_owned(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sets what `lb_reload` runs.
+    #[must_use]
+    pub fn with_reloader(mut self, reloader: Arc<dyn Reloader>) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Sets where `lb_calls` reads the calls up.
+    #[must_use]
+    pub fn with_calls(mut self, calls: Arc<dyn CallsSource>) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// Sets what `GET /metrics` appends after the balancer's gauges.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSource>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Sets the text `version` answers, e.g. `siplb 0.1.0 (abc1234)`.
+    #[must_use]
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the instant `uptime` counts from (the process start, rather than the moment
+    /// this state was built).
+    #[must_use]
+    pub fn with_start(mut self, started: Instant) -> Self {
+        self.started = started;
+        self
+    }
+
+    /// The balancer this interface manages.
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
+    }
+}
+
+impl fmt::Debug for MiState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MiState")
+            .field("balancer", &self.balancer)
+            .field("reloader", &self.reloader.is_some())
+            .field("calls", &self.calls.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .field("version", &self.version)
+            .field("started", &self.started)
+            .finish()
+    }
+}
