@@ -217,8 +217,11 @@ impl MiState {
                 self.resize(id, &name, capacity)
             }
             (Method::Reload, []) => self.reload().await,
-            (Method::Calls, []) => self.calls(None),
-            (Method::Calls, [id]) => self.calls(Some(destination_id(id)?)),
+            (Method::Calls, []) => self.calls(None).await,
+            (Method::Calls, [id]) => {
+                let id = destination_id(id)?;
+                self.calls(Some(id)).await
+            }
             (Method::Which, []) => to_json(&method_names().collect::<Vec<_>>()),
             (Method::Which, [command]) => {
                 let command = params::string("command", command)?;
@@ -306,8 +309,11 @@ impl MiState {
         }
     }
 
-    fn calls(&self, only: Option<u32>) -> Result<String, RpcError> {
-        let mut calls = self.calls.as_ref().map(|c| c.calls()).unwrap_or_default();
+    async fn calls(&self, only: Option<u32>) -> Result<String, RpcError> {
+        let mut calls = match &self.calls {
+            Some(source) => source.calls().await,
+            None => Vec::new(),
+        };
         if let Some(id) = only {
             calls.retain(|c| c.destination_id == id);
         }
@@ -832,7 +838,7 @@ mod tests {
             call(&s, r#"{"jsonrpc":"2.0","method":"lb_calls","id":1}"#),
             r#"{"jsonrpc":"2.0","result":{"Calls":[]},"id":1}"#
         );
-        let source = || {
+        let source = || async {
             vec![
                 CallInfo {
                     call_id: "a@h".into(),

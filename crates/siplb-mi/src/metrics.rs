@@ -136,12 +136,16 @@ pub(crate) fn render(
 impl MiState {
     /// The `GET /metrics` body: per destination and resource load and capacity, per
     /// destination status, uptime and version, then the [`crate::MetricsSource`]'s lines.
-    pub fn render_metrics(&self) -> String {
+    pub async fn render_metrics(&self) -> String {
+        let extra = match &self.metrics {
+            Some(source) => Some(source.render().await),
+            None => None,
+        };
         render(
             &self.balancer.snapshot(),
             &self.version,
             self.started.elapsed(),
-            self.metrics.as_ref().map(|m| m.render()),
+            extra,
         )
     }
 }
@@ -167,10 +171,13 @@ mod tests {
         balancer.set_status_by_operator(2, false).unwrap();
         let s = MiState::new(balancer)
             .with_version("siplb 1.2.3")
-            .with_metrics(Arc::new(|| {
+            .with_metrics(Arc::new(|| async {
                 "# TYPE siplb_calls_routed_total counter\nsiplb_calls_routed_total 7".to_owned()
             }));
-        let text = s.render_metrics();
+        let text = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(s.render_metrics());
         let expected_lines = [
             "# HELP siplb_load Calls currently holding the resource on the destination.",
             "# TYPE siplb_load gauge",

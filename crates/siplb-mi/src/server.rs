@@ -156,9 +156,12 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/mi" | "/mi/" => mi(request, state, options).await,
-        "/metrics" => read_only(&request, || {
-            respond(StatusCode::OK, METRICS_CONTENT_TYPE, state.render_metrics())
-        }),
+        "/metrics" if is_read(&request) => respond(
+            StatusCode::OK,
+            METRICS_CONTENT_TYPE,
+            state.render_metrics().await,
+        ),
+        "/metrics" => method_not_allowed("GET, HEAD"),
         "/health" => read_only(&request, || respond(StatusCode::OK, TEXT, "ok")),
         _ => respond(StatusCode::NOT_FOUND, TEXT, "Not Found\n"),
     }
@@ -204,11 +207,15 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
+fn is_read(request: &Request<Incoming>) -> bool {
+    request.method() == Method::GET || request.method() == Method::HEAD
+}
+
 fn read_only(
     request: &Request<Incoming>,
     page: impl FnOnce() -> Response<Full<Bytes>>,
 ) -> Response<Full<Bytes>> {
-    if request.method() == Method::GET || request.method() == Method::HEAD {
+    if is_read(request) {
         page()
     } else {
         method_not_allowed("GET, HEAD")

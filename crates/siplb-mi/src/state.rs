@@ -54,16 +54,18 @@ pub struct CallInfo {
 
 /// The calls currently up (`lb_calls`). Any `Fn() -> Vec<CallInfo>` is one.
 pub trait CallsSource: Send + Sync {
-    /// A point-in-time list, in any order.
-    fn calls(&self) -> Vec<CallInfo>;
+    /// A point-in-time list, in any order. Asynchronous because the calls live in the
+    /// proxy core's task, which answers between two messages.
+    fn calls(&self) -> BoxFuture<'_, Vec<CallInfo>>;
 }
 
-impl<F> CallsSource for F
+impl<F, Fut> CallsSource for F
 where
-    F: Fn() -> Vec<CallInfo> + Send + Sync,
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = Vec<CallInfo>> + Send + 'static,
 {
-    fn calls(&self) -> Vec<CallInfo> {
-        self()
+    fn calls(&self) -> BoxFuture<'_, Vec<CallInfo>> {
+        Box::pin(self())
     }
 }
 
@@ -71,15 +73,16 @@ where
 /// `Fn() -> String` is one.
 pub trait MetricsSource: Send + Sync {
     /// Complete exposition lines (`# HELP`, `# TYPE`, samples), each ending in a newline.
-    fn render(&self) -> String;
+    fn render(&self) -> BoxFuture<'_, String>;
 }
 
-impl<F> MetricsSource for F
+impl<F, Fut> MetricsSource for F
 where
-    F: Fn() -> String + Send + Sync,
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = String> + Send + 'static,
 {
-    fn render(&self) -> String {
-        self()
+    fn render(&self) -> BoxFuture<'_, String> {
+        Box::pin(self())
     }
 }
 

@@ -29,21 +29,23 @@ impl Reloader for FlakyDatabase {
 struct Core;
 
 impl CallsSource for Core {
-    fn calls(&self) -> Vec<CallInfo> {
-        vec![CallInfo {
-            call_id: "x@y".into(),
-            destination_id: 7,
-            uri: "sip:127.0.0.1:5077".into(),
-            resources: vec!["pstn".into()],
-            state: "confirmed".into(),
-            age_secs: 12,
-        }]
+    fn calls(&self) -> BoxFuture<'_, Vec<CallInfo>> {
+        Box::pin(async {
+            vec![CallInfo {
+                call_id: "x@y".into(),
+                destination_id: 7,
+                uri: "sip:127.0.0.1:5077".into(),
+                resources: vec!["pstn".into()],
+                state: "confirmed".into(),
+                age_secs: 12,
+            }]
+        })
     }
 }
 
 impl MetricsSource for Core {
-    fn render(&self) -> String {
-        "siplb_calls_routed_total 1\n".into()
+    fn render(&self) -> BoxFuture<'_, String> {
+        Box::pin(async { "siplb_calls_routed_total 1\n".to_owned() })
     }
 }
 
@@ -86,6 +88,7 @@ async fn struct_hooks_plug_in() {
     assert!(
         state
             .render_metrics()
+            .await
             .ends_with("siplb_calls_routed_total 1\n")
     );
 }
