@@ -274,6 +274,9 @@ impl MiState {
                 "destination {} by the operator",
                 if enable { "enabled" } else { "disabled" }
             );
+            if let Some(listener) = &self.on_status_change {
+                listener(id, enable);
+            }
         }
         Ok(OK.to_owned())
     }

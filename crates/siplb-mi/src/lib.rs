@@ -70,4 +70,6 @@ pub use client::{
 pub use dispatch::method_names;
 pub use metrics::METRICS_CONTENT_TYPE;
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
-pub use state::{BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader};
+pub use state::{
+    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader, StatusListener,
+};

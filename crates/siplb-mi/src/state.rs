@@ -33,6 +33,9 @@ where
     }
 }
 
+/// Told of each status change an operator makes: (destination id, enabled).
+pub type StatusListener = Arc<dyn Fn(u32, bool) + Send + Sync>;
+
 /// One call up, as `lb_calls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CallInfo {
@@ -92,6 +95,7 @@ pub struct MiState {
     pub(crate) reloader: Option<Arc<dyn Reloader>>,
     pub(crate) calls: Option<Arc<dyn CallsSource>>,
     pub(crate) metrics: Option<Arc<dyn MetricsSource>>,
+    pub(crate) on_status_change: Option<StatusListener>,
     pub(crate) version: String,
     pub(crate) started: Instant,
 }
@@ -105,6 +109,7 @@ impl MiState {
             reloader: None,
             calls: None,
             metrics: None,
+            on_status_change: None,
             version: concat!("siplb ", env!("CARGO_PKG_VERSION")).to_owned(),
             started: Instant::now(),
         }
@@ -128,6 +133,14 @@ impl MiState {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSource>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Called with (destination id, enabled) after each change an operator makes with
+    /// `lb_status`, so the change can be published like the core's.
+    #[must_use]
+    pub fn with_status_listener(mut self, listener: StatusListener) -> Self {
+        self.on_status_change = Some(listener);
         self
     }
 
@@ -159,6 +172,7 @@ impl fmt::Debug for MiState {
             .field("reloader", &self.reloader.is_some())
             .field("calls", &self.calls.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("status_listener", &self.on_status_change.is_some())
             .field("version", &self.version)
             .field("started", &self.started)
             .finish()

@@ -5,7 +5,10 @@
 //! message's family; TCP messages travel over the connection open to the peer (the
 //! one a request came on, so responses go back over it), opened on demand otherwise.
 
+mod control;
 mod tcp;
+
+pub use control::{Control, ControlReceiver, Report, control};
 
 use std::collections::HashMap;
 use std::io;
@@ -107,6 +110,8 @@ pub struct Options {
     pub drain: std::time::Duration,
     /// Where destination status changes made by the core go (webhook, metrics).
     pub status_changes: Option<mpsc::UnboundedSender<StatusChange>>,
+    /// Questions from other tasks (see [`control`]).
+    pub control: Option<ControlReceiver>,
 }
 
 /// Serves the proxy on the bound sockets until `shutdown` turns true, then drains:
@@ -122,7 +127,9 @@ pub async fn serve(
         limits,
         drain,
         status_changes,
+        control,
     } = options;
+    let mut control = control.map(|c| c.0);
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     for socket in &bound.udp {
         tokio::spawn(udp_reader(Arc::clone(socket), events_tx.clone()));
@@ -182,6 +189,12 @@ pub async fn serve(
                 }
             }
             () = sleep => proxy.handle_timeout(Instant::now()),
+            Some(query) = async {
+                match control.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => answer(&proxy, query),
         }
         while let Some(change) = proxy.poll_status_change() {
             if let Some(tx) = &status_changes {
@@ -207,6 +220,25 @@ pub async fn serve(
                     }
                 }
             }
+        }
+    }
+}
+
+fn answer(proxy: &Proxy, query: control::Query) {
+    match query {
+        control::Query::Calls(reply) => {
+            let _ = reply.send(proxy.call_summaries(Instant::now()));
+        }
+        control::Query::Report(reply) => {
+            let _ = reply.send(Report {
+                stats: proxy.stats().clone(),
+                probes: proxy
+                    .probe_states()
+                    .map(|(id, s)| (id, s.clone()))
+                    .collect(),
+                calls: proxy.calls(),
+                transactions: proxy.transactions(),
+            });
         }
     }
 }

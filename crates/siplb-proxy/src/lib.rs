@@ -16,6 +16,6 @@ mod stats;
 
 pub use addr::{Peer, Transport};
 pub use events::{ChangeSource, StatusChange};
-pub use proxy::{Incoming, ProbeState, Proxy, Transmit};
+pub use proxy::{CallSummary, Incoming, ProbeState, Proxy, Transmit};
 pub use settings::Settings;
 pub use stats::Stats;

@@ -31,6 +31,19 @@ pub struct Incoming {
     pub data: Bytes,
 }
 
+/// One call as the management interface lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    pub call_id: String,
+    /// The destination whose load the call holds (none for a plain relay).
+    pub destination: Option<u32>,
+    pub uri: Option<String>,
+    pub resources: Vec<String>,
+    /// `early` until answered, then `confirmed`.
+    pub state: &'static str,
+    pub age: std::time::Duration,
+}
+
 /// A message to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -86,6 +99,7 @@ struct Call {
     cancelled: bool,
     confirmed: bool,
     expires: Option<Instant>,
+    started: Instant,
 }
 
 #[derive(Debug)]
@@ -209,6 +223,30 @@ impl Proxy {
                         | siplb_txn::State::Proceeding
                 )
             })
+    }
+
+    /// The calls being set up or up, for `lb_calls`.
+    pub fn call_summaries(&self, now: Instant) -> Vec<CallSummary> {
+        self.calls
+            .iter()
+            .map(|(key, call)| {
+                let allocation = match &call.load {
+                    Load::Balanced(session) => session.current(),
+                    Load::Counted(a) => Some(a),
+                    Load::None => None,
+                };
+                CallSummary {
+                    call_id: key.call_id.to_string(),
+                    destination: allocation.map(Allocation::destination_id),
+                    uri: allocation.map(|a| a.uri().to_owned()),
+                    resources: allocation
+                        .map(|a| a.resources().map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    state: if call.confirmed { "confirmed" } else { "early" },
+                    age: now.saturating_duration_since(call.started),
+                }
+            })
+            .collect()
     }
 
     /// Transactions alive (server and client).
@@ -780,6 +818,7 @@ impl Proxy {
                 cancelled: false,
                 confirmed: false,
                 expires: None,
+                started: now,
             },
         );
         self.attempt(now, &call_key);

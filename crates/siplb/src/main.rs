@@ -1,5 +1,6 @@
 //! The `siplb` binary: command-line entry point.
 
+mod metrics;
 mod run;
 mod webhook;
 
@@ -30,6 +31,19 @@ enum Command {
         /// Configuration file (TOML); the embedded default when omitted.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Call a management method, like opensips-cli's `mi` (prints the JSON result).
+    Ctl {
+        /// Where the management interface listens.
+        #[arg(long, default_value = siplb_mi::DEFAULT_URL)]
+        url: String,
+        /// Print the result on one line.
+        #[arg(long)]
+        compact: bool,
+        /// Method, e.g. lb_list, lb_status, lb_resize, lb_reload, lb_calls, which.
+        method: String,
+        /// Parameters: all `name=value`, or all positional.
+        params: Vec<String>,
     },
     /// Database administration.
     Db {
@@ -105,6 +119,12 @@ fn main() -> ExitCode {
             let embedded = config.is_none();
             load(config.as_ref()).and_then(|c| run::run(c, embedded))
         }
+        Command::Ctl {
+            url,
+            compact,
+            method,
+            params,
+        } => run::ctl(&url, &method, &params, compact),
         Command::Db {
             command:
                 DbCommand::Init {

@@ -11,7 +11,7 @@ use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::webhook;
+use crate::{metrics, webhook};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -30,6 +30,20 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+pub(crate) fn ctl(url: &str, method: &str, params: &[String], compact: bool) -> Result<(), String> {
+    let result = runtime()?
+        .block_on(siplb_mi::call(url, method, params))
+        .map_err(|e| e.to_string())?;
+    let text = if compact {
+        serde_json::to_string(&result)
+    } else {
+        serde_json::to_string_pretty(&result)
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
 }
 
 pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
@@ -162,12 +176,24 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         };
         let proxy = Proxy::new(settings, Arc::clone(&balancer));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (control, control_rx) = siplb_net::control();
+        let store = Arc::new(store);
+        let mi_addr = &config.management.listen;
+        let mi_listener = tokio::net::TcpListener::bind(mi_addr)
+            .await
+            .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
+        info!("management interface on http://{mi_addr}/mi");
+        let mi = management_state(&balancer, &store, &control, &events_tx);
+        let mut mi_stop = stop_rx.clone();
+        let mi_task = tokio::spawn(siplb_mi::serve(mi_listener, Arc::new(mi), async move {
+            let _ = mi_stop.wait_for(|stop| *stop).await;
+        }));
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(publish_status_changes(
             events_rx,
             config.events.webhook.clone(),
@@ -176,13 +202,96 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             limits,
             drain: config.sip.drain,
             status_changes: Some(events_tx),
+            control: Some(control_rx),
         };
         siplb_net::serve(proxy, bound, options, stop_rx)
             .await
             .map_err(|e| e.to_string())?;
-        store.close().await;
+        let _ = mi_task.await;
+        if let Ok(store) = Arc::try_unwrap(store) {
+            store.close().await;
+        }
         Ok(())
     })
+}
+
+/// The management interface over the balancer, the database (for `lb_reload`) and
+/// the proxy core (calls and counters, asked through `control`).
+fn management_state(
+    balancer: &Arc<Balancer>,
+    store: &Arc<Store>,
+    control: &siplb_net::Control,
+    events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
+) -> siplb_mi::MiState {
+    let reload = {
+        let (balancer, store) = (Arc::clone(balancer), Arc::clone(store));
+        move || {
+            let (balancer, store) = (Arc::clone(&balancer), Arc::clone(&store));
+            async move {
+                // Read everything first: on failure the table in force stays.
+                let count = load_table(&store, &balancer).await?;
+                info!(rows = count, "destination table reloaded");
+                Ok(())
+            }
+        }
+    };
+    let calls = {
+        let control = control.clone();
+        move || {
+            let control = control.clone();
+            async move {
+                control
+                    .calls()
+                    .await
+                    .into_iter()
+                    .filter_map(|c| {
+                        Some(siplb_mi::CallInfo {
+                            call_id: c.call_id,
+                            destination_id: c.destination?,
+                            uri: c.uri.unwrap_or_default(),
+                            resources: c.resources,
+                            state: c.state.to_owned(),
+                            age_secs: c.age.as_secs(),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+    let metrics = {
+        let control = control.clone();
+        move || {
+            let control = control.clone();
+            async move {
+                control
+                    .report()
+                    .await
+                    .map(|r| metrics::render(&r))
+                    .unwrap_or_default()
+            }
+        }
+    };
+    let listener = {
+        let (balancer, events) = (Arc::clone(balancer), events.clone());
+        move |id: u32, enabled: bool| {
+            if let Some(d) = balancer.destination(id) {
+                let _ = events.send(siplb_proxy::StatusChange {
+                    id,
+                    group: d.group,
+                    uri: d.uri.to_string(),
+                    enabled,
+                    source: siplb_proxy::ChangeSource::Operator,
+                    reason: "lb_status".to_owned(),
+                });
+            }
+        }
+    };
+    siplb_mi::MiState::new(Arc::clone(balancer))
+        .with_version(format!("siplb {}", env!("CARGO_PKG_VERSION")))
+        .with_reloader(Arc::new(reload))
+        .with_calls(Arc::new(calls))
+        .with_metrics(Arc::new(metrics))
+        .with_status_listener(Arc::new(listener))
 }
 
 /// Publishes destination status changes: one JSON line each to the webhook when one is

@@ -123,6 +123,7 @@ impl Lb {
             limits: siplb_sip::Limits::default(),
             drain: config.sip.drain,
             status_changes: None,
+            control: None,
         };
         runtime.spawn(siplb_net::serve(proxy, bound, options, stop_rx));
         Lb {
@@ -410,26 +411,33 @@ pub fn binary_smoke(test: u8) {
     // A webhook receiver: the status events siplb publishes arrive here.
     let webhook = std::net::TcpListener::bind((ip(test, 1), 0)).unwrap();
     let webhook_addr = webhook.local_addr().unwrap();
+    // Two events are expected: the failover's, then the operator's.
     let events = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let (mut conn, _) = webhook.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&request).contains("}\n") {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            let (mut conn, _) = webhook.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("}\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
             }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+            all.push(String::from_utf8_lossy(&request).into_owned());
         }
-        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-        String::from_utf8_lossy(&request).into_owned()
+        all
     });
+    let mi = format!("http://{}:8888/mi", ip(test, 1));
+    let mi_listen = SocketAddr::new(ip(test, 1), 8888);
     let config = dir.join("siplb.toml");
     std::fs::write(
         &config,
         format!(
-            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n{ROUTES}"
+            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
         ),
     )
     .unwrap();
@@ -504,13 +512,109 @@ pub fn binary_smoke(test: u8) {
         log_text.contains("destination status changed"),
         "{log_text}"
     );
-    let event = events.join().unwrap();
-    assert!(event.starts_with("POST /events HTTP/1.1"), "{event}");
+    // The management interface, with the command-line client and over plain HTTP.
+    let ctl = |args: &[&str]| {
+        let out = Command::new(siplb)
+            .args(["ctl", "--compact", "--url", &mi])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let list = ctl(&["lb_list"]);
     assert!(
-        event.contains(
+        list.starts_with(r#"{"Destinations":[{"uri":"sip:127.0.0.1:5071","id":1,"group":1,"enabled":"yes","auto-reenable":"on","Resources":[{"name":"vm","max":50,"load":0},{"name":"pstn","max":32,"load":0}]"#),
+        "{list}"
+    );
+    assert!(
+        list.contains(
+            r#"{"uri":"sip:127.0.0.1:5072","id":2,"group":1,"enabled":"no","auto-reenable":"on""#
+        ),
+        "the failover disabled destination 2: {list}"
+    );
+    // A long call shows in the loads and the calls list while it is up.
+    let long = Sipp::spawn(
+        &dir,
+        "uac-long",
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            "VM_1",
+            &target,
+            "-i",
+            &caller,
+            "-p",
+            "5061",
+            "-m",
+            "1",
+            "-d",
+            "3000",
+            "-recv_timeout",
+            "10000",
+        ],
+    );
+    wait_until(Duration::from_secs(5), || {
+        ctl(&["lb_calls"]).contains("confirmed")
+    });
+    let calls = ctl(&["lb_calls"]);
+    assert!(
+        calls.contains(r#""destination_id":1,"uri":"sip:127.0.0.1:5071","resources":["vm"]"#),
+        "{calls}"
+    );
+    assert!(ctl(&["lb_list"]).contains(r#"{"name":"vm","max":50,"load":1}"#));
+    assert_eq!(ctl(&["lb_resize", "3", "vm", "70"]), r#""OK""#);
+    assert_eq!(
+        ctl(&["lb_status", "destination_id=3", "new_status=0"]),
+        r#""OK""#
+    );
+    assert_eq!(ctl(&["lb_status", "3"]), r#"{"enable":"no"}"#);
+    assert!(long.finish(Duration::from_secs(20)).success);
+    assert!(ctl(&["lb_list"]).contains(r#"{"name":"vm","max":50,"load":0}"#));
+    // lb_reload re-reads the table: the resize is gone, the operator's disable stays.
+    assert_eq!(ctl(&["lb_reload"]), r#""OK""#);
+    let list = ctl(&["lb_list"]);
+    assert!(
+        list.contains(r#""id":3,"group":1,"enabled":"no","auto-reenable":"off","Resources":[{"name":"vm","max":50,"load":0}]"#),
+        "{list}"
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect((ip(test, 1), 8888)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    // The three short calls all reached destination 2 before its first timeout, so
+    // each failed over once: 3 + 3 attempts, then the long call.
+    assert!(metrics.contains("siplb_calls_routed_total 7"), "{metrics}");
+    assert!(metrics.contains("siplb_failovers_total 3"), "{metrics}");
+    assert!(
+        metrics.contains(r#"siplb_rejected_calls_total{cause="full"} 0"#),
+        "{metrics}"
+    );
+
+    let events = events.join().unwrap();
+    assert!(events[0].starts_with("POST /events HTTP/1.1"), "{events:?}");
+    assert!(
+        events[0].contains(
             r#""group":1,"uri":"sip:127.0.0.1:5072","status":"disabled","id":2,"source":"failover""#
         ),
-        "{event}"
+        "{events:?}"
+    );
+    assert!(
+        events[1].contains(
+            r#""uri":"sip:127.0.0.1:5073","status":"disabled","id":3,"source":"operator""#
+        ),
+        "{events:?}"
     );
     // SIGTERM stops it cleanly.
     let _ = Command::new("kill")

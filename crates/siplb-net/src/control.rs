@@ -1,0 +1,54 @@
+//! Questions other tasks (the management interface) put to the proxy core's task,
+//! answered between two messages: exact, and no lock on the hot path.
+
+use siplb_proxy::{CallSummary, ProbeState, Stats};
+use tokio::sync::{mpsc, oneshot};
+
+/// A snapshot of the core's counters and probe results.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub stats: Stats,
+    pub probes: Vec<(u32, ProbeState)>,
+    pub calls: usize,
+    pub transactions: usize,
+}
+
+#[derive(Debug)]
+pub(crate) enum Query {
+    Calls(oneshot::Sender<Vec<CallSummary>>),
+    Report(oneshot::Sender<Report>),
+}
+
+/// A handle to ask the running core; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Control {
+    tx: mpsc::Sender<Query>,
+}
+
+/// The core's end of [`Control`], handed to [`crate::serve`] in its options.
+#[derive(Debug)]
+pub struct ControlReceiver(pub(crate) mpsc::Receiver<Query>);
+
+/// A control handle and the receiver the serving task answers on.
+pub fn control() -> (Control, ControlReceiver) {
+    let (tx, rx) = mpsc::channel(64);
+    (Control { tx }, ControlReceiver(rx))
+}
+
+impl Control {
+    /// The calls being set up or up; empty when the core is not running.
+    pub async fn calls(&self) -> Vec<CallSummary> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Query::Calls(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Counters and probe results; `None` when the core is not running.
+    pub async fn report(&self) -> Option<Report> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Query::Report(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}

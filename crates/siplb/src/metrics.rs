@@ -1,0 +1,125 @@
+//! The proxy core's counters in Prometheus text format, appended to what the
+//! management interface serves at `GET /metrics`.
+
+use std::fmt::Write as _;
+
+use siplb_net::Report;
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+pub(crate) fn render(r: &Report) -> String {
+    let s = &r.stats;
+    let mut out = String::with_capacity(2048);
+    counter(
+        &mut out,
+        "siplb_calls_routed_total",
+        "Calls sent to a destination.",
+        &[("", s.calls_routed)],
+    );
+    counter(
+        &mut out,
+        "siplb_failovers_total",
+        "Calls moved to another destination after a failure.",
+        &[("", s.failovers)],
+    );
+    counter(
+        &mut out,
+        "siplb_rejected_calls_total",
+        "Calls answered by siplb because nothing fits, by cause.",
+        &[
+            ("{cause=\"full\"}", s.rejected_no_capacity),
+            ("{cause=\"no_destination\"}", s.rejected_no_destination),
+            ("{cause=\"unknown_resource\"}", s.rejected_unknown_resource),
+            ("{cause=\"no_route\"}", s.rejected_no_route),
+        ],
+    );
+    let classes: Vec<(String, u64)> = (1..=6)
+        .map(|c| (format!("{{class=\"{c}xx\"}}"), s.local_replies[c]))
+        .collect();
+    let local: Vec<(&str, u64)> = classes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    counter(
+        &mut out,
+        "siplb_local_replies_total",
+        "Replies siplb generated, by class.",
+        &local,
+    );
+    let classes: Vec<(String, u64)> = (1..=6)
+        .map(|c| (format!("{{class=\"{c}xx\"}}"), s.relayed_replies[c]))
+        .collect();
+    let relayed: Vec<(&str, u64)> = classes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    counter(
+        &mut out,
+        "siplb_relayed_replies_total",
+        "Replies relayed from destinations, by class.",
+        &relayed,
+    );
+    counter(
+        &mut out,
+        "siplb_malformed_messages_total",
+        "Messages that did not parse.",
+        &[("", s.malformed)],
+    );
+    counter(
+        &mut out,
+        "siplb_dialog_timeouts_total",
+        "Calls ended by the dialog timeout.",
+        &[("", s.dialog_timeouts)],
+    );
+    counter(
+        &mut out,
+        "siplb_status_changes_total",
+        "Destination status changes made by failover and probes.",
+        &[
+            ("{to=\"disabled\"}", s.destinations_disabled),
+            ("{to=\"enabled\"}", s.destinations_enabled),
+        ],
+    );
+    counter(
+        &mut out,
+        "siplb_probes_total",
+        "Probes by result.",
+        &[
+            ("{result=\"sent\"}", s.probes_sent),
+            ("{result=\"success\"}", s.probe_successes),
+            ("{result=\"failure\"}", s.probe_failures),
+        ],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siplb_calls Calls being set up or up.\n# TYPE siplb_calls gauge\nsiplb_calls {}",
+        r.calls
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siplb_transactions SIP transactions alive.\n# TYPE siplb_transactions gauge\nsiplb_transactions {}",
+        r.transactions
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siplb_probe_rtt_seconds Moving average of probe round-trip times.\n# TYPE siplb_probe_rtt_seconds gauge"
+    );
+    for (id, p) in &r.probes {
+        if let Some(rtt) = p.rtt {
+            let _ = writeln!(
+                out,
+                "siplb_probe_rtt_seconds{{id=\"{id}\"}} {}",
+                rtt.as_secs_f64()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP siplb_probe_last_status Status code of the last probe reply (408: no reply).\n# TYPE siplb_probe_last_status gauge"
+    );
+    for (id, p) in &r.probes {
+        if let Some(status) = p.last_status {
+            let _ = writeln!(out, "siplb_probe_last_status{{id=\"{id}\"}} {status}");
+        }
+    }
+    out
+}
