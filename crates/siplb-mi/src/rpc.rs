@@ -106,30 +106,34 @@ pub(crate) struct Rejected {
 /// Reads one request object. Batches are refused as OpenSIPS refuses them: `-32600` with a
 /// null id. A request that is invalid is answered even without an id (JSON-RPC 2.0 section
 /// 5: the id could not be determined, so it is null), never silently dropped.
-pub(crate) fn parse_request(body: &[u8]) -> Result<Request, Rejected> {
-    let value: Value = serde_json::from_slice(body).map_err(|_| Rejected {
-        id: Value::Null,
-        error: RpcError::parse_error(),
+pub(crate) fn parse_request(body: &[u8]) -> Result<Request, Box<Rejected>> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        Box::new(Rejected {
+            id: Value::Null,
+            error: RpcError::parse_error(),
+        })
     })?;
     let Value::Object(mut object) = value else {
-        return Err(Rejected {
+        return Err(Box::new(Rejected {
             id: Value::Null,
             error: RpcError::invalid_request(),
-        });
+        }));
     };
     let id = object.remove("id");
-    let invalid = |id: &Option<Value>| Rejected {
-        id: id.clone().unwrap_or(Value::Null),
-        error: RpcError::invalid_request(),
+    let invalid = |id: &Option<Value>| {
+        Box::new(Rejected {
+            id: id.clone().unwrap_or(Value::Null),
+            error: RpcError::invalid_request(),
+        })
     };
     match &id {
         None | Some(Value::Null | Value::String(_) | Value::Number(_)) => {}
         // An id of another type cannot be echoed meaningfully.
         Some(_) => {
-            return Err(Rejected {
+            return Err(Box::new(Rejected {
                 id: Value::Null,
                 error: RpcError::invalid_request(),
-            });
+            }));
         }
     }
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
@@ -179,7 +183,7 @@ mod tests {
     fn rejected(body: &str) -> Rejected {
         match parse_request(body.as_bytes()) {
             Ok(r) => panic!("accepted {body}: {r:?}"),
-            Err(r) => r,
+            Err(r) => *r,
         }
     }
 
