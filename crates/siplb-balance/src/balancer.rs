@@ -183,6 +183,17 @@ impl Balancer {
         self.with_destination(id, |_, d| d.status.disable())
     }
 
+    /// Records a probe's outcome for `lb_list` and metrics; it follows the destination
+    /// across reloads like its status.
+    pub fn record_probe(
+        &self,
+        id: u32,
+        status: u16,
+        rtt: Option<std::time::Duration>,
+    ) -> Result<(), DestinationNotFound> {
+        self.with_destination(id, |_, d| d.status.probe().record(status, rtt))
+    }
+
     /// Re-enables a destination after a successful probe, unless the operator disabled it.
     /// Returns whether it changed.
     pub fn enable_by_probe(&self, id: u32) -> Result<bool, DestinationNotFound> {

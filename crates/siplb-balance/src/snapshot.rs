@@ -28,6 +28,10 @@ pub struct DestinationSnapshot {
     pub attrs: Option<Arc<str>>,
     /// The row's raw `probe_mode`; decode with [`crate::ProbeMode::from_raw`].
     pub probe_mode: i32,
+    /// Status code of the last probe reply (408 when none came), if probed.
+    pub last_probe: Option<u16>,
+    /// Average round-trip time of successful probes.
+    pub probe_rtt: Option<std::time::Duration>,
     /// The row's `description`.
     pub description: Option<Arc<str>>,
     /// Host of the URI.
@@ -66,7 +70,10 @@ impl DestinationSnapshot {
             enabled,
             auto_reenable,
         } = d.status.get();
+        let (last_probe, probe_rtt) = d.status.probe().get();
         Self {
+            last_probe,
+            probe_rtt,
             uri: Arc::clone(&d.uri),
             id: d.id,
             group: d.group,

@@ -4,7 +4,8 @@
 //! the operator) stops probing from bringing the destination back. Operator-disabled implies
 //! disabled, because only the operator sets the second bit and it sets both together.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
 
 const DISABLED: u8 = 1;
 const NO_REENABLE: u8 = 2;
@@ -12,9 +13,39 @@ const NO_REENABLE: u8 = 2;
 // Relaxed is enough throughout: the status guards no other data, and a selection racing a
 // status change may see either state, which no ordering could prevent anyway.
 #[derive(Debug, Default)]
-pub(crate) struct StatusCell(AtomicU8);
+pub(crate) struct StatusCell(AtomicU8, ProbeCell);
+
+/// The last probe's status code and the probes' average round-trip time, packed in one
+/// word so a reader never sees one without the other: `status << 32 | rtt_us + 1`
+/// (0 in the low half: no round-trip time), 0 overall: never probed.
+#[derive(Debug, Default)]
+pub(crate) struct ProbeCell(AtomicU64);
+
+impl ProbeCell {
+    pub(crate) fn record(&self, status: u16, rtt: Option<Duration>) {
+        let rtt = rtt.map_or(0, |d| {
+            u64::try_from(d.as_micros())
+                .unwrap_or(u64::MAX)
+                .min(u64::from(u32::MAX) - 1)
+                + 1
+        });
+        self.0
+            .store(u64::from(status) << 32 | rtt, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> (Option<u16>, Option<Duration>) {
+        let v = self.0.load(Ordering::Relaxed);
+        let status = u16::try_from(v >> 32).ok().filter(|&s| s != 0);
+        let rtt = (v & 0xffff_ffff).checked_sub(1).map(Duration::from_micros);
+        (status, rtt)
+    }
+}
 
 impl StatusCell {
+    pub(crate) fn probe(&self) -> &ProbeCell {
+        &self.1
+    }
+
     pub(crate) fn is_enabled(&self) -> bool {
         self.0.load(Ordering::Relaxed) & DISABLED == 0
     }
@@ -117,5 +148,29 @@ mod tests {
         s.disable();
         assert!(s.set_by_operator(false), "auto-reenable turned off");
         assert!(s.set_by_operator(true));
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use std::time::Duration;
+
+    use super::ProbeCell;
+
+    #[test]
+    fn probe_cell_round_trips() {
+        let c = ProbeCell::default();
+        assert_eq!(c.get(), (None, None));
+        c.record(408, None);
+        assert_eq!(c.get(), (Some(408), None));
+        c.record(200, Some(Duration::from_micros(1234)));
+        assert_eq!(c.get(), (Some(200), Some(Duration::from_micros(1234))));
+        c.record(200, Some(Duration::ZERO));
+        assert_eq!(c.get(), (Some(200), Some(Duration::ZERO)));
+        c.record(200, Some(Duration::from_secs(1 << 40)));
+        assert_eq!(
+            c.get().1,
+            Some(Duration::from_micros(u64::from(u32::MAX) - 1))
+        );
     }
 }

@@ -112,6 +112,12 @@ struct ListedDestination<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     attrs: Option<&'a str>,
     probe_mode: i32,
+    /// Status code of the last probe reply (408: none came); absent until probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_probe: Option<u16>,
+    /// Average probe round-trip time, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe_rtt_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -176,6 +182,8 @@ fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
                 .collect(),
             attrs: non_empty(d.attrs.as_deref()),
             probe_mode: d.probe_mode,
+            last_probe: d.last_probe,
+            probe_rtt_ms: d.probe_rtt.map(|t| (t.as_secs_f64() * 1e6).round() / 1e3),
         })
         .collect();
     to_json(&List { destinations })
@@ -445,8 +453,18 @@ mod tests {
         let vm = siplb_balance::ResourceRequest::parse("vm").unwrap();
         let held = balancer.restore(2, &vm).unwrap();
         balancer.set_status_by_operator(2, false).unwrap();
+        balancer
+            .record_probe(3, 200, Some(std::time::Duration::from_micros(1250)))
+            .unwrap();
+        balancer.record_probe(4, 408, None).unwrap();
         let s = MiState::new(Arc::clone(&balancer));
         let reply = call(&s, r#"{"jsonrpc":"2.0","method":"lb_list","id":"abc"}"#);
+        // Probe results follow probe_mode, only once a probe has been made.
+        assert!(reply.contains(r#""Resources":[{"name":"vm","max":50,"load":0}],"probe_mode":0,"last_probe":200,"probe_rtt_ms":1.25}"#), "{reply}");
+        assert!(
+            reply.contains(r#""probe_mode":0,"last_probe":408}"#),
+            "{reply}"
+        );
         assert!(reply.contains(
             r#"{"uri":"sip:127.0.0.1:5071","id":1,"group":1,"enabled":"yes","auto-reenable":"on","Resources":[{"name":"vm","max":50,"load":0},{"name":"pstn","max":32,"load":0}],"attrs":"foo=bar","probe_mode":0}"#
         ), "{reply}");

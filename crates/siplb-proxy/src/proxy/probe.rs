@@ -166,6 +166,8 @@ impl Proxy {
             state.consecutive_failures += 1;
         }
         let (fails, oks) = (state.consecutive_failures, state.consecutive_successes);
+        let rtt = state.rtt;
+        let _ = self.balancer.record_probe(id, status, rtt);
         if success {
             self.stats.probe_successes += 1;
         } else if failure {
