@@ -299,6 +299,34 @@ fn an_always_probed_destination_that_stops_answering_is_disabled() {
 }
 
 #[test]
+fn probe_replies_count_by_their_code() {
+    // Mode 2 everywhere: 404 disables unless listed, 503 always disables.
+    let rows = [
+        (1, "vm=5", "options404:2"),
+        (2, "vm=5", "options503:2"),
+        (3, "vm=5", "uas:2"),
+    ];
+    let lb = Lb::start(15, &rows, "", PROBING);
+    let _uas = lb.start_destinations();
+    // (The first round may go out before SIPp listens, so 3 can be down for a round.)
+    wait_until(Duration::from_millis(3000), || {
+        !lb.destination(1).enabled && !lb.destination(2).enabled && lb.destination(3).enabled
+    });
+    assert_eq!(lb.destination(1).last_probe, Some(404));
+    assert_eq!(lb.destination(2).last_probe, Some(503));
+    assert_eq!(lb.destination(3).last_probe, Some(200));
+    assert!(lb.destination(3).probe_rtt.is_some());
+
+    let listed = format!("{PROBING}reply_codes = [404]\n");
+    let lb = Lb::start(16, &rows, "", &listed);
+    let _uas = lb.start_destinations();
+    wait_until(Duration::from_millis(2500), || !lb.destination(2).enabled);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(lb.destination(1).enabled, "a listed 404 counts as success");
+    assert_eq!(lb.destination(1).last_probe, Some(404));
+}
+
+#[test]
 fn the_binary_runs_a_call_from_its_config_file() {
     harness::binary_smoke(7);
 }

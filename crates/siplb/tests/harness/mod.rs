@@ -168,6 +168,20 @@ impl Lb {
                     &name,
                     &["-sn", "uas", "-aa", "-i", &host.to_string(), "-p", "5060"],
                 )),
+                "options404" | "options503" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &[
+                        "-sf",
+                        scenario(&format!("uas_{}.xml", kind.replace("options", "options_")))
+                            .to_str()
+                            .unwrap(),
+                        "-i",
+                        &host.to_string(),
+                        "-p",
+                        "5060",
+                    ],
+                )),
                 "486" | "bye" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
