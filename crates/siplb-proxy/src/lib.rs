@@ -18,4 +18,4 @@ pub use addr::{Peer, Transport};
 pub use events::{ChangeSource, StatusChange};
 pub use proxy::{CallSummary, Incoming, ProbeState, Proxy, Transmit};
 pub use settings::Settings;
-pub use stats::Stats;
+pub use stats::{Histogram, SETUP_BUCKETS, Stats};

@@ -100,6 +100,8 @@ struct Call {
     confirmed: bool,
     expires: Option<Instant>,
     started: Instant,
+    /// The first reply other than 100 has been seen (setup time recorded).
+    answered_once: bool,
 }
 
 #[derive(Debug)]
@@ -819,6 +821,7 @@ impl Proxy {
                 confirmed: false,
                 expires: None,
                 started: now,
+                answered_once: false,
             },
         );
         self.attempt(now, &call_key);
@@ -990,6 +993,14 @@ impl Proxy {
         match event {
             ClientEvent::Provisional(r) if current => {
                 call.provisional = true;
+                if r.status() != Some(100) && !call.answered_once {
+                    call.answered_once = true;
+                    let setup = now.saturating_duration_since(call.started);
+                    self.stats.setup.observe(setup);
+                }
+                let Some(call) = self.calls.get_mut(call_key) else {
+                    return;
+                };
                 let send_cancel = call.cancel_pending;
                 call.cancel_pending = false;
                 if r.status() != Some(100) {
@@ -1001,6 +1012,18 @@ impl Proxy {
             }
             ClientEvent::Final(r) if current => {
                 let status = r.status().unwrap_or(500);
+                let failing_over =
+                    status >= 500 && !call.cancelled && matches!(call.load, Load::Balanced(_));
+                // Setup time runs to the first reply the caller sees: a 5xx that fails
+                // over is not one.
+                if !failing_over && !call.answered_once {
+                    call.answered_once = true;
+                    let setup = now.saturating_duration_since(call.started);
+                    self.stats.setup.observe(setup);
+                }
+                let Some(call) = self.calls.get_mut(call_key) else {
+                    return;
+                };
                 let destination = call.destination;
                 if (200..300).contains(&status) {
                     call.confirmed = true;

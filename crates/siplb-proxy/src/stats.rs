@@ -20,6 +20,36 @@ pub struct Stats {
     pub local_replies: [u64; 7],
     /// Replies relayed from downstream, by class.
     pub relayed_replies: [u64; 7],
+    /// Call setup time: from the INVITE to the first reply other than 100 from a
+    /// destination (ringing or final), failovers included.
+    pub setup: Histogram,
+}
+
+/// Upper bounds of the setup-time buckets, in seconds (Prometheus `le`).
+pub const SETUP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// A cumulative-bucket histogram, as Prometheus exposes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Count of samples at or below each of [`SETUP_BUCKETS`].
+    pub buckets: [u64; 10],
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&mut self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter_mut().zip(SETUP_BUCKETS) {
+            if secs <= bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_micros = self
+            .sum_micros
+            .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
 }
 
 impl Stats {

@@ -611,3 +611,29 @@ fn attrs_can_set_a_destination_probe_interval() {
     // override (0, 3 and 6 s).
     assert_eq!(counts, [3, 7]);
 }
+
+#[test]
+fn setup_time_runs_to_the_first_reply_the_caller_sees() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=5"),
+            (2, "sip:127.0.0.12:5060", "vm=5"),
+        ],
+        "[failover]\nmin_enabled = 0\n",
+    );
+    rig.feed(CALLER, &invite("VM_1", "s1"));
+    let first = rig.sent().pop().unwrap().1;
+    rig.advance(Duration::from_millis(3));
+    // A 503 fails over: not the caller's reply, the clock runs on.
+    rig.feed_bytes(DST1, reply(&first, 503, "Busy", "x"));
+    let second = rig.sent().pop().unwrap().1;
+    rig.advance(Duration::from_millis(4));
+    rig.feed_bytes(DST2, reply(&second, 180, "Ringing", "y"));
+    rig.advance(Duration::from_millis(100));
+    rig.feed_bytes(DST2, reply(&second, 200, "OK", "y"));
+    let h = &rig.proxy.stats().setup;
+    assert_eq!(h.count, 1);
+    // 7 ms: in the 10 ms bucket and above, not in the 5 ms one.
+    assert_eq!(h.buckets[..4], [0, 0, 0, 1]);
+    assert_eq!(h.sum_micros, 7000);
+}
