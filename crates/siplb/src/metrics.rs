@@ -91,6 +91,23 @@ pub(crate) fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP siplb_call_setup_seconds Time from the INVITE to the first reply the caller sees from a destination.\n# TYPE siplb_call_setup_seconds histogram"
+    );
+    for (bound, count) in siplb_proxy::SETUP_BUCKETS.iter().zip(s.setup.buckets) {
+        let _ = writeln!(
+            out,
+            "siplb_call_setup_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "siplb_call_setup_seconds_bucket{{le=\"+Inf\"}} {}\nsiplb_call_setup_seconds_sum {}\nsiplb_call_setup_seconds_count {}",
+        s.setup.count,
+        s.setup.sum_micros as f64 / 1e6,
+        s.setup.count
+    );
+    let _ = writeln!(
+        out,
         "# HELP siplb_calls Calls being set up or up.\n# TYPE siplb_calls gauge\nsiplb_calls {}",
         r.calls
     );
