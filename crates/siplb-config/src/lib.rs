@@ -100,19 +100,39 @@ impl Default for Database {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Management {
     pub listen: String,
+    /// When set, every request to `/mi` and `/metrics` must carry `Authorization: Bearer
+    /// <token>` (`/health` stays open). 1 to 256 printable ASCII characters, no spaces.
+    ///
+    /// `opensips-cli` cannot send a token: with one set, only `siplb ctl` (`--token` or
+    /// `SIPLB_MI_TOKEN`) and other clients that send the header can use the interface.
+    pub token: Option<String>,
 }
 
 impl Default for Management {
     fn default() -> Self {
         Management {
             listen: "127.0.0.1:8888".to_owned(),
+            token: None,
         }
     }
 }
+
+/// Spelled out so that the token never reaches a log line.
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Longest `management.token` accepted.
+const MAX_TOKEN_LEN: usize = 256;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +288,21 @@ impl Config {
                     self.management.listen
                 ),
             ));
+        }
+        if let Some(token) = &self.management.token {
+            // The value itself is never echoed: it is a secret.
+            let problem = if token.is_empty() {
+                Some("must not be empty".to_owned())
+            } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                Some("must be printable ASCII without spaces".to_owned())
+            } else if token.len() > MAX_TOKEN_LEN {
+                Some(format!("must be at most {MAX_TOKEN_LEN} characters"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(invalid(1, format!("management.token: {problem}")));
+            }
         }
         for code in &self.probing.reply_codes {
             if !(100..700).contains(code) {

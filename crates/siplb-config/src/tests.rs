@@ -137,3 +137,46 @@ fn errors_name_the_key_and_line() {
     let e = error_of("[dialog]\ntimeout = 5\n");
     assert!(e.contains("line 2"), "{e}");
 }
+
+#[test]
+fn management_token() {
+    let c = Config::embedded_default().unwrap();
+    assert_eq!(c.management.token, None);
+
+    let c = Config::parse("[management]\ntoken = \"s3cr3t-T0ken_~!\"\n").unwrap();
+    assert_eq!(c.management.token.as_deref(), Some("s3cr3t-T0ken_~!"));
+    assert_eq!(c.management.listen, "127.0.0.1:8888");
+    // Never in a log line.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+
+    let longest = "x".repeat(256);
+    let c = Config::parse(&format!("[management]\ntoken = \"{longest}\"\n")).unwrap();
+    assert_eq!(c.management.token.as_deref(), Some(longest.as_str()));
+
+    let e = error_of("[management]\ntoken = \"\"\n");
+    assert!(e.contains("management.token") && e.contains("empty"), "{e}");
+
+    for bad in [
+        "two words",
+        "tab\\there",
+        "new\\nline",
+        "caf\u{e9}",
+        "del\\u007f",
+    ] {
+        let e = error_of(&format!("[management]\ntoken = \"{bad}\"\n"));
+        assert!(
+            e.contains("management.token") && e.contains("printable ASCII"),
+            "{bad}: {e}"
+        );
+        // The value is a secret: the error does not repeat it.
+        assert!(!e.contains(bad), "{e}");
+    }
+
+    let e = error_of(&format!("[management]\ntoken = \"{}\"\n", "x".repeat(257)));
+    assert!(e.contains("management.token") && e.contains("256"), "{e}");
+
+    let e = error_of("[management]\ntoken = 42\n");
+    assert!(e.contains("token"), "{e}");
+}

@@ -66,6 +66,13 @@ pub enum CtlError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The token cannot be sent in an `Authorization` header (empty, or not printable
+    /// ASCII without spaces). The token itself is not repeated.
+    #[error("invalid token: {reason}")]
+    InvalidToken {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server ran the call and answered with a JSON-RPC error object.
     #[error("{code}: {message}{}", data.as_ref().map(|d| format!(" ({})", display_data(d))).unwrap_or_default())]
     Rpc {
@@ -82,6 +89,36 @@ fn display_data(data: &Value) -> String {
     match data {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// How [`call_with_options`] makes a call. `CallOptions::default()` is what [`call`] uses.
+#[derive(Clone)]
+pub struct CallOptions {
+    /// What the whole exchange may take at most; [`DEFAULT_TIMEOUT`] by default.
+    pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` when set, for a server configured with a
+    /// token (see [`MiState::with_token`](crate::MiState::with_token)); none by default.
+    /// It must be printable ASCII without spaces.
+    pub token: Option<String>,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            token: None,
+        }
+    }
+}
+
+/// Spelled out so that the token never reaches a log line.
+impl std::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -109,7 +146,23 @@ pub fn params_from_args(args: &[String]) -> Value {
 /// Calls `method` at `url` (e.g. [`DEFAULT_URL`]) with command-line style arguments (see
 /// [`params_from_args`]) and returns the JSON-RPC result.
 pub async fn call(url: &str, method: &str, args: &[String]) -> Result<Value, CtlError> {
-    call_with_params(url, method, params_from_args(args), DEFAULT_TIMEOUT).await
+    call_with_token(url, method, args, None).await
+}
+
+/// [`call`], sending `token` (when given) as `Authorization: Bearer <token>`, as a server
+/// configured with a token requires. A missing or wrong token comes back as
+/// [`CtlError::Http`] with status `401`.
+pub async fn call_with_token(
+    url: &str,
+    method: &str,
+    args: &[String],
+    token: Option<&str>,
+) -> Result<Value, CtlError> {
+    let options = CallOptions {
+        token: token.map(str::to_owned),
+        ..CallOptions::default()
+    };
+    call_with_options(url, method, params_from_args(args), &options).await
 }
 
 /// Calls `method` at `url` with `params` as given, waiting at most `timeout` for the whole
@@ -120,11 +173,31 @@ pub async fn call_with_params(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, CtlError> {
+    let options = CallOptions {
+        timeout,
+        token: None,
+    };
+    call_with_options(url, method, params, &options).await
+}
+
+/// Calls `method` at `url` with `params` as given, as `options` say (timeout, token), and
+/// returns the JSON-RPC result.
+pub async fn call_with_options(
+    url: &str,
+    method: &str,
+    params: Value,
+    options: &CallOptions,
+) -> Result<Value, CtlError> {
     let target = Target::parse(url)?;
+    let token = options.token.as_deref();
+    if let Some(token) = token {
+        check_token(token)?;
+    }
+    let timeout = options.timeout;
     // A random string id, as opensips-cli sends, so replies cannot be confused.
     let id = (RandomState::new().hash_one(method) % 100_000).to_string();
     let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id}).to_string();
-    let exchange = exchange(&target, body.as_bytes());
+    let exchange = exchange(&target, body.as_bytes(), token);
     let (status, reply) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(source)) => {
@@ -141,6 +214,21 @@ pub async fn call_with_params(
         }
     };
     interpret(url, &id, status, &reply)
+}
+
+/// A token must fit in a header line as is: anything else could end the line and
+/// smuggle in more headers.
+fn check_token(token: &str) -> Result<(), CtlError> {
+    let reason = if token.is_empty() {
+        "empty"
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        "not printable ASCII without spaces"
+    } else {
+        return Ok(());
+    };
+    Err(CtlError::InvalidToken {
+        reason: reason.to_owned(),
+    })
 }
 
 /// Turns an HTTP reply into the call's result or error. No I/O.
@@ -234,11 +322,19 @@ impl Target {
 }
 
 /// One request on a fresh connection; returns the status and the body.
-async fn exchange(target: &Target, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+/// `token` must have passed [`check_token`].
+async fn exchange(
+    target: &Target,
+    body: &[u8],
+    token: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
     let _ = stream.set_nodelay(true);
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: siplb-ctl/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: siplb-ctl/{}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n",
         target.path,
         target.authority,
         env!("CARGO_PKG_VERSION"),
@@ -466,6 +562,22 @@ mod tests {
             interpret("u", "7", 415, b"Unsupported\n"),
             Err(CtlError::Http { status: 415, .. })
         ));
+    }
+
+    #[test]
+    fn tokens_must_fit_a_header_line() {
+        assert!(check_token("s3cret-_.~+/=").is_ok());
+        for bad in ["", "two words", "a\r\nX-Evil: 1", "tab\t", "caf\u{e9}"] {
+            let e = check_token(bad).unwrap_err();
+            assert!(matches!(e, CtlError::InvalidToken { .. }), "{bad:?}");
+        }
+        let e = check_token("a b").unwrap_err().to_string();
+        assert!(!e.contains("a b"), "{e}");
+        let options = CallOptions {
+            token: Some("s3cret".into()),
+            ..CallOptions::default()
+        };
+        assert!(!format!("{options:?}").contains("s3cret"));
     }
 
     #[test]

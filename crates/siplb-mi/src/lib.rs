@@ -10,7 +10,8 @@
 //!   [`MiState::render_metrics`].
 //! - The HTTP edge: [`serve`] / [`serve_with`] on a `tokio` listener (hyper, HTTP/1.1),
 //!   which only routes, limits and frames.
-//! - The client: [`call`], a single JSON-RPC call over a plain HTTP/1.1 connection.
+//! - The client: [`call`], a single JSON-RPC call over a plain HTTP/1.1 connection
+//!   ([`call_with_token`], [`call_with_options`] to send a token).
 //!
 //! # Methods
 //!
@@ -40,6 +41,14 @@
 //! `408`. Request heads must arrive within a timeout, so a stalled client is dropped
 //! rather than held, and no client can hold up another.
 //!
+//! # Token
+//!
+//! Optionally ([`MiState::with_token`], `[management] token`), `/mi` and `/metrics` require
+//! `Authorization: Bearer <token>` and answer `401` with `WWW-Authenticate: Bearer`
+//! without it; `/health` stays open. The client sends it with [`call_with_token`] or
+//! [`CallOptions::token`]. `opensips-cli` cannot send a token, so a server with one is
+//! unusable by `opensips-cli`; without one, nothing changes.
+//!
 //! # Example
 //!
 //! ```
@@ -65,7 +74,8 @@ mod server;
 mod state;
 
 pub use client::{
-    CtlError, DEFAULT_TIMEOUT, DEFAULT_URL, call, call_with_params, params_from_args,
+    CallOptions, CtlError, DEFAULT_TIMEOUT, DEFAULT_URL, call, call_with_options, call_with_params,
+    call_with_token, params_from_args,
 };
 pub use dispatch::method_names;
 pub use metrics::METRICS_CONTENT_TYPE;

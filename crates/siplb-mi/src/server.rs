@@ -76,6 +76,11 @@ pub async fn serve(
 /// - `GET /metrics`: Prometheus text; `GET /health`: `200 ok`;
 /// - anything else: `404`, `405`, `413`, `415` or `408`, always with a complete body.
 ///
+/// When the state has a token ([`MiState::with_token`]), a request to `/mi` or `/metrics`
+/// without `Authorization: Bearer <token>` gets `401` with `WWW-Authenticate: Bearer`
+/// (checked before anything else about it, and the connection is then closed); `/health`
+/// needs none.
+///
 /// On shutdown it stops accepting, lets requests in flight finish for
 /// [`ServeOptions::shutdown_grace`], then drops the remaining connections. Errors accepting
 /// a connection (descriptor exhaustion, for one) are logged and retried, never returned:
@@ -154,7 +159,20 @@ async fn route(
     state: &MiState,
     options: &ServeOptions,
 ) -> Response<Full<Bytes>> {
-    match request.uri().path() {
+    let path = request.uri().path();
+    let guarded = matches!(path, "/mi" | "/mi/" | "/metrics");
+    if guarded
+        && !state.authorized(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
+    {
+        debug!(path, "management request without the right token refused");
+        return unauthorized();
+    }
+    match path {
         "/mi" | "/mi/" => mi(request, state, options).await,
         "/metrics" if is_read(&request) => respond(
             StatusCode::OK,
@@ -196,6 +214,19 @@ fn respond_and_close(status: StatusCode, body: &'static str) -> Response<Full<By
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `401`, before the body is read (so the connection is closed after it), with no hint of
+/// what was wrong with the credentials.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = respond_and_close(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized: a valid bearer token is required\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
@@ -290,5 +321,10 @@ mod tests {
         let r = respond(StatusCode::OK, JSON, "{}");
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "2");
         assert_eq!(r.headers()[header::CONTENT_TYPE], JSON);
+        let r = unauthorized();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        assert_ne!(r.headers()[header::CONTENT_LENGTH], "0");
     }
 }

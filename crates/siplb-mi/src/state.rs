@@ -98,6 +98,7 @@ pub struct MiState {
     pub(crate) on_status_change: Option<StatusListener>,
     pub(crate) version: String,
     pub(crate) started: Instant,
+    pub(crate) token: Option<String>,
 }
 
 impl MiState {
@@ -112,6 +113,7 @@ impl MiState {
             on_status_change: None,
             version: concat!("siplb ", env!("CARGO_PKG_VERSION")).to_owned(),
             started: Instant::now(),
+            token: None,
         }
     }
 
@@ -159,6 +161,36 @@ impl MiState {
         self
     }
 
+    /// Requires `Authorization: Bearer <token>` on every request to `/mi` and `/metrics`
+    /// when `token` is `Some` (others get `401` with `WWW-Authenticate: Bearer`); `/health`
+    /// stays open. `None`, the default, leaves the interface open as before.
+    ///
+    /// `opensips-cli` has no way to send a token: with one set, the interface is unusable
+    /// by `opensips-cli` (and by scrapers not configured with the token); `siplb ctl`
+    /// sends it with `--token` or `SIPLB_MI_TOKEN`, see [`call_with_token`](crate::call_with_token).
+    ///
+    /// The token is sent in clear text over plain HTTP: it keeps out other local users and
+    /// stray clients, not someone who can read the traffic. An empty token is accepted from
+    /// no one (every request is refused), never treated as "no token".
+    #[must_use]
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Whether `authorization` (the request's `Authorization` header value, if any)
+    /// carries the configured token; always true when no token is configured.
+    pub(crate) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        authorization
+            .and_then(bearer_credentials)
+            .is_some_and(|presented| {
+                !presented.is_empty() && constant_time_eq(presented, token.as_bytes())
+            })
+    }
+
     /// The balancer this interface manages.
     pub fn balancer(&self) -> &Arc<Balancer> {
         &self.balancer
@@ -175,6 +207,85 @@ impl fmt::Debug for MiState {
             .field("status_listener", &self.on_status_change.is_some())
             .field("version", &self.version)
             .field("started", &self.started)
+            .field("token", &self.token.is_some())
             .finish()
+    }
+}
+
+/// The credentials of `Bearer <credentials>`: the scheme in any case, then one or more
+/// spaces (RFC 9110 section 11.4, RFC 6750 section 2.1).
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"Bearer ";
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ, so
+/// that the token cannot be guessed byte by byte from response times. (Its length can
+/// be; that is no help in guessing it.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(token: Option<&str>) -> MiState {
+        MiState::new(Arc::new(Balancer::new())).with_token(token.map(str::to_owned))
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_credentials(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"bearer   abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"Bearer "), None);
+        assert_eq!(bearer_credentials(b"Bearer"), None);
+        assert_eq!(bearer_credentials(b"Bearerabc"), None);
+        assert_eq!(bearer_credentials(b"Basic YWJj"), None);
+        assert_eq!(bearer_credentials(b""), None);
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret", b""));
+    }
+
+    #[test]
+    fn authorization() {
+        let open = state(None);
+        assert!(open.authorized(None));
+        assert!(open.authorized(Some(b"Bearer whatever")));
+
+        let guarded = state(Some("s3cret"));
+        assert!(guarded.authorized(Some(b"Bearer s3cret")));
+        assert!(guarded.authorized(Some(b"bearer s3cret")));
+        assert!(!guarded.authorized(None));
+        assert!(!guarded.authorized(Some(b"Bearer s3cre")));
+        assert!(!guarded.authorized(Some(b"Bearer s3cret ")));
+        assert!(!guarded.authorized(Some(b"Bearer S3CRET")));
+        assert!(!guarded.authorized(Some(b"Basic s3cret")));
+        assert!(!guarded.authorized(Some(b"s3cret")));
+
+        // An empty token locks the interface rather than opening it.
+        let locked = state(Some(""));
+        assert!(!locked.authorized(None));
+        assert!(!locked.authorized(Some(b"Bearer ")));
+        assert!(!locked.authorized(Some(b"Bearer")));
+
+        assert!(!format!("{guarded:?}").contains("s3cret"));
     }
 }

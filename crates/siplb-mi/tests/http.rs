@@ -6,118 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
-use serde_json::{Value, json};
+use common::{PATIENCE, Server, post, raw, read_reply};
+use serde_json::json;
 use siplb_mi::{CtlError, ServeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Every reply must be complete well before this; a hang fails the test instead of
-/// stalling it.
-const PATIENCE: Duration = Duration::from_secs(5);
-
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// Reads one response that must carry a `Content-Length` (never chunked, never "until
-/// close") and be complete within [`PATIENCE`].
-async fn read_reply(stream: &mut TcpStream) -> Reply {
-    tokio::time::timeout(PATIENCE, async {
-        let mut buf = Vec::new();
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = response.parse(&buf).unwrap() {
-                let headers: Vec<(String, String)> = response
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8(h.value.to_vec()).unwrap(),
-                        )
-                    })
-                    .collect();
-                let status = response.code.unwrap();
-                assert!(
-                    !headers
-                        .iter()
-                        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")),
-                    "chunked reply: {headers:?}"
-                );
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .unwrap_or_else(|| panic!("no Content-Length: {headers:?}"))
-                    .1
-                    .parse()
-                    .unwrap();
-                let mut body = buf[head..].to_vec();
-                while body.len() < len {
-                    let mut chunk = [0u8; 4096];
-                    let n = stream.read(&mut chunk).await.unwrap();
-                    assert!(n > 0, "closed inside the body");
-                    body.extend_from_slice(&chunk[..n]);
-                }
-                assert_eq!(body.len(), len, "more bytes than Content-Length");
-                return Reply {
-                    status,
-                    headers,
-                    body,
-                };
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(
-                n > 0,
-                "closed before a reply: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .expect("reply not complete in time")
-}
-
-async fn raw(server: &Server, request: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    read_reply(&mut stream).await
-}
-
-fn post(path: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
-    let mut r = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-    if let Some(ct) = content_type {
-        r.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    r.into_bytes()
 }
 
 /// Whether the peer closes the connection within `within` (EOF or reset).

@@ -37,6 +37,10 @@ enum Command {
         /// Where the management interface listens.
         #[arg(long, default_value = siplb_mi::DEFAULT_URL)]
         url: String,
+        /// Bearer token, for a server with `[management] token`; without this flag, the
+        /// `SIPLB_MI_TOKEN` environment variable (preferred: arguments show in `ps`).
+        #[arg(long)]
+        token: Option<String>,
         /// Print the result on one line.
         #[arg(long)]
         compact: bool,
@@ -121,10 +125,18 @@ fn main() -> ExitCode {
         }
         Command::Ctl {
             url,
+            token,
             compact,
             method,
             params,
-        } => run::ctl(&url, &method, &params, compact),
+        } => {
+            let token = token.or_else(|| {
+                std::env::var("SIPLB_MI_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            });
+            run::ctl(&url, token.as_deref(), &method, &params, compact)
+        }
         Command::Db {
             command:
                 DbCommand::Init {

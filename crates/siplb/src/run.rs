@@ -32,9 +32,15 @@ fn init_logging() {
         .try_init();
 }
 
-pub(crate) fn ctl(url: &str, method: &str, params: &[String], compact: bool) -> Result<(), String> {
+pub(crate) fn ctl(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    params: &[String],
+    compact: bool,
+) -> Result<(), String> {
     let result = runtime()?
-        .block_on(siplb_mi::call(url, method, params))
+        .block_on(siplb_mi::call_with_token(url, method, params, token))
         .map_err(|e| e.to_string())?;
     let text = if compact {
         serde_json::to_string(&result)
@@ -184,7 +190,8 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
         info!("management interface on http://{mi_addr}/mi");
-        let mi = management_state(&balancer, &store, &control, &events_tx);
+        let mi = management_state(&balancer, &store, &control, &events_tx)
+            .with_token(config.management.token.clone());
         let mut mi_stop = stop_rx.clone();
         let mi_task = tokio::spawn(siplb_mi::serve(mi_listener, Arc::new(mi), async move {
             let _ = mi_stop.wait_for(|stop| *stop).await;
