@@ -19,7 +19,7 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ip(test: u8, host: u8) -> IpAddr {
+pub fn ip(test: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, test, host))
 }
 

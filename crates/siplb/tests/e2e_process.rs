@@ -1,0 +1,319 @@
+//! siplb as an operator runs it: the binary as a separate process, its destination
+//! table in SQLite, SIPp callers and destinations, and the management interface over
+//! HTTP changing things while calls are up.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{Sipp, ip, scratch, wait_until};
+use serde_json::Value;
+
+const TEST: u8 = 20;
+
+fn sql(url: &str, statements: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*s))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+struct Mi {
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Mi {
+    fn call(&self, method: &str, args: &[&str]) -> Value {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        self.rt
+            .block_on(siplb_mi::call(&self.url, method, &args))
+            .unwrap_or_else(|e| panic!("{method} {args:?}: {e}"))
+    }
+
+    /// (max, load) of a destination's resource.
+    fn slot(&self, id: u64, resource: &str) -> (u64, u64) {
+        let list = self.call("lb_list", &[]);
+        let d = list["Destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap_or_else(|| panic!("destination {id} not in {list}"));
+        let r = d["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == resource)
+            .unwrap();
+        (r["max"].as_u64().unwrap(), r["load"].as_u64().unwrap())
+    }
+
+    fn enabled(&self, id: u64) -> String {
+        self.call("lb_status", &[&id.to_string()])["enable"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn metrics(&self) -> prometheus_parse::Scrape {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect((ip(TEST, 1), 8888)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    }
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
+    match &s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{name}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn operator_changes_while_calls_are_up() {
+    let dir = scratch("process-20");
+    let db = dir.join("siplb.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let siplb = env!("CARGO_BIN_EXE_siplb");
+    let init = Command::new(siplb)
+        .args(["db", "init", "--database", &url])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let (d1, d2, d3) = (ip(TEST, 11), ip(TEST, 12), ip(TEST, 13));
+    sql(
+        &url,
+        &[
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=5', 0)"
+            ),
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{d2}:5060', 'vm=3', 0)"
+            ),
+        ],
+    );
+    let sip = SocketAddr::new(ip(TEST, 1), 5060);
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"2s\"\n[database]\nurl = \"{url}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n",
+            ip(TEST, 1)
+        ),
+    )
+    .unwrap();
+    let log = dir.join("siplb.log");
+    let mut child = Command::new(siplb)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = KillOnPanic(pid);
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("management interface on")
+    });
+    let mi = Mi {
+        url: format!("http://{}:8888/mi", ip(TEST, 1)),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    let _uas: Vec<Sipp> = [d1, d2, d3]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            Sipp::spawn(
+                &dir,
+                &format!("uas{}", i + 1),
+                &["-sn", "uas", "-aa", "-i", &h.to_string(), "-p", "5060"],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let target = sip.to_string();
+    let caller = ip(TEST, 100).to_string();
+    let uac = |name: &str, port: &str, calls: &str, ms: &str| {
+        Sipp::spawn(
+            &dir,
+            name,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "VM_1",
+                &target,
+                "-i",
+                &caller,
+                "-p",
+                port,
+                "-m",
+                calls,
+                "-r",
+                "20",
+                "-d",
+                ms,
+                "-recv_timeout",
+                "10000",
+            ],
+        )
+    };
+
+    // Four calls: 5 free on 1 against 3 on 2 -> 1, 1, then a tie (3 and 3) to the
+    // lowest id -> 1, then 2 (2 free against 3).
+    let first = uac("uac1", "5101", "4", "6000");
+    wait_until(Duration::from_secs(5), || {
+        mi.slot(1, "vm").1 + mi.slot(2, "vm").1 == 4
+    });
+    assert_eq!((mi.slot(1, "vm"), mi.slot(2, "vm")), ((5, 3), (3, 1)));
+    let calls = mi.call("lb_calls", &[]);
+    assert_eq!(calls["Calls"].as_array().unwrap().len(), 4, "{calls}");
+
+    // The operator takes destination 1 out and gives 2 more room: the next call goes to
+    // 2, and 1 keeps its calls.
+    assert_eq!(mi.call("lb_status", &["1", "0"]), "OK");
+    assert_eq!(mi.enabled(1), "no");
+    assert_eq!(mi.call("lb_resize", &["2", "vm", "10"]), "OK");
+    let second = uac("uac2", "5102", "1", "6000");
+    wait_until(Duration::from_secs(5), || mi.slot(2, "vm").1 == 2);
+    assert_eq!(mi.slot(1, "vm"), (5, 3));
+
+    // The table changes in the database; a reload reads it while the calls stay counted.
+    sql(
+        &url,
+        &[
+            "UPDATE load_balancer SET resources = 'vm=7' WHERE id = 2",
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (3, 1, 'sip:{d3}:5060', 'vm=4', 0)"
+            ),
+        ],
+    );
+    assert_eq!(mi.call("lb_reload", &[]), "OK");
+    assert_eq!(
+        mi.slot(2, "vm"),
+        (7, 2),
+        "capacity from the table, load carried over"
+    );
+    assert_eq!(mi.slot(1, "vm"), (5, 3));
+    assert_eq!(
+        mi.enabled(1),
+        "no",
+        "the operator's disable survives the reload"
+    );
+    assert_eq!(mi.slot(3, "vm"), (4, 0));
+
+    // The metrics, read by a Prometheus parser, agree with the live state.
+    let m = mi.metrics();
+    assert_eq!(
+        sample(&m, "siplb_load", &[("id", "2"), ("resource", "vm")]),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "siplb_capacity", &[("id", "2"), ("resource", "vm")]),
+        7.0
+    );
+    assert_eq!(sample(&m, "siplb_destination_enabled", &[("id", "1")]), 0.0);
+    assert_eq!(sample(&m, "siplb_calls", &[]), 5.0);
+    assert_eq!(sample(&m, "siplb_calls_routed_total", &[]), 5.0);
+    let setup = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "siplb_call_setup_seconds")
+        .unwrap_or_else(|| {
+            let names: Vec<_> = m.samples.iter().map(|s| s.metric.as_str()).collect();
+            panic!("no setup histogram in {names:?}")
+        });
+    let prometheus_parse::Value::Histogram(buckets) = &setup.value else {
+        panic!("not a histogram: {setup:?}")
+    };
+    assert_eq!(buckets.last().map(|b| b.count), Some(5.0));
+
+    // A table that cannot be read leaves the one in force.
+    sql(&url, &["ALTER TABLE load_balancer RENAME TO lb_away"]);
+    let failed = mi
+        .rt
+        .block_on(siplb_mi::call(&mi.url, "lb_reload", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failed.contains("500") && failed.contains("Failed to reload"),
+        "{failed}"
+    );
+    assert_eq!(mi.slot(3, "vm"), (4, 0));
+    sql(&url, &["ALTER TABLE lb_away RENAME TO load_balancer"]);
+
+    // The calls end: every load returns to 0.
+    assert!(first.finish(Duration::from_secs(20)).success);
+    assert!(second.finish(Duration::from_secs(20)).success);
+    wait_until(Duration::from_secs(3), || {
+        (1..=3).all(|id| mi.slot(id, "vm").1 == 0)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "siplb did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+}
+
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
