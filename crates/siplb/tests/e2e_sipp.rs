@@ -327,6 +327,51 @@ fn probe_replies_count_by_their_code() {
 }
 
 #[test]
+fn cancel_before_answer_releases_the_load() {
+    let lb = Lb::start(17, &[(1, "vm=10", "cancel")], "", "");
+    let _uas = lb.start_destinations();
+    let sf = scenario("uac_cancel.xml");
+    let calls = Sipp::caller(
+        &lb,
+        lb.caller_ip(),
+        "VM_1",
+        3,
+        10,
+        &["-sf", sf.to_str().unwrap()],
+    );
+    // Ringing: the load is held until the CANCEL.
+    wait_until(Duration::from_secs(5), || lb.load(1, "vm") >= 1);
+    let report = calls.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 3);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+    assert!(
+        lb.destination(1).enabled,
+        "a 487 after CANCEL is no failure"
+    );
+}
+
+#[test]
+fn service_full_then_calls_accepted_again_as_others_end() {
+    let lb = Lb::start(18, &[(1, "vm=2", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let long = Sipp::uac(&lb, "VM_1", 2, 20, 1500, &[]);
+    wait_until(Duration::from_secs(5), || lb.load(1, "vm") == 2);
+    let refused = Sipp::uac(&lb, "VM_2", 1, 10, 100, &[]).finish(Duration::from_secs(20));
+    assert_eq!(refused.failed_calls, 1, "{}", refused.output);
+    assert!(
+        refused.output.contains("500 Service full"),
+        "{}",
+        refused.output
+    );
+    assert!(long.finish(Duration::from_secs(20)).success);
+    wait_until(Duration::from_secs(3), || lb.load(1, "vm") == 0);
+    let again = Sipp::uac(&lb, "VM_3", 2, 10, 100, &[]).finish(Duration::from_secs(20));
+    assert!(again.success, "{}", again.output);
+    assert_eq!(again.successful_calls, 2);
+}
+
+#[test]
 fn the_binary_runs_a_call_from_its_config_file() {
     harness::binary_smoke(7);
 }

@@ -182,6 +182,19 @@ impl Lb {
                         "5060",
                     ],
                 )),
+                "cancel" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &[
+                        "-aa",
+                        "-sf",
+                        scenario("uas_cancel.xml").to_str().unwrap(),
+                        "-i",
+                        &host.to_string(),
+                        "-p",
+                        "5060",
+                    ],
+                )),
                 "486" | "bye" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
