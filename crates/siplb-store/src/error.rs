@@ -76,13 +76,48 @@ pub enum StoreError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// The dialog table exists but lacks a column that
+    /// [`Store::save_dialogs`](crate::Store::save_dialogs) and
+    /// [`Store::load_dialogs`](crate::Store::load_dialogs) need.
+    #[error(
+        "table {table} on {url} does not have siplb's dialog columns (call_id, caller_tag, \
+         callee_tag, destination_id, resources, caller, callee, started_ms, expires_ms): {source}"
+    )]
+    DialogSchema {
+        /// The table name.
+        table: String,
+        /// The URL, password hidden.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A dialog handed to [`Store::save_dialogs`](crate::Store::save_dialogs) cannot be
+    /// stored as it is (a value longer than its column, or a NUL character); nothing of the
+    /// batch was written. Saving the same batch again fails again.
+    #[error(
+        "dialog {} cannot be stored: {reason}",
+        crate::dialogs::ShownKey(call_id, caller_tag)
+    )]
+    InvalidDialog {
+        /// The dialog's Call-ID.
+        call_id: String,
+        /// The dialog's caller (From) tag.
+        caller_tag: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl StoreError {
-    /// Whether trying again later could succeed: not so for a bad table name or URL.
+    /// Whether trying again later could succeed: not so for a bad table name or URL, a table
+    /// of the wrong shape, or a dialog that does not fit its columns.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidTableName { .. } | Self::InvalidUrl { .. } | Self::Schema { .. } => false,
+            Self::InvalidTableName { .. }
+            | Self::InvalidUrl { .. }
+            | Self::Schema { .. }
+            | Self::DialogSchema { .. }
+            | Self::InvalidDialog { .. } => false,
             Self::Connect { source, .. } => !matches!(source, sqlx::Error::Configuration(_)),
             Self::Timeout { .. } | Self::Query { .. } => true,
             Self::GaveUp { last, .. } => last.is_retryable(),
@@ -161,7 +196,7 @@ impl std::fmt::Display for RowLabel<'_> {
     }
 }
 
-struct CellList<'a>(&'a [CellProblem]);
+pub(crate) struct CellList<'a>(pub(crate) &'a [CellProblem]);
 
 impl std::fmt::Display for CellList<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

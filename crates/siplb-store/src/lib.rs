@@ -2,6 +2,10 @@
 //! OpenSIPS' `load_balancer` schema (version 3), so an existing OpenSIPS database works
 //! unchanged (SPEC sections 1 and 5).
 //!
+//! The same database can also keep siplb's dialogs, the calls that hold load, in a table of
+//! siplb's own, so calls survive a restart: [`Store::init_dialogs`], [`Store::save_dialogs`],
+//! [`Store::load_dialogs`], [`Store::clear_dialogs`].
+//!
 //! One code path serves the three databases through sqlx's `Any` driver; only the SQL text
 //! differs per backend (DDL, placeholders, a cast for MySQL's unsigned columns).
 //!
@@ -23,6 +27,7 @@
 //! # }
 //! ```
 
+mod dialogs;
 mod error;
 mod retry;
 mod rows;
@@ -37,6 +42,10 @@ use siplb_balance::DestinationRow;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection};
 
+pub use dialogs::{
+    DEFAULT_DIALOG_TABLE, DialogKey, DialogProblem, DialogRecord, MAX_ADDRESS_LEN, MAX_CALL_ID_LEN,
+    MAX_RESOURCES_LEN, MAX_TAG_LEN,
+};
 pub use error::{CellFault, CellProblem, RowProblem, StoreError};
 pub use retry::{RetryEvent, RetryPolicy, connect_with_retry};
 pub use sql::SCHEMA_VERSION;

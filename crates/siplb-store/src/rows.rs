@@ -55,7 +55,11 @@ pub(crate) fn decode(row: &AnyRow, position: usize) -> Result<DestinationRow, Ro
 }
 
 /// An integer column: `Some(None)` for NULL, `None` (with a problem noted) when unreadable.
-fn int(row: &AnyRow, column: &'static str, cells: &mut Vec<CellProblem>) -> Option<Option<i64>> {
+pub(crate) fn int(
+    row: &AnyRow,
+    column: &'static str,
+    cells: &mut Vec<CellProblem>,
+) -> Option<Option<i64>> {
     match row.try_get::<Option<i64>, _>(column) {
         Ok(v) => Some(v),
         Err(err) => {
@@ -66,7 +70,7 @@ fn int(row: &AnyRow, column: &'static str, cells: &mut Vec<CellProblem>) -> Opti
 }
 
 /// A text column, as [`int`].
-fn text(
+pub(crate) fn text(
     row: &AnyRow,
     column: &'static str,
     cells: &mut Vec<CellProblem>,
@@ -92,7 +96,11 @@ fn wrong_type(column: &'static str, err: &sqlx::Error) -> CellProblem {
     }
 }
 
-fn required<T>(column: &'static str, v: Option<T>, cells: &mut Vec<CellProblem>) -> Option<T> {
+pub(crate) fn required<T>(
+    column: &'static str,
+    v: Option<T>,
+    cells: &mut Vec<CellProblem>,
+) -> Option<T> {
     if v.is_none() {
         cells.push(CellProblem {
             column,
@@ -102,7 +110,11 @@ fn required<T>(column: &'static str, v: Option<T>, cells: &mut Vec<CellProblem>)
     v
 }
 
-fn in_range<T>(column: &'static str, v: Option<i64>, cells: &mut Vec<CellProblem>) -> Option<T>
+pub(crate) fn in_range<T>(
+    column: &'static str,
+    v: Option<i64>,
+    cells: &mut Vec<CellProblem>,
+) -> Option<T>
 where
     T: TryFrom<i64> + Bounded,
 {
@@ -124,7 +136,7 @@ where
 }
 
 /// The accepted range of a column's Rust type, for the problem report.
-trait Bounded {
+pub(crate) trait Bounded {
     const MIN: i64;
     const MAX: i64;
 }

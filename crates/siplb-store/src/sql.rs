@@ -184,7 +184,7 @@ pub(crate) fn count_rows(t: &TableName) -> String {
 
 /// Parameter `n` (1-based): PostgreSQL numbers them, the others take `?` (sqlx's Any driver
 /// does not rewrite them).
-fn placeholder(backend: Backend, n: usize) -> String {
+pub(crate) fn placeholder(backend: Backend, n: usize) -> String {
     match backend {
         Backend::Postgres => format!("${n}"),
         Backend::Sqlite | Backend::MySql => "?".to_owned(),

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use siplb_balance::DestinationRow;
 use siplb_store::{
-    Backend, CellFault, CellProblem, RetryPolicy, RowProblem, Store, StoreError,
-    connect_with_retry, example_rows,
+    Backend, CellFault, CellProblem, DialogKey, DialogRecord, RetryPolicy, RowProblem, Store,
+    StoreError, TableName, connect_with_retry, example_rows,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -406,6 +406,14 @@ on_every_backend!(
     bad_values_in_an_opensips_table,
     an_unreadable_table_is_an_error,
     examples_are_inserted_once_into_an_empty_table,
+    dialogs_init_creates_the_table_once,
+    dialogs_round_trip_and_replace_by_key,
+    dialogs_batch_applies_upserts_then_deletes,
+    dialogs_expire_on_load,
+    dialogs_thousand_row_batches,
+    dialogs_batch_is_one_transaction,
+    dialogs_that_do_not_fit_fail_the_batch_before_sending,
+    dialogs_undecodable_rows_are_reported,
 );
 
 fn row(
@@ -1040,5 +1048,580 @@ async fn mysql_going_away_fails_a_load_and_recovers() {
 async fn postgres_going_away_fails_a_load_and_recovers() {
     if let Some(db) = Db::postgres().await {
         server_going_away(&db).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dialogs
+
+/// "Now" for the dialog scenarios: expiry is decided by the caller's clock, not the server's.
+const NOW: i64 = 1_700_000_000_000;
+
+fn dialog(call_id: &str, tag: &str, destination_id: u32, expires_ms: i64) -> DialogRecord {
+    DialogRecord {
+        call_id: call_id.into(),
+        caller_tag: tag.into(),
+        callee_tag: None,
+        destination_id,
+        resources: "vm;pstn".into(),
+        caller: "udp:192.0.2.1:5060".into(),
+        callee: "tcp:[2001:db8::1]:5060".into(),
+        started_ms: expires_ms.saturating_sub(3_600_000),
+        expires_ms,
+    }
+}
+
+fn key(call_id: &str, tag: &str) -> DialogKey {
+    DialogKey {
+        call_id: call_id.into(),
+        caller_tag: tag.into(),
+    }
+}
+
+/// In key order as Rust sorts it: the databases' order depends on their collation.
+fn sorted(mut dialogs: Vec<DialogRecord>) -> Vec<DialogRecord> {
+    dialogs.sort_by(|a, b| (&a.call_id, &a.caller_tag).cmp(&(&b.call_id, &b.caller_tag)));
+    dialogs
+}
+
+fn dialog_table(db: &Db) -> TableName {
+    TableName::new(db.t()).unwrap()
+}
+
+/// Every live dialog, sorted; fails on any problem row.
+async fn live(store: &Store, t: &TableName) -> Vec<DialogRecord> {
+    let (dialogs, problems) = store.load_dialogs(t, NOW).await.unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    sorted(dialogs)
+}
+
+/// The dialog columns without any constraint, for tables made by hand.
+const LOOSE_DIALOG_COLUMNS: &str = "call_id VARCHAR(255), caller_tag VARCHAR(128), \
+     callee_tag VARCHAR(128), destination_id BIGINT, resources VARCHAR(255), \
+     caller VARCHAR(128), callee VARCHAR(128), started_ms BIGINT, expires_ms BIGINT";
+
+/// `init_dialogs` creates the table with its expiry index and sized key columns, changes
+/// nothing when repeated (stored dialogs survive), and refuses a table of another shape
+/// with an error that is not worth retrying.
+async fn dialogs_init_creates_the_table_once(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    store.init_dialogs(&t).await.unwrap();
+
+    let name = db.t();
+    let expiry_indexes = match db.backend {
+        Backend::Sqlite => format!(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = '{name}' \
+             AND sql LIKE '%(expires_ms)%'"
+        ),
+        Backend::MySql => format!(
+            "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() \
+             AND table_name = '{name}' AND column_name = 'expires_ms' AND seq_in_index = 1"
+        ),
+        Backend::Postgres => format!(
+            "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename = '{name}' AND indexdef LIKE '%(expires_ms)%'"
+        ),
+    };
+    assert_eq!(db.int(&expiry_indexes).await, 1);
+    if db.backend != Backend::Sqlite {
+        let signed = if db.backend == Backend::MySql {
+            "SIGNED"
+        } else {
+            "BIGINT"
+        };
+        let schema = if db.backend == Backend::MySql {
+            "DATABASE()"
+        } else {
+            "current_schema()"
+        };
+        for (column, len) in [("call_id", 255), ("caller_tag", 128), ("callee_tag", 128)] {
+            let sql = format!(
+                "SELECT CAST(character_maximum_length AS {signed}) FROM information_schema.columns \
+                 WHERE table_schema = {schema} AND table_name = '{name}' AND column_name = '{column}'"
+            );
+            assert_eq!(db.int(&sql).await, len, "{column}");
+        }
+    }
+
+    let stored = dialog("a", "1", 1, NOW + 1000);
+    store
+        .save_dialogs(&t, std::slice::from_ref(&stored), &[])
+        .await
+        .unwrap();
+    store.init_dialogs(&t).await.unwrap();
+    assert_eq!(live(&store, &t).await, [stored]);
+
+    let other = format!("{name}_ref");
+    db.exec(&format!(
+        "CREATE TABLE {other} (call_id VARCHAR(255) NOT NULL, caller_tag VARCHAR(128) NOT NULL, \
+         PRIMARY KEY (call_id, caller_tag))"
+    ))
+    .await;
+    let err = store
+        .init_dialogs(&TableName::new(&other).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DialogSchema { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains(&other), "{err}");
+    store.close().await;
+}
+
+/// A batch of upserts reads back exactly (keys compared case- and accent-sensitively, values
+/// at their full sizes and ranges), an upsert of a stored key replaces the row, deletes
+/// remove (an unknown key is no error), and clear empties the table. An empty batch never
+/// reaches the database: it succeeds even on a table that does not exist.
+async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let missing = TableName::new(&format!("{}_ref", db.t())).unwrap();
+    store.save_dialogs(&missing, &[], &[]).await.unwrap();
+    assert!(store.load_dialogs(&missing, NOW).await.is_err());
+
+    let a = dialog(
+        "a84b4c76e66710@pc33.example.com",
+        "1928301774",
+        1,
+        NOW + 60_000,
+    );
+    let mut b = dialog(
+        "A84B4C76E66710@pc33.example.com",
+        "1928301774",
+        2,
+        NOW + 60_000,
+    );
+    b.callee_tag = Some("a6c85cf".into());
+    let c = dialog("a84b4c76e66710@pc33.example.com", "1928301775", 3, NOW + 1);
+    let d = dialog("á84b4c76e66710@pc33.example.com", "1928301774", 0, NOW + 2);
+    let mut big = dialog(&"é".repeat(255), &"ü".repeat(128), u32::MAX, i64::MAX);
+    big.callee_tag = Some("ß".repeat(128));
+    big.resources = "r".repeat(255);
+    big.caller = "c".repeat(128);
+    big.callee = "€".repeat(128);
+    big.started_ms = i64::MIN;
+    let all = [a.clone(), b.clone(), c.clone(), d.clone(), big.clone()];
+    store.save_dialogs(&t, &all, &[]).await.unwrap();
+    assert_eq!(live(&store, &t).await, sorted(all.to_vec()));
+
+    let mut a2 = a.clone();
+    a2.callee_tag = Some("314159".into());
+    a2.expires_ms += 3_600_000;
+    a2.destination_id = 7;
+    a2.resources = "pstn".into();
+    a2.callee = "udp:198.51.100.9:5080".into();
+    store
+        .save_dialogs(&t, std::slice::from_ref(&a2), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        live(&store, &t).await,
+        sorted(vec![
+            a2.clone(),
+            b.clone(),
+            c.clone(),
+            d.clone(),
+            big.clone()
+        ])
+    );
+
+    store
+        .save_dialogs(
+            &t,
+            &[],
+            &[key(&b.call_id, &b.caller_tag), key("never", "stored")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, sorted(vec![a2, c, d, big.clone()]));
+
+    assert_eq!(store.clear_dialogs(&t).await.unwrap(), 4);
+    assert!(live(&store, &t).await.is_empty());
+    assert_eq!(store.clear_dialogs(&t).await.unwrap(), 0);
+    store.close().await;
+}
+
+/// Within one batch the last upsert of a key wins and deletes apply after upserts: a key
+/// that is upserted and deleted in the same batch ends up absent, whether it was stored
+/// before or not.
+async fn dialogs_batch_applies_upserts_then_deletes(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let one = dialog("one", "t", 1, NOW + 10_000);
+    let three = dialog("three", "t", 3, NOW + 10_000);
+    store
+        .save_dialogs(&t, &[one.clone(), three.clone()], &[])
+        .await
+        .unwrap();
+
+    let mut one_again = one.clone();
+    one_again.callee_tag = Some("answered".into());
+    let two_first = dialog("two", "t", 2, NOW + 10_000);
+    let mut two_last = two_first.clone();
+    two_last.destination_id = 22;
+    let four = dialog("four", "t", 4, NOW + 10_000);
+    store
+        .save_dialogs(
+            &t,
+            &[one_again, two_first, four, two_last.clone()],
+            &[key("one", "t"), key("three", "t"), key("four", "t")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, [two_last]);
+    store.close().await;
+}
+
+/// A load returns only the dialogs that expire after `now_ms` and deletes the others: a
+/// later load with an earlier clock does not bring them back.
+async fn dialogs_expire_on_load(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let past = dialog("past", "t", 1, NOW - 1);
+    let edge = dialog("edge", "t", 1, NOW);
+    let future = dialog("future", "t", 1, NOW + 1);
+    store
+        .save_dialogs(&t, &[past, edge, future.clone()], &[])
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, std::slice::from_ref(&future));
+    assert_eq!(db.int(&format!("SELECT COUNT(*) FROM {}", db.t())).await, 1);
+    let (earlier, _) = store.load_dialogs(&t, NOW - 1000).await.unwrap();
+    assert_eq!(earlier, [future]);
+    store.close().await;
+}
+
+/// 1000 new dialogs, then 1000 replacements, then 1000 deletes, each in one batch: every
+/// one arrives, and each batch stays well under a second (times printed for the record;
+/// the bound is loose for a loaded machine and a debug build).
+async fn dialogs_thousand_row_batches(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let batch: Vec<DialogRecord> = (0..1000u32)
+        .map(|i| {
+            let mut d = dialog(
+                &format!("{i:04}-3848276298220188511@198.51.100.7"),
+                &format!("{:08x}", i.wrapping_mul(2_654_435_761)),
+                i % 50,
+                NOW + 60_000 + i64::from(i),
+            );
+            if i % 2 == 0 {
+                d.callee_tag = Some(format!("as{i:06}"));
+            }
+            d
+        })
+        .collect();
+
+    let started = Instant::now();
+    store.save_dialogs(&t, &batch, &[]).await.unwrap();
+    let insert = started.elapsed();
+    let started = Instant::now();
+    let loaded = live(&store, &t).await;
+    let load = started.elapsed();
+    assert_eq!(loaded, sorted(batch.clone()));
+
+    let replaced: Vec<DialogRecord> = batch
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.expires_ms += 30_000;
+            d.callee_tag = Some("final".into());
+            d
+        })
+        .collect();
+    let started = Instant::now();
+    store.save_dialogs(&t, &replaced, &[]).await.unwrap();
+    let replace = started.elapsed();
+    assert_eq!(live(&store, &t).await, sorted(replaced));
+
+    let keys: Vec<DialogKey> = batch.iter().map(DialogRecord::key).collect();
+    let started = Instant::now();
+    store.save_dialogs(&t, &[], &keys).await.unwrap();
+    let delete = started.elapsed();
+    assert!(live(&store, &t).await.is_empty());
+
+    eprintln!(
+        "{}: 1000 dialogs inserted in {insert:?}, loaded in {load:?}, replaced in \
+         {replace:?}, deleted in {delete:?}",
+        db.backend
+    );
+    for (what, took) in [("insert", insert), ("replace", replace), ("delete", delete)] {
+        assert!(
+            took < Duration::from_secs(3),
+            "{what} of 1000 took {took:?}"
+        );
+    }
+
+    store.save_dialogs(&t, &batch, &[]).await.unwrap();
+    assert_eq!(store.clear_dialogs(&t).await.unwrap(), 1000);
+    store.close().await;
+}
+
+/// A batch is one transaction: when a statement fails after others succeeded (here the
+/// second chunk of upserts, against a CHECK constraint of a table made by hand), nothing of
+/// the batch stays, deletes included.
+async fn dialogs_batch_is_one_transaction(db: &Db) {
+    let name = db.t();
+    db.exec(&format!(
+        "CREATE TABLE {name} ({LOOSE_DIALOG_COLUMNS}, \
+         CONSTRAINT {name}_bounded CHECK (expires_ms < 9000000000000000000), \
+         PRIMARY KEY (call_id, caller_tag))"
+    ))
+    .await;
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let kept = dialog("kept", "t", 1, NOW + 10_000);
+    store
+        .save_dialogs(&t, std::slice::from_ref(&kept), &[])
+        .await
+        .unwrap();
+
+    let mut batch: Vec<DialogRecord> = (0..150)
+        .map(|i| dialog(&format!("call-{i:03}"), "t", 1, NOW + 10_000))
+        .collect();
+    batch[120].expires_ms = i64::MAX;
+    let err = store
+        .save_dialogs(&t, &batch, &[key("kept", "t")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("saving dialogs into {name}")),
+        "{err}"
+    );
+    assert_eq!(live(&store, &t).await, [kept]);
+    store.close().await;
+}
+
+/// A record that does not fit its columns fails the batch before anything is sent, with an
+/// error that retrying cannot cure; one that is also deleted in the batch is never written,
+/// so it does not count.
+async fn dialogs_that_do_not_fit_fail_the_batch_before_sending(db: &Db) {
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let good = dialog("good", "t", 1, NOW + 10_000);
+    let long = dialog(&"x".repeat(256), "t", 1, NOW + 10_000);
+    let err = store
+        .save_dialogs(&t, &[good.clone(), long.clone()], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidDialog { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("call_id is 256 characters long, more than 255"),
+        "{err}"
+    );
+    assert!(live(&store, &t).await.is_empty());
+
+    let mut nul = good.clone();
+    nul.resources = "vm\0".into();
+    let err = store.save_dialogs(&t, &[nul], &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidDialog { .. }), "{err:?}");
+
+    store
+        .save_dialogs(&t, &[good.clone(), long], &[key(&"x".repeat(256), "t")])
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, [good]);
+    store.close().await;
+}
+
+/// Rows that a hand-edited table can hold but siplb cannot use (NULLs, a destination id
+/// beyond u32, text in a number column on SQLite) are reported with their key and every bad
+/// column, stay in the table, and the good rows still load.
+async fn dialogs_undecodable_rows_are_reported(db: &Db) {
+    let name = db.t();
+    db.exec(&format!("CREATE TABLE {name} ({LOOSE_DIALOG_COLUMNS})"))
+        .await;
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let live_at = NOW + 10_000;
+    db.exec(&format!(
+        "INSERT INTO {name} VALUES \
+         ('good', '1', NULL, 1, 'vm', 'udp:a:1', 'udp:b:2', 5, {live_at}), \
+         ('big', '1', NULL, 5000000000, 'vm', 'udp:a:1', 'udp:b:2', 5, {live_at}), \
+         ('neg', '1', 'x', -1, NULL, 'udp:a:1', 'udp:b:2', 5, {live_at}), \
+         (NULL, '1', NULL, 1, 'vm', 'udp:a:1', 'udp:b:2', NULL, {live_at})"
+    ))
+    .await;
+    if db.backend == Backend::Sqlite {
+        db.exec(&format!(
+            "INSERT INTO {name} VALUES ('text', '1', NULL, 1, 'vm', 'udp:a:1', 'udp:b:2', \
+             'abc', {live_at})"
+        ))
+        .await;
+    }
+
+    let (dialogs, problems) = store.load_dialogs(&t, NOW).await.unwrap();
+    let mut good = dialog("good", "1", 1, live_at);
+    good.started_ms = 5;
+    good.resources = "vm".into();
+    good.caller = "udp:a:1".into();
+    good.callee = "udp:b:2".into();
+    assert_eq!(dialogs, [good]);
+    let by_call_id = |call_id: Option<&str>| {
+        let found: Vec<_> = problems
+            .iter()
+            .filter(|p| p.call_id.as_deref() == call_id)
+            .collect();
+        assert_eq!(found.len(), 1, "{call_id:?} in {problems:#?}");
+        found[0].clone()
+    };
+    let big = by_call_id(Some("big"));
+    assert_eq!(
+        big.cells,
+        [cell(
+            "destination_id",
+            out_of_range(5_000_000_000, 0, U32_MAX)
+        )]
+    );
+    assert_eq!(
+        big.to_string(),
+        "dialog \"big\" (from-tag \"1\") skipped: destination_id is 5000000000, outside \
+         0..=4294967295"
+    );
+    assert_eq!(
+        by_call_id(Some("neg")).cells,
+        [
+            cell("destination_id", out_of_range(-1, 0, U32_MAX)),
+            cell("resources", CellFault::Null)
+        ]
+    );
+    let no_key = by_call_id(None);
+    assert_eq!(no_key.caller_tag.as_deref(), Some("1"));
+    assert_eq!(
+        no_key.cells,
+        [
+            cell("call_id", CellFault::Null),
+            cell("started_ms", CellFault::Null)
+        ]
+    );
+    assert!(no_key.to_string().contains("(no usable key)"), "{no_key}");
+    if db.backend == Backend::Sqlite {
+        let text = by_call_id(Some("text"));
+        assert_eq!(text.cells.len(), 1, "{text}");
+        assert_eq!(text.cells[0].column, "started_ms");
+        assert!(
+            matches!(&text.cells[0].fault, CellFault::WrongType { .. }),
+            "{text}"
+        );
+        assert_eq!(problems.len(), 4);
+    } else {
+        assert_eq!(problems.len(), 3);
+    }
+    // Skipped, not deleted.
+    let rows = if db.backend == Backend::Sqlite { 5 } else { 4 };
+    assert_eq!(db.int(&format!("SELECT COUNT(*) FROM {name}")).await, rows);
+    store.close().await;
+}
+
+/// The server goes away after startup: saving and loading dialogs fail with retryable
+/// errors instead of hanging. A server that accepts connections but never answers is cut
+/// off by the store's query timeout. Once the server is back, the same Store saves again.
+async fn dialogs_when_the_server_goes_away(db: &Db) {
+    let upstream = host_port(&db.url).to_owned();
+    let relay = Relay::start(&upstream, 0).await;
+    let url = db
+        .url
+        .replacen(&upstream, &format!("127.0.0.1:{}", relay.port), 1);
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(2),
+        ..fast_policy(3)
+    };
+    let query_timeout = Duration::from_millis(700);
+    let store = connect_with_retry(&url, db.t(), &policy, |e| panic!("{e}"))
+        .await
+        .unwrap()
+        .with_query_timeout(query_timeout);
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let a = dialog("a", "t", 1, NOW + 10_000);
+    let b = dialog("b", "t", 2, NOW + 10_000);
+    store
+        .save_dialogs(&t, std::slice::from_ref(&a), &[])
+        .await
+        .unwrap();
+
+    relay.stop().await;
+    let started = Instant::now();
+    let err = store
+        .save_dialogs(&t, std::slice::from_ref(&b), &[])
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Timeout { .. } | StoreError::Query { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("saving dialogs into {}", db.t())),
+        "{err}"
+    );
+    let err = store.load_dialogs(&t, NOW).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("reading dialogs from {}", db.t())),
+        "{err}"
+    );
+
+    // Connections are accepted and then nothing happens.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let err = store
+        .save_dialogs(&t, std::slice::from_ref(&b), &[])
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, StoreError::Timeout { after, .. } if *after == query_timeout),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    silent.abort();
+    let _ = silent.await;
+
+    let relay = Relay::start(&relay.upstream, relay.port).await;
+    store
+        .save_dialogs(&t, std::slice::from_ref(&b), &[])
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, [a, b]);
+    relay.stop().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn mysql_going_away_fails_dialog_writes_retryably() {
+    if let Some(db) = Db::mysql().await {
+        dialogs_when_the_server_goes_away(&db).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_going_away_fails_dialog_writes_retryably() {
+    if let Some(db) = Db::postgres().await {
+        dialogs_when_the_server_goes_away(&db).await;
     }
 }
