@@ -194,12 +194,23 @@ impl Default for Transaction {
 pub struct Dialog {
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Store answered calls in the database so a restart restores them.
+    pub persist: bool,
+    /// How often stored calls are written (one batch per interval): the most a
+    /// `kill -9` can lose.
+    #[serde(with = "duration")]
+    pub persist_interval: Duration,
+    /// The table calls are stored in, next to the destination table.
+    pub table: String,
 }
 
 impl Default for Dialog {
     fn default() -> Self {
         Dialog {
             timeout: Duration::from_secs(12 * 3600),
+            persist: true,
+            persist_interval: Duration::from_millis(100),
+            table: "siplb_dialogs".to_owned(),
         }
     }
 }
@@ -356,6 +367,14 @@ impl Config {
             return Err(invalid(
                 1,
                 "transaction: t1 must be above zero and t2 at least t1".into(),
+            ));
+        }
+        if self.dialog.persist_interval.is_zero()
+            || self.dialog.persist_interval > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                1,
+                "dialog.persist_interval: must be above zero and at most 60s".into(),
             ));
         }
         if self.transaction.invite_timeout.is_zero() {

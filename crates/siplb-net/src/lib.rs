@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_proxy::{Incoming, Peer, Proxy, StatusChange, Transmit, Transport};
+use siplb_proxy::{DialogChange, Incoming, Peer, Proxy, StatusChange, Transmit, Transport};
 use siplb_sip::{Limits, Message};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -112,6 +112,8 @@ pub struct Options {
     pub status_changes: Option<mpsc::UnboundedSender<StatusChange>>,
     /// Questions from other tasks (see [`control`]).
     pub control: Option<ControlReceiver>,
+    /// Where changes to the stored calls go (the persistence task).
+    pub dialog_changes: Option<mpsc::UnboundedSender<DialogChange>>,
 }
 
 /// Serves the proxy on the bound sockets until `shutdown` turns true, then drains:
@@ -128,6 +130,7 @@ pub async fn serve(
         drain,
         status_changes,
         control,
+        dialog_changes,
     } = options;
     let mut control = control.map(|c| c.0);
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
@@ -195,6 +198,11 @@ pub async fn serve(
                     None => std::future::pending().await,
                 }
             } => answer(&proxy, query),
+        }
+        while let Some(change) = proxy.poll_dialog_change() {
+            if let Some(tx) = &dialog_changes {
+                let _ = tx.send(change);
+            }
         }
         while let Some(change) = proxy.poll_status_change() {
             if let Some(tx) = &status_changes {

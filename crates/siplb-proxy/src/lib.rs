@@ -8,6 +8,7 @@
 
 mod addr;
 mod events;
+mod persist;
 mod proxy;
 mod routing;
 mod sdp;
@@ -16,6 +17,7 @@ mod stats;
 
 pub use addr::{Peer, Transport};
 pub use events::{ChangeSource, StatusChange};
+pub use persist::{DialogChange, PersistedCall};
 pub use proxy::{CallSummary, Incoming, ProbeState, Proxy, Transmit};
 pub use settings::Settings;
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

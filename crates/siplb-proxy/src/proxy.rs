@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_balance::{Allocation, Balancer, Outcome, Session, SplitMix64};
+use siplb_balance::{Allocation, Balancer, Outcome, ResourceRequest, Session, SplitMix64};
 use siplb_sip::{Datagram, Message, Method, build_response, parse_datagram};
 use siplb_txn::{
     ClientEvent, ClientKey, ClientTransaction, ServerEvent, ServerKey, ServerTransaction,
@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::addr::{Listeners, Peer, host_port, peer_of_uri, peer_of_uri_text};
 use crate::events::{ChangeSource, StatusChange};
+use crate::persist::{DialogChange, PersistedCall};
 use crate::routing;
 use crate::settings::{RouteAction, Settings};
 use crate::stats::Stats;
@@ -63,8 +64,9 @@ struct CallKey {
 enum Load {
     /// Chosen by load, with the failover state of the call.
     Balanced(Session),
-    /// Counted against the destination the call came from.
-    Counted(Allocation),
+    /// Held without failover: a call from the cluster counted against the destination
+    /// it came from, or a call restored after a restart.
+    Held(Allocation),
     /// Relayed without load.
     None,
 }
@@ -74,7 +76,7 @@ impl Load {
     fn destination(&self) -> Option<u32> {
         match self {
             Load::Balanced(session) => session.current().map(Allocation::destination_id),
-            Load::Counted(allocation) => Some(allocation.destination_id()),
+            Load::Held(allocation) => Some(allocation.destination_id()),
             Load::None => None,
         }
     }
@@ -82,8 +84,8 @@ impl Load {
 
 #[derive(Debug)]
 struct Call {
-    /// The caller's INVITE server transaction.
-    server: ServerKey,
+    /// The caller's INVITE server transaction (none for a call restored after a restart).
+    server: Option<ServerKey>,
     caller: Peer,
     /// The INVITE as received: each attempt is forwarded from it. Dropped once the
     /// call is answered, as nothing is built from it any more (it is most of a call's
@@ -102,6 +104,9 @@ struct Call {
     started: Instant,
     /// The first reply other than 100 has been seen (setup time recorded).
     answered_once: bool,
+    callee_tag: Option<String>,
+    /// Stored for a restart: its end must be stored too.
+    persisted: bool,
 }
 
 #[derive(Debug)]
@@ -167,6 +172,7 @@ pub struct Proxy {
     probes: HashMap<u32, ProbeState>,
     probe_seq: u64,
     events: VecDeque<StatusChange>,
+    dialog_changes: VecDeque<DialogChange>,
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
@@ -194,6 +200,7 @@ impl Proxy {
             probes: HashMap::new(),
             probe_seq: 0,
             events: VecDeque::new(),
+            dialog_changes: VecDeque::new(),
         }
     }
 
@@ -234,7 +241,7 @@ impl Proxy {
             .map(|(key, call)| {
                 let allocation = match &call.load {
                     Load::Balanced(session) => session.current(),
-                    Load::Counted(a) => Some(a),
+                    Load::Held(a) => Some(a),
                     Load::None => None,
                 };
                 CallSummary {
@@ -259,6 +266,84 @@ impl Proxy {
     /// The next message to send, in the order they were produced.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// The next change to the stored calls (when `[dialog] persist` is on).
+    pub fn poll_dialog_change(&mut self) -> Option<DialogChange> {
+        self.dialog_changes.pop_front()
+    }
+
+    /// Stores an answered call that holds load, so a restart can restore it.
+    fn persist_call(&mut self, now: Instant, call_key: &CallKey) {
+        if !self.settings.persist_dialogs {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(call_key) else {
+            return;
+        };
+        let allocation = match &call.load {
+            Load::Balanced(session) => session.current(),
+            Load::Held(a) => Some(a),
+            Load::None => None,
+        };
+        let (Some(allocation), Some(callee)) = (allocation, call.callee) else {
+            return;
+        };
+        let record = PersistedCall {
+            call_id: call_key.call_id.to_string(),
+            caller_tag: call_key.caller_tag.to_string(),
+            callee_tag: call.callee_tag.clone(),
+            destination_id: allocation.destination_id(),
+            resources: allocation.resources().collect::<Vec<_>>().join(";"),
+            caller: call.caller,
+            callee,
+            age: now.saturating_duration_since(call.started),
+            expires_in: call.expires.map_or(self.settings.dialog_timeout, |t| {
+                t.saturating_duration_since(now)
+            }),
+        };
+        call.persisted = true;
+        self.dialog_changes.push_back(DialogChange::Upsert(record));
+    }
+
+    /// Brings back a call stored before a restart: its load is taken again on its
+    /// destination (whatever the capacity), and its in-dialog requests are routed as
+    /// before. Fails when the destination or a resource is gone from the table.
+    pub fn restore_call(&mut self, now: Instant, stored: PersistedCall) -> Result<(), String> {
+        let request = ResourceRequest::parse(&stored.resources)
+            .map_err(|e| format!("resources {:?}: {e}", stored.resources))?;
+        let allocation = self
+            .balancer
+            .restore(stored.destination_id, &request)
+            .map_err(|e| e.to_string())?;
+        let key = CallKey {
+            call_id: stored.call_id.into(),
+            caller_tag: stored.caller_tag.into(),
+        };
+        let expires = now + stored.expires_in;
+        self.calls.insert(
+            key.clone(),
+            Call {
+                server: None,
+                caller: stored.caller,
+                invite: None,
+                load: Load::Held(allocation),
+                branch: None,
+                callee: Some(stored.callee),
+                destination: Some(stored.destination_id),
+                provisional: true,
+                cancel_pending: false,
+                cancelled: false,
+                confirmed: true,
+                expires: Some(expires),
+                started: now.checked_sub(stored.age).unwrap_or(now),
+                answered_once: true,
+                callee_tag: stored.callee_tag,
+                persisted: true,
+            },
+        );
+        self.schedule(expires, TimerRef::Call(key));
+        Ok(())
     }
 
     /// The next status change of a destination made by the core (failover, probes).
@@ -774,7 +859,7 @@ impl Proxy {
                     Some(group),
                     &request,
                 ) {
-                    Ok(a) => (Load::Counted(a), Some(relay)),
+                    Ok(a) => (Load::Held(a), Some(relay)),
                     Err(e) => {
                         warn!(call_id, error = %e, "call from the cluster not counted");
                         (Load::None, Some(relay))
@@ -808,7 +893,7 @@ impl Proxy {
         self.calls.insert(
             call_key.clone(),
             Call {
-                server: server_key,
+                server: Some(server_key),
                 caller: peer,
                 invite: Some(msg),
                 load,
@@ -822,6 +907,8 @@ impl Proxy {
                 expires: None,
                 started: now,
                 answered_once: false,
+                callee_tag: None,
+                persisted: false,
             },
         );
         self.attempt(now, &call_key);
@@ -845,7 +932,7 @@ impl Proxy {
                     Outcome::UnknownResource => Err("unknown resource"),
                 },
                 // A relay target is tried once.
-                Load::Counted(_) | Load::None => match (call.branch.is_none(), call.callee) {
+                Load::Held(_) | Load::None => match (call.branch.is_none(), call.callee) {
                     (true, Some(peer)) => Ok((Ok(peer), None)),
                     _ => Err("relay target failed"),
                 },
@@ -973,7 +1060,15 @@ impl Proxy {
     /// Forgets a call; its load goes back with it.
     fn end_call(&mut self, call_key: &CallKey) {
         if let Some(call) = self.calls.remove(call_key) {
-            self.setting_up.remove(&call.server);
+            if let Some(server) = &call.server {
+                self.setting_up.remove(server);
+            }
+            if call.persisted {
+                self.dialog_changes.push_back(DialogChange::Delete {
+                    call_id: call_key.call_id.to_string(),
+                    caller_tag: call_key.caller_tag.to_string(),
+                });
+            }
             debug!(call_id = %call_key.call_id, destination = ?call.load.destination(), "call ended, load released");
         }
     }
@@ -989,7 +1084,9 @@ impl Proxy {
             return;
         };
         let current = call.branch.as_ref() == Some(key);
-        let server = call.server.clone();
+        let Some(server) = call.server.clone() else {
+            return;
+        };
         match event {
             ClientEvent::Provisional(r) if current => {
                 call.provisional = true;
@@ -1028,11 +1125,12 @@ impl Proxy {
                 if (200..300).contains(&status) {
                     call.confirmed = true;
                     call.invite = None;
-                    let server_key = call.server.clone();
-                    self.setting_up.remove(&server_key);
+                    call.callee_tag = r.to_tag().map(str::to_owned);
                     let expires = now + self.settings.dialog_timeout;
                     call.expires = Some(expires);
+                    self.setting_up.remove(&server);
                     self.schedule(expires, TimerRef::Call(call_key.clone()));
+                    self.persist_call(now, call_key);
                     self.note_success(destination);
                     self.relay_response(now, &server, &r);
                 } else if status >= 500 && !call.cancelled && matches!(call.load, Load::Balanced(_))

@@ -48,6 +48,7 @@ pub struct Settings {
     pub(crate) routes: Vec<CompiledRoute>,
     pub(crate) limits: Limits,
     pub(crate) probing: Probing,
+    pub(crate) persist_dialogs: bool,
 }
 
 /// OPTIONS probing of destinations (SPEC section 4).
@@ -124,6 +125,7 @@ impl Settings {
                 max_message_size: config.sip.max_message_size,
                 ..Limits::default()
             },
+            persist_dialogs: config.dialog.persist,
             probing: Probing {
                 interval: config.probing.interval,
                 method: config.probing.method.clone(),
