@@ -1,6 +1,7 @@
 //! The `siplb` binary: command-line entry point.
 
 mod metrics;
+mod persist;
 mod run;
 mod webhook;
 

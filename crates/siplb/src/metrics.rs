@@ -12,7 +12,8 @@ fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     }
 }
 
-pub(crate) fn render(r: &Report) -> String {
+pub(crate) fn render(r: &Report, persist: &crate::persist::PersistStats) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
     let s = &r.stats;
     let mut out = String::with_capacity(2048);
     counter(
@@ -115,6 +116,23 @@ pub(crate) fn render(r: &Report) -> String {
         out,
         "# HELP siplb_transactions SIP transactions alive.\n# TYPE siplb_transactions gauge\nsiplb_transactions {}",
         r.transactions
+    );
+    counter(
+        &mut out,
+        "siplb_dialog_store_batches_total",
+        "Batches of call changes written to the database.",
+        &[("", persist.batches.load(Relaxed))],
+    );
+    counter(
+        &mut out,
+        "siplb_dialog_store_failures_total",
+        "Failed writes of call changes (they stay queued and are retried).",
+        &[("", persist.failures.load(Relaxed))],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siplb_dialog_store_pending Call changes waiting to be written.\n# TYPE siplb_dialog_store_pending gauge\nsiplb_dialog_store_pending {}",
+        persist.pending.load(Relaxed)
     );
     let _ = writeln!(
         out,

@@ -11,7 +11,7 @@ use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{metrics, webhook};
+use crate::{metrics, persist, webhook};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -180,17 +180,42 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             max_message_size: config.sip.max_message_size,
             ..siplb_sip::Limits::default()
         };
-        let proxy = Proxy::new(settings, Arc::clone(&balancer));
+        let mut proxy = Proxy::new(settings, Arc::clone(&balancer));
+        let store = Arc::new(store);
+        // Calls stored before a restart come back, with their load, before any traffic.
+        let persist_stats = Arc::new(persist::PersistStats::default());
+        let mut persister = None;
+        let mut dialog_changes = None;
+        if config.dialog.persist {
+            let table = siplb_store::TableName::new(&config.dialog.table)
+                .map_err(|e| format!("dialog.table: {e}"))?;
+            let restored = persist::restore(&store, &table, &mut proxy)
+                .await
+                .map_err(|e| format!("cannot read stored calls: {e}"))?;
+            info!(
+                calls = restored,
+                table = table.as_str(),
+                "stored calls restored"
+            );
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            dialog_changes = Some(tx);
+            persister = Some(tokio::spawn(persist::run(
+                Arc::clone(&store),
+                table,
+                config.dialog.persist_interval,
+                rx,
+                Arc::clone(&persist_stats),
+            )));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (control, control_rx) = siplb_net::control();
-        let store = Arc::new(store);
         let mi_addr = &config.management.listen;
         let mi_listener = tokio::net::TcpListener::bind(mi_addr)
             .await
             .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
         info!("management interface on http://{mi_addr}/mi");
-        let mi = management_state(&balancer, &store, &control, &events_tx)
+        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
             .with_token(config.management.token.clone());
         let mut mi_stop = stop_rx.clone();
         let mi_task = tokio::spawn(siplb_mi::serve(mi_listener, Arc::new(mi), async move {
@@ -210,10 +235,15 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             drain: config.sip.drain,
             status_changes: Some(events_tx),
             control: Some(control_rx),
+            dialog_changes,
         };
         siplb_net::serve(proxy, bound, options, stop_rx)
             .await
             .map_err(|e| e.to_string())?;
+        // The core's sender is gone: the persister writes what is left and ends.
+        if let Some(persister) = persister {
+            let _ = persister.await;
+        }
         let _ = mi_task.await;
         if let Ok(store) = Arc::try_unwrap(store) {
             store.close().await;
@@ -229,6 +259,7 @@ fn management_state(
     store: &Arc<Store>,
     control: &siplb_net::Control,
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
+    persist_stats: &Arc<persist::PersistStats>,
 ) -> siplb_mi::MiState {
     let reload = {
         let (balancer, store) = (Arc::clone(balancer), Arc::clone(store));
@@ -266,14 +297,14 @@ fn management_state(
         }
     };
     let metrics = {
-        let control = control.clone();
+        let (control, persist_stats) = (control.clone(), Arc::clone(persist_stats));
         move || {
-            let control = control.clone();
+            let (control, persist_stats) = (control.clone(), Arc::clone(&persist_stats));
             async move {
                 control
                     .report()
                     .await
-                    .map(|r| metrics::render(&r))
+                    .map(|r| metrics::render(&r, &persist_stats))
                     .unwrap_or_default()
             }
         }

@@ -124,6 +124,7 @@ impl Lb {
             drain: config.sip.drain,
             status_changes: None,
             control: None,
+            dialog_changes: None,
         };
         runtime.spawn(siplb_net::serve(proxy, bound, options, stop_rx));
         Lb {

@@ -1,0 +1,255 @@
+//! Calls survive a restart: answered calls are stored in the database and restored, so
+//! loads stay right and BYEs of calls set up before a restart are routed after it. Run
+//! on SQLite, MariaDB and PostgreSQL (the machine's servers, as the storage tests).
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use harness::{Sipp, ip, scratch, wait_until};
+
+fn sql(url: &str, statements: &[String]) {
+    sqlx::any::install_default_drivers();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::AnyPool::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+struct Node {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    fn start(config: &Path, log: std::path::PathBuf) -> Node {
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(env!("CARGO_BIN_EXE_siplb"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Node { child, log };
+        wait_until(Duration::from_secs(20), || {
+            node.log_text().contains("management interface on")
+        });
+        node
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "siplb did not stop on {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn loads(mi: &str) -> Vec<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let list = rt.block_on(siplb_mi::call(mi, "lb_list", &[])).unwrap();
+    list["Destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Resources"][0]["load"].as_u64().unwrap())
+        .collect()
+}
+
+fn restart_keeps_calls(test: u8, url: &str) {
+    let dir = scratch(&format!("restart-{test}"));
+    let table = format!("lbt_restart_{}_{test}", std::process::id());
+    let dialogs = format!("lbd_restart_{}_{test}", std::process::id());
+    let siplb = env!("CARGO_BIN_EXE_siplb");
+    let init = Command::new(siplb)
+        .args(["db", "init", "--database", url, "--table", &table])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let (d1, d2) = (ip(test, 11), ip(test, 12));
+    sql(
+        url,
+        &[
+            format!(
+                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
+            ),
+            format!(
+                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{d2}:5060', 'vm=50', 0)"
+            ),
+        ],
+    );
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi = format!("http://{}:8888/mi", ip(test, 1));
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"300ms\"\n[database]\nurl = \"{url}\"\ntable = \"{table}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[dialog]\ntable = \"{dialogs}\"\npersist_interval = \"100ms\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\", flags = \"s\" }}\n",
+            ip(test, 1)
+        ),
+    )
+    .unwrap();
+    let _uas: Vec<Sipp> = [d1, d2]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            Sipp::spawn(
+                &dir,
+                &format!("uas{}", i + 1),
+                &["-sn", "uas", "-aa", "-i", &h.to_string(), "-p", "5060"],
+            )
+        })
+        .collect();
+    let mut node = Node::start(&config, dir.join("siplb-1.log"));
+    // 50 long calls; their BYEs come after two restarts.
+    let target = sip.to_string();
+    let caller = ip(test, 100).to_string();
+    let calls = Sipp::spawn(
+        &dir,
+        "uac",
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            "VM_1",
+            &target,
+            "-i",
+            &caller,
+            "-p",
+            "5062",
+            "-m",
+            "50",
+            "-r",
+            "50",
+            "-d",
+            "9000",
+            "-recv_timeout",
+            "20000",
+        ],
+    );
+    wait_until(Duration::from_secs(10), || {
+        loads(&mi).iter().sum::<u64>() == 50
+    });
+    let before = loads(&mi);
+
+    // Graceful restart: SIGTERM (the drain ends with calls up), then start again.
+    std::thread::sleep(Duration::from_millis(300));
+    node.signal("-TERM");
+    let mut node = Node::start(&config, dir.join("siplb-2.log"));
+    assert!(
+        node.log_text().contains("stored calls restored calls=50"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(
+        loads(&mi),
+        before,
+        "the same loads after a graceful restart"
+    );
+
+    // Crash: kill -9, then start again. Everything was stored well over one batch
+    // interval ago, so nothing is lost.
+    std::thread::sleep(Duration::from_millis(300));
+    node.signal("-KILL");
+    let node = Node::start(&config, dir.join("siplb-3.log"));
+    assert_eq!(loads(&mi), before, "the same loads after kill -9");
+
+    // The calls' BYEs are routed by the restored calls, and every load returns to 0.
+    let report = calls.finish(Duration::from_secs(40));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 50);
+    wait_until(Duration::from_secs(5), || {
+        loads(&mi).iter().all(|l| *l == 0)
+    });
+    drop(node);
+    sql(
+        url,
+        &[
+            format!("DROP TABLE {table}"),
+            format!("DROP TABLE {dialogs}"),
+        ],
+    );
+}
+
+#[test]
+fn calls_survive_restarts_on_sqlite() {
+    let dir = scratch("restart-db-21");
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    restart_keeps_calls(21, &url);
+}
+
+fn server_url(var: &str, default: &str) -> Option<String> {
+    if std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: SIPLB_SKIP_DB_TESTS=1");
+        return None;
+    }
+    Some(std::env::var(var).unwrap_or_else(|_| default.to_owned()))
+}
+
+#[test]
+fn calls_survive_restarts_on_mariadb() {
+    if let Some(url) = server_url("SIPLB_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test") {
+        restart_keeps_calls(22, &url);
+    }
+}
+
+#[test]
+fn calls_survive_restarts_on_postgresql() {
+    if let Some(url) = server_url(
+        "SIPLB_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) {
+        restart_keeps_calls(23, &url);
+    }
+}
