@@ -17,6 +17,7 @@ enum Method {
     List,
     Status,
     Calls,
+    EndCall,
     Which,
     Version,
     Uptime,
@@ -31,6 +32,7 @@ const METHODS: &[(&str, Method)] = &[
     ("lb_list", Method::List),
     ("lb_status", Method::Status),
     ("lb_calls", Method::Calls),
+    ("lb_end_call", Method::EndCall),
     ("load_balancer:reload", Method::Reload),
     ("load_balancer:resize", Method::Resize),
     ("load_balancer:list", Method::List),
@@ -57,6 +59,7 @@ impl Method {
             Self::Resize => &[&["destination_id", "res_name", "new_capacity"]],
             Self::Status => &[&["destination_id"], &["destination_id", "new_status"]],
             Self::Calls => &[&[], &["destination_id"]],
+            Self::EndCall => &[&["callid"]],
             Self::Which => &[&[], &["command"]],
         }
     }
@@ -230,6 +233,10 @@ impl MiState {
                 let id = destination_id(id)?;
                 self.calls(Some(id)).await
             }
+            (Method::EndCall, [call_id]) => {
+                let call_id = params::string("callid", call_id)?;
+                self.end_call(&call_id).await
+            }
             (Method::Which, []) => to_json(&method_names().collect::<Vec<_>>()),
             (Method::Which, [command]) => {
                 let command = params::string("command", command)?;
@@ -318,6 +325,19 @@ impl MiState {
                 Err(failed_to_reload())
             }
         }
+    }
+
+    /// Ends a call siplb still counts (one whose BYE was lost, or that ended while siplb
+    /// was down): its load is released and it is forgotten, stored copy included.
+    async fn end_call(&self, call_id: &str) -> Result<String, RpcError> {
+        let ended = match &self.calls {
+            Some(source) => source.end_call(call_id).await,
+            None => 0,
+        };
+        if ended == 0 {
+            return Err(RpcError::new(404, "Call not found"));
+        }
+        Ok(OK.to_owned())
     }
 
     async fn calls(&self, only: Option<u32>) -> Result<String, RpcError> {

@@ -60,6 +60,13 @@ pub trait CallsSource: Send + Sync {
     /// A point-in-time list, in any order. Asynchronous because the calls live in the
     /// proxy core's task, which answers between two messages.
     fn calls(&self) -> BoxFuture<'_, Vec<CallInfo>>;
+
+    /// Ends every call with this Call-ID, releasing its load (`lb_end_call`); returns how
+    /// many were ended. Sources that cannot end calls end none.
+    fn end_call<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, usize> {
+        let _ = call_id;
+        Box::pin(async { 0 })
+    }
 }
 
 impl<F, Fut> CallsSource for F

@@ -41,6 +41,10 @@ impl CallsSource for Core {
             }]
         })
     }
+
+    fn end_call<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, usize> {
+        Box::pin(async move { usize::from(call_id == "x@y") })
+    }
 }
 
 impl MetricsSource for Core {
@@ -84,6 +88,22 @@ async fn struct_hooks_plug_in() {
             .await
             .unwrap(),
         r#"{"jsonrpc":"2.0","result":{"Calls":[{"callid":"x@y","destination_id":7,"uri":"sip:127.0.0.1:5077","resources":["pstn"],"state":"confirmed","age":12}]},"id":2}"#
+    );
+    assert_eq!(
+        state
+            .handle_rpc(br#"{"jsonrpc":"2.0","method":"lb_end_call","params":["x@y"],"id":3}"#)
+            .await
+            .unwrap(),
+        r#"{"jsonrpc":"2.0","result":"OK","id":3}"#
+    );
+    assert_eq!(
+        state
+            .handle_rpc(
+                br#"{"jsonrpc":"2.0","method":"lb_end_call","params":{"callid":"nope"},"id":4}"#
+            )
+            .await
+            .unwrap(),
+        r#"{"jsonrpc":"2.0","error":{"code":404,"message":"Call not found"},"id":4}"#
     );
     assert!(
         state

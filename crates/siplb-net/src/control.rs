@@ -17,6 +17,7 @@ pub struct Report {
 pub(crate) enum Query {
     Calls(oneshot::Sender<Vec<CallSummary>>),
     Report(oneshot::Sender<Report>),
+    EndCall(String, oneshot::Sender<usize>),
 }
 
 /// A handle to ask the running core; cheap to clone.
@@ -43,6 +44,20 @@ impl Control {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Ends the calls with this Call-ID; how many (0 when the core is not running).
+    pub async fn end_call(&self, call_id: &str) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Query::EndCall(call_id.to_owned(), tx))
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Counters and probe results; `None` when the core is not running.

@@ -197,7 +197,7 @@ pub async fn serve(
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
-            } => answer(&proxy, query),
+            } => answer(&mut proxy, query),
         }
         while let Some(change) = proxy.poll_dialog_change() {
             if let Some(tx) = &dialog_changes {
@@ -232,10 +232,13 @@ pub async fn serve(
     }
 }
 
-fn answer(proxy: &Proxy, query: control::Query) {
+fn answer(proxy: &mut Proxy, query: control::Query) {
     match query {
         control::Query::Calls(reply) => {
             let _ = reply.send(proxy.call_summaries(Instant::now()));
+        }
+        control::Query::EndCall(call_id, reply) => {
+            let _ = reply.send(proxy.end_calls_with_id(&call_id));
         }
         control::Query::Report(reply) => {
             let _ = reply.send(Report {

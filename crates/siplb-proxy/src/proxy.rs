@@ -258,6 +258,22 @@ impl Proxy {
             .collect()
     }
 
+    /// Ends every call with this Call-ID, releasing its load (an operator's repair for
+    /// a call whose end siplb never saw); returns how many.
+    pub fn end_calls_with_id(&mut self, call_id: &str) -> usize {
+        let keys: Vec<CallKey> = self
+            .calls
+            .keys()
+            .filter(|k| &*k.call_id == call_id)
+            .cloned()
+            .collect();
+        for key in &keys {
+            info!(call_id, "call ended by the operator, load released");
+            self.end_call(key);
+        }
+        keys.len()
+    }
+
     /// Transactions alive (server and client).
     pub fn transactions(&self) -> usize {
         self.servers.len() + self.clients.len()

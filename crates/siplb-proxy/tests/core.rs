@@ -699,3 +699,25 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
     assert!(gone.proxy.restore_call(gone.now, stored).is_err());
     assert_eq!(gone.proxy.calls(), 0);
 }
+
+#[test]
+fn the_operator_can_end_a_call_siplb_still_counts() {
+    use siplb_proxy::DialogChange;
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    rig.feed(CALLER, &invite("VM_1", "stale"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
+    rig.sent();
+    assert!(matches!(
+        rig.proxy.poll_dialog_change(),
+        Some(DialogChange::Upsert(_))
+    ));
+    assert_eq!(rig.load(1), 1);
+    assert_eq!(rig.proxy.end_calls_with_id("nothing"), 0);
+    assert_eq!(rig.proxy.end_calls_with_id("stale"), 1);
+    assert_eq!(rig.load(1), 0);
+    assert!(matches!(
+        rig.proxy.poll_dialog_change(),
+        Some(DialogChange::Delete { .. })
+    ));
+}

@@ -273,29 +273,7 @@ fn management_state(
             }
         }
     };
-    let calls = {
-        let control = control.clone();
-        move || {
-            let control = control.clone();
-            async move {
-                control
-                    .calls()
-                    .await
-                    .into_iter()
-                    .filter_map(|c| {
-                        Some(siplb_mi::CallInfo {
-                            call_id: c.call_id,
-                            destination_id: c.destination?,
-                            uri: c.uri.unwrap_or_default(),
-                            resources: c.resources,
-                            state: c.state.to_owned(),
-                            age_secs: c.age.as_secs(),
-                        })
-                    })
-                    .collect()
-            }
-        }
-    };
+    let calls = CoreCalls(control.clone());
     let metrics = {
         let (control, persist_stats) = (control.clone(), Arc::clone(persist_stats));
         move || {
@@ -330,6 +308,35 @@ fn management_state(
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
         .with_status_listener(Arc::new(listener))
+}
+
+/// The proxy core's calls, for `lb_calls` and `lb_end_call`.
+struct CoreCalls(siplb_net::Control);
+
+impl siplb_mi::CallsSource for CoreCalls {
+    fn calls(&self) -> siplb_mi::BoxFuture<'_, Vec<siplb_mi::CallInfo>> {
+        Box::pin(async move {
+            self.0
+                .calls()
+                .await
+                .into_iter()
+                .filter_map(|c| {
+                    Some(siplb_mi::CallInfo {
+                        call_id: c.call_id,
+                        destination_id: c.destination?,
+                        uri: c.uri.unwrap_or_default(),
+                        resources: c.resources,
+                        state: c.state.to_owned(),
+                        age_secs: c.age.as_secs(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn end_call<'a>(&'a self, call_id: &'a str) -> siplb_mi::BoxFuture<'a, usize> {
+        Box::pin(self.0.end_call(call_id))
+    }
 }
 
 /// Publishes destination status changes: one JSON line each to the webhook when one is

@@ -269,6 +269,21 @@ fn operator_changes_while_calls_are_up() {
     };
     assert_eq!(buckets.last().map(|b| b.count), Some(5.0));
 
+    // Ending a call that does not exist is an error object, not a crash.
+    let missing = mi
+        .rt
+        .block_on(siplb_mi::call(
+            &mi.url,
+            "lb_end_call",
+            &["no-such-call".to_owned()],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("404") && missing.contains("Call not found"),
+        "{missing}"
+    );
+
     // A table that cannot be read leaves the one in force.
     sql(&url, &["ALTER TABLE load_balancer RENAME TO lb_away"]);
     let failed = mi
