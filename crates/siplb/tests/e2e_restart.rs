@@ -253,3 +253,190 @@ fn calls_survive_restarts_on_postgresql() {
         restart_keeps_calls(23, &url);
     }
 }
+
+/// A TCP relay in front of the database that can be cut and restored, to play a
+/// database outage.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut list = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    list.push(s.try_clone().unwrap());
+                }
+                drop(list);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn metric(test: u8, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect((ip(test, 1), 8888)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_database_outage_does_not_stop_routing() {
+    let Some(direct) = server_url(
+        "SIPLB_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let test = 24;
+    let dir = scratch("outage-24");
+    let table = format!("lbt_outage_{}", std::process::id());
+    let dialogs = format!("lbd_outage_{}", std::process::id());
+    let siplb = env!("CARGO_BIN_EXE_siplb");
+    let init = Command::new(siplb)
+        .args(["db", "init", "--database", &direct, "--table", &table])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let d1 = ip(test, 11);
+    sql(
+        &direct,
+        &[format!(
+            "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
+        )],
+    );
+    let relay = Relay::start("127.0.0.1:5432".parse().unwrap());
+    let url = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi = format!("http://{}:8888/mi", ip(test, 1));
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"300ms\"\n[database]\nurl = \"{url}\"\ntable = \"{table}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[dialog]\ntable = \"{dialogs}\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n",
+            ip(test, 1)
+        ),
+    )
+    .unwrap();
+    let _uas = Sipp::spawn(
+        &dir,
+        "uas",
+        &["-sn", "uas", "-aa", "-i", &d1.to_string(), "-p", "5060"],
+    );
+    let node = Node::start(&config, dir.join("siplb-1.log"));
+    let target = sip.to_string();
+    let caller = ip(test, 100).to_string();
+    let uac = |name: &str, port: &str| {
+        Sipp::spawn(
+            &dir,
+            name,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "VM_1",
+                &target,
+                "-i",
+                &caller,
+                "-p",
+                port,
+                "-m",
+                "5",
+                "-r",
+                "20",
+                "-d",
+                "7000",
+                "-recv_timeout",
+                "20000",
+            ],
+        )
+    };
+    let first = uac("uac-a", "5063");
+    wait_until(Duration::from_secs(10), || loads(&mi) == [5]);
+    wait_until(Duration::from_secs(5), || {
+        metric(test, "siplb_dialog_store_pending") == 0.0
+    });
+
+    // The database goes away: calls are still routed, writes queue, the outage shows.
+    relay.cut();
+    let second = uac("uac-b", "5064");
+    wait_until(Duration::from_secs(10), || loads(&mi) == [10]);
+    wait_until(Duration::from_secs(10), || {
+        metric(test, "siplb_dialog_store_failures_total") > 0.0
+    });
+    assert!(metric(test, "siplb_dialog_store_pending") > 0.0);
+    assert!(
+        node.log_text().contains("cannot store calls"),
+        "{}",
+        node.log_text()
+    );
+
+    // It comes back: the queue is written, so a crash now loses nothing.
+    relay.restore();
+    wait_until(Duration::from_secs(15), || {
+        metric(test, "siplb_dialog_store_pending") == 0.0
+    });
+    let mut node = node;
+    node.signal("-KILL");
+    let node = Node::start(&config, dir.join("siplb-2.log"));
+    assert_eq!(loads(&mi), [10]);
+    assert!(first.finish(Duration::from_secs(40)).success);
+    assert!(second.finish(Duration::from_secs(40)).success);
+    wait_until(Duration::from_secs(5), || loads(&mi) == [0]);
+    drop(node);
+    sql(
+        &direct,
+        &[
+            format!("DROP TABLE {table}"),
+            format!("DROP TABLE {dialogs}"),
+        ],
+    );
+}
