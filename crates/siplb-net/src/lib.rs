@@ -26,10 +26,9 @@ use tracing::{debug, info, warn};
 /// What socket tasks hand to the core task.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Datagram {
-        peer: Peer,
-        data: Bytes,
-    },
+    /// Datagrams read in one wakeup of a UDP reader (up to a bound): one channel
+    /// message and one wakeup of the core for many datagrams under load.
+    Datagrams(Vec<(Peer, Bytes)>),
     Message {
         peer: Peer,
         msg: Message,
@@ -140,7 +139,15 @@ pub async fn serve(
     for listener in bound.tcp {
         tokio::spawn(tcp::accept_loop(listener, events_tx.clone(), limits));
     }
-    let udp = bound.udp;
+    // Address families looked up once: `local_addr` is a system call.
+    let udp: Vec<(Arc<UdpSocket>, bool)> = bound
+        .udp
+        .into_iter()
+        .map(|s| {
+            let v4 = s.local_addr().is_ok_and(|a| a.is_ipv4());
+            (s, v4)
+        })
+        .collect();
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
@@ -174,8 +181,18 @@ pub async fn serve(
             event = events.recv() => {
                 let Some(event) = event else { return Ok(()); };
                 let now = Instant::now();
-                match event {
-                    Event::Datagram { peer, data } => proxy.handle(now, Incoming { peer, data }),
+                // Take whatever else is already queued before sending anything, so a
+                // busy core flushes its output once per batch instead of per message.
+                let mut next = Some(event);
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    taken += 1;
+                    match event {
+                    Event::Datagrams(batch) => {
+                        for (peer, data) in batch {
+                            proxy.handle(now, Incoming { peer, data });
+                        }
+                    }
                     Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
                     Event::Connected { peer, tx } => {
                         if let Some(queued) = pending.remove(&peer) {
@@ -188,6 +205,10 @@ pub async fn serve(
                     Event::Closed { peer } => {
                         connections.remove(&peer);
                         pending.remove(&peer);
+                    }
+                    }
+                    if taken < 64 {
+                        next = events.try_recv().ok();
                     }
                 }
             }
@@ -259,15 +280,19 @@ async fn udp_reader(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                if events
-                    .send(Event::Datagram {
-                        peer: Peer::udp(from),
-                        data,
-                    })
-                    .await
-                    .is_err()
-                {
+                let mut batch = Vec::with_capacity(8);
+                batch.push((Peer::udp(from), Bytes::copy_from_slice(&buf[..n])));
+                // Whatever else has arrived goes in the same batch, without waiting.
+                while batch.len() < 64 {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            batch.push((Peer::udp(from), Bytes::copy_from_slice(&buf[..n])));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                        Err(_) => break,
+                    }
+                }
+                if events.send(Event::Datagrams(batch)).await.is_err() {
                     return;
                 }
             }
@@ -281,15 +306,18 @@ async fn udp_reader(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
     }
 }
 
-async fn send_udp(sockets: &[Arc<UdpSocket>], to: SocketAddr, data: &[u8]) {
-    let socket = sockets
-        .iter()
-        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()));
-    let Some(socket) = socket else {
+/// Sends from the first UDP listener of the destination's address family. The
+/// non-blocking attempt nearly always succeeds; waiting is only for a full buffer.
+async fn send_udp(sockets: &[(Arc<UdpSocket>, bool)], to: SocketAddr, data: &[u8]) {
+    let Some((socket, _)) = sockets.iter().find(|(_, v4)| *v4 == to.is_ipv4()) else {
         debug!(%to, "no UDP listener of this address family");
         return;
     };
-    if let Err(e) = socket.send_to(data, to).await {
+    let sent = match socket.try_send_to(data, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(data, to).await,
+        other => other,
+    };
+    if let Err(e) = sent {
         debug!(%to, error = %e, "UDP send failed");
     }
 }
