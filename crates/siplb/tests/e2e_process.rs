@@ -14,29 +14,12 @@ mod harness;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{Sipp, ip, scratch, wait_until};
+use harness::{Node, Sipp, http_get, ip, scratch, sql, uac_to, wait_until};
 use serde_json::Value;
 
 const TEST: u8 = 20;
-
-fn sql(url: &str, statements: &[&str]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        for s in statements {
-            sqlx::query(sqlx::AssertSqlSafe(*s))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        pool.close().await;
-    });
-}
 
 struct Mi {
     url: String,
@@ -77,13 +60,7 @@ impl Mi {
     }
 
     fn metrics(&self) -> prometheus_parse::Scrape {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect((ip(TEST, 1), 8888)).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+        let body = http_get((ip(TEST, 1), 8888), "/metrics");
         prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
     }
 }
@@ -139,20 +116,7 @@ fn operator_changes_while_calls_are_up() {
         ),
     )
     .unwrap();
-    let log = dir.join("siplb.log");
-    let mut child = Command::new(siplb)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let _guard = KillOnPanic(pid);
-    wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("management interface on")
-    });
+    let mut node = Node::start(&config, dir.join("siplb.log"));
     let mi = Mi {
         url: format!("http://{}:8888/mi", ip(TEST, 1)),
         rt: tokio::runtime::Builder::new_current_thread()
@@ -172,37 +136,21 @@ fn operator_changes_while_calls_are_up() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let target = sip.to_string();
-    let caller = ip(TEST, 100).to_string();
-    let uac = |name: &str, port: &str, calls: &str, ms: &str| {
-        Sipp::spawn(
+    let uac = |name: &str, port: u16, calls: u32, ms: u32| {
+        uac_to(
             &dir,
             name,
-            &[
-                "-sn",
-                "uac",
-                "-s",
-                "VM_1",
-                &target,
-                "-i",
-                &caller,
-                "-p",
-                port,
-                "-m",
-                calls,
-                "-r",
-                "20",
-                "-d",
-                ms,
-                "-recv_timeout",
-                "10000",
-            ],
+            sip,
+            ip(TEST, 100),
+            port,
+            "VM_1",
+            (calls, 20, ms),
         )
     };
 
     // Four calls: 5 free on 1 against 3 on 2 -> 1, 1, then a tie (3 and 3) to the
     // lowest id -> 1, then 2 (2 free against 3).
-    let first = uac("uac1", "5101", "4", "6000");
+    let first = uac("uac1", 5101, 4, 6000);
     wait_until(Duration::from_secs(5), || {
         mi.slot(1, "vm").1 + mi.slot(2, "vm").1 == 4
     });
@@ -215,7 +163,7 @@ fn operator_changes_while_calls_are_up() {
     assert_eq!(mi.call("lb_status", &["1", "0"]), "OK");
     assert_eq!(mi.enabled(1), "no");
     assert_eq!(mi.call("lb_resize", &["2", "vm", "10"]), "OK");
-    let second = uac("uac2", "5102", "1", "6000");
+    let second = uac("uac2", 5102, 1, 6000);
     wait_until(Duration::from_secs(5), || mi.slot(2, "vm").1 == 2);
     assert_eq!(mi.slot(1, "vm"), (5, 3));
 
@@ -304,31 +252,6 @@ fn operator_changes_while_calls_are_up() {
     wait_until(Duration::from_secs(3), || {
         (1..=3).all(|id| mi.slot(id, "vm").1 == 0)
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "siplb did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = node.signal("-TERM");
     assert!(status.success());
-}
-
-struct KillOnPanic(u32);
-
-impl Drop for KillOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
 }

@@ -13,81 +13,11 @@
 mod harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-use harness::{Sipp, ip, scratch, wait_until};
+use std::process::Command;
+use std::time::Duration;
 
-fn sql(url: &str, statements: &[String]) {
-    sqlx::any::install_default_drivers();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let pool = sqlx::AnyPool::connect(url)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
-        for s in statements {
-            sqlx::query(sqlx::AssertSqlSafe(s.clone()))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        pool.close().await;
-    });
-}
-
-struct Node {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Node {
-    fn start(config: &Path, log: std::path::PathBuf) -> Node {
-        let _ = std::fs::remove_file(&log);
-        let child = Command::new(env!("CARGO_BIN_EXE_siplb"))
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let node = Node { child, log };
-        wait_until(Duration::from_secs(20), || {
-            node.log_text().contains("management interface on")
-        });
-        node
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&mut self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "siplb did not stop on {sig}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use harness::{Node, Sipp, http_get, ip, scratch, sql, uac_to, wait_until};
 
 fn loads(mi: &str) -> Vec<u64> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,10 +51,10 @@ fn restart_keeps_calls(test: u8, url: &str) {
     sql(
         url,
         &[
-            format!(
+            &format!(
                 "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
             ),
-            format!(
+            &format!(
                 "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{d2}:5060', 'vm=50', 0)"
             ),
         ],
@@ -153,30 +83,14 @@ fn restart_keeps_calls(test: u8, url: &str) {
         .collect();
     let mut node = Node::start(&config, dir.join("siplb-1.log"));
     // 50 long calls; their BYEs come after two restarts.
-    let target = sip.to_string();
-    let caller = ip(test, 100).to_string();
-    let calls = Sipp::spawn(
+    let calls = uac_to(
         &dir,
         "uac",
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "VM_1",
-            &target,
-            "-i",
-            &caller,
-            "-p",
-            "5062",
-            "-m",
-            "50",
-            "-r",
-            "50",
-            "-d",
-            "9000",
-            "-recv_timeout",
-            "20000",
-        ],
+        sip,
+        ip(test, 100),
+        5062,
+        "VM_1",
+        (50, 50, 9000),
     );
     wait_until(Duration::from_secs(10), || {
         loads(&mi).iter().sum::<u64>() == 50
@@ -216,8 +130,8 @@ fn restart_keeps_calls(test: u8, url: &str) {
     sql(
         url,
         &[
-            format!("DROP TABLE {table}"),
-            format!("DROP TABLE {dialogs}"),
+            &format!("DROP TABLE {table}"),
+            &format!("DROP TABLE {dialogs}"),
         ],
     );
 }
@@ -312,12 +226,7 @@ impl Relay {
 }
 
 fn metric(test: u8, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect((ip(test, 1), 8888)).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
+    let text = http_get((ip(test, 1), 8888), "/metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
@@ -349,7 +258,7 @@ fn a_database_outage_does_not_stop_routing() {
     let d1 = ip(test, 11);
     sql(
         &direct,
-        &[format!(
+        &[&format!(
             "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
         )],
     );
@@ -372,34 +281,9 @@ fn a_database_outage_does_not_stop_routing() {
         &["-sn", "uas", "-aa", "-i", &d1.to_string(), "-p", "5060"],
     );
     let node = Node::start(&config, dir.join("siplb-1.log"));
-    let target = sip.to_string();
-    let caller = ip(test, 100).to_string();
-    let uac = |name: &str, port: &str| {
-        Sipp::spawn(
-            &dir,
-            name,
-            &[
-                "-sn",
-                "uac",
-                "-s",
-                "VM_1",
-                &target,
-                "-i",
-                &caller,
-                "-p",
-                port,
-                "-m",
-                "5",
-                "-r",
-                "20",
-                "-d",
-                "7000",
-                "-recv_timeout",
-                "20000",
-            ],
-        )
-    };
-    let first = uac("uac-a", "5063");
+    let uac =
+        |name: &str, port: u16| uac_to(&dir, name, sip, ip(test, 100), port, "VM_1", (5, 20, 7000));
+    let first = uac("uac-a", 5063);
     wait_until(Duration::from_secs(10), || loads(&mi) == [5]);
     wait_until(Duration::from_secs(5), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
@@ -407,7 +291,7 @@ fn a_database_outage_does_not_stop_routing() {
 
     // The database goes away: calls are still routed, writes queue, the outage shows.
     relay.cut();
-    let second = uac("uac-b", "5064");
+    let second = uac("uac-b", 5064);
     wait_until(Duration::from_secs(10), || loads(&mi) == [10]);
     wait_until(Duration::from_secs(10), || {
         metric(test, "siplb_dialog_store_failures_total") > 0.0
@@ -435,8 +319,8 @@ fn a_database_outage_does_not_stop_routing() {
     sql(
         &direct,
         &[
-            format!("DROP TABLE {table}"),
-            format!("DROP TABLE {dialogs}"),
+            &format!("DROP TABLE {table}"),
+            &format!("DROP TABLE {dialogs}"),
         ],
     );
 }

@@ -480,21 +480,7 @@ pub fn binary_smoke(test: u8) {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let log = dir.join("siplb.log");
-    let mut child = Command::new(siplb)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SIPLB_LOG", "info")
-        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let guard = scopeguard(child.id());
-    wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening on")
-    });
+    let mut node = Node::start(&config, dir.join("siplb.log"));
     let mut uas = Vec::new();
     // Destination 2 (most vm room, chosen first) is down: the first call fails over
     // after the 1 s INVITE timeout and destination 2 is disabled.
@@ -506,35 +492,11 @@ pub fn binary_smoke(test: u8) {
         ));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let target = addr.to_string();
-    let caller = ip(test, 100).to_string();
-    let report = Sipp::spawn(
-        &dir,
-        "uac",
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "VM_1",
-            &target,
-            "-i",
-            &caller,
-            "-p",
-            "5060",
-            "-m",
-            "3",
-            "-r",
-            "10",
-            "-d",
-            "100",
-            "-recv_timeout",
-            "10000",
-        ],
-    )
-    .finish(Duration::from_secs(20));
+    let report = uac_to(&dir, "uac", addr, ip(test, 100), 5060, "VM_1", (3, 10, 100))
+        .finish(Duration::from_secs(20));
     assert!(report.success, "{}", report.output);
     assert_eq!(report.successful_calls, 3);
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let log_text = node.log_text();
     assert!(log_text.contains("destination table loaded"), "{log_text}");
     assert!(
         log_text.contains("destination status changed"),
@@ -566,26 +528,14 @@ pub fn binary_smoke(test: u8) {
         "the failover disabled destination 2: {list}"
     );
     // A long call shows in the loads and the calls list while it is up.
-    let long = Sipp::spawn(
+    let long = uac_to(
         &dir,
         "uac-long",
-        &[
-            "-sn",
-            "uac",
-            "-s",
-            "VM_1",
-            &target,
-            "-i",
-            &caller,
-            "-p",
-            "5061",
-            "-m",
-            "1",
-            "-d",
-            "3000",
-            "-recv_timeout",
-            "10000",
-        ],
+        addr,
+        ip(test, 100),
+        5061,
+        "VM_1",
+        (1, 10, 3000),
     );
     wait_until(Duration::from_secs(5), || {
         ctl(&["lb_calls"]).contains("confirmed")
@@ -611,16 +561,7 @@ pub fn binary_smoke(test: u8) {
         list.contains(r#""id":3,"group":1,"enabled":"no","auto-reenable":"off","Resources":[{"name":"vm","max":50,"load":0}]"#),
         "{list}"
     );
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect((ip(test, 1), 8888)).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text
-    };
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let metrics = http_get((ip(test, 1), 8888), "/metrics");
     // The three short calls all reached destination 2 before its first timeout, so
     // each failed over once: 3 + 3 attempts, then the long call.
     assert!(metrics.contains("siplb_calls_routed_total 7"), "{metrics}");
@@ -645,37 +586,134 @@ pub fn binary_smoke(test: u8) {
         "{events:?}"
     );
     // SIGTERM stops it cleanly.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "siplb did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(guard);
+    let status = node.signal("-TERM");
     assert!(status.success(), "siplb exited with {status}");
 }
 
-/// Kills a process by PID if the test ends early.
-struct KillOnDrop(u32);
-
-fn scopeguard(pid: u32) -> KillOnDrop {
-    KillOnDrop(pid)
+/// `siplb run --config` as a separate process, killed if the test ends early.
+pub struct Node {
+    child: std::process::Child,
+    log: PathBuf,
 }
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
+impl Node {
+    /// Starts siplb and waits until it serves (its management interface is up).
+    pub fn start(config: &Path, log: PathBuf) -> Node {
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(env!("CARGO_BIN_EXE_siplb"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SIPLB_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Node { child, log };
+        wait_until(Duration::from_secs(20), || {
+            node.log_text().contains("management interface on")
+        });
+        node
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`) and waits for the process to end.
+    pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "siplb did not stop on {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs SQL statements on any of the three databases.
+pub fn sql(url: &str, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::AnyPool::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+/// The body of `GET path` from siplb's management listener.
+pub fn http_get(addr: (IpAddr, u16), path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// A caller placing `calls` calls of `duration_ms` at `rate` per second to `target`.
+pub fn uac_to(
+    dir: &Path,
+    name: &str,
+    target: SocketAddr,
+    from: IpAddr,
+    port: u16,
+    service: &str,
+    (calls, rate, duration_ms): (u32, u32, u32),
+) -> Sipp {
+    let (target, from, port) = (target.to_string(), from.to_string(), port.to_string());
+    let (calls, rate, duration) = (calls.to_string(), rate.to_string(), duration_ms.to_string());
+    Sipp::spawn(
+        dir,
+        name,
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            service,
+            &target,
+            "-i",
+            &from,
+            "-p",
+            &port,
+            "-m",
+            &calls,
+            "-r",
+            &rate,
+            "-d",
+            &duration,
+            "-recv_timeout",
+            "20000",
+        ],
+    )
 }
