@@ -225,12 +225,14 @@ impl Proxy {
     pub fn is_idle(&self) -> bool {
         self.calls.is_empty()
             && self.clients.values().all(|c| {
-                !matches!(
-                    c.tx.state(),
-                    siplb_txn::State::Calling
-                        | siplb_txn::State::Trying
-                        | siplb_txn::State::Proceeding
-                )
+                // A request that timed out has had its answer (a local 408) already.
+                c.tx.timed_out()
+                    || !matches!(
+                        c.tx.state(),
+                        siplb_txn::State::Calling
+                            | siplb_txn::State::Trying
+                            | siplb_txn::State::Proceeding
+                    )
             })
     }
 

@@ -721,3 +721,19 @@ fn the_operator_can_end_a_call_siplb_still_counts() {
         Some(DialogChange::Delete { .. })
     ));
 }
+
+#[test]
+fn a_timed_out_request_does_not_hold_up_shutdown() {
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=5")],
+        "[transaction]\ninvite_timeout = \"1s\"\n",
+    );
+    rig.feed(CALLER, &invite("VM_1", "idle"));
+    assert!(!rig.proxy.is_idle());
+    rig.advance(Duration::from_millis(1500));
+    // The INVITE timed out and the caller got its answer; the transaction lingers to
+    // absorb late replies, but nothing is waited for any more.
+    assert_eq!(rig.proxy.calls(), 0);
+    assert!(rig.proxy.transactions() > 0);
+    assert!(rig.proxy.is_idle());
+}

@@ -465,7 +465,7 @@ pub fn binary_smoke(test: u8) {
     std::fs::write(
         &config,
         format!(
-            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
+            "[sip]\nlisten = [\"udp:{addr}\"]\ndrain = \"2s\"\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
         ),
     )
     .unwrap();
