@@ -196,25 +196,15 @@ fn coalesce<'a>(
 // ---------------------------------------------------------------------------------------
 // SQL
 
+/// The column definitions and key, the same on every backend.
+const COLUMN_DEFS: &str = "    call_id VARCHAR(255) NOT NULL,\n    caller_tag VARCHAR(128) NOT NULL,\n    callee_tag VARCHAR(128) DEFAULT NULL,\n    destination_id BIGINT NOT NULL,\n    resources VARCHAR(255) NOT NULL,\n    caller VARCHAR(128) NOT NULL,\n    callee VARCHAR(128) NOT NULL,\n    started_ms BIGINT NOT NULL,\n    expires_ms BIGINT NOT NULL,\n    PRIMARY KEY (call_id, caller_tag)";
+
 /// The CREATE TABLE, and the CREATE INDEX where it is a statement of its own.
 fn create_table(backend: Backend, t: &TableName) -> (String, Option<String>) {
     match backend {
         // WITHOUT ROWID: the text key is the table's B-tree, not a second index beside it.
         Backend::Sqlite => (
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-    call_id VARCHAR(255) NOT NULL,
-    caller_tag VARCHAR(128) NOT NULL,
-    callee_tag VARCHAR(128) DEFAULT NULL,
-    destination_id BIGINT NOT NULL,
-    resources VARCHAR(255) NOT NULL,
-    caller VARCHAR(128) NOT NULL,
-    callee VARCHAR(128) NOT NULL,
-    started_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    PRIMARY KEY (call_id, caller_tag)
-) WITHOUT ROWID"
-            ),
+            format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n) WITHOUT ROWID"),
             Some(format!(
                 "CREATE INDEX IF NOT EXISTS {t}_expires_idx ON {t} (expires_ms)"
             )),
@@ -224,37 +214,12 @@ fn create_table(backend: Backend, t: &TableName) -> (String, Option<String>) {
         // 3072-byte limit.
         Backend::MySql => (
             format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-    call_id VARCHAR(255) NOT NULL,
-    caller_tag VARCHAR(128) NOT NULL,
-    callee_tag VARCHAR(128) DEFAULT NULL,
-    destination_id BIGINT NOT NULL,
-    resources VARCHAR(255) NOT NULL,
-    caller VARCHAR(128) NOT NULL,
-    callee VARCHAR(128) NOT NULL,
-    started_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    PRIMARY KEY (call_id, caller_tag),
-    INDEX expires_idx (expires_ms)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                "CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS},\n    INDEX expires_idx (expires_ms)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
             ),
             None,
         ),
         Backend::Postgres => (
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-    call_id VARCHAR(255) NOT NULL,
-    caller_tag VARCHAR(128) NOT NULL,
-    callee_tag VARCHAR(128) DEFAULT NULL,
-    destination_id BIGINT NOT NULL,
-    resources VARCHAR(255) NOT NULL,
-    caller VARCHAR(128) NOT NULL,
-    callee VARCHAR(128) NOT NULL,
-    started_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    PRIMARY KEY (call_id, caller_tag)
-)"
-            ),
+            format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n)"),
             Some(format!(
                 "CREATE INDEX IF NOT EXISTS {t}_expires_idx ON {t} (expires_ms)"
             )),
