@@ -145,6 +145,8 @@ enum TimerRef {
     Client(ClientKey),
     Call(CallKey),
     ProbeTick,
+    /// Gives back table space after a burst (hash tables never shrink by themselves).
+    Housekeeping,
 }
 
 /// The proxy core. Single-threaded by design: one owner processes every message in
@@ -156,7 +158,9 @@ pub struct Proxy {
     balancer: Arc<Balancer>,
     servers: HashMap<ServerKey, ServerCtx>,
     clients: HashMap<ClientKey, ClientCtx>,
-    calls: HashMap<CallKey, Call>,
+    /// Boxed: a table sized for a burst of calls keeps its empty buckets, and a bucket
+    /// then costs a pointer rather than a whole `Call`.
+    calls: HashMap<CallKey, Box<Call>>,
     /// Calls being set up, by their INVITE server transaction: how a CANCEL finds its
     /// call without a scan.
     setting_up: HashMap<ServerKey, CallKey>,
@@ -176,6 +180,18 @@ pub struct Proxy {
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Shrinks a table that is less than a quarter full, keeping room to double.
+fn shrink<K, V>(map: &mut HashMap<K, V>)
+where
+    K: std::hash::Hash + Eq,
+{
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
 
 impl Proxy {
     pub fn new(settings: Settings, balancer: Arc<Balancer>) -> Proxy {
@@ -276,6 +292,14 @@ impl Proxy {
         keys.len()
     }
 
+    /// Gives back the space of tables a burst left mostly empty.
+    fn housekeeping(&mut self) {
+        shrink(&mut self.servers);
+        shrink(&mut self.clients);
+        shrink(&mut self.calls);
+        shrink(&mut self.setting_up);
+    }
+
     /// Transactions alive (server and client).
     pub fn transactions(&self) -> usize {
         self.servers.len() + self.clients.len()
@@ -341,7 +365,7 @@ impl Proxy {
         let expires = now + stored.expires_in;
         self.calls.insert(
             key.clone(),
-            Call {
+            Box::new(Call {
                 server: None,
                 caller: stored.caller,
                 invite: None,
@@ -358,7 +382,7 @@ impl Proxy {
                 answered_once: true,
                 callee_tag: stored.callee_tag,
                 persisted: true,
-            },
+            }),
         );
         self.schedule(expires, TimerRef::Call(key));
         Ok(())
@@ -469,6 +493,10 @@ impl Proxy {
                     }
                 }
                 TimerRef::ProbeTick => self.probe_tick(now),
+                TimerRef::Housekeeping => {
+                    self.housekeeping();
+                    self.schedule(now + HOUSEKEEPING_INTERVAL, TimerRef::Housekeeping);
+                }
                 TimerRef::Call(key) => {
                     let expired = self
                         .calls
@@ -910,7 +938,7 @@ impl Proxy {
         self.setting_up.insert(server_key.clone(), call_key.clone());
         self.calls.insert(
             call_key.clone(),
-            Call {
+            Box::new(Call {
                 server: Some(server_key),
                 caller: peer,
                 invite: Some(msg),
@@ -927,7 +955,7 @@ impl Proxy {
                 answered_once: false,
                 callee_tag: None,
                 persisted: false,
-            },
+            }),
         );
         self.attempt(now, &call_key);
     }

@@ -43,8 +43,10 @@ pub(crate) fn probe_interval_override(attrs: &str) -> Option<Duration> {
 }
 
 impl Proxy {
-    /// Starts the periodic work that does not wait for a message: probing.
+    /// Starts the periodic work that does not wait for a message: probing and
+    /// housekeeping.
     pub fn start(&mut self, now: Instant) {
+        self.schedule(now + super::HOUSEKEEPING_INTERVAL, TimerRef::Housekeeping);
         if !self.settings.probing.interval.is_zero() {
             self.schedule(now, TimerRef::ProbeTick);
         }
