@@ -610,9 +610,9 @@ impl Proxy {
             return;
         };
         let peer = ctx.peer;
-        let mut sends = Vec::new();
+        // Straight into the output queue (a disjoint field): no buffer per message.
         while let Some(data) = ctx.tx.poll_transmit() {
-            sends.push(data);
+            self.out.push_back(Transmit { peer, data });
         }
         let mut events = Vec::new();
         while let Some(e) = ctx.tx.poll_event() {
@@ -623,9 +623,6 @@ impl Proxy {
         let reschedule = next.filter(|t| ctx.scheduled != Some(*t));
         if let Some(t) = reschedule {
             ctx.scheduled = Some(t);
-        }
-        for data in sends {
-            self.send(peer, data);
         }
         if let Some(t) = reschedule {
             self.schedule(t, TimerRef::Server(key.clone()));
@@ -687,9 +684,9 @@ impl Proxy {
             return;
         };
         let peer = ctx.peer;
-        let mut sends = Vec::new();
+        // Straight into the output queue (a disjoint field): no buffer per message.
         while let Some(data) = ctx.tx.poll_transmit() {
-            sends.push(data);
+            self.out.push_back(Transmit { peer, data });
         }
         let mut events = Vec::new();
         while let Some(e) = ctx.tx.poll_event() {
@@ -701,9 +698,6 @@ impl Proxy {
             ctx.scheduled = Some(t);
         }
         let terminated = ctx.tx.is_terminated();
-        for data in sends {
-            self.send(peer, data);
-        }
         if let Some(t) = reschedule {
             self.schedule(t, TimerRef::Client(key.clone()));
         }
