@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, Sipp, http_get, ip, scratch, sql, uac_to, wait_until};
+use harness::{Node, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
 use serde_json::Value;
 
 const TEST: u8 = 20;
@@ -124,18 +124,7 @@ fn operator_changes_while_calls_are_up() {
             .build()
             .unwrap(),
     };
-    let _uas: Vec<Sipp> = [d1, d2, d3]
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            Sipp::spawn(
-                &dir,
-                &format!("uas{}", i + 1),
-                &["-sn", "uas", "-aa", "-i", &h.to_string(), "-p", "5060"],
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = uas_at(&dir, &[d1, d2, d3]);
     let uac = |name: &str, port: u16, calls: u32, ms: u32| {
         uac_to(
             &dir,

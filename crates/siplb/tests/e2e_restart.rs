@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, Sipp, http_get, ip, scratch, sql, uac_to, wait_until};
+use harness::{Node, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
 
 fn loads(mi: &str) -> Vec<u64> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -70,17 +70,7 @@ fn restart_keeps_calls(test: u8, url: &str) {
         ),
     )
     .unwrap();
-    let _uas: Vec<Sipp> = [d1, d2]
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            Sipp::spawn(
-                &dir,
-                &format!("uas{}", i + 1),
-                &["-sn", "uas", "-aa", "-i", &h.to_string(), "-p", "5060"],
-            )
-        })
-        .collect();
+    let _uas = uas_at(&dir, &[d1, d2]);
     let mut node = Node::start(&config, dir.join("siplb-1.log"));
     // 50 long calls; their BYEs come after two restarts.
     let calls = uac_to(
@@ -275,11 +265,7 @@ fn a_database_outage_does_not_stop_routing() {
         ),
     )
     .unwrap();
-    let _uas = Sipp::spawn(
-        &dir,
-        "uas",
-        &["-sn", "uas", "-aa", "-i", &d1.to_string(), "-p", "5060"],
-    );
+    let _uas = uas_at(&dir, &[d1]);
     let node = Node::start(&config, dir.join("siplb-1.log"));
     let uac =
         |name: &str, port: u16| uac_to(&dir, name, sip, ip(test, 100), port, "VM_1", (5, 20, 7000));

@@ -681,6 +681,25 @@ pub fn http_get(addr: (IpAddr, u16), path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Answering destinations (SIPp's built-in UAS, OPTIONS answered) on port 5060 of
+/// each address, given a moment to bind.
+pub fn uas_at(dir: &Path, hosts: &[IpAddr]) -> Vec<Sipp> {
+    let all = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = h.to_string();
+            Sipp::spawn(
+                dir,
+                &format!("uas{}", i + 1),
+                &["-sn", "uas", "-aa", "-i", &h, "-p", "5060"],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    all
+}
+
 /// A caller placing `calls` calls of `duration_ms` at `rate` per second to `target`.
 pub fn uac_to(
     dir: &Path,
