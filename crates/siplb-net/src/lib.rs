@@ -1,7 +1,7 @@
 //! The I/O edge of siplb: sockets and timers around the sans-I/O [`Proxy`].
 //!
-//! One task owns the proxy core and handles every message in arrival order; socket
-//! tasks only read and frame. UDP replies leave from the listener socket of the
+//! One task owns the proxy core and handles every message in arrival order. It reads
+//! the UDP sockets itself; TCP connection tasks only read and frame. UDP replies leave from the listener socket of the
 //! message's family; TCP messages travel over the connection open to the peer (the
 //! one a request came on, so responses go back over it), opened on demand otherwise.
 
@@ -13,7 +13,6 @@ pub use control::{Control, ControlReceiver, Report, control};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,12 +22,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-/// What socket tasks hand to the core task.
+/// What TCP connection tasks hand to the core task.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// Datagrams read in one wakeup of a UDP reader (up to a bound): one channel
-    /// message and one wakeup of the core for many datagrams under load.
-    Datagrams(Vec<(Peer, Bytes)>),
     Message {
         peer: Peer,
         msg: Message,
@@ -51,27 +47,26 @@ pub struct Endpoint {
 }
 
 /// Bound sockets, before they are served: binding first lets the caller report
-/// "address in use" before anything starts, and learn ports picked by the OS.
+/// "address in use" before anything starts, and learn ports picked by the OS. They are
+/// plain std sockets until [`serve`] registers them with the runtime it runs on, so
+/// that the thread that reads them is the one that handles what they carry.
 #[derive(Debug)]
 pub struct Bound {
-    udp: Vec<Arc<UdpSocket>>,
-    tcp: Vec<TcpListener>,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
 }
 
 impl Bound {
-    pub async fn bind(endpoints: &[Endpoint]) -> io::Result<Bound> {
+    pub fn bind(endpoints: &[Endpoint]) -> io::Result<Bound> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for e in endpoints {
+            let named = |err: io::Error| {
+                io::Error::new(err.kind(), format!("{}:{}: {err}", e.transport, e.addr))
+            };
             match e.transport {
-                Transport::Udp => udp.push(Arc::new(bind_udp(e.addr).map_err(|err| {
-                    io::Error::new(err.kind(), format!("udp:{}: {err}", e.addr))
-                })?)),
-                Transport::Tcp => {
-                    tcp.push(TcpListener::bind(e.addr).await.map_err(|err| {
-                        io::Error::new(err.kind(), format!("tcp:{}: {err}", e.addr))
-                    })?)
-                }
+                Transport::Udp => udp.push(bind_udp(e.addr).map_err(named)?),
+                Transport::Tcp => tcp.push(bind_tcp(e.addr).map_err(named)?),
             }
         }
         Ok(Bound { udp, tcp })
@@ -119,7 +114,11 @@ pub struct Options {
 /// kernel caps it at `net.core.rmem_max`.
 const UDP_RECV_BUFFER: usize = 8 << 20;
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Datagrams read from one socket before the core sends what they produced and looks
+/// at its timers and other sockets again.
+const UDP_BATCH: usize = 64;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -130,12 +129,75 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(UDP_RECV_BUFFER / 2);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The proxy core running on a thread of its own; see [`spawn`].
+#[derive(Debug)]
+pub struct Core {
+    done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Core {
+    /// Waits until [`serve`] has returned (after shutdown and draining).
+    pub async fn finished(mut self) -> io::Result<()> {
+        let result = (&mut self.done)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the proxy core thread ended abnormally")));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        result
+    }
+}
+
+/// Runs [`serve`] on a new thread with a single-threaded runtime of its own: the
+/// thread that waits on the sockets is the one that parses, routes and sends, so that
+/// a datagram costs no hand-over between threads (no wake-up of another thread, no
+/// channel), which under load is most of what a proxy's CPU goes to. The
+/// management interface, persistence and webhooks stay on the caller's runtime and
+/// talk to the core through channels.
+pub fn spawn(
+    proxy: Proxy,
+    bound: Bound,
+    options: Options,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<Core> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("siplb-core".to_owned())
+        .spawn(move || {
+            let result = runtime.block_on(serve(proxy, bound, options, shutdown));
+            let _ = done_tx.send(result);
+        })?;
+    Ok(Core {
+        done,
+        thread: Some(thread),
+    })
 }
 
 /// Serves the proxy on the bound sockets until `shutdown` turns true, then drains:
 /// new calls are refused with 503 while calls that are up may end, for at most
-/// `options.drain`, and returns once none is left.
+/// `options.drain`, and returns once none is left. UDP sockets are read here, by the
+/// task that owns the core; TCP connections have tasks of their own (on the same
+/// runtime) that frame the stream and hand over whole messages.
 pub async fn serve(
     mut proxy: Proxy,
     bound: Bound,
@@ -151,21 +213,16 @@ pub async fn serve(
     } = options;
     let mut control = control.map(|c| c.0);
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
-    for socket in &bound.udp {
-        tokio::spawn(udp_reader(Arc::clone(socket), events_tx.clone()));
-    }
     for listener in bound.tcp {
+        let listener = TcpListener::from_std(listener)?;
         tokio::spawn(tcp::accept_loop(listener, events_tx.clone(), limits));
     }
-    // Address families looked up once: `local_addr` is a system call.
-    let udp: Vec<(Arc<UdpSocket>, bool)> = bound
+    let udp = bound
         .udp
         .into_iter()
-        .map(|s| {
-            let v4 = s.local_addr().is_ok_and(|a| a.is_ipv4());
-            (s, v4)
-        })
-        .collect();
+        .map(UdpListener::new)
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut buf = vec![0u8; 65_536];
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
@@ -196,8 +253,14 @@ pub async fn serve(
                     drain_until = Some(Instant::now() + drain);
                 }
             }
-            event = events.recv() => {
-                let Some(event) = event else { return Ok(()); };
+            () = sleep => proxy.handle_timeout(Instant::now()),
+            Some(query) = async {
+                match control.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => answer(&mut proxy, query),
+            Some(event) = events.recv() => {
                 let now = Instant::now();
                 // Take whatever else is already queued before sending anything, so a
                 // busy core flushes its output once per batch instead of per message.
@@ -206,37 +269,37 @@ pub async fn serve(
                 while let Some(event) = next.take() {
                     taken += 1;
                     match event {
-                    Event::Datagrams(batch) => {
-                        for (peer, data) in batch {
-                            proxy.handle(now, Incoming { peer, data });
-                        }
-                    }
-                    Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
-                    Event::Connected { peer, tx } => {
-                        if let Some(queued) = pending.remove(&peer) {
-                            for data in queued {
-                                let _ = tx.try_send(data);
+                        Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
+                        Event::Connected { peer, tx } => {
+                            if let Some(queued) = pending.remove(&peer) {
+                                for data in queued {
+                                    let _ = tx.try_send(data);
+                                }
                             }
+                            connections.insert(peer, tx);
                         }
-                        connections.insert(peer, tx);
+                        Event::Closed { peer } => {
+                            connections.remove(&peer);
+                            pending.remove(&peer);
+                        }
                     }
-                    Event::Closed { peer } => {
-                        connections.remove(&peer);
-                        pending.remove(&peer);
-                    }
-                    }
-                    if taken < 64 {
+                    if taken < UDP_BATCH {
                         next = events.try_recv().ok();
                     }
                 }
             }
-            () = sleep => proxy.handle_timeout(Instant::now()),
-            Some(query) = async {
-                match control.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
+            ready = any_readable(&udp) => {
+                let now = Instant::now();
+                for socket in &udp {
+                    socket.read_batch(&mut buf, |peer, data| {
+                        proxy.handle(now, Incoming { peer, data });
+                    });
                 }
-            } => answer(&mut proxy, query),
+                if let Err(e) = ready {
+                    warn!(error = %e, "UDP socket not readable");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
         }
         while let Some(change) = proxy.poll_dialog_change() {
             if let Some(tx) = &dialog_changes {
@@ -293,44 +356,61 @@ fn answer(proxy: &mut Proxy, query: control::Query) {
     }
 }
 
-async fn udp_reader(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                let mut batch = Vec::with_capacity(8);
-                batch.push((Peer::udp(from), Bytes::copy_from_slice(&buf[..n])));
-                // Whatever else has arrived goes in the same batch, without waiting.
-                while batch.len() < 64 {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            batch.push((Peer::udp(from), Bytes::copy_from_slice(&buf[..n])));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                        Err(_) => break,
+/// A UDP listener with its address family looked up once (`local_addr` is a system
+/// call, and sends pick their socket by family).
+struct UdpListener {
+    socket: UdpSocket,
+    v4: bool,
+}
+
+impl UdpListener {
+    fn new(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
+        let v4 = socket.local_addr()?.is_ipv4();
+        Ok(UdpListener {
+            socket: UdpSocket::from_std(socket)?,
+            v4,
+        })
+    }
+
+    /// Reads what is queued on the socket, up to [`UDP_BATCH`] datagrams, without
+    /// waiting; reaching "would block" re-arms the runtime's readiness for it.
+    fn read_batch(&self, buf: &mut [u8], mut handle: impl FnMut(Peer, Bytes)) {
+        for _ in 0..UDP_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => handle(Peer::udp(from), Bytes::copy_from_slice(&buf[..n])),
+                // ICMP port unreachable from an earlier send surfaces here on Linux.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        debug!(error = %e, "UDP receive failed");
                     }
-                }
-                if events.send(Event::Datagrams(batch)).await.is_err() {
                     return;
                 }
-            }
-            // ICMP port unreachable from an earlier send surfaces here on Linux.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => {
-                warn!(error = %e, "UDP receive failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
 }
 
+/// Resolves when one of the sockets has datagrams waiting (or an error to report).
+fn any_readable(sockets: &[UdpListener]) -> impl std::future::Future<Output = io::Result<()>> {
+    std::future::poll_fn(move |cx| {
+        for s in sockets {
+            if let std::task::Poll::Ready(r) = s.socket.poll_recv_ready(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
 /// Sends from the first UDP listener of the destination's address family. The
 /// non-blocking attempt nearly always succeeds; waiting is only for a full buffer.
-async fn send_udp(sockets: &[(Arc<UdpSocket>, bool)], to: SocketAddr, data: &[u8]) {
-    let Some((socket, _)) = sockets.iter().find(|(_, v4)| *v4 == to.is_ipv4()) else {
+async fn send_udp(sockets: &[UdpListener], to: SocketAddr, data: &[u8]) {
+    let Some(listener) = sockets.iter().find(|l| l.v4 == to.is_ipv4()) else {
         debug!(%to, "no UDP listener of this address family");
         return;
     };
+    let socket = &listener.socket;
     let sent = match socket.try_send_to(data, to) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(data, to).await,
         other => other,

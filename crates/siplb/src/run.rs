@@ -170,9 +170,7 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
                 addr: l.addr,
             })
             .collect();
-        let bound = Bound::bind(&endpoints)
-            .await
-            .map_err(|e| format!("cannot listen on {e}"))?;
+        let bound = Bound::bind(&endpoints).map_err(|e| format!("cannot listen on {e}"))?;
         for e in bound.local_endpoints() {
             info!("listening on {}:{}", e.transport, e.addr);
         }
@@ -237,7 +235,9 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             control: Some(control_rx),
             dialog_changes,
         };
-        siplb_net::serve(proxy, bound, options, stop_rx)
+        siplb_net::spawn(proxy, bound, options, stop_rx)
+            .map_err(|e| format!("cannot start the proxy core: {e}"))?
+            .finished()
             .await
             .map_err(|e| e.to_string())?;
         // The core's sender is gone: the persister writes what is left and ends.

@@ -51,7 +51,8 @@ pub struct Lb {
     pub addr: SocketAddr,
     rows: Vec<(u32, String)>,
     stop: watch::Sender<bool>,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Kept so the core's thread is not joined: a test ends without waiting out the drain.
+    _core: siplb_net::Core,
     dir: PathBuf,
 }
 
@@ -102,11 +103,6 @@ impl Lb {
         assert!(balancer.reload(table).is_empty());
         let settings = Settings::from_config(&config).unwrap();
         let proxy = Proxy::new(settings, Arc::clone(&balancer));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let endpoints = [
             Endpoint {
                 transport: Transport::Udp,
@@ -117,7 +113,7 @@ impl Lb {
                 addr,
             },
         ];
-        let bound = runtime.block_on(Bound::bind(&endpoints)).unwrap();
+        let bound = Bound::bind(&endpoints).unwrap();
         let (stop, stop_rx) = watch::channel(false);
         let options = siplb_net::Options {
             limits: siplb_sip::Limits::default(),
@@ -126,7 +122,8 @@ impl Lb {
             control: None,
             dialog_changes: None,
         };
-        runtime.spawn(siplb_net::serve(proxy, bound, options, stop_rx));
+        // The same thread and runtime layout as the binary's.
+        let core = siplb_net::spawn(proxy, bound, options, stop_rx).unwrap();
         Lb {
             test,
             balancer,
@@ -136,7 +133,7 @@ impl Lb {
                 .map(|&(id, _, kind)| (id, kind.split(':').next().unwrap_or(kind).to_owned()))
                 .collect(),
             stop,
-            runtime: Some(runtime),
+            _core: core,
             dir: scratch(&format!("e2e-{test}")),
         }
     }
@@ -280,9 +277,6 @@ impl Lb {
 impl Drop for Lb {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
-        }
     }
 }
 
