@@ -10,7 +10,8 @@ use bytes::Bytes;
 use siplb_balance::{Allocation, Balancer, Outcome, ResourceRequest, Session, SplitMix64};
 use siplb_sip::{Datagram, Message, Method, build_response, parse_datagram};
 use siplb_txn::{
-    ClientEvent, ClientKey, ClientTransaction, ServerEvent, ServerKey, ServerTransaction,
+    ClientEvent, ClientKey, ClientTransaction, Prehashed, ServerEvent, ServerKey,
+    ServerTransaction, prehash,
 };
 use tracing::{debug, info, warn};
 
@@ -52,11 +53,29 @@ pub struct Transmit {
     pub data: Bytes,
 }
 
-/// Identifies a call: its Call-ID and the caller's From tag.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Identifies a call: its Call-ID and the caller's From tag. Carries its hash, like
+/// the transaction keys (see `siplb_txn::prehash`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct CallKey {
+    hash: u64,
     call_id: Box<str>,
     caller_tag: Box<str>,
+}
+
+impl CallKey {
+    fn new(call_id: &str, caller_tag: &str) -> CallKey {
+        CallKey {
+            hash: prehash(&(call_id, caller_tag)),
+            call_id: call_id.into(),
+            caller_tag: caller_tag.into(),
+        }
+    }
+}
+
+impl std::hash::Hash for CallKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 /// The load a call holds. Dropping it releases the load, exactly once.
@@ -156,14 +175,16 @@ pub struct Proxy {
     settings: Settings,
     listeners: Listeners,
     balancer: Arc<Balancer>,
-    servers: HashMap<ServerKey, ServerCtx>,
-    clients: HashMap<ClientKey, ClientCtx>,
-    /// Boxed: a table sized for a burst of calls keeps its empty buckets, and a bucket
-    /// then costs a pointer rather than a whole `Call`.
-    calls: HashMap<CallKey, Box<Call>>,
+    /// Values are boxed and keys carry their hash, so that growing a table of a
+    /// hundred thousand transactions moves small entries and reads no string: the
+    /// message that makes it grow is not held up for milliseconds. Empty buckets of
+    /// a table sized for a burst then cost a pointer, not a whole context.
+    servers: HashMap<ServerKey, Box<ServerCtx>, Prehashed>,
+    clients: HashMap<ClientKey, Box<ClientCtx>, Prehashed>,
+    calls: HashMap<CallKey, Box<Call>, Prehashed>,
     /// Calls being set up, by their INVITE server transaction: how a CANCEL finds its
     /// call without a scan.
-    setting_up: HashMap<ServerKey, CallKey>,
+    setting_up: HashMap<ServerKey, CallKey, Prehashed>,
     agenda: BTreeSet<(Instant, u64, TimerRef)>,
     agenda_seq: u64,
     out: VecDeque<Transmit>,
@@ -184,9 +205,10 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
 const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Shrinks a table that is less than a quarter full, keeping room to double.
-fn shrink<K, V>(map: &mut HashMap<K, V>)
+fn shrink<K, V, S>(map: &mut HashMap<K, V, S>)
 where
     K: std::hash::Hash + Eq,
+    S: std::hash::BuildHasher,
 {
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
         map.shrink_to(map.len() * 2);
@@ -200,10 +222,10 @@ impl Proxy {
             listeners: Listeners::new(settings.listen.clone()),
             settings,
             balancer,
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            calls: HashMap::new(),
-            setting_up: HashMap::new(),
+            servers: HashMap::default(),
+            clients: HashMap::default(),
+            calls: HashMap::default(),
+            setting_up: HashMap::default(),
             agenda: BTreeSet::new(),
             agenda_seq: 0,
             out: VecDeque::new(),
@@ -358,10 +380,7 @@ impl Proxy {
             .balancer
             .restore(stored.destination_id, &request)
             .map_err(|e| e.to_string())?;
-        let key = CallKey {
-            call_id: stored.call_id.into(),
-            caller_tag: stored.caller_tag.into(),
-        };
+        let key = CallKey::new(&stored.call_id, &stored.caller_tag);
         let expires = now + stored.expires_in;
         self.calls.insert(
             key.clone(),
@@ -585,12 +604,12 @@ impl Proxy {
                 Ok(tx) => {
                     self.servers.insert(
                         key.clone(),
-                        ServerCtx {
+                        Box::new(ServerCtx {
                             tx,
                             peer,
                             request: None,
                             scheduled: None,
-                        },
+                        }),
                     );
                 }
                 Err(_) => {
@@ -668,12 +687,12 @@ impl Proxy {
         let key = tx.key().clone();
         self.clients.insert(
             key.clone(),
-            ClientCtx {
+            Box::new(ClientCtx {
                 tx,
                 peer,
                 role,
                 scheduled: None,
-            },
+            }),
         );
         self.drain_client(now, &key);
         Some(key)
@@ -859,10 +878,7 @@ impl Proxy {
             );
             return;
         };
-        let call_key = CallKey {
-            call_id: call_id.into(),
-            caller_tag: caller_tag.into(),
-        };
+        let call_key = CallKey::new(call_id, caller_tag);
         let Ok(server_key) = ServerKey::from_request(&msg) else {
             return;
         };
@@ -916,12 +932,12 @@ impl Proxy {
         };
         self.servers.insert(
             server_key.clone(),
-            ServerCtx {
+            Box::new(ServerCtx {
                 tx,
                 peer,
                 request: None,
                 scheduled: None,
-            },
+            }),
         );
         let trying = build_response(&msg, 100, "Trying", None, &[]);
         if let Some(ctx) = self.servers.get_mut(&server_key) {
@@ -1296,14 +1312,8 @@ impl Proxy {
         let call_id = msg.call_id().unwrap_or_default().to_owned();
         let from_tag = msg.from_tag().unwrap_or_default().to_owned();
         let to_tag = msg.to_tag().unwrap_or_default().to_owned();
-        let forward_key = CallKey {
-            call_id: call_id.as_str().into(),
-            caller_tag: from_tag.into(),
-        };
-        let backward_key = CallKey {
-            call_id: call_id.as_str().into(),
-            caller_tag: to_tag.into(),
-        };
+        let forward_key = CallKey::new(&call_id, &from_tag);
+        let backward_key = CallKey::new(&call_id, &to_tag);
         let (call_key, towards) = if let Some(c) = self.calls.get(&forward_key) {
             (Some(forward_key.clone()), c.callee)
         } else if let Some(c) = self.calls.get(&backward_key) {
@@ -1357,12 +1367,12 @@ impl Proxy {
         };
         self.servers.insert(
             server_key.clone(),
-            ServerCtx {
+            Box::new(ServerCtx {
                 tx,
                 peer,
                 request: Some(msg),
                 scheduled: None,
-            },
+            }),
         );
         if is_bye && let Some(key) = &call_key {
             debug!(call_id, "BYE: call ends, load released");
@@ -1390,10 +1400,7 @@ impl Proxy {
         let (Some(call_id), Some(tag)) = (msg.call_id(), msg.from_tag()) else {
             return;
         };
-        let call_key = CallKey {
-            call_id: call_id.into(),
-            caller_tag: tag.into(),
-        };
+        let call_key = CallKey::new(call_id, tag);
         let Some(caller) = self.calls.get(&call_key).map(|c| c.caller) else {
             return;
         };

@@ -1,23 +1,35 @@
 //! Transaction keys: which transaction a message belongs to (RFC 3261 sections 17.1.3,
 //! 17.2.3 and 9.2).
 //!
-//! Keys own their text so they can outlive the message they came from in a map.
+//! Keys own their text so they can outlive the message they came from in a map, and
+//! carry their hash (see [`crate::prehash`]): use them in maps built with
+//! [`crate::Prehashed`].
 //! Branches are compared byte for byte, as siplb-sip treats them as opaque tokens; the
 //! magic cookie is `z9hG4bK` exactly.
+
+use std::hash::{Hash, Hasher};
 
 use siplb_sip::{Message, Method, Via};
 
 use crate::error::KeyError;
+use crate::prehash::prehash;
 
 const MAGIC_COOKIE: &str = "z9hG4bK";
 
 /// A client transaction: the branch of the top Via (the one this element added) and
 /// the CSeq method (17.1.3). The method keeps a CANCEL apart from the INVITE it
 /// shares its branch with.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClientKey {
+    hash: u64,
     branch: Box<str>,
     method: Box<str>,
+}
+
+impl Hash for ClientKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl ClientKey {
@@ -43,6 +55,7 @@ impl ClientKey {
             .filter(|b| !b.is_empty())
             .ok_or(KeyError::NoBranch)?;
         Ok(ClientKey {
+            hash: prehash(&(branch, method.as_str())),
             branch: branch.into(),
             method: method.as_str().into(),
         })
@@ -69,10 +82,17 @@ impl ClientKey {
 /// An ACK is keyed as INVITE, so it finds the INVITE transaction it acknowledges. A
 /// CANCEL has a transaction of its own; [`ServerKey::cancelled_invite`] finds the
 /// INVITE it cancels (9.2).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerKey {
+    hash: u64,
     id: Id,
     method: Box<str>,
+}
+
+impl Hash for ServerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,13 +105,17 @@ enum Id {
         /// retransmissions repeat the Via exactly.
         port: Option<u16>,
     },
-    Rfc2543 {
-        request_uri: Box<str>,
-        call_id: Box<str>,
-        from_tag: Option<Box<str>>,
-        cseq: u32,
-        top_via: Box<str>,
-    },
+    /// Boxed: rare, and large enough to double the size of every key inline.
+    Rfc2543(Box<Rfc2543Id>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Rfc2543Id {
+    request_uri: Box<str>,
+    call_id: Box<str>,
+    from_tag: Option<Box<str>>,
+    cseq: u32,
+    top_via: Box<str>,
 }
 
 impl ServerKey {
@@ -111,10 +135,15 @@ impl ServerKey {
             Method::Ack => Method::Invite,
             m => m,
         };
-        Ok(ServerKey {
+        Ok(ServerKey::new(id, method.as_str()))
+    }
+
+    fn new(id: Id, method: &str) -> ServerKey {
+        ServerKey {
+            hash: prehash(&(&id, method)),
             id,
-            method: method.as_str().into(),
-        })
+            method: method.into(),
+        }
     }
 
     /// The key of the INVITE transaction a CANCEL request cancels.
@@ -127,10 +156,7 @@ impl ServerKey {
     /// For a CANCEL's key, the key of the INVITE transaction it cancels: everything
     /// equal but the method (RFC 3261 section 9.2).
     pub fn cancelled_invite(&self) -> Option<ServerKey> {
-        (&*self.method == "CANCEL").then(|| ServerKey {
-            id: self.id.clone(),
-            method: "INVITE".into(),
-        })
+        (&*self.method == "CANCEL").then(|| ServerKey::new(self.id.clone(), "INVITE"))
     }
 
     /// The transaction's method (INVITE for an ACK).
@@ -142,7 +168,7 @@ impl ServerKey {
     pub fn branch(&self) -> Option<&str> {
         match &self.id {
             Id::Branch { branch, .. } => Some(branch),
-            Id::Rfc2543 { .. } => None,
+            Id::Rfc2543(_) => None,
         }
     }
 
@@ -164,13 +190,13 @@ fn rfc2543_id(request: &Message, via: &Via<'_>) -> Result<Id, KeyError> {
         port,
         via.params.as_str().trim()
     );
-    Ok(Id::Rfc2543 {
+    Ok(Id::Rfc2543(Box::new(Rfc2543Id {
         request_uri: request_uri.into(),
         call_id: call_id.into(),
         from_tag: request.from_tag().map(Into::into),
         cseq: cseq.seq,
         top_via: top_via.into(),
-    })
+    })))
 }
 
 #[cfg(test)]
