@@ -104,8 +104,9 @@ pub struct Options {
     pub status_changes: Option<mpsc::UnboundedSender<StatusChange>>,
     /// Questions from other tasks (see [`control`]).
     pub control: Option<ControlReceiver>,
-    /// Where changes to the stored calls go (the persistence task).
-    pub dialog_changes: Option<mpsc::UnboundedSender<DialogChange>>,
+    /// Where changes to the stored calls go (the persistence task, which polls: a
+    /// std channel's send wakes no one).
+    pub dialog_changes: Option<std::sync::mpsc::Sender<DialogChange>>,
 }
 
 /// Receive buffer asked for on UDP listeners: a burst that arrives while the core is

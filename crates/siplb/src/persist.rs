@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use siplb_proxy::{DialogChange, Peer, PersistedCall, Proxy, Transport};
 use siplb_store::{DialogKey, DialogRecord, Store, TableName};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
 /// Counters of the persistence task, for the metrics.
@@ -118,52 +117,105 @@ pub(crate) async fn restore(
     Ok(restored)
 }
 
+/// A change waiting to be written.
+#[derive(Debug)]
+enum Pending {
+    /// `attempted`: a write that held it failed, and may have reached the table anyway.
+    Upsert {
+        record: DialogRecord,
+        attempted: bool,
+    },
+    Delete,
+}
+
 /// Writes the changes the core reports, one batch per `interval`, until the core's
-/// sender is dropped (shutdown), then writes what is left. While the database is
+/// sender is dropped (shutdown), then writes what is left. The core's sends wake
+/// nobody: the changes wait in the channel until the next tick drains them, so the
+/// persistence costs the SIP thread no hand-over per call. While the database is
 /// unreachable, changes queue (the latest per call) and the write is retried each
 /// interval; routing never waits for it.
 pub(crate) async fn run(
     store: Arc<Store>,
     table: TableName,
     interval: Duration,
-    mut changes: UnboundedReceiver<DialogChange>,
+    changes: std::sync::mpsc::Receiver<DialogChange>,
     stats: Arc<PersistStats>,
 ) {
-    let mut pending: HashMap<DialogKey, Option<DialogRecord>> = HashMap::new();
+    let mut pending: HashMap<DialogKey, Pending> = HashMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Some(change) => {
-                    let now = now_ms();
-                    match change {
-                        DialogChange::Upsert(call) => {
-                            let record = to_record(call, now);
-                            // A peer controls Call-IDs and tags: one that cannot be stored
-                            // is left out rather than blocking every later batch.
-                            if let Err(e) = record.check() {
-                                warn!(call_id = %record.call_id, error = %e, "call not stored");
-                                continue;
-                            }
-                            pending.insert(record.key(), Some(record));
-                        }
-                        DialogChange::Delete { call_id, caller_tag } => {
-                            pending.insert(DialogKey { call_id, caller_tag }, None);
-                        }
-                    }
-                    stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+        tick.tick().await;
+        let open = take_changes(&changes, &mut pending);
+        stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+        flush(&store, &table, &mut pending, &stats, &mut failing).await;
+        if !open {
+            if !pending.is_empty() {
+                warn!(
+                    lost = pending.len(),
+                    "stopping with call changes not stored"
+                );
+            }
+            return;
+        }
+    }
+}
+
+/// Moves what the core has sent into `pending`; false once the core has gone.
+fn take_changes(
+    changes: &std::sync::mpsc::Receiver<DialogChange>,
+    pending: &mut HashMap<DialogKey, Pending>,
+) -> bool {
+    let now = now_ms();
+    loop {
+        match changes.try_recv() {
+            Ok(DialogChange::Upsert(call)) => {
+                let record = to_record(call, now);
+                // A peer controls Call-IDs and tags: one that cannot be stored is left
+                // out rather than blocking every later batch.
+                if let Err(e) = record.check() {
+                    warn!(call_id = %record.call_id, error = %e, "call not stored");
+                    continue;
                 }
-                None => {
-                    flush(&store, &table, &mut pending, &stats, &mut failing).await;
-                    if !pending.is_empty() {
-                        warn!(lost = pending.len(), "stopping with call changes not stored");
-                    }
-                    return;
+                pending.insert(
+                    record.key(),
+                    Pending::Upsert {
+                        record,
+                        attempted: false,
+                    },
+                );
+            }
+            Ok(DialogChange::Delete {
+                call_id,
+                caller_tag,
+            }) => {
+                let key = DialogKey {
+                    call_id,
+                    caller_tag,
+                };
+                // A call is stored once: if that write has not been tried, the row was
+                // never there, and a call shorter than the interval costs no write.
+                if let Some(Pending::Upsert {
+                    attempted: false, ..
+                }) = pending.get(&key)
+                {
+                    pending.remove(&key);
+                } else {
+                    pending.insert(key, Pending::Delete);
                 }
-            },
-            _ = tick.tick() => flush(&store, &table, &mut pending, &stats, &mut failing).await,
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// After a failed write: its upserts may have reached the table all the same.
+fn mark_attempted(pending: &mut HashMap<DialogKey, Pending>) {
+    for change in pending.values_mut() {
+        if let Pending::Upsert { attempted, .. } = change {
+            *attempted = true;
         }
     }
 }
@@ -171,7 +223,7 @@ pub(crate) async fn run(
 async fn flush(
     store: &Store,
     table: &TableName,
-    pending: &mut HashMap<DialogKey, Option<DialogRecord>>,
+    pending: &mut HashMap<DialogKey, Pending>,
     stats: &PersistStats,
     failing: &mut bool,
 ) {
@@ -182,8 +234,8 @@ async fn flush(
     let mut deletes = Vec::new();
     for (key, change) in pending.iter() {
         match change {
-            Some(record) => upserts.push(record.clone()),
-            None => deletes.push(key.clone()),
+            Pending::Upsert { record, .. } => upserts.push(record.clone()),
+            Pending::Delete => deletes.push(key.clone()),
         }
     }
     match store.save_dialogs(table, &upserts, &deletes).await {
@@ -205,10 +257,79 @@ async fn flush(
         }
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
+            mark_attempted(pending);
             if !*failing {
                 warn!(error = %e, queued = pending.len(), "cannot store calls; changes queue and are retried, routing goes on");
                 *failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> DialogChange {
+        let peer = |port| Peer {
+            transport: Transport::Udp,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        DialogChange::Upsert(PersistedCall {
+            call_id: id.to_owned(),
+            caller_tag: "t".to_owned(),
+            callee_tag: Some("u".to_owned()),
+            destination_id: 1,
+            resources: "pstn".to_owned(),
+            caller: peer(5060),
+            callee: peer(5070),
+            age: Duration::ZERO,
+            expires_in: Duration::from_secs(60),
+        })
+    }
+
+    fn delete(id: &str) -> DialogChange {
+        DialogChange::Delete {
+            call_id: id.to_owned(),
+            caller_tag: "t".to_owned(),
+        }
+    }
+
+    fn key(id: &str) -> DialogKey {
+        DialogKey {
+            call_id: id.to_owned(),
+            caller_tag: "t".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_call_that_ends_before_its_write_costs_no_write() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut pending = HashMap::new();
+        for change in [call("short"), call("long"), delete("short"), delete("old")] {
+            tx.send(change).unwrap();
+        }
+        assert!(take_changes(&rx, &mut pending));
+        assert!(!pending.contains_key(&key("short")));
+        assert!(matches!(
+            pending.get(&key("long")),
+            Some(Pending::Upsert { .. })
+        ));
+        // A call stored earlier (or restored) must be deleted from the table.
+        assert!(matches!(pending.get(&key("old")), Some(Pending::Delete)));
+        drop(tx);
+        assert!(!take_changes(&rx, &mut pending), "the core has gone");
+    }
+
+    #[test]
+    fn an_upsert_whose_write_failed_is_deleted_explicitly() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut pending = HashMap::new();
+        tx.send(call("c")).unwrap();
+        take_changes(&rx, &mut pending);
+        mark_attempted(&mut pending);
+        tx.send(delete("c")).unwrap();
+        take_changes(&rx, &mut pending);
+        assert!(matches!(pending.get(&key("c")), Some(Pending::Delete)));
     }
 }

@@ -195,7 +195,7 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
                 table = table.as_str(),
                 "stored calls restored"
             );
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = std::sync::mpsc::channel();
             dialog_changes = Some(tx);
             persister = Some(tokio::spawn(persist::run(
                 Arc::clone(&store),
