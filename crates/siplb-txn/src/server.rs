@@ -172,8 +172,16 @@ impl ServerTransaction {
             }
             _ => return Err(wrong_state),
         }
-        self.outbox.transmit(response.clone());
-        self.last_response = Some(response);
+        if self.state == State::Accepted {
+            // Nothing resends a 2xx from here (RFC 6026 leaves that to its sender), so
+            // keeping it for Timer L would only hold memory: a call's largest message,
+            // for 32 seconds.
+            self.last_response = None;
+            self.outbox.transmit(response);
+        } else {
+            self.outbox.transmit(response.clone());
+            self.last_response = Some(response);
+        }
         Ok(())
     }
 
