@@ -1419,7 +1419,7 @@ fn build_cancel(request: &Message) -> Option<Bytes> {
     use std::fmt::Write as _;
     let uri = request.request_uri_text()?;
     let via = request.header(siplb_sip::HeaderName::Via)?;
-    let top_via = request.vias().next()?.ok()?;
+    let top_via = request.top_via().ok()?;
     let _ = top_via;
     let cseq = request.cseq()?;
     let mut out = String::with_capacity(512);

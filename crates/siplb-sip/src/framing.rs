@@ -95,7 +95,7 @@ pub fn parse_datagram(data: Bytes, limits: &Limits) -> Result<Datagram, ParseErr
         Some(Err(())) | None => (available, false),
     };
     let start_error = head.start_error;
-    let msg = build(data.slice(..head_len + body_len), head, head_len);
+    let mut msg = build(data.slice(..head_len + body_len), head, head_len);
     if let Some(kind) = start_error {
         return Err(ParseError::with_message(kind, msg));
     }
@@ -215,7 +215,7 @@ impl StreamDecoder {
         let data = self.buf.split_to(total).freeze();
         let head = parse_head(&data, head_len, &self.limits).map_err(ParseError::new)?;
         let start_error = head.start_error;
-        let msg = build(data, head, head_len);
+        let mut msg = build(data, head, head_len);
         if let Some(kind) = start_error {
             return Err(ParseError::with_message(kind, msg));
         }
@@ -258,5 +258,6 @@ fn build(buf: Bytes, head: crate::message::Head, head_len: usize) -> Message {
         head_end: u32::try_from(head.blank_line).unwrap_or(u32::MAX),
         body,
         buf,
+        top_via: None,
     }
 }

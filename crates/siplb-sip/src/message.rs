@@ -14,8 +14,9 @@ use crate::framing::Limits;
 use crate::header_name::HeaderName;
 use crate::method::{CSeq, Method};
 use crate::name_addr::{NameAddr, NameAddrError};
+use crate::text::Params;
 use crate::text::{is_lws, is_token_bytes, list_elements, parse_u32, trim, trim_bytes};
-use crate::uri::{Uri, UriError, is_absolute_uri};
+use crate::uri::{Host, Uri, UriError, is_absolute_uri};
 use crate::via::{Via, ViaError};
 
 /// A byte range inside a message buffer. Offsets are `u32` because messages are
@@ -80,6 +81,27 @@ pub struct Message {
     /// Offset of the empty line that ends the head.
     pub(crate) head_end: u32,
     pub(crate) body: Span,
+    /// The top Via hop as validation parsed it: a proxy reads it three or four times
+    /// per message (transaction key, routing, `received`/`rport`), and parsing it was
+    /// the largest single cost of a relayed message.
+    pub(crate) top_via: Option<TopVia>,
+}
+
+/// A parsed Via hop as offsets into the message buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TopVia {
+    transport: Span,
+    host: TopHost,
+    host_text: Span,
+    port: Option<u16>,
+    params: Span,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TopHost {
+    Domain(Span),
+    V4(std::net::Ipv4Addr),
+    V6(std::net::Ipv6Addr),
 }
 
 impl Message {
@@ -233,7 +255,48 @@ impl Message {
 
     /// The topmost Via hop.
     pub fn top_via(&self) -> Result<Via<'_>, ViaError> {
+        if let Some(via) = self.top_via.and_then(|t| self.cached_via(t)) {
+            return Ok(via);
+        }
         self.vias().next().unwrap_or(Err(ViaError::Protocol))
+    }
+
+    fn cached_via(&self, t: TopVia) -> Option<Via<'_>> {
+        Some(Via {
+            transport: self.str_of(t.transport)?,
+            host: match t.host {
+                TopHost::Domain(span) => Host::Domain(self.str_of(span)?),
+                TopHost::V4(ip) => Host::V4(ip),
+                TopHost::V6(ip) => Host::V6(ip),
+            },
+            host_text: self.str_of(t.host_text)?,
+            port: t.port,
+            params: Params::new(self.str_of(t.params)?),
+        })
+    }
+
+    /// Where `text`, a slice of this message's buffer, lies in it.
+    fn span_in(&self, text: &str) -> Option<Span> {
+        if text.is_empty() {
+            return Some(Span::default());
+        }
+        let start = (text.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
+        let end = start.checked_add(text.len())?;
+        (end <= self.buf.len()).then(|| Span::new(start, end))
+    }
+
+    fn to_cached(&self, via: &Via<'_>) -> Option<TopVia> {
+        Some(TopVia {
+            transport: self.span_in(via.transport)?,
+            host: match via.host {
+                Host::Domain(d) => TopHost::Domain(self.span_in(d)?),
+                Host::V4(ip) => TopHost::V4(ip),
+                Host::V6(ip) => TopHost::V6(ip),
+            },
+            host_text: self.span_in(via.host_text)?,
+            port: via.port,
+            params: self.span_in(via.params.as_str())?,
+        })
     }
 
     fn addresses(
@@ -308,7 +371,7 @@ impl Message {
 
     /// Checks what a stateful proxy relies on: one well-formed Call-ID, CSeq, From and
     /// To, parseable Via hops, and sane Max-Forwards and Content-Length values.
-    pub(crate) fn validate(&self) -> Result<(), ErrorKind> {
+    pub(crate) fn validate(&mut self) -> Result<(), ErrorKind> {
         let mut counts = [0u8; 6];
         const SINGLE: [HeaderName; 6] = [
             HeaderName::CallId,
@@ -329,9 +392,14 @@ impl Message {
         if !self.headers.iter().any(|h| h.name == HeaderName::Via) {
             return Err(ErrorKind::Missing(HeaderName::Via));
         }
-        if self.vias().any(|v| v.is_err()) {
-            return Err(ErrorKind::Malformed(HeaderName::Via));
+        let mut top_via = None;
+        for (i, via) in self.vias().enumerate() {
+            let via = via.map_err(|_| ErrorKind::Malformed(HeaderName::Via))?;
+            if i == 0 {
+                top_via = self.to_cached(&via);
+            }
         }
+        self.top_via = top_via;
         for name in [
             HeaderName::CallId,
             HeaderName::CSeq,

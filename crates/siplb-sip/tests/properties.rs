@@ -185,6 +185,8 @@ proptest! {
         prop_assert_eq!(m.as_bytes(), &g.bytes[..]);
         prop_assert_eq!(m.call_id(), Some(g.call_id.as_str()));
         prop_assert_eq!(m.top_via().unwrap().branch(), Some(g.branch.as_str()));
+        // The hop kept from validation reads the same as one parsed afresh.
+        prop_assert_eq!(m.top_via(), m.vias().next().unwrap());
         prop_assert_eq!(m.routes().count(), g.routes);
         prop_assert_eq!(m.max_forwards(), g.max_forwards);
         prop_assert_eq!(m.body(), &g.body[..]);

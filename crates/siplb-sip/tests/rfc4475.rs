@@ -280,6 +280,8 @@ fn every_message_parses_or_fails_without_panic() {
             parsed += 1;
             // Views never panic either.
             let _ = (m.vias().count(), m.routes().count(), m.contacts().count());
+            // The top hop kept from validation is the one the hops parse to.
+            assert_eq!(Some(m.top_via()), m.vias().next(), "{}", path.display());
             let _ = (
                 m.from(),
                 m.to(),
