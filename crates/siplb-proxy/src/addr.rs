@@ -90,24 +90,27 @@ pub(crate) fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
 #[derive(Clone, Debug)]
 pub(crate) struct Listeners {
     listen: Vec<Listen>,
+    /// `host:port` of each listener, written once: every forwarded request carries
+    /// it in its Via, and every INVITE in its Record-Route.
+    host_ports: Vec<String>,
 }
 
 impl Listeners {
     pub(crate) fn new(listen: Vec<Listen>) -> Listeners {
-        Listeners { listen }
+        let host_ports = listen.iter().map(|l| host_port(l.addr)).collect();
+        Listeners { listen, host_ports }
     }
 
-    /// The listener that sends to `peer`: same transport and address family.
-    pub(crate) fn local_for(&self, peer: &Peer) -> Option<Listen> {
-        self.listen
+    /// The listener that sends to `peer` (same transport and address family), with
+    /// its `host:port`.
+    pub(crate) fn local_for(&self, peer: &Peer) -> Option<(Listen, &str)> {
+        let same_family = |l: &Listen| l.addr.is_ipv4() == peer.addr.is_ipv4();
+        let i = self
+            .listen
             .iter()
-            .find(|l| l.transport == peer.transport && l.addr.is_ipv4() == peer.addr.is_ipv4())
-            .or_else(|| {
-                self.listen
-                    .iter()
-                    .find(|l| l.addr.is_ipv4() == peer.addr.is_ipv4())
-            })
-            .copied()
+            .position(|l| l.transport == peer.transport && same_family(l))
+            .or_else(|| self.listen.iter().position(same_family))?;
+        Some((self.listen[i], self.host_ports.get(i)?.as_str()))
     }
 
     /// True when `uri` points at one of siplb's listeners (an unspecified listen

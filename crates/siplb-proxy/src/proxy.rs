@@ -15,7 +15,7 @@ use siplb_txn::{
 };
 use tracing::{debug, info, warn};
 
-use crate::addr::{Listeners, Peer, host_port, peer_of_uri, peer_of_uri_text};
+use crate::addr::{Listeners, Peer, peer_of_uri, peer_of_uri_text};
 use crate::events::{ChangeSource, StatusChange};
 use crate::persist::{DialogChange, PersistedCall};
 use crate::routing;
@@ -554,29 +554,30 @@ impl Proxy {
     }
 
     fn via_for(&mut self, peer: &Peer) -> Option<(String, String)> {
-        let local = self.listeners.local_for(peer)?;
         let branch = self.new_branch();
+        let (_, host_port) = self.listeners.local_for(peer)?;
         let transport = match peer.transport {
-            crate::addr::Transport::Udp => "UDP",
-            crate::addr::Transport::Tcp => "TCP",
+            crate::addr::Transport::Udp => "SIP/2.0/UDP ",
+            crate::addr::Transport::Tcp => "SIP/2.0/TCP ",
         };
-        Some((
-            format!(
-                "SIP/2.0/{transport} {};branch={branch};rport",
-                host_port(local.addr)
-            ),
-            branch,
-        ))
+        let mut via = String::with_capacity(64 + host_port.len());
+        for part in [transport, host_port, ";branch=", &branch, ";rport"] {
+            via.push_str(part);
+        }
+        Some((via, branch))
     }
 
     fn record_route_for(&self, peer: &Peer) -> Option<String> {
-        let local = self.listeners.local_for(peer)?;
-        Some(match peer.transport {
-            crate::addr::Transport::Udp => format!("<sip:{};lr>", host_port(local.addr)),
-            crate::addr::Transport::Tcp => {
-                format!("<sip:{};transport=tcp;lr>", host_port(local.addr))
-            }
-        })
+        let (_, host_port) = self.listeners.local_for(peer)?;
+        let params = match peer.transport {
+            crate::addr::Transport::Udp => ";lr>",
+            crate::addr::Transport::Tcp => ";transport=tcp;lr>",
+        };
+        let mut rr = String::with_capacity(32 + host_port.len());
+        for part in ["<sip:", host_port, params] {
+            rr.push_str(part);
+        }
+        Some(rr)
     }
 
     // ---- server side -------------------------------------------------------------
