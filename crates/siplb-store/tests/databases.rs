@@ -1625,3 +1625,15 @@ async fn postgres_going_away_fails_dialog_writes_retryably() {
         dialogs_when_the_server_goes_away(&db).await;
     }
 }
+
+#[tokio::test]
+async fn sqlite_files_use_write_ahead_logging() {
+    let db = Db::sqlite().await;
+    // The mode is stored in the file: any later connection sees what the store set.
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&db.admin)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "wal");
+}
