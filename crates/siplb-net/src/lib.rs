@@ -1,9 +1,10 @@
 //! The I/O edge of siplb: sockets and timers around the sans-I/O [`Proxy`].
 //!
 //! One task owns the proxy core and handles every message in arrival order. It reads
-//! the UDP sockets itself; TCP connection tasks only read and frame. UDP replies leave from the listener socket of the
-//! message's family; TCP messages travel over the connection open to the peer (the
-//! one a request came on, so responses go back over it), opened on demand otherwise.
+//! the UDP sockets itself; TCP connection tasks only read and frame. UDP replies leave
+//! from the listener socket of the message's family; TCP messages travel over the
+//! connection open to the peer (the one a request came on, so responses go back over
+//! it), opened on demand otherwise.
 
 mod control;
 mod tcp;
