@@ -17,7 +17,7 @@ use siplb_config::{Action, Config};
 /// of the core's CPU at 3000 calls/s); jemalloc took 15-20% off the CPU per call there,
 /// and returns the memory of a burst of calls to the system. (mimalloc was as fast but
 /// doubled p99 call setup.)
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
