@@ -109,7 +109,8 @@ struct Call {
     /// The INVITE as received: each attempt is forwarded from it. Dropped once the
     /// call is answered, as nothing is built from it any more (it is most of a call's
     /// memory).
-    invite: Option<Message>,
+    /// Boxed: a slot the size of a `Message` would stay in every answered call.
+    invite: Option<Box<Message>>,
     load: Load,
     /// The INVITE client transaction of the current attempt.
     branch: Option<ClientKey>,
@@ -952,7 +953,7 @@ impl Proxy {
             Box::new(Call {
                 server: Some(server_key),
                 caller: peer,
-                invite: Some(msg),
+                invite: Some(Box::new(msg)),
                 load,
                 branch: None,
                 callee: fixed_target,
