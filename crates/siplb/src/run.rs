@@ -215,7 +215,9 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         info!("management interface on http://{mi_addr}/mi");
         let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
             .with_token(config.management.token.clone());
-        let mut mi_stop = stop_rx.clone();
+        // The management interface outlives the drain: an operator watches the calls
+        // that are left, or ends them, until the SIP core has stopped.
+        let (mi_stop_tx, mut mi_stop) = watch::channel(false);
         let mi_task = tokio::spawn(siplb_mi::serve(mi_listener, Arc::new(mi), async move {
             let _ = mi_stop.wait_for(|stop| *stop).await;
         }));
@@ -235,11 +237,12 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             control: Some(control_rx),
             dialog_changes,
         };
-        siplb_net::spawn(proxy, bound, options, stop_rx)
-            .map_err(|e| format!("cannot start the proxy core: {e}"))?
-            .finished()
-            .await
-            .map_err(|e| e.to_string())?;
+        let served = match siplb_net::spawn(proxy, bound, options, stop_rx) {
+            Ok(core) => core.finished().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot start the proxy core: {e}")),
+        };
+        let _ = mi_stop_tx.send(true);
+        served?;
         // The core's sender is gone: the persister writes what is left and ends.
         if let Some(persister) = persister {
             let _ = persister.await;

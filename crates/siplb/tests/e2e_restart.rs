@@ -310,3 +310,60 @@ fn a_database_outage_does_not_stop_routing() {
         ],
     );
 }
+
+/// SIGTERM with a call up: new calls are refused while it drains, and the management
+/// interface keeps answering (showing the call's load) until the SIP core has stopped.
+#[test]
+fn the_management_interface_answers_while_calls_drain() {
+    let test = 25;
+    let dir = scratch("drain-mi-25");
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    let siplb = env!("CARGO_BIN_EXE_siplb");
+    let init = Command::new(siplb)
+        .args(["db", "init", "--database", &url])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let d1 = ip(test, 11);
+    sql(
+        &url,
+        &[&format!(
+            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=5', 0)"
+        )],
+    );
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi = format!("http://{}:8888/mi", ip(test, 1));
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"20s\"\n[database]\nurl = \"{url}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n",
+            ip(test, 1)
+        ),
+    )
+    .unwrap();
+    let _uas = uas_at(&dir, &[d1]);
+    let mut node = Node::start(&config, dir.join("siplb.log"));
+    // One call of 4 s.
+    let call = uac_to(&dir, "uac", sip, ip(test, 100), 5062, "VM_1", (1, 1, 4000));
+    wait_until(Duration::from_secs(5), || loads(&mi) == [1]);
+
+    node.terminate();
+    wait_until(Duration::from_secs(5), || {
+        node.log_text().contains("draining")
+    });
+    // Draining: the management interface still answers, with the call still counted.
+    assert_eq!(loads(&mi), [1]);
+    assert!(node.is_running());
+
+    // The call ends normally; then the core stops, and with it everything else.
+    let report = call.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    let status = node.wait(Duration::from_secs(10));
+    assert!(status.success(), "{}", node.log_text());
+    assert!(
+        node.log_text().contains("SIP transports stopped"),
+        "{}",
+        node.log_text()
+    );
+}

@@ -614,18 +614,33 @@ impl Node {
 
     /// Sends a signal (`-TERM`, `-KILL`) and waits for the process to end.
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        self.send(sig);
+        self.wait(Duration::from_secs(10))
+    }
+
+    /// Sends SIGTERM without waiting: siplb starts draining.
+    pub fn terminate(&mut self) {
+        self.send("-TERM");
+    }
+
+    fn send(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to end, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "siplb did not stop on {sig}"
-            );
+            assert!(start.elapsed() < limit, "siplb did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
