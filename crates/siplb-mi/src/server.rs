@@ -73,7 +73,8 @@ pub async fn serve(
 ///
 /// - `POST /mi` and `/mi/`: JSON-RPC 2.0 (`Content-Type: application/json`), `200` with the
 ///   reply, or `202` with an empty body for a notification;
-/// - `GET /metrics`: Prometheus text; `GET /health`: `200 ok`;
+/// - `GET /metrics`: Prometheus text; `GET /health`: `200 ok` (`503 draining` while
+///   siplb drains before stopping);
 /// - anything else: `404`, `405`, `413`, `415` or `408`, always with a complete body.
 ///
 /// When the state has a token ([`MiState::with_token`]), a request to `/mi` or `/metrics`
@@ -180,6 +181,9 @@ async fn route(
             state.render_metrics().await,
         ),
         "/metrics" => method_not_allowed("GET, HEAD"),
+        "/health" if state.is_draining() => read_only(&request, || {
+            respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining")
+        }),
         "/health" => read_only(&request, || respond(StatusCode::OK, TEXT, "ok")),
         _ => respond(StatusCode::NOT_FOUND, TEXT, "Not Found\n"),
     }

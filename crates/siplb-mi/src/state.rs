@@ -106,6 +106,9 @@ pub struct MiState {
     pub(crate) version: String,
     pub(crate) started: Instant,
     pub(crate) token: Option<String>,
+    /// Set when siplb drains before stopping: `/health` then answers 503, so a health
+    /// checker in front (DNS SRV updater, keepalived, a load balancer) moves traffic away.
+    pub(crate) draining: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl MiState {
@@ -121,6 +124,7 @@ impl MiState {
             version: concat!("siplb ", env!("CARGO_PKG_VERSION")).to_owned(),
             started: Instant::now(),
             token: None,
+            draining: None,
         }
     }
 
@@ -183,6 +187,19 @@ impl MiState {
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token;
         self
+    }
+
+    /// `/health` answers `503 draining` once `flag` is set.
+    #[must_use]
+    pub fn with_draining_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.draining = Some(flag);
+        self
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether `authorization` (the request's `Authorization` header value, if any)

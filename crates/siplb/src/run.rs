@@ -213,8 +213,10 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
         info!("management interface on http://{mi_addr}/mi");
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
-            .with_token(config.management.token.clone());
+            .with_token(config.management.token.clone())
+            .with_draining_flag(Arc::clone(&draining));
         // The management interface outlives the drain: an operator watches the calls
         // that are left, or ends them, until the SIP core has stopped.
         let (mi_stop_tx, mut mi_stop) = watch::channel(false);
@@ -224,6 +226,7 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("shutting down");
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = stop_tx.send(true);
         });
         tokio::spawn(publish_status_changes(

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
+use harness::{Node, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until};
 
 fn loads(mi: &str) -> Vec<u64> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -352,9 +352,15 @@ fn the_management_interface_answers_while_calls_drain() {
     wait_until(Duration::from_secs(5), || {
         node.log_text().contains("draining")
     });
-    // Draining: the management interface still answers, with the call still counted.
+    // Draining: the management interface still answers, with the call still counted,
+    // and health checks are told to move traffic away.
     assert_eq!(loads(&mi), [1]);
     assert!(node.is_running());
+    let health = http_get_reply((ip(test, 1), 8888), "/health");
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.ends_with("draining"),
+        "{health}"
+    );
 
     // The call ends normally; then the core stops, and with it everything else.
     let report = call.finish(Duration::from_secs(20));

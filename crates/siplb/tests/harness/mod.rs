@@ -674,8 +674,9 @@ pub fn sql(url: &str, statements: &[&str]) {
     });
 }
 
-/// The body of `GET path` from siplb's management listener.
-pub fn http_get(addr: (IpAddr, u16), path: &str) -> String {
+/// The whole reply to `GET path` from siplb's management listener, status line
+/// included.
+pub fn http_get_reply(addr: (IpAddr, u16), path: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.write_all(
@@ -684,6 +685,12 @@ pub fn http_get(addr: (IpAddr, u16), path: &str) -> String {
     .unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The body of `GET path` from siplb's management listener, which must answer 200.
+pub fn http_get(addr: (IpAddr, u16), path: &str) -> String {
+    let text = http_get_reply(addr, path);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     text.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
