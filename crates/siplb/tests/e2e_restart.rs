@@ -19,6 +19,31 @@ use std::time::Duration;
 
 use harness::{Node, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until};
 
+/// Creates `table` with `siplb db init` and one unprobed destination per row (ids from
+/// 1, group 1, port 5060).
+fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
+    let init = Command::new(env!("CARGO_BIN_EXE_siplb"))
+        .args(["db", "init", "--database", url, "--table", table])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let inserts: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (host, resources))| {
+            format!(
+                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES ({}, 1, 'sip:{host}:5060', '{resources}', 0)",
+                i + 1
+            )
+        })
+        .collect();
+    sql(url, &inserts.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 fn loads(mi: &str) -> Vec<u64> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -37,28 +62,8 @@ fn restart_keeps_calls(test: u8, url: &str) {
     let dir = scratch(&format!("restart-{test}"));
     let table = format!("lbt_restart_{}_{test}", std::process::id());
     let dialogs = format!("lbd_restart_{}_{test}", std::process::id());
-    let siplb = env!("CARGO_BIN_EXE_siplb");
-    let init = Command::new(siplb)
-        .args(["db", "init", "--database", url, "--table", &table])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
     let (d1, d2) = (ip(test, 11), ip(test, 12));
-    sql(
-        url,
-        &[
-            &format!(
-                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
-            ),
-            &format!(
-                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{d2}:5060', 'vm=50', 0)"
-            ),
-        ],
-    );
+    destination_table(url, &table, &[(d1, "vm=50"), (d2, "vm=50")]);
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let mi = format!("http://{}:8888/mi", ip(test, 1));
     let config = dir.join("siplb.toml");
@@ -318,19 +323,8 @@ fn the_management_interface_answers_while_calls_drain() {
     let test = 25;
     let dir = scratch("drain-mi-25");
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
-    let siplb = env!("CARGO_BIN_EXE_siplb");
-    let init = Command::new(siplb)
-        .args(["db", "init", "--database", &url])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
     let d1 = ip(test, 11);
-    sql(
-        &url,
-        &[&format!(
-            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=5', 0)"
-        )],
-    );
+    destination_table(&url, "load_balancer", &[(d1, "vm=5")]);
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let mi = format!("http://{}:8888/mi", ip(test, 1));
     let config = dir.join("siplb.toml");
