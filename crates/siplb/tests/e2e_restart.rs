@@ -240,23 +240,8 @@ fn a_database_outage_does_not_stop_routing() {
     let dir = scratch("outage-24");
     let table = format!("lbt_outage_{}", std::process::id());
     let dialogs = format!("lbd_outage_{}", std::process::id());
-    let siplb = env!("CARGO_BIN_EXE_siplb");
-    let init = Command::new(siplb)
-        .args(["db", "init", "--database", &direct, "--table", &table])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
     let d1 = ip(test, 11);
-    sql(
-        &direct,
-        &[&format!(
-            "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{d1}:5060', 'vm=50', 0)"
-        )],
-    );
+    destination_table(&direct, &table, &[(d1, "vm=50")]);
     let relay = Relay::start("127.0.0.1:5432".parse().unwrap());
     let url = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
     let sip = SocketAddr::new(ip(test, 1), 5060);
