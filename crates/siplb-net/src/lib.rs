@@ -116,9 +116,9 @@ pub struct Options {
 /// kernel caps it at `net.core.rmem_max`.
 const UDP_RECV_BUFFER: usize = 8 << 20;
 
-/// Datagrams read from one socket before the core sends what they produced and looks
-/// at its timers and other sockets again.
-const UDP_BATCH: usize = 64;
+/// Datagrams read from one socket, or messages taken from the TCP tasks, before the
+/// core sends what they produced and looks at its timers and other inputs again.
+const BATCH: usize = 64;
 
 fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -285,7 +285,7 @@ pub async fn serve(
                             pending.remove(&peer);
                         }
                     }
-                    if taken < UDP_BATCH {
+                    if taken < BATCH {
                         next = events.try_recv().ok();
                     }
                 }
@@ -374,10 +374,10 @@ impl UdpListener {
         })
     }
 
-    /// Reads what is queued on the socket, up to [`UDP_BATCH`] datagrams, without
+    /// Reads what is queued on the socket, up to [`BATCH`] datagrams, without
     /// waiting; reaching "would block" re-arms the runtime's readiness for it.
     fn read_batch(&self, buf: &mut [u8], mut handle: impl FnMut(Peer, Bytes)) {
-        for _ in 0..UDP_BATCH {
+        for _ in 0..BATCH {
             match self.socket.try_recv_from(buf) {
                 Ok((n, from)) => handle(Peer::udp(from), Bytes::copy_from_slice(&buf[..n])),
                 // ICMP port unreachable from an earlier send surfaces here on Linux.

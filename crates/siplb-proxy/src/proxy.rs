@@ -1421,8 +1421,8 @@ fn build_cancel(request: &Message) -> Option<Bytes> {
     use std::fmt::Write as _;
     let uri = request.request_uri_text()?;
     let via = request.header(siplb_sip::HeaderName::Via)?;
-    let top_via = request.top_via().ok()?;
-    let _ = top_via;
+    // The CANCEL repeats siplb's own top Via, which must be one that parses.
+    request.top_via().ok()?;
     let cseq = request.cseq()?;
     let mut out = String::with_capacity(512);
     let _ = write!(out, "CANCEL {uri} SIP/2.0\r\n");
