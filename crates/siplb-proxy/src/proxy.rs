@@ -1104,10 +1104,11 @@ impl Proxy {
 
     /// Answers the caller with siplb's own final response and ends the call.
     fn answer_call(&mut self, now: Instant, call_key: &CallKey, code: u16, reason: &str) {
-        let Some(call) = self.calls.get(call_key) else {
+        let Some(call) = self.calls.get_mut(call_key) else {
             return;
         };
-        let request = call.invite.clone();
+        // The call ends here: its INVITE is taken, not copied.
+        let request = call.invite.take();
         let peer = call.caller;
         self.end_call(call_key);
         if let Some(request) = request {
