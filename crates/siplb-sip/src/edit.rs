@@ -116,25 +116,42 @@ impl<'m> Editor<'m> {
         self
     }
 
-    /// Removes the topmost element of a list header: the whole line when it holds one
-    /// element, otherwise only that element and its comma.
-    fn remove_top_element(&mut self, name: HeaderName) -> Result<(), EditError> {
-        let mut elements = self.msg.list_spans(name);
-        let (field, first) = elements
-            .next()
-            .ok_or(EditError::NothingToRemove(name))?
-            .map_err(|()| EditError::Malformed(name))?;
-        match elements.next() {
-            Some(Ok((same, second))) if same == field => {
-                self.splice(first.start as usize..second.start as usize, b"");
+    /// Removes the topmost `n` elements of a list header: whole lines for the fields
+    /// they fill, and for a field they fill only in part, its elements up to the next
+    /// one kept. One splice per field, so removing several never overlaps.
+    fn remove_top_elements(&mut self, name: HeaderName, n: usize) -> Result<(), EditError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut taken: Vec<(usize, Span)> = Vec::with_capacity(n + 1);
+        for element in self.msg.list_spans(name).take(n + 1) {
+            taken.push(element.map_err(|()| EditError::Malformed(name))?);
+        }
+        if taken.len() < n {
+            return Err(EditError::NothingToRemove(name));
+        }
+        let kept = taken.get(n).copied();
+        let mut i = 0;
+        while i < n {
+            let (field, first) = taken[i];
+            while i < n && taken[i].0 == field {
+                i += 1;
             }
-            Some(Err(())) => return Err(EditError::Malformed(name)),
-            _ => {
-                let line = self.msg.headers[field].line;
-                self.splice(line.range(), b"");
+            match kept {
+                Some((same, next)) if same == field => {
+                    self.splice(first.start as usize..next.start as usize, b"");
+                }
+                _ => {
+                    let line = self.msg.headers[field].line;
+                    self.splice(line.range(), b"");
+                }
             }
         }
         Ok(())
+    }
+
+    fn remove_top_element(&mut self, name: HeaderName) -> Result<(), EditError> {
+        self.remove_top_elements(name, 1)
     }
 
     /// Removes the topmost Via hop (a response on its way back through siplb).
@@ -146,6 +163,14 @@ impl<'m> Editor<'m> {
     /// Removes the topmost Route entry (loose routing, RFC 3261 section 16.4).
     pub fn pop_route(&mut self) -> Result<&mut Self, EditError> {
         self.remove_top_element(HeaderName::Route)?;
+        Ok(self)
+    }
+
+    /// Removes the topmost `n` Route entries at once (siplb's own, when it
+    /// record-routed twice). Calling [`Editor::pop_route`] twice would remove the same
+    /// entry twice.
+    pub fn pop_routes(&mut self, n: usize) -> Result<&mut Self, EditError> {
+        self.remove_top_elements(HeaderName::Route, n)?;
         Ok(self)
     }
 

@@ -369,6 +369,19 @@ impl Message {
         self.buf.slice(self.body.range())
     }
 
+    /// True when a line of the head ends in a bare LF. The parser takes such lines,
+    /// as RFC 3261 section 7.5's robustness asks, but many user agents drop the whole
+    /// message: a proxy should not pass one on unchanged.
+    pub fn has_bare_lf(&self) -> bool {
+        let head = &self.buf[..(self.head_end as usize).min(self.buf.len())];
+        memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+    }
+
+    /// How many header fields the head holds.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
     /// Checks what a stateful proxy relies on: one well-formed Call-ID, CSeq, From and
     /// To, parseable Via hops, and sane Max-Forwards and Content-Length values.
     pub(crate) fn validate(&mut self) -> Result<(), ErrorKind> {

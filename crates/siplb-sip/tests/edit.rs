@@ -95,6 +95,43 @@ fn pop_route_removes_whole_line_when_single() {
 }
 
 #[test]
+fn pop_routes_removes_several_at_once() {
+    let routes = |m: &Message| -> Vec<String> {
+        m.routes().map(|r| r.unwrap().uri_text.to_owned()).collect()
+    };
+    let original = invite();
+    // Both entries of the first line: the line goes.
+    let mut e = original.edit();
+    e.pop_routes(2).unwrap();
+    let m = e.finish_message(&Limits::default()).unwrap();
+    assert_eq!(routes(&m), ["sip:last.example.com;lr"]);
+    assert!(!text(m.as_bytes()).contains("lb.example.com"));
+    // Across lines.
+    let mut e = original.edit();
+    e.pop_routes(3).unwrap();
+    let m = e.finish_message(&Limits::default()).unwrap();
+    assert_eq!(m.routes().count(), 0);
+    // One: only the first element of the line.
+    let mut e = original.edit();
+    e.pop_routes(1).unwrap();
+    let m = e.finish_message(&Limits::default()).unwrap();
+    assert_eq!(
+        routes(&m),
+        ["sip:next.example.com;lr", "sip:last.example.com;lr"]
+    );
+    // Popping one twice would remove the same entry twice.
+    let m = invite();
+    let mut e = m.edit();
+    e.pop_route().unwrap();
+    e.pop_route().unwrap();
+    assert_eq!(e.finish().err(), Some(EditError::Overlap));
+    assert_eq!(
+        original.edit().pop_routes(4).err(),
+        Some(EditError::NothingToRemove(HeaderName::Route))
+    );
+}
+
+#[test]
 fn request_uri_body_and_max_forwards() {
     let m = invite();
     let mut e = m.edit();

@@ -248,6 +248,17 @@ proptest! {
             prop_assert_eq!(out.routes().count(), g.routes - 1);
             prop_assert_eq!(others(&out, &[HeaderName::Route]), others(&m, &[HeaderName::Route]));
         }
+        // Any number of Routes at once, however they share lines: the rest stay, in order.
+        let before: Vec<String> = m.routes().map(|r| r.unwrap().uri_text.to_owned()).collect();
+        for n in 0..=g.routes {
+            let mut e = m.edit();
+            e.pop_routes(n).unwrap();
+            let out = reparse(e.finish().unwrap());
+            let after: Vec<String> = out.routes().map(|r| r.unwrap().uri_text.to_owned()).collect();
+            prop_assert_eq!(&after[..], &before[n..]);
+            prop_assert_eq!(others(&out, &[HeaderName::Route]), others(&m, &[HeaderName::Route]));
+        }
+        prop_assert!(m.edit().pop_routes(g.routes + 1).is_err());
 
         let mut e = m.edit();
         match (e.decrement_max_forwards(), g.max_forwards) {
