@@ -23,7 +23,8 @@ pub enum ClientEvent {
     /// been queued.
     Final(Message),
     /// A 2xx to an INVITE after a final was passed up: a retransmission, or another
-    /// fork's answer. Never absorbed, so the proxy can forward it.
+    /// fork's answer, while the transaction is Accepted (RFC 6026 Timer M) or
+    /// Completed. Never absorbed, so the proxy can forward it.
     Late2xx(Message),
     /// No final response in time (Timer B, `invite_timeout`, Timer C or Timer F).
     /// Emitted at most once; the TU answers `408` in the transaction's place.
@@ -43,7 +44,9 @@ pub enum ClientEvent {
 pub struct ClientTransaction {
     key: ClientKey,
     invite: bool,
-    request: Message,
+    /// Dropped once Accepted: nothing is built from it any more (CANCEL needs it only
+    /// before a final), and it is most of the transaction's memory.
+    request: Option<Message>,
     reliability: Reliability,
     timers: Timers,
     state: State,
@@ -85,9 +88,11 @@ impl ClientTransaction {
             timed_out: false,
             clock: TimerTable::default(),
             outbox: Outbox::default(),
-            request,
+            request: Some(request),
         };
-        tx.outbox.transmit(tx.request.to_bytes());
+        if let Some(r) = &tx.request {
+            tx.outbox.transmit(r.to_bytes());
+        }
         if !reliability.is_reliable() {
             tx.clock.set(Timer::Retransmit, deadline(now, tx.interval));
         }
@@ -121,9 +126,10 @@ impl ClientTransaction {
         self.timed_out
     }
 
-    /// The request this transaction sends (a CANCEL is built from it).
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request this transaction sends (a CANCEL is built from it); gone once a
+    /// 2xx has Accepted the transaction.
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
 
     /// Feeds a response that matched this transaction's key.
@@ -155,15 +161,22 @@ impl ClientTransaction {
                 self.outbox.event(ClientEvent::Provisional(response));
             }
             (State::Calling | State::Proceeding, 200..=299) => {
+                // RFC 6026 Accepted: further 2xx (retransmissions, other forks) still
+                // match this transaction for Timer M and go up as Late2xx, over any
+                // transport, since 2xx retransmission is end to end.
                 self.outbox.event(ClientEvent::Final(response));
-                self.terminate();
+                self.state = State::Accepted;
+                self.clock.stop_all();
+                self.request = None;
+                self.clock
+                    .set(Timer::Linger, deadline(now, self.timers.sixty_four_t1()));
             }
             (State::Calling | State::Proceeding, _) => {
                 self.send_ack(&response);
                 self.outbox.event(ClientEvent::Final(response));
                 self.complete(self.timers.timer_d, now);
             }
-            (State::Completed | State::Terminated, 200..=299) => {
+            (State::Accepted | State::Completed | State::Terminated, 200..=299) => {
                 self.outbox.event(ClientEvent::Late2xx(response));
             }
             (State::Completed, 300..) => {
@@ -191,7 +204,9 @@ impl ClientTransaction {
 
     /// Built anew for each final so that its To tag is always the one acknowledged.
     fn send_ack(&mut self, response: &Message) {
-        if let Some(ack) = hop_by_hop_ack(&self.request, response) {
+        if let Some(request) = &self.request
+            && let Some(ack) = hop_by_hop_ack(request, response)
+        {
             self.outbox.transmit(ack);
         }
     }
@@ -250,7 +265,9 @@ impl ClientTransaction {
         if !waiting || self.timed_out {
             return;
         }
-        self.outbox.transmit(self.request.to_bytes());
+        if let Some(r) = &self.request {
+            self.outbox.transmit(r.to_bytes());
+        }
         // Timer A doubles without bound (Timer B ends it); Timer E doubles up to T2,
         // and runs at T2 once a provisional has arrived.
         let next = if self.invite {

@@ -16,14 +16,15 @@
 //! [`ClientTransaction`] covers the INVITE (17.1.1) and non-INVITE (17.1.2) client
 //! machines, [`ServerTransaction`] the INVITE (17.2.1) and non-INVITE (17.2.2) server
 //! machines. [`ClientKey`] and [`ServerKey`] implement the matching rules of 17.1.3 and
-//! 17.2.3, and [`TransactionTable`] keeps transactions by key with one timer queue.
+//! 17.2.3. Keeping transactions by key, with their deadlines, is the proxy core's job:
+//! it keeps them in one agenda with its calls' timers.
 //!
 //! # Deviations and choices
 //!
-//! - A 2xx to an INVITE terminates the client transaction (RFC 3261, not the RFC 6026
-//!   Accepted state). Later 2xx responses are never absorbed: a terminated transaction
-//!   matches nothing in the table, so they reach the caller, which forwards them
-//!   statelessly as RFC 3261 section 16.7 asks of a proxy.
+//! - Both INVITE machines implement RFC 6026's Accepted state. A client transaction
+//!   that passed a 2xx up stays for Timer M (64*T1, over any transport), passing up
+//!   every further 2xx (retransmissions, other forks) as [`ClientEvent::Late2xx`], so
+//!   the proxy decides about each instead of meeting them as strays.
 //! - The INVITE server transaction does implement the RFC 6026 Accepted state: after
 //!   a 2xx it stays for Timer L (64*T1), absorbing INVITE retransmissions (otherwise a
 //!   late retransmission would look like a new call and be forwarded again) and
@@ -45,7 +46,7 @@ mod outbox;
 mod prehash;
 mod server;
 mod state;
-mod table;
+
 mod timer_table;
 mod timers;
 
@@ -59,5 +60,5 @@ pub use key::{ClientKey, ServerKey};
 pub use prehash::{Prehashed, PrehashedHasher, prehash};
 pub use server::{ServerEvent, ServerTransaction};
 pub use state::State;
-pub use table::{DuplicateKey, TransactionTable, TxKey};
+
 pub use timers::{Reliability, Timers};

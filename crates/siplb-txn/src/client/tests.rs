@@ -302,12 +302,16 @@ fn timer_d_is_zero_over_reliable_transports() {
 }
 
 #[test]
-fn two_xx_terminates_and_later_2xx_are_surfaced_not_absorbed() {
+fn two_xx_accepts_and_later_2xx_are_surfaced_until_timer_m() {
     let inv = invite();
     let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
     h.respond(ms(100), response(&inv, 180));
     h.respond(ms(200), response(&inv, 200));
-    assert!(h.tx.is_terminated());
+    assert_eq!(h.tx.state(), State::Accepted);
+    assert!(
+        h.tx.request().is_none(),
+        "nothing is built from the request any more"
+    );
     assert_eq!(
         h.log
             .count(|e| matches!(e, ClientEvent::Final(m) if m.status() == Some(200))),
@@ -319,8 +323,23 @@ fn two_xx_terminates_and_later_2xx_are_surfaced_not_absorbed() {
     h.respond(ms(1700), response(&inv, 200));
     assert_eq!(h.log.count(|e| matches!(e, ClientEvent::Late2xx(_))), 2);
     assert_eq!(h.log.sent.len(), 1);
-    assert_eq!(h.log.count(|e| matches!(e, ClientEvent::Terminated)), 1);
+    // Timer M (64*T1) after the first 2xx, whatever the transport.
+    assert_eq!(h.deadline(), Some(ms(200) + secs(32.0)));
+    h.run_until(secs(40.0));
+    assert_eq!(
+        h.log.at(|e| matches!(e, ClientEvent::Terminated)),
+        [ms(200) + secs(32.0)]
+    );
     assert_eq!(h.tx.poll_timeout(), None);
+}
+
+#[test]
+fn timer_m_runs_over_reliable_transports_too() {
+    let inv = invite();
+    let mut h = Harness::new(inv.clone(), Reliability::Reliable, Timers::default());
+    h.respond(ms(100), response(&inv, 200));
+    assert_eq!(h.tx.state(), State::Accepted);
+    assert_eq!(h.deadline(), Some(ms(100) + secs(32.0)));
 }
 
 #[test]
