@@ -17,8 +17,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_proxy::{DialogChange, Incoming, Peer, Proxy, StatusChange, Transmit, Transport};
-use siplb_sip::{Limits, Message};
+use siplb_proxy::{
+    CoreEvent, DialogChange, Incoming, Peer, Proxy, StatusChange, Transmit, Transport,
+};
+use siplb_sip::{Limits, Message, ParseError};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -29,6 +31,11 @@ pub(crate) enum Event {
     Message {
         peer: Peer,
         msg: Message,
+    },
+    /// The stream lost its framing here; the connection closes after the answer.
+    Malformed {
+        peer: Peer,
+        error: Box<ParseError>,
     },
     /// A TCP connection is up; messages for `peer` go into `tx`.
     Connected {
@@ -272,6 +279,7 @@ pub async fn serve(
                     taken += 1;
                     match event {
                         Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
+                        Event::Malformed { peer, error } => proxy.handle_malformed(now, peer, &error),
                         Event::Connected { peer, tx } => {
                             if let Some(queued) = pending.remove(&peer) {
                                 for data in queued {
@@ -303,14 +311,19 @@ pub async fn serve(
                 }
             }
         }
-        while let Some(change) = proxy.poll_dialog_change() {
-            if let Some(tx) = &dialog_changes {
-                let _ = tx.send(change);
-            }
-        }
-        while let Some(change) = proxy.poll_status_change() {
-            if let Some(tx) = &status_changes {
-                let _ = tx.send(change);
+        while let Some(event) = proxy.poll_event() {
+            // A listener that has gone (shutting down) just misses the event.
+            match event {
+                CoreEvent::Dialog(change) => {
+                    if let Some(tx) = &dialog_changes {
+                        let _ = tx.send(change);
+                    }
+                }
+                CoreEvent::Status(change) => {
+                    if let Some(tx) = &status_changes {
+                        let _ = tx.send(change);
+                    }
+                }
             }
         }
         while let Some(Transmit { peer, data }) = proxy.poll_transmit() {
@@ -342,7 +355,7 @@ fn answer(proxy: &mut Proxy, query: control::Query) {
             let _ = reply.send(proxy.call_summaries(Instant::now()));
         }
         control::Query::EndCall(call_id, reply) => {
-            let _ = reply.send(proxy.end_calls_with_id(&call_id));
+            let _ = reply.send(proxy.end_calls_with_id(Instant::now(), &call_id));
         }
         control::Query::Report(reply) => {
             let _ = reply.send(Report {

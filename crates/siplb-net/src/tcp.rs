@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use siplb_proxy::{Peer, Transport};
-use siplb_sip::{Frame, Limits, StreamDecoder, build_response};
+use siplb_sip::{Frame, Limits, StreamDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -94,11 +94,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, events: mpsc::Sender<Event>, l
                     }
                 }
                 Err(e) => {
-                    // The stream has lost its framing: answer if possible, then close.
-                    if let (Some((code, reason)), Some(m)) = (e.reply_status(), e.message()) {
-                        let _ = tx.try_send(build_response(m, code, reason, None, &[]));
-                    }
+                    // The stream has lost its framing: the core counts it and answers
+                    // if it can (before this connection's Closed), then it closes.
                     debug!(%peer, error = %e, "closing TCP connection after a framing error");
+                    let _ = events
+                        .send(Event::Malformed {
+                            peer: from,
+                            error: Box::new(e),
+                        })
+                        .await;
                     break 'read;
                 }
             }

@@ -113,16 +113,56 @@ impl Listeners {
         Some((self.listen[i], self.host_ports.get(i)?.as_str()))
     }
 
-    /// True when `uri` points at one of siplb's listeners (an unspecified listen
-    /// address matches any IP on its port).
+    /// True when `uri` points at one of siplb's listeners, however the port is
+    /// written (absent and 0 both mean 5060, where siplb would send it). An
+    /// unspecified listen address matches any IP on its port.
     pub(crate) fn is_me(&self, uri: &Uri<'_>) -> bool {
         let Some(ip) = uri.host.ip() else {
             return false;
         };
-        let port = uri.port.unwrap_or(5060);
-        self.listen
-            .iter()
-            .any(|l| l.addr.port() == port && (l.addr.ip() == ip || l.addr.ip().is_unspecified()))
+        let port = match uri.port {
+            None | Some(0) => 5060,
+            Some(p) => p,
+        };
+        self.is_my_address(SocketAddr::new(ip, port))
+    }
+
+    /// True when sending to `addr` would reach siplb itself.
+    pub(crate) fn is_my_address(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        self.listen.iter().any(|l| {
+            l.addr.port() == addr.port()
+                && (canonical(l.addr.ip()) == ip
+                    || (l.addr.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+        })
+    }
+}
+
+impl Listeners {
+    /// The route from siplb on towards whoever sent `response`: the Record-Route
+    /// entries above siplb's own (proxies after siplb), nearest first. Empty when
+    /// siplb's own entry is missing, as nothing is then known to come after it.
+    pub(crate) fn route_beyond(&self, response: &siplb_sip::Message) -> Vec<Box<str>> {
+        let mut above = Vec::new();
+        for rr in response.record_routes() {
+            let Ok(rr) = rr else {
+                return Vec::new();
+            };
+            if rr.uri().is_ok_and(|u| self.is_me(&u)) {
+                above.reverse();
+                return above;
+            }
+            above.push(Box::<str>::from(rr.uri_text));
+        }
+        Vec::new()
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -2,6 +2,18 @@
 
 use std::fmt;
 
+use crate::persist::DialogChange;
+
+/// What the core reports besides the messages it sends (see the polling contract in
+/// [`crate::Proxy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// A destination was disabled or enabled by failover or probing.
+    Status(StatusChange),
+    /// A call that holds load was answered or ended (with `[dialog] persist`).
+    Dialog(DialogChange),
+}
+
 /// Who changed a destination's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeSource {

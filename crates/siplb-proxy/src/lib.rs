@@ -1,23 +1,51 @@
 //! siplb's stateful proxy core (RFC 3261 section 16), free of I/O.
 //!
-//! [`Proxy`] takes received messages and timer expiries, and hands back the messages
-//! to send. It owns the transactions (from `siplb-txn`), the calls and their load
-//! (allocations from `siplb-balance`, released when the call ends by construction),
-//! routing by the configured routes, and failover. Sockets, clocks and tasks live in
-//! the driver (`siplb-net`).
+//! [`Proxy`] takes received messages and timer expiries and hands back the messages
+//! to send and the events to publish; its module doc gives the polling contract. Where
+//! each concern lives:
+//!
+//! - [`proxy`](crate::Proxy): inputs, the work loop, effects carried out;
+//! - `requests`: requests in, admission and the routes to a new call;
+//! - `call`: a call's state machine (attempts, failover, cancel, dialogs), the only
+//!   place load is taken, moved or released;
+//! - `in_dialog`: where in-dialog requests go;
+//! - `responses`: responses in and transaction events, attempts that are over;
+//! - `forward`: requests siplb sends (attempts, CANCEL, its own ACK and BYE);
+//! - `local`: siplb's own answers and what a request must be to be forwarded;
+//! - `failures`, `probe`: destination health;
+//! - `lifecycle`: restored calls, the operator's view, stored calls;
+//! - `transactions`, `agenda`, `slab`, `tokens`, `keys`: the tables underneath.
+//!
+//! Sockets, clocks and tasks live in the driver (`siplb-net`).
 
 mod addr;
+mod agenda;
+mod call;
 mod events;
+mod failures;
+mod forward;
+mod in_dialog;
+mod keys;
+mod lifecycle;
+mod local;
 mod persist;
+mod probe;
 mod proxy;
+mod requests;
+mod responses;
 mod routing;
 mod sdp;
 mod settings;
+mod slab;
 mod stats;
+mod tokens;
+mod transactions;
 
 pub use addr::{Peer, Transport};
-pub use events::{ChangeSource, StatusChange};
-pub use persist::{DialogChange, PersistedCall};
-pub use proxy::{CallSummary, Incoming, ProbeState, Proxy, Transmit};
+pub use events::{ChangeSource, CoreEvent, StatusChange};
+pub use lifecycle::CallSummary;
+pub use persist::{DialogChange, PersistedCall, RestoreError};
+pub use probe::ProbeState;
+pub use proxy::{Incoming, Proxy, Transmit};
 pub use settings::Settings;
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

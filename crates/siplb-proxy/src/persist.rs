@@ -30,3 +30,12 @@ pub enum DialogChange {
     /// The call ended: forget it. (Call-ID, caller tag.)
     Delete { call_id: String, caller_tag: String },
 }
+
+/// Why a stored call could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("resources: {0}")]
+    Resources(siplb_balance::ResourceListError),
+    #[error("{0}")]
+    Table(siplb_balance::AttachError),
+}

@@ -10,9 +10,11 @@ use siplb_sip::Message;
 use siplb_txn::{ClientEvent, Timers};
 use tracing::debug;
 
-use super::{ClientRole, Proxy, TimerRef};
 use crate::addr::peer_of_uri_text;
+use crate::agenda::Due;
 use crate::events::ChangeSource;
+use crate::proxy::Proxy;
+use crate::transactions::ClientRole;
 
 /// What siplb knows of one destination's probes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,21 +45,12 @@ pub(crate) fn probe_interval_override(attrs: &str) -> Option<Duration> {
 }
 
 impl Proxy {
-    /// Starts the periodic work that does not wait for a message: probing and
-    /// housekeeping.
-    pub fn start(&mut self, now: Instant) {
-        self.schedule(now + super::HOUSEKEEPING_INTERVAL, TimerRef::Housekeeping);
-        if !self.settings.probing.interval.is_zero() {
-            self.schedule(now, TimerRef::ProbeTick);
-        }
-    }
-
     /// Probe state per destination id, for `lb_list` and metrics.
     pub fn probe_states(&self) -> impl Iterator<Item = (u32, &ProbeState)> + '_ {
         self.probes.iter().map(|(id, s)| (*id, s))
     }
 
-    pub(super) fn probe_tick(&mut self, now: Instant) {
+    pub(crate) fn probe_tick(&mut self, now: Instant) {
         let global = self.settings.probing.interval;
         let mut next_tick = global;
         for d in self.balancer.snapshot() {
@@ -87,7 +80,7 @@ impl Proxy {
                 self.send_probe(now, d.id, &d.uri);
             }
         }
-        self.schedule(now + next_tick, TimerRef::ProbeTick);
+        self.agenda.schedule(now + next_tick, Due::ProbeTick);
     }
 
     fn send_probe(&mut self, now: Instant, id: u32, uri: &str) {
@@ -99,19 +92,19 @@ impl Proxy {
                 return;
             }
         };
-        let Some((via, _)) = self.via_for(&peer) else {
+        let Some(via) = self.via_for(&peer) else {
             return;
         };
-        let tag = self.new_tag();
+        let tag = self.tokens.tag();
+        let call_id = self.tokens.tag();
         self.probe_seq += 1;
         let probing = &self.settings.probing;
         let mut text = String::with_capacity(400);
         let _ = write!(
             text,
-            "{m} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{uri}>\r\nCall-ID: probe-{salt:x}-{seq}\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n",
+            "{m} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{uri}>\r\nCall-ID: probe-{call_id}-{seq}\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n",
             m = probing.method,
             from = probing.from,
-            salt = self.branch_salt & 0xffff_ffff,
             seq = self.probe_seq,
         );
         let Ok(request) = Message::parse(text.into_bytes()) else {
@@ -128,10 +121,19 @@ impl Proxy {
         state.last_sent = Some(now);
         state.sent += 1;
         self.stats.probes_sent += 1;
-        self.start_client_with(now, request, peer, ClientRole::Probe(id), timers);
+        match self
+            .txns
+            .add_client(request, peer, ClientRole::Probe(id), timers, now)
+        {
+            Ok(client) => {
+                self.txns
+                    .drain_client(client, &mut self.agenda, &mut self.out, &mut self.work);
+            }
+            Err(e) => debug!(destination = id, error = %e, "probe not sent"),
+        }
     }
 
-    pub(super) fn on_probe_event(&mut self, now: Instant, id: u32, event: ClientEvent) {
+    pub(crate) fn on_probe_event(&mut self, now: Instant, id: u32, event: ClientEvent) {
         let status = match event {
             ClientEvent::Final(r) => r.status().unwrap_or(500),
             ClientEvent::Timeout => 408,

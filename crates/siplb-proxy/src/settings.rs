@@ -66,6 +66,15 @@ pub(crate) struct Probing {
 }
 
 impl Settings {
+    /// Where `relay` routes send: with the destination table, the only places new
+    /// calls go.
+    pub(crate) fn relay_targets(&self) -> impl Iterator<Item = &Peer> + '_ {
+        self.routes.iter().filter_map(|r| match &r.action {
+            RouteAction::CountAndRelay { relay, .. } | RouteAction::Relay(relay) => Some(relay),
+            _ => None,
+        })
+    }
+
     /// Compiles a validated configuration; fails only on what validation cannot see
     /// (a relay target that is not an IP address).
     pub fn from_config(config: &Config) -> Result<Settings, String> {

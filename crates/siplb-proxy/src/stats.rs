@@ -14,8 +14,19 @@ pub struct Stats {
     pub rejected_no_destination: u64,
     pub rejected_unknown_resource: u64,
     pub rejected_no_route: u64,
+    /// New calls turned away because siplb holds as many calls or transactions as
+    /// it allows.
+    pub rejected_limit: u64,
     pub malformed: u64,
     pub dialog_timeouts: u64,
+    /// Dialogs siplb ended because the caller never acknowledged the 2xx.
+    pub ack_timeouts: u64,
+    /// 2xx of attempts that were over, acknowledged and ended by siplb.
+    pub refused_2xx: u64,
+    /// Responses from another address than their request went to: dropped.
+    pub responses_from_elsewhere: u64,
+    /// Responses that matched no transaction and meant nothing.
+    pub stray_responses: u64,
     /// Replies siplb generated, by class (index 1 = 1xx ... 6 = 6xx).
     pub local_replies: [u64; 7],
     /// Replies relayed from downstream, by class.
@@ -52,12 +63,33 @@ impl Histogram {
     }
 }
 
+/// Why a new call got no destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    NoCapacity,
+    NoDestination,
+    UnknownResource,
+    NoRoute,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::NoCapacity => "no capacity",
+            Rejection::NoDestination => "no destination",
+            Rejection::UnknownResource => "unknown resource",
+            Rejection::NoRoute => "no route",
+        })
+    }
+}
+
 impl Stats {
-    pub(crate) fn count_rejection(&mut self, why: &str) {
+    pub(crate) fn count_rejection(&mut self, why: Rejection) {
         match why {
-            "no capacity" => self.rejected_no_capacity += 1,
-            "unknown resource" => self.rejected_unknown_resource += 1,
-            _ => self.rejected_no_destination += 1,
+            Rejection::NoCapacity => self.rejected_no_capacity += 1,
+            Rejection::UnknownResource => self.rejected_unknown_resource += 1,
+            Rejection::NoDestination => self.rejected_no_destination += 1,
+            Rejection::NoRoute => self.rejected_no_route += 1,
         }
     }
 

@@ -90,6 +90,16 @@ impl Rig {
         self.now = end;
     }
 
+    /// The next change to the stored calls (status changes skipped).
+    fn dialog_change(&mut self) -> Option<siplb_proxy::DialogChange> {
+        while let Some(e) = self.proxy.poll_event() {
+            if let siplb_proxy::CoreEvent::Dialog(c) = e {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     fn load(&self, id: u32) -> u32 {
         self.balancer.destination(id).unwrap().resources[0].load
     }
@@ -218,10 +228,16 @@ fn bye_from_the_callee_goes_to_the_caller() {
 }
 
 #[test]
-fn loose_routing_pops_our_route() {
+fn loose_routing_pops_our_route_and_relays_only_within_a_known_call() {
     let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=2")], "");
+    rig.feed(CALLER, &invite("VM_1", "lr"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "y"));
+    rig.sent();
+    // siplb's Route followed by a foreign one: the BYE still goes to the callee (and
+    // only there), with siplb's own Route removed.
     let bye = format!(
-        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-rr\nRoute: <sip:127.0.0.1:5060;lr>\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=x\nTo: <sip:bob@127.0.0.11>;tag=y\nCall-ID: unknown-call\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-rr\nRoute: <sip:127.0.0.1:5060;lr>, <sip:192.0.2.66:5060;lr>\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-lr\nTo: <sip:bob@127.0.0.11>;tag=y\nCall-ID: lr\nCSeq: 2 BYE\nContent-Length: 0\n\n"
     );
     rig.feed(CALLER, &bye);
     let out = rig.sent();
@@ -229,10 +245,25 @@ fn loose_routing_pops_our_route() {
     assert_eq!(
         out[0].0,
         addr(DST1),
-        "no dialog known: the Request-URI is the next hop"
+        "the call's callee, whatever the Route says"
     );
-    assert_eq!(out[0].1.routes().count(), 0);
+    let routes: Vec<_> = out[0]
+        .1
+        .routes()
+        .map(|r| r.unwrap().uri_text.to_owned())
+        .collect();
+    assert_eq!(routes, ["sip:192.0.2.66:5060;lr"]);
     assert_eq!(out[0].1.request_uri_text(), Some("sip:bob@127.0.0.11:5060"));
+    assert_eq!(rig.load(1), 0);
+
+    // No call: siplb's Route is no licence to relay to the Request-URI.
+    let stranger = bye
+        .replace("Call-ID: lr", "Call-ID: unknown-call")
+        .replace("-rr", "-rr2");
+    rig.feed(CALLER, &stranger);
+    let out = rig.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 481));
 }
 
 #[test]
@@ -645,13 +676,13 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
     rig.feed(CALLER, &invite("VM_1", "p1"));
     let fwd = rig.sent().pop().unwrap().1;
     assert!(
-        rig.proxy.poll_dialog_change().is_none(),
+        rig.dialog_change().is_none(),
         "calls are stored once answered"
     );
     rig.advance(Duration::from_millis(20));
     rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b-p1"));
     rig.sent();
-    let Some(DialogChange::Upsert(stored)) = rig.proxy.poll_dialog_change() else {
+    let Some(DialogChange::Upsert(stored)) = rig.dialog_change() else {
         panic!("no upsert");
     };
     assert_eq!(
@@ -688,7 +719,7 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
     );
     assert_eq!(after.load(1), 0);
     assert_eq!(
-        after.proxy.poll_dialog_change(),
+        after.dialog_change(),
         Some(DialogChange::Delete {
             call_id: "p1".into(),
             caller_tag: "a-p1".into()
@@ -708,16 +739,13 @@ fn the_operator_can_end_a_call_siplb_still_counts() {
     let fwd = rig.sent().pop().unwrap().1;
     rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
     rig.sent();
-    assert!(matches!(
-        rig.proxy.poll_dialog_change(),
-        Some(DialogChange::Upsert(_))
-    ));
+    assert!(matches!(rig.dialog_change(), Some(DialogChange::Upsert(_))));
     assert_eq!(rig.load(1), 1);
-    assert_eq!(rig.proxy.end_calls_with_id("nothing"), 0);
-    assert_eq!(rig.proxy.end_calls_with_id("stale"), 1);
+    assert_eq!(rig.proxy.end_calls_with_id(rig.now, "nothing"), 0);
+    assert_eq!(rig.proxy.end_calls_with_id(rig.now, "stale"), 1);
     assert_eq!(rig.load(1), 0);
     assert!(matches!(
-        rig.proxy.poll_dialog_change(),
+        rig.dialog_change(),
         Some(DialogChange::Delete { .. })
     ));
 }

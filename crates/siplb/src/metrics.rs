@@ -37,6 +37,28 @@ pub(crate) fn render(r: &Report, persist: &crate::persist::PersistStats) -> Stri
             ("{cause=\"no_destination\"}", s.rejected_no_destination),
             ("{cause=\"unknown_resource\"}", s.rejected_unknown_resource),
             ("{cause=\"no_route\"}", s.rejected_no_route),
+            ("{cause=\"limit\"}", s.rejected_limit),
+        ],
+    );
+    counter(
+        &mut out,
+        "siplb_ack_timeouts_total",
+        "Dialogs siplb ended (BYE both ways) because the caller never acknowledged the 2xx.",
+        &[("", s.ack_timeouts)],
+    );
+    counter(
+        &mut out,
+        "siplb_late_answers_ended_total",
+        "2xx from attempts that were over (timed out, failed over, cancelled), acknowledged and ended by siplb.",
+        &[("", s.refused_2xx)],
+    );
+    counter(
+        &mut out,
+        "siplb_responses_dropped_total",
+        "Responses dropped: from another address than their request went to, or matching nothing.",
+        &[
+            ("{reason=\"wrong_source\"}", s.responses_from_elsewhere),
+            ("{reason=\"stray\"}", s.stray_responses),
         ],
     );
     let classes: Vec<(String, u64)> = (1..=6)

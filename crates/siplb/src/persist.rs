@@ -103,7 +103,9 @@ pub(crate) async fn restore(
             call_id: record.call_id.clone(),
             caller_tag: record.caller_tag.clone(),
         };
-        match from_record(record, now).and_then(|call| proxy.restore_call(started, call)) {
+        match from_record(record, now)
+            .and_then(|call| proxy.restore_call(started, call).map_err(|e| e.to_string()))
+        {
             Ok(()) => restored += 1,
             Err(e) => {
                 warn!(call_id = %key.call_id, error = %e, "stored call not restored");

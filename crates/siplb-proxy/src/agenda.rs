@@ -1,0 +1,100 @@
+//! Every deadline of the core in one ordered table: transactions' timers, calls'
+//! timers, probing and housekeeping.
+//!
+//! Each owner keeps the [`Slot`] of its one pending entry and cancels it when the
+//! deadline moves or the owner goes, so the agenda holds exactly the live timers:
+//! an ended call leaves nothing behind, however long its dialog timeout was.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::slab::Id;
+
+/// What falls due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    Server(Id),
+    Client(Id),
+    Call(Id, CallTimer),
+    ProbeTick,
+    Housekeeping,
+}
+
+/// A call's own timers, one pending entry each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum CallTimer {
+    /// The caller has not acknowledged a 2xx within 64*T1 (RFC 3261 13.3.1.4).
+    Ack = 0,
+    /// `[dialog] timeout`.
+    Dialog = 1,
+    /// A cancelled attempt has not ended within 64*T1.
+    Cancel = 2,
+}
+
+impl CallTimer {
+    pub(crate) const COUNT: usize = 3;
+}
+
+/// Where one entry lies, to cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    at: Instant,
+    seq: u64,
+}
+
+impl Slot {
+    pub(crate) fn at(self) -> Instant {
+        self.at
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Agenda {
+    entries: BTreeMap<(Instant, u64), Due>,
+    seq: u64,
+}
+
+impl Agenda {
+    pub(crate) fn schedule(&mut self, at: Instant, due: Due) -> Slot {
+        self.seq += 1;
+        self.entries.insert((at, self.seq), due);
+        Slot { at, seq: self.seq }
+    }
+
+    pub(crate) fn cancel(&mut self, slot: Slot) {
+        self.entries.remove(&(slot.at, slot.seq));
+    }
+
+    /// Moves an owner's entry to `at` (or removes it), keeping `slot` current.
+    pub(crate) fn rearm(&mut self, slot: &mut Option<Slot>, at: Option<Instant>, due: Due) {
+        if slot.map(Slot::at) == at {
+            return;
+        }
+        if let Some(old) = slot.take() {
+            self.cancel(old);
+        }
+        *slot = at.map(|at| self.schedule(at, due));
+    }
+
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.entries.keys().next().map(|(at, _)| *at)
+    }
+
+    /// The earliest entry due at `now`, taken out of the agenda.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Slot, Due)> {
+        let (&(at, seq), _) = self.entries.first_key_value()?;
+        if at > now {
+            return None;
+        }
+        let due = self.entries.remove(&(at, seq))?;
+        Some((Slot { at, seq }, due))
+    }
+
+    /// Entries other than the periodic ones.
+    pub(crate) fn pending(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|d| !matches!(d, Due::ProbeTick | Due::Housekeeping))
+            .count()
+    }
+}

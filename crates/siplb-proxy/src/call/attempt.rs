@@ -1,0 +1,303 @@
+//! Attempts: where a call's INVITE goes, what its responses do, and failover.
+
+use siplb_balance::Outcome;
+use siplb_sip::Message;
+use tracing::{debug, info, warn};
+
+use super::{Call, Effect, Env, Load, Phase};
+use crate::addr::{Peer, peer_of_uri_text};
+use crate::agenda::CallTimer;
+use crate::call::dialogs::{Dialog, Dialogs};
+use crate::slab::Id;
+use crate::stats::Rejection;
+
+/// Where one attempt goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// Attempts of a call are numbered from 0.
+    pub(crate) n: u16,
+    pub(crate) peer: Peer,
+    /// The destination whose load the attempt holds (none for a relay).
+    pub(crate) destination: Option<u32>,
+}
+
+/// The attempt in flight.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) target: Target,
+    /// Its client transaction, once the INVITE is out.
+    pub(crate) client: Option<Id>,
+    /// A provisional came: the attempt may be cancelled.
+    pub(crate) provisional: bool,
+    pub(crate) cancel_sent: bool,
+    /// Tags of the early dialogs its provisionals formed.
+    pub(crate) early_tags: Vec<Box<str>>,
+}
+
+impl Attempt {
+    pub(crate) fn new(target: Target) -> Attempt {
+        Attempt {
+            target,
+            client: None,
+            provisional: false,
+            cancel_sent: false,
+            early_tags: Vec::new(),
+        }
+    }
+}
+
+/// Why the current attempt ended without a final response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No final in time (a local 408).
+    Timeout,
+    /// The transport could not deliver it.
+    Transport,
+    /// siplb has no listener to reach the target from.
+    NoListener,
+    /// What the caller sent cannot be forwarded (too large or too many fields once
+    /// edited, malformed): the caller's fault, answered with this code, blaming no
+    /// destination.
+    Unsendable(u16, &'static str),
+}
+
+/// Early dialogs a call remembers per attempt: enough for any real forking.
+const MAX_EARLY_TAGS: usize = 8;
+
+/// The next destination for a balanced call: chooses among those not tried yet,
+/// taking the load, and skips (blaming them) those whose URI cannot be sent to.
+/// Gives the outcome when none is left.
+pub(crate) fn first_target(
+    load: &mut Load,
+    env: &mut Env<'_>,
+    n: u16,
+) -> Result<Target, Rejection> {
+    match load {
+        Load::Balanced(session) => loop {
+            match session.next(env.balancer, env.tokens) {
+                Outcome::Selected(a) => match peer_of_uri_text(a.uri()) {
+                    Ok(peer) => {
+                        return Ok(Target {
+                            n,
+                            peer,
+                            destination: Some(a.destination_id()),
+                        });
+                    }
+                    Err(e) => {
+                        let id = a.destination_id();
+                        warn!(destination = id, error = %e, "destination cannot be reached; trying the next");
+                        env.out
+                            .push(Effect::Blame(id, format!("cannot send to it: {e}")));
+                    }
+                },
+                Outcome::NoCapacity => return Err(Rejection::NoCapacity),
+                Outcome::NoDestination => return Err(Rejection::NoDestination),
+                Outcome::UnknownResource => return Err(Rejection::UnknownResource),
+            }
+        },
+        // Relays are set up with their target; they have no next one.
+        Load::Held(_) | Load::None => Err(Rejection::NoDestination),
+    }
+}
+
+impl Call {
+    pub(super) fn on_provisional(&mut self, env: &mut Env<'_>, r: Message) {
+        let Phase::Attempting { attempt, ending } = &mut self.phase else {
+            return;
+        };
+        attempt.provisional = true;
+        if let Some(tag) = r.to_tag()
+            && attempt.early_tags.len() < MAX_EARLY_TAGS
+            && !attempt.early_tags.iter().any(|t| &**t == tag)
+        {
+            attempt.early_tags.push(tag.into());
+        }
+        let wants_cancel = ending.is_some();
+        let status = r.status().unwrap_or(100);
+        if wants_cancel {
+            self.cancel_when_rung(env);
+        }
+        if status != 100 {
+            self.observe_setup(env);
+            env.out.push(Effect::Relay(r));
+        }
+    }
+
+    pub(super) fn on_final(&mut self, env: &mut Env<'_>, r: Message) {
+        let Phase::Attempting { attempt, ending } = &self.phase else {
+            return;
+        };
+        let status = r.status().unwrap_or(500);
+        let destination = attempt.target.destination;
+        let failover = status >= 500 && ending.is_none() && matches!(self.load, Load::Balanced(_));
+        if (200..300).contains(&status) {
+            self.answered(env, r);
+        } else if failover {
+            info!(call_id = %self.key.call_id(), status, ?destination, "destination failed; failing over");
+            if let Some(id) = destination {
+                env.out
+                    .push(Effect::Blame(id, format!("{status} reply to INVITE")));
+            }
+            self.fail_over(env);
+        } else {
+            if status < 500
+                && let Some(id) = destination
+            {
+                env.out.push(Effect::Absolve(id));
+            }
+            self.observe_setup(env);
+            env.out.push(Effect::Relay(r));
+            self.end(env);
+        }
+    }
+
+    /// The current attempt answered: failover is over, the load stays with the call,
+    /// and the caller has 64*T1 to acknowledge.
+    fn answered(&mut self, env: &mut Env<'_>, r: Message) {
+        let Phase::Attempting { attempt, .. } = &self.phase else {
+            return;
+        };
+        let target = attempt.target;
+        let Some(dialog) = Dialog::from_2xx(&r, &env.listeners.route_beyond(&r)) else {
+            // A 2xx without To tag forms no dialog: pass it on, end the call.
+            env.out.push(Effect::Relay(r));
+            self.end(env);
+            return;
+        };
+        self.load = match std::mem::replace(&mut self.load, Load::None) {
+            Load::Balanced(session) => session.into_allocation().map_or(Load::None, Load::Held),
+            other => other,
+        };
+        self.invite = None;
+        let mut dialogs = Dialogs::default();
+        dialogs.add(dialog);
+        self.phase = Phase::Answered {
+            callee: target.peer,
+            attempt: target.n,
+            dialogs,
+        };
+        self.observe_setup(env);
+        let expires = env.now + env.settings.dialog_timeout;
+        self.expires = Some(expires);
+        if self.timers[CallTimer::Cancel as usize].is_some() {
+            env.out.push(Effect::Disarm(CallTimer::Cancel));
+        }
+        env.out.push(Effect::Arm(
+            CallTimer::Ack,
+            env.now + env.settings.timers.t1.saturating_mul(64),
+        ));
+        env.out.push(Effect::Arm(CallTimer::Dialog, expires));
+        if let Some(id) = target.destination {
+            env.out.push(Effect::Absolve(id));
+        }
+        if self.load.allocation().is_some() {
+            env.out.push(Effect::Persist);
+        }
+        env.out.push(Effect::Relay(r));
+    }
+
+    pub(super) fn on_late_2xx(&mut self, env: &mut Env<'_>, r: Message) {
+        let Phase::Answered { dialogs, .. } = &mut self.phase else {
+            return;
+        };
+        let Some(tag) = r.to_tag() else {
+            return;
+        };
+        if !dialogs.contains(tag) && !dialogs.ended(tag) {
+            // Another fork behind the destination answered too: a dialog of its own,
+            // which the caller acknowledges (or not) like the first.
+            if let Some(d) = Dialog::from_2xx(&r, &env.listeners.route_beyond(&r)) {
+                dialogs.add(d);
+                if self.timers[CallTimer::Ack as usize].is_none() {
+                    env.out.push(Effect::Arm(
+                        CallTimer::Ack,
+                        env.now + env.settings.timers.t1.saturating_mul(64),
+                    ));
+                }
+            }
+        }
+        env.out.push(Effect::Relay(r));
+    }
+
+    pub(super) fn on_failed(&mut self, env: &mut Env<'_>, why: Failure) {
+        let Phase::Attempting { attempt, ending } = &mut self.phase else {
+            return;
+        };
+        let destination = attempt.target.destination;
+        if let Failure::Unsendable(code, reason) = why {
+            warn!(call_id = %self.key.call_id(), code, reason, "the INVITE cannot be forwarded as the caller sent it");
+            env.out.push(Effect::Reply(code, reason));
+            self.end(env);
+            return;
+        }
+        // The attempt is given up; once it has rung it is cancelled, and should it
+        // answer after all, the proxy ends that answer.
+        let rang = attempt.provisional;
+        if rang
+            && !attempt.cancel_sent
+            && let Some(client) = attempt.client
+        {
+            attempt.cancel_sent = true;
+            env.out.push(Effect::CancelAttempt(client));
+        }
+        if ending.is_some() {
+            env.out.push(Effect::Reply(487, "Request Terminated"));
+            self.end(env);
+            return;
+        }
+        if rang && why == Failure::Timeout {
+            // Timer C: it rang and nobody answered. The destination is alive and
+            // did its part; another one would only ring again.
+            env.out.push(Effect::Reply(408, "Request Timeout"));
+            self.end(env);
+            return;
+        }
+        if !matches!(self.load, Load::Balanced(_)) {
+            let (code, reason) = match why {
+                Failure::Timeout => (408, "Request Timeout"),
+                _ => (503, "Service Unavailable"),
+            };
+            env.out.push(Effect::Reply(code, reason));
+            self.end(env);
+            return;
+        }
+        let reason = match why {
+            Failure::Timeout => "no reply to INVITE (local 408)",
+            Failure::Transport => "transport error",
+            Failure::NoListener => "no listener for its transport and address family",
+            Failure::Unsendable(..) => "",
+        };
+        info!(call_id = %self.key.call_id(), ?destination, reason, "destination failed; failing over");
+        if let Some(id) = destination {
+            env.out.push(Effect::Blame(id, reason.to_owned()));
+        }
+        self.fail_over(env);
+    }
+
+    /// Releases the failed attempt's load and forwards to the best destination not
+    /// tried yet, or answers `full_reply` when none is left.
+    fn fail_over(&mut self, env: &mut Env<'_>) {
+        let Phase::Attempting { attempt, .. } = &self.phase else {
+            return;
+        };
+        env.stats.failovers += 1;
+        let n = attempt.target.n.saturating_add(1);
+        match first_target(&mut self.load, env, n) {
+            Ok(target) => {
+                debug!(call_id = %self.key.call_id(), destination = ?target.destination, peer = %target.peer, "routing decision (failover)");
+                self.phase = Phase::Attempting {
+                    attempt: Attempt::new(target),
+                    ending: None,
+                };
+                env.out.push(Effect::Forward(target));
+            }
+            Err(rejection) => {
+                warn!(call_id = %self.key.call_id(), outcome = %rejection, "no destination left for call");
+                env.stats.count_rejection(rejection);
+                self.observe_setup(env);
+                env.out.push(Effect::ReplyFull);
+                self.end(env);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Calls seen from outside the SIP traffic: restored after a restart, listed and
+//! ended by the operator, stored for the next restart.
+
+use std::time::{Duration, Instant};
+
+use siplb_balance::ResourceRequest;
+use tracing::info;
+
+use crate::agenda::{CallTimer, Due};
+use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Phase};
+use crate::keys::CallKey;
+use crate::persist::{DialogChange, PersistedCall, RestoreError};
+use crate::proxy::Proxy;
+use crate::slab::Id;
+
+/// One call as the management interface lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    pub call_id: String,
+    /// The destination whose load the call holds (none for a plain relay).
+    pub destination: Option<u32>,
+    pub uri: Option<String>,
+    pub resources: Vec<String>,
+    /// `early` until answered, then `confirmed`.
+    pub state: &'static str,
+    pub age: Duration,
+}
+
+impl Proxy {
+    /// The calls being set up or up, for `lb_calls`.
+    pub fn call_summaries(&self, now: Instant) -> Vec<CallSummary> {
+        self.calls
+            .iter()
+            .map(|(_, call)| {
+                let allocation = call.load.allocation();
+                CallSummary {
+                    call_id: call.key.call_id().to_owned(),
+                    destination: allocation.map(|a| a.destination_id()),
+                    uri: allocation.map(|a| a.uri().to_owned()),
+                    resources: allocation
+                        .map(|a| a.resources().map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    state: if call.is_answered() {
+                        "confirmed"
+                    } else {
+                        "early"
+                    },
+                    age: now.saturating_duration_since(call.started),
+                }
+            })
+            .collect()
+    }
+
+    /// Ends every call with this Call-ID (`lb_end_call`): a call being set up is
+    /// cancelled and its caller answered `487`; a call that is up gets a BYE on both
+    /// sides. The load goes back at once. Returns how many.
+    pub fn end_calls_with_id(&mut self, now: Instant, call_id: &str) -> usize {
+        let ids: Vec<Id> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.key.call_id() == call_id)
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &ids {
+            info!(call_id, "call ended by the operator, load released");
+            self.call_input(now, id, Input::Operator);
+        }
+        self.drive(now);
+        ids.len()
+    }
+
+    /// Stores an answered call that holds load, so a restart can restore it.
+    pub(crate) fn persist_call(&mut self, now: Instant, id: Id) {
+        if !self.settings.persist_dialogs {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        let (
+            Some(allocation),
+            Phase::Answered {
+                callee, dialogs, ..
+            },
+        ) = (call.load.allocation(), &call.phase)
+        else {
+            return;
+        };
+        let record = PersistedCall {
+            call_id: call.key.call_id().to_owned(),
+            caller_tag: call.key.caller_tag().to_owned(),
+            callee_tag: dialogs.first_tag().map(str::to_owned),
+            destination_id: allocation.destination_id(),
+            resources: allocation.resources().collect::<Vec<_>>().join(";"),
+            caller: call.caller.peer,
+            callee: *callee,
+            age: now.saturating_duration_since(call.started),
+            expires_in: call.expires.map_or(self.settings.dialog_timeout, |t| {
+                t.saturating_duration_since(now)
+            }),
+        };
+        call.persisted = true;
+        self.dialog_event(DialogChange::Upsert(record));
+    }
+
+    /// Brings back a call stored before a restart: its load is taken again on its
+    /// destination (whatever the capacity), and its in-dialog requests are routed as
+    /// before. Fails when the destination or a resource is gone from the table.
+    pub fn restore_call(
+        &mut self,
+        now: Instant,
+        stored: PersistedCall,
+    ) -> Result<(), RestoreError> {
+        let request = ResourceRequest::parse(&stored.resources).map_err(RestoreError::Resources)?;
+        let allocation = self
+            .balancer
+            .restore(stored.destination_id, &request)
+            .map_err(RestoreError::Table)?;
+        let key = CallKey::new(&stored.call_id, &stored.caller_tag);
+        let expires = now + stored.expires_in;
+        let mut dialogs = Dialogs::default();
+        dialogs.add(Dialog::restored(stored.callee_tag.as_deref()));
+        let call = Call {
+            key: key.clone(),
+            caller: CallerSide {
+                peer: stored.caller,
+                from: Box::default(),
+                target: Box::default(),
+                route: Box::default(),
+                cseq: 1,
+                callee_cseq: 0,
+            },
+            server: None,
+            invite: None,
+            own_routes: 0,
+            load: Load::Held(allocation),
+            phase: Phase::Answered {
+                callee: stored.callee,
+                attempt: u16::MAX,
+                dialogs,
+            },
+            started: now.checked_sub(stored.age).unwrap_or(now),
+            setup_seen: true,
+            expires: Some(expires),
+            timers: [None; CallTimer::COUNT],
+            persisted: true,
+        };
+        if let Some(old) = self.call_keys.get(&key).copied() {
+            self.calls.remove(old);
+        }
+        let id = self.calls.insert(call);
+        self.call_keys.insert(key, id);
+        if let Some(call) = self.calls.get_mut(id) {
+            self.agenda.rearm(
+                &mut call.timers[CallTimer::Dialog as usize],
+                Some(expires),
+                Due::Call(id, CallTimer::Dialog),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! Requests in: retransmissions to their transaction, CANCEL to its call, in-dialog
+//! requests to their dialog, new INVITEs through admission and the routes to a new
+//! call, and everything else a local answer.
+
+use std::time::Instant;
+
+use siplb_balance::{ResourceRequest, Session};
+use siplb_sip::{Message, Method, build_response};
+use siplb_txn::ServerKey;
+use tracing::{debug, warn};
+
+use crate::addr::Peer;
+use crate::call::{Attempt, Call, CallerSide, Effect, Env, Load, Phase, Target, first_target};
+use crate::keys::CallKey;
+use crate::proxy::Proxy;
+use crate::routing;
+use crate::settings::RouteAction;
+use crate::stats::Rejection;
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+
+/// Calls being set up or up at once, and transactions alive, beyond which new calls
+/// are turned away (`503` with `Retry-After`) rather than let memory grow without
+/// bound. In-dialog requests of calls that are up still pass until the hard limit.
+pub(crate) const MAX_CALLS: usize = 400_000;
+pub(crate) const MAX_TRANSACTIONS: usize = 1_000_000;
+
+impl Proxy {
+    pub(crate) fn on_request(&mut self, now: Instant, msg: Message, peer: Peer) {
+        let Some(method) = msg.method() else {
+            return;
+        };
+        let is_ack = method == Method::Ack;
+        // Retransmissions, and the ACK of a non-2xx final, belong to a transaction.
+        if let Ok(key) = ServerKey::from_request(&msg)
+            && let Some(id) = self.txns.server_id(&key)
+        {
+            if let Some(ctx) = self.txns.servers.get_mut(id) {
+                let _ = ctx.tx.handle_request(msg, now);
+            }
+            self.txns
+                .drain_server(id, &mut self.agenda, &mut self.out, &mut self.work);
+            return;
+        }
+        if method == Method::Invite
+            && msg.to_tag().is_none()
+            && self.repeat_rejection(now, &msg, peer)
+        {
+            return;
+        }
+        if self.txns.len() >= MAX_TRANSACTIONS {
+            self.stats.rejected_limit += 1;
+            self.reply_stateless(
+                &msg,
+                peer,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+            );
+            return;
+        }
+        if method == Method::Cancel {
+            self.on_cancel(now, &msg, peer);
+            return;
+        }
+        if !is_ack && msg.max_forwards() == Some(0) {
+            self.reply_stateless(&msg, peer, 483, "Too Many Hops", &[]);
+            return;
+        }
+        // A request without To tag is a new one even when it carries a Route naming
+        // siplb (a preloaded outbound proxy): that Route is siplb's to consume (RFC 3261
+        // 16.4), and the request is balanced, counted and record-routed like any other.
+        if msg.to_tag().is_some() {
+            self.on_in_dialog(now, msg, peer);
+            return;
+        }
+        if is_ack {
+            // An ACK outside any dialog or transaction: nothing to acknowledge.
+            return;
+        }
+        match method {
+            Method::Invite if self.draining => {
+                self.reply_stateless(
+                    &msg,
+                    peer,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5")],
+                );
+            }
+            Method::Invite => self.on_initial_invite(now, msg, peer),
+            Method::Options if self.addressed_to_me(&msg) => {
+                self.reply_stateless(
+                    &msg,
+                    peer,
+                    200,
+                    "OK",
+                    &[("Allow", ALLOW), ("Accept", "application/sdp")],
+                );
+            }
+            _ => {
+                self.reply_stateless(&msg, peer, 405, "Method Not Allowed", &[("Allow", ALLOW)]);
+            }
+        }
+    }
+
+    fn addressed_to_me(&self, msg: &Message) -> bool {
+        msg.request_uri().is_some_and(|u| self.listeners.is_me(&u))
+    }
+
+    /// How many Route entries on top name siplb itself, and whether any other follows.
+    pub(crate) fn own_routes(&self, msg: &Message) -> (usize, bool) {
+        let mut mine = 0;
+        for route in msg.routes() {
+            match route.ok().and_then(|r| r.uri().ok()) {
+                Some(u) if self.listeners.is_me(&u) => mine += 1,
+                _ => return (mine, true),
+            }
+        }
+        (mine, false)
+    }
+
+    fn on_cancel(&mut self, now: Instant, msg: &Message, peer: Peer) {
+        let call = ServerKey::invite_for_cancel(msg)
+            .ok()
+            .and_then(|key| self.setting_up.get(&key).copied());
+        let Some(call) = call else {
+            self.reply_stateless(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        self.reply_stateful(now, msg, peer, 200, "OK");
+        self.call_input(now, call, crate::call::Input::Cancel);
+    }
+
+    fn on_initial_invite(&mut self, now: Instant, msg: Message, peer: Peer) {
+        if let Err(refusal) = self.admit(&msg) {
+            self.refuse(&msg, peer, refusal);
+            return;
+        }
+        let (Some(call_id), Some(caller_tag)) = (msg.call_id(), msg.from_tag()) else {
+            self.reply_stateless(
+                &msg,
+                peer,
+                400,
+                "Bad Request",
+                &[("Warning", "399 siplb \"From tag required\"")],
+            );
+            return;
+        };
+        let (own_routes, foreign_route) = self.own_routes(&msg);
+        if foreign_route {
+            // siplb sends new calls only where its routes say: a Route to elsewhere
+            // would have the destination relay it on.
+            self.reply_stateless(
+                &msg,
+                peer,
+                403,
+                "Forbidden",
+                &[("Warning", "399 siplb \"Route to another host\"")],
+            );
+            return;
+        }
+        let key = CallKey::new(call_id, caller_tag);
+        if self.call_keys.contains_key(&key) {
+            // Same call, new transaction (a forked or resent INVITE with a new branch).
+            self.reply_stateless(&msg, peer, 482, "Loop Detected", &[]);
+            return;
+        }
+        if self.calls.len() >= MAX_CALLS {
+            self.stats.rejected_limit += 1;
+            self.reply_stateless(
+                &msg,
+                peer,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+            );
+            return;
+        }
+        let route = routing::select(&self.settings.routes, &msg, peer.addr, &self.balancer)
+            .map(|(i, r)| (i, r.action.clone()));
+        let Some((index, action)) = route else {
+            self.stats.count_rejection(Rejection::NoRoute);
+            self.reply_stateless(&msg, peer, 404, "Not Found", &[]);
+            return;
+        };
+        let (mut load, fixed) = match action {
+            RouteAction::Reply { code, reason } => {
+                self.reply_stateless(&msg, peer, code, &reason, &[]);
+                return;
+            }
+            RouteAction::Balance {
+                group,
+                request,
+                flags,
+            } => (Load::Balanced(Session::new(group, request, flags)), None),
+            RouteAction::CountAndRelay {
+                group,
+                request,
+                relay,
+            } => (self.count_call(&msg, peer, group, &request), Some(relay)),
+            RouteAction::Relay(relay) => (Load::None, Some(relay)),
+        };
+        // The first destination is chosen before anything is kept: a call nothing can
+        // take gets its answer once, statelessly.
+        let target = match fixed {
+            Some(peer) => Target {
+                n: 0,
+                peer,
+                destination: load.allocation().map(|a| a.destination_id()),
+            },
+            None => {
+                let mut env = Env {
+                    now,
+                    balancer: &self.balancer,
+                    tokens: &mut self.tokens,
+                    settings: &self.settings,
+                    listeners: &self.listeners,
+                    stats: &mut self.stats,
+                    out: &mut self.effects,
+                };
+                let chosen = first_target(&mut load, &mut env, 0);
+                self.apply_blames();
+                match chosen {
+                    Ok(t) => t,
+                    Err(rejection) => {
+                        warn!(call_id, outcome = %rejection, "no destination for call");
+                        self.stats.count_rejection(rejection);
+                        let (code, reason) = self.settings.full_reply.clone();
+                        self.reply_stateless(&msg, peer, code, &reason, &[]);
+                        return;
+                    }
+                }
+            }
+        };
+        debug!(call_id, route = index + 1, destination = ?target.destination, peer = %target.peer, "routing decision");
+        // The server transaction exists before anything is sent, so that INVITE
+        // retransmissions are absorbed from now on.
+        let Ok(server) = self
+            .txns
+            .add_server(&msg, peer, self.settings.timers, false)
+        else {
+            return;
+        };
+        let trying = build_response(&msg, 100, "Trying", None, &[]);
+        self.server_send(now, server, trying);
+        let caller = CallerSide {
+            peer,
+            from: msg
+                .header(siplb_sip::HeaderName::From)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or_default()
+                .into(),
+            target: msg
+                .contacts()
+                .next()
+                .and_then(Result::ok)
+                .map(|c| c.uri_text)
+                .unwrap_or_default()
+                .into(),
+            route: msg
+                .record_routes()
+                .filter_map(Result::ok)
+                .map(|r| Box::<str>::from(r.uri_text))
+                .collect(),
+            cseq: msg.cseq().map_or(1, |c| c.seq),
+            callee_cseq: 0,
+        };
+        let server_key = self.txns.servers.get(server).map(|c| c.key.clone());
+        let call = Call {
+            key: key.clone(),
+            caller,
+            server: Some(server),
+            invite: Some(Box::new(msg)),
+            own_routes: u8::try_from(own_routes).unwrap_or(u8::MAX),
+            load,
+            phase: Phase::Attempting {
+                attempt: Attempt::new(target),
+                ending: None,
+            },
+            started: now,
+            setup_seen: false,
+            expires: None,
+            timers: [None; crate::agenda::CallTimer::COUNT],
+            persisted: false,
+        };
+        let id = self.calls.insert(call);
+        self.call_keys.insert(key, id);
+        if let Some(k) = server_key {
+            self.setting_up.insert(k, id);
+        }
+        self.effects.push(Effect::Forward(target));
+        self.apply_effects(now, id);
+    }
+
+    /// Blames recorded while choosing a first destination, before the call exists.
+    fn apply_blames(&mut self) {
+        let effects = std::mem::take(&mut self.effects);
+        for e in effects {
+            if let Effect::Blame(id, reason) = e {
+                self.blame(id, &reason);
+            }
+        }
+    }
+
+    /// A call from the cluster counted against the destination it came from.
+    fn count_call(&self, msg: &Message, peer: Peer, group: u32, request: &ResourceRequest) -> Load {
+        match self
+            .balancer
+            .count_call(peer.addr.ip(), peer.addr.port(), Some(group), request)
+        {
+            Ok(a) => Load::Held(a),
+            Err(e) => {
+                warn!(call_id = msg.call_id().unwrap_or_default(), error = %e, "call from the cluster not counted");
+                Load::None
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The core's transactions (from `siplb-txn`) by key, each with what it is for, its
+//! one pending timer, and the peer it talks to.
+//!
+//! Draining a transaction moves its output to the send queue and its events to the
+//! core's work queue; nothing here decides what an event means.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use siplb_sip::Message;
+use siplb_txn::{
+    ClientEvent, ClientKey, ClientTransaction, KeyError, Prehashed, ServerEvent, ServerKey,
+    ServerTransaction, Timers,
+};
+
+use crate::addr::Peer;
+use crate::agenda::{Agenda, Due, Slot};
+use crate::proxy::{Transmit, Work};
+use crate::slab::{Id, Slab};
+
+/// What a client transaction is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientRole {
+    /// Attempt `n` of a call's INVITE.
+    Attempt { call: Id, n: u16 },
+    /// A CANCEL siplb sent; its response stays here.
+    Cancel,
+    /// A request relayed for a server transaction, whose responses go back there.
+    Relay { server: Id },
+    /// An OPTIONS probe of a destination.
+    Probe(u32),
+    /// A request of siplb's own (the BYE that ends a dialog): its response is only
+    /// absorbed.
+    Own,
+}
+
+#[derive(Debug)]
+pub(crate) struct ServerCtx {
+    pub(crate) tx: ServerTransaction,
+    pub(crate) key: ServerKey,
+    pub(crate) peer: Peer,
+    /// The request, kept for relayed non-INVITE requests so that siplb can answer it
+    /// itself when the next hop fails.
+    pub(crate) request: Option<Message>,
+    timer: Option<Slot>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClientCtx {
+    pub(crate) tx: ClientTransaction,
+    pub(crate) peer: Peer,
+    pub(crate) role: ClientRole,
+    /// A CANCEL went for it (attempts), or its 2xx was already refused.
+    pub(crate) cancel_sent: bool,
+    pub(crate) refused: bool,
+    timer: Option<Slot>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Transactions {
+    pub(crate) servers: Slab<ServerCtx>,
+    server_keys: HashMap<ServerKey, Id, Prehashed>,
+    pub(crate) clients: Slab<ClientCtx>,
+    client_keys: HashMap<ClientKey, Id, Prehashed>,
+}
+
+impl Transactions {
+    pub(crate) fn len(&self) -> usize {
+        self.servers.len() + self.clients.len()
+    }
+
+    pub(crate) fn server_id(&self, key: &ServerKey) -> Option<Id> {
+        self.server_keys.get(key).copied()
+    }
+
+    pub(crate) fn client_id(&self, key: &ClientKey) -> Option<Id> {
+        self.client_keys.get(key).copied()
+    }
+
+    /// A server transaction for a received request (not an ACK); nothing is sent yet.
+    pub(crate) fn add_server(
+        &mut self,
+        request: &Message,
+        peer: Peer,
+        timers: Timers,
+        keep_request: bool,
+    ) -> Result<Id, KeyError> {
+        let tx = ServerTransaction::new(request, peer.reliability(), timers)?;
+        let key = tx.key().clone();
+        if let Some(&id) = self.server_keys.get(&key) {
+            return Ok(id);
+        }
+        let id = self.servers.insert(ServerCtx {
+            tx,
+            key: key.clone(),
+            peer,
+            request: keep_request.then(|| request.clone()),
+            timer: None,
+        });
+        self.server_keys.insert(key, id);
+        Ok(id)
+    }
+
+    /// A client transaction for `request` (whose top Via is siplb's), queued for
+    /// sending; drain it to send.
+    pub(crate) fn add_client(
+        &mut self,
+        request: Message,
+        peer: Peer,
+        role: ClientRole,
+        timers: Timers,
+        now: Instant,
+    ) -> Result<Id, KeyError> {
+        let tx = ClientTransaction::new(request, peer.reliability(), timers, now)?;
+        let key = tx.key().clone();
+        let id = self.clients.insert(ClientCtx {
+            tx,
+            peer,
+            role,
+            cancel_sent: false,
+            refused: false,
+            timer: None,
+        });
+        if let Some(old) = self.client_keys.insert(key, id) {
+            // Branches are random: two alike mean a bug, not a peer's doing.
+            tracing::error!("client transaction key reused");
+            self.clients.remove(old);
+        }
+        Ok(id)
+    }
+
+    /// Moves a server transaction's output on; removes it once terminated.
+    pub(crate) fn drain_server(
+        &mut self,
+        id: Id,
+        agenda: &mut Agenda,
+        out: &mut std::collections::VecDeque<Transmit>,
+        work: &mut std::collections::VecDeque<Work>,
+    ) {
+        let Some(ctx) = self.servers.get_mut(id) else {
+            return;
+        };
+        let peer = ctx.peer;
+        while let Some(data) = ctx.tx.poll_transmit() {
+            out.push_back(Transmit { peer, data });
+        }
+        while let Some(event) = ctx.tx.poll_event() {
+            if let ServerEvent::Ack(ack) = event {
+                work.push_back(Work::Ack { peer, ack });
+            }
+        }
+        agenda.rearm(&mut ctx.timer, ctx.tx.poll_timeout(), Due::Server(id));
+        if ctx.tx.is_terminated() {
+            if let Some(slot) = ctx.timer.take() {
+                agenda.cancel(slot);
+            }
+            let key = ctx.key.clone();
+            self.servers.remove(id);
+            self.server_keys.remove(&key);
+        }
+    }
+
+    /// Moves a client transaction's output on and its events to the work queue;
+    /// removes it once terminated.
+    pub(crate) fn drain_client(
+        &mut self,
+        id: Id,
+        agenda: &mut Agenda,
+        out: &mut std::collections::VecDeque<Transmit>,
+        work: &mut std::collections::VecDeque<Work>,
+    ) {
+        let Some(ctx) = self.clients.get_mut(id) else {
+            return;
+        };
+        let peer = ctx.peer;
+        while let Some(data) = ctx.tx.poll_transmit() {
+            out.push_back(Transmit { peer, data });
+        }
+        while let Some(event) = ctx.tx.poll_event() {
+            if !matches!(event, ClientEvent::Absorbed | ClientEvent::Terminated) {
+                work.push_back(Work::Client {
+                    id,
+                    peer,
+                    role: ctx.role,
+                    event,
+                });
+            }
+        }
+        agenda.rearm(&mut ctx.timer, ctx.tx.poll_timeout(), Due::Client(id));
+        if ctx.tx.is_terminated() {
+            if let Some(slot) = ctx.timer.take() {
+                agenda.cancel(slot);
+            }
+            let key = ctx.tx.key().clone();
+            self.clients.remove(id);
+            self.client_keys.remove(&key);
+        }
+    }
+
+    /// A timer of this transaction fired (its agenda entry is gone).
+    pub(crate) fn server_timer_fired(&mut self, id: Id, now: Instant) {
+        if let Some(ctx) = self.servers.get_mut(id) {
+            ctx.timer = None;
+            ctx.tx.handle_timeout(now);
+        }
+    }
+
+    pub(crate) fn client_timer_fired(&mut self, id: Id, now: Instant) {
+        if let Some(ctx) = self.clients.get_mut(id) {
+            ctx.timer = None;
+            ctx.tx.handle_timeout(now);
+        }
+    }
+
+    /// No forwarded request still waits for its final response.
+    pub(crate) fn none_waiting(&self) -> bool {
+        self.clients.iter().all(|(_, c)| {
+            // A request that timed out has had its answer (a local 408) already.
+            c.tx.timed_out()
+                || !matches!(
+                    c.tx.state(),
+                    siplb_txn::State::Calling
+                        | siplb_txn::State::Trying
+                        | siplb_txn::State::Proceeding
+                )
+        })
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.servers.shrink();
+        self.clients.shrink();
+        shrink_map(&mut self.server_keys);
+        shrink_map(&mut self.client_keys);
+    }
+}
+
+/// Shrinks a table that is less than a quarter full, keeping room to double (hash
+/// tables never shrink by themselves).
+pub(crate) fn shrink_map<K, V, S>(map: &mut HashMap<K, V, S>)
+where
+    K: std::hash::Hash + Eq,
+    S: std::hash::BuildHasher,
+{
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
