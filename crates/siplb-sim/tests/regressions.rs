@@ -1,0 +1,209 @@
+//! One script per fault the simulator was built to catch (issue "Real-world traffic"),
+//! each reduced to the calls that show it. Every one of them broke an invariant on
+//! the core before its redesign; see docs/SIMULATOR.md for what each broke.
+
+#![allow(clippy::panic)]
+
+use siplb_sim::{Answer, Call, Ending, Hostile, HostileKind, Knobs, Net, Script, Target};
+
+fn script(calls: Vec<Call>, hostile: Vec<Hostile>) -> Script {
+    Script {
+        seed: 7,
+        net: Net::default(),
+        config: Knobs {
+            failures_to_disable: 0,
+            min_enabled: 1,
+            probing: false,
+        },
+        calls,
+        ops: Vec::new(),
+        outages: Vec::new(),
+        hostile,
+    }
+}
+
+fn call(target: Target, ending: Ending, answers: Vec<Answer>) -> Call {
+    Call {
+        at_ms: 1000,
+        caller: 0,
+        tcp: false,
+        target,
+        rr_aware: true,
+        preloaded_route: false,
+        ending,
+        answers,
+    }
+}
+
+fn answer_at_once() -> Answer {
+    Answer::Ok {
+        ring: Some(100),
+        answer: 300,
+    }
+}
+
+fn clean(s: &Script) {
+    if let Err(f) = siplb_sim::run(s) {
+        panic!(
+            "{f}\nscript: {}",
+            serde_json::to_string(s).unwrap_or_default()
+        );
+    }
+}
+
+/// An INVITE that siplb's own fields push over the parser's limits is the caller's
+/// fault: 513 to it, and no destination blamed, disabled or failed over.
+#[test]
+fn an_invite_at_the_limits_disables_nothing() {
+    for kind in [
+        HostileKind::ManyHeaders(250),
+        HostileKind::ManyHeaders(253),
+        HostileKind::NearMaxSize(50),
+        HostileKind::BareLf,
+    ] {
+        let h = Hostile {
+            at_ms: 1000,
+            tcp: false,
+            kind,
+        };
+        // A call afterwards must still find every destination enabled.
+        let mut c = call(Target::Vm, Ending::Bye(500), vec![answer_at_once()]);
+        c.at_ms = 2000;
+        clean(&script(vec![c], vec![h]));
+    }
+}
+
+/// A record-route-aware caller on TCP to a destination on UDP: each side's route
+/// set starts with the Record-Route facing it, and its ACK and BYE come through.
+#[test]
+fn record_route_aware_tcp_caller_to_udp_destination() {
+    let mut c = call(Target::Vm, Ending::Bye(1000), vec![answer_at_once()]);
+    c.tcp = true;
+    clean(&script(vec![c], vec![]));
+    // And a UDP caller to the TCP destination (3), both sides hanging up.
+    let mut calls = Vec::new();
+    for (i, ending) in [Ending::Bye(800), Ending::CalleeBye(800)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = call(Target::Pstn, ending, vec![answer_at_once()]);
+        c.at_ms = 1000 + 200 * i as u32;
+        calls.push(c);
+    }
+    clean(&script(calls, vec![]));
+}
+
+/// An initial INVITE with a Route naming siplb is a new call: balanced, counted and
+/// record-routed, never relayed to its Request-URI (siplb itself).
+#[test]
+fn a_preloaded_route_is_consumed() {
+    for tcp in [false, true] {
+        let mut c = call(Target::Vm, Ending::Bye(1000), vec![answer_at_once()]);
+        c.preloaded_route = true;
+        c.tcp = tcp;
+        clean(&script(vec![c], vec![]));
+    }
+}
+
+/// A BYE in an early dialog, and `lb_end_call` on a call still ringing: the INVITE
+/// still gets exactly one final, and the load goes back.
+#[test]
+fn early_endings_still_answer_the_invite() {
+    let ring = || vec![Answer::RingForever];
+    clean(&script(
+        vec![call(Target::Vm, Ending::EarlyBye(500), ring())],
+        vec![],
+    ));
+    clean(&script(
+        vec![call(Target::Vm, Ending::Operator(800), ring())],
+        vec![],
+    ));
+    clean(&script(
+        vec![call(Target::Relay, Ending::EarlyBye(200), ring())],
+        vec![],
+    ));
+}
+
+/// A 2xx from an attempt siplb gave up on is acknowledged and ended towards its
+/// sender, never relayed: the caller's ACK and BYE go only where the call was
+/// answered.
+#[test]
+fn a_late_answer_is_ended_not_relayed() {
+    let answers = vec![Answer::Slow { after: 6500 }, answer_at_once()];
+    clean(&script(
+        vec![call(Target::Vm, Ending::Bye(3000), answers)],
+        vec![],
+    ));
+}
+
+/// A 2xx never acknowledged ends its call after 64*T1 (BYE both ways), and an ended
+/// call leaves no timer behind.
+#[test]
+fn an_unacknowledged_answer_ends_and_nothing_is_left() {
+    // With a destination that hangs up itself (RFC 3261 13.3.1.4), and with one that
+    // does not (SIPp's uas): siplb ends the call either way.
+    for answer in [answer_at_once(), Answer::OkNoAckGuard { answer: 200 }] {
+        clean(&script(
+            vec![call(Target::Vm, Ending::NeverAck, vec![answer])],
+            vec![],
+        ));
+    }
+}
+
+/// OPTIONS to another host is not siplb's keep-alive; and a message that breaks a
+/// TCP stream's framing is counted and answered with a Warning.
+#[test]
+fn foreign_options_and_broken_tcp_framing() {
+    clean(&script(
+        vec![],
+        vec![
+            Hostile {
+                at_ms: 500,
+                tcp: false,
+                kind: HostileKind::ForeignOptions,
+            },
+            Hostile {
+                at_ms: 600,
+                tcp: true,
+                kind: HostileKind::BadCSeq,
+            },
+            Hostile {
+                at_ms: 700,
+                tcp: false,
+                kind: HostileKind::BadCSeq,
+            },
+        ],
+    ));
+}
+
+/// Forked answers: both 2xx reach the caller, each dialog ends on its own BYE, and
+/// a 2xx the callee resends after its dialog's BYE does not bring it back.
+#[test]
+fn forked_answers_end_dialog_by_dialog() {
+    let mut c = call(
+        Target::Relay,
+        Ending::Bye(1500),
+        vec![Answer::Forked { answer: 300 }],
+    );
+    c.rr_aware = false;
+    let mut s = script(vec![c], vec![]);
+    s.net.loss_pct = 10;
+    clean(&s);
+}
+
+/// A CANCEL that comes after the answer: the caller hangs up instead, and the call
+/// ends.
+#[test]
+fn a_cancel_after_the_answer_hangs_up() {
+    clean(&script(
+        vec![call(
+            Target::Vm,
+            Ending::Cancel(900),
+            vec![Answer::Ok {
+                ring: Some(100),
+                answer: 200,
+            }],
+        )],
+        vec![],
+    ));
+}
