@@ -44,6 +44,9 @@ pub use script::{
 };
 pub use world::{Failure, Report};
 
+/// The most runs [`shrink`] makes.
+pub const SHRINK_RUNS: usize = 2000;
+
 /// Runs one script to its end.
 pub fn run(script: &Script) -> Result<Report, Failure> {
     world::World::new(script).run()
@@ -54,14 +57,20 @@ pub fn run(script: &Script) -> Result<Report, Failure> {
 /// with its failure.
 ///
 /// Only failures of the same kind count (the violation's text with its numbers left
-/// out), so that shrinking does not wander off to another fault.
+/// out), so that shrinking does not wander off to another fault. Bounded to
+/// [`SHRINK_RUNS`] runs: a large script may stop short of minimal.
 pub fn shrink(script: &Script) -> Option<(Script, Failure)> {
     let mut best = script.clone();
     let mut failure = run(&best).err()?;
     let kind = kind_of(&failure.violation);
+    let mut runs = 0;
     loop {
         let mut smaller = None;
         for candidate in candidates(&best) {
+            runs += 1;
+            if runs > SHRINK_RUNS {
+                return Some((best, failure));
+            }
             if let Err(f) = run(&candidate)
                 && kind_of(&f.violation) == kind
             {

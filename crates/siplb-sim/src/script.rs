@@ -29,9 +29,10 @@ pub struct Script {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Net {
-    /// Percent of UDP datagrams lost (taken modulo 31). A datagram whose identical
-    /// copies were lost twice gets through: retransmissions always win in the end, so
-    /// that a destination is never made to look dead by the network alone.
+    /// Percent of UDP datagrams lost (taken modulo 31). The same message is never
+    /// lost twice (its retransmission gets through): otherwise the network alone could
+    /// outlast the INVITE timeout and make a healthy destination look dead, which no
+    /// proxy can tell from a dead one.
     pub loss_pct: u8,
     /// Percent of UDP datagrams delivered twice (modulo 21).
     pub dup_pct: u8,

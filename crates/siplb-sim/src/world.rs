@@ -580,7 +580,7 @@ impl World {
         match proto {
             Proto::Udp => {
                 let drops = self.drops.entry(fp).or_insert(0);
-                if !lossless && roll % 100 < u64::from(net.loss_pct % 31) && *drops < 2 {
+                if !lossless && roll % 100 < u64::from(net.loss_pct % 31) && *drops < 1 {
                     *drops += 1;
                     self.report.lost += 1;
                     self.trace.push(
