@@ -202,6 +202,9 @@ pub struct Dialog {
     pub persist_interval: Duration,
     /// The table calls are stored in, next to the destination table.
     pub table: String,
+    /// A local file where changes the database cannot take wait (outage), so that a
+    /// restart finds them.
+    pub journal: std::path::PathBuf,
 }
 
 impl Default for Dialog {
@@ -211,6 +214,7 @@ impl Default for Dialog {
             persist: true,
             persist_interval: Duration::from_millis(100),
             table: "siplb_dialogs".to_owned(),
+            journal: "siplb-dialogs.journal".into(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `siplb` binary: command-line entry point.
 
+mod journal;
 mod metrics;
 mod persist;
 mod run;

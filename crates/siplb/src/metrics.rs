@@ -158,6 +158,11 @@ pub(crate) fn render(r: &Report, persist: &crate::persist::PersistStats) -> Stri
     );
     let _ = writeln!(
         out,
+        "# HELP siplb_dialog_store_journaled Of those, changes kept in the local journal while the database cannot take them.\n# TYPE siplb_dialog_store_journaled gauge\nsiplb_dialog_store_journaled {}",
+        persist.journaled.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP siplb_probe_rtt_seconds Moving average of probe round-trip times.\n# TYPE siplb_probe_rtt_seconds gauge"
     );
     for (id, p) in &r.probes {

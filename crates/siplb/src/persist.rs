@@ -1,6 +1,8 @@
 //! Calls that survive a restart: answered calls are written to the database in
-//! batches off the call path (one transaction per `[dialog] persist_interval`), and
-//! read back at start before siplb takes traffic.
+//! batches off the call path (one transaction per `[dialog] persist_interval`, at most
+//! [`BATCH`] changes each), and read back at start before siplb takes traffic. While
+//! the database cannot be written, changes go to the local journal (see
+//! [`crate::journal`]) instead of piling up in memory, and are replayed from it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,15 +12,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use siplb_proxy::{DialogChange, Peer, PersistedCall, Proxy, Transport};
 use siplb_store::{DialogKey, DialogRecord, Store, TableName};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::journal::{Entry, Journal};
+
+/// Changes written in one transaction, at most.
+const BATCH: usize = 1000;
 
 /// Counters of the persistence task, for the metrics.
 #[derive(Debug, Default)]
 pub(crate) struct PersistStats {
     pub(crate) batches: AtomicU64,
     pub(crate) failures: AtomicU64,
-    /// Changes waiting for the next successful write.
+    /// Changes waiting for the next successful write (in memory or in the journal).
     pub(crate) pending: AtomicU64,
+    /// Of those, the changes kept in the journal on disk.
+    pub(crate) journaled: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -79,14 +88,26 @@ fn from_record(r: DialogRecord, now: i64) -> Result<PersistedCall, String> {
     })
 }
 
-/// Restores the stored calls into `proxy` (their load included). Rows that no longer
-/// fit the table are dropped from the store.
+/// Restores the stored calls into `proxy` (their load included), after writing to the
+/// database what the journal kept from the last run. Rows that no longer fit the
+/// table are dropped from the store.
 pub(crate) async fn restore(
     store: &Store,
     table: &TableName,
+    journal: &mut Journal,
     proxy: &mut Proxy,
 ) -> Result<usize, String> {
     store.init_dialogs(table).await.map_err(|e| e.to_string())?;
+    if !journal.is_empty() {
+        let replayed = replay(store, table, journal)
+            .await
+            .map_err(|e| format!("journal {}: {e}", journal.path().display()))?;
+        info!(
+            changes = replayed,
+            journal = %journal.path().display(),
+            "call changes kept in the journal written to the database"
+        );
+    }
     let now = now_ms();
     let (records, problems) = store
         .load_dialogs(table, now)
@@ -141,26 +162,110 @@ pub(crate) async fn run(
     table: TableName,
     interval: Duration,
     changes: std::sync::mpsc::Receiver<DialogChange>,
+    mut journal: Journal,
     stats: Arc<PersistStats>,
 ) {
     let mut pending: HashMap<DialogKey, Pending> = HashMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
+    let mut journaling = !journal.is_empty();
     loop {
         tick.tick().await;
         let open = take_changes(&changes, &mut pending);
-        stats.pending.store(pending.len() as u64, Ordering::Relaxed);
-        flush(&store, &table, &mut pending, &stats, &mut failing).await;
+        if journaling {
+            to_journal(&mut journal, &mut pending, &stats);
+            if replay(&store, &table, &mut journal).await.is_ok() {
+                info!("call store reachable again; the journal is written");
+                journaling = false;
+                stats.journaled.store(0, Ordering::Relaxed);
+            }
+        } else if flush(&store, &table, &mut pending, &stats).await.is_err() {
+            journaling = true;
+            to_journal(&mut journal, &mut pending, &stats);
+        }
+        let journaled = stats.journaled.load(Ordering::Relaxed);
+        stats
+            .pending
+            .store(pending.len() as u64 + journaled, Ordering::Relaxed);
         if !open {
+            if !pending.is_empty() {
+                // Keep what could not be written for the next start.
+                to_journal(&mut journal, &mut pending, &stats);
+            }
             if !pending.is_empty() {
                 warn!(
                     lost = pending.len(),
                     "stopping with call changes not stored"
                 );
+            } else if !journal.is_empty() {
+                warn!(
+                    journal = %journal.path().display(),
+                    "stopping with call changes in the journal: the next start writes them"
+                );
             }
             return;
         }
+    }
+}
+
+/// Moves the pending changes to the journal on disk (synced), so that memory holds
+/// none of an outage's backlog and a restart finds them. If the disk fails too, they
+/// stay in memory.
+fn to_journal(
+    journal: &mut Journal,
+    pending: &mut HashMap<DialogKey, Pending>,
+    stats: &PersistStats,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let entries: Vec<Entry> = pending
+        .iter()
+        .map(|(key, change)| match change {
+            Pending::Upsert { record, .. } => Entry::Upsert(record.clone()),
+            Pending::Delete => Entry::Delete(key.clone()),
+        })
+        .collect();
+    match journal.append(&entries) {
+        Ok(()) => {
+            stats
+                .journaled
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            pending.clear();
+        }
+        Err(e) => {
+            // Still queued in memory: a later tick tries again.
+            mark_attempted(pending);
+            error!(journal = %journal.path().display(), error = %e, "cannot keep call changes in the journal");
+        }
+    }
+}
+
+/// Writes the journal to the database in order, [`BATCH`] changes per transaction,
+/// then empties it. Returns how many changes it wrote; on an error, the next call
+/// goes on from the last batch written.
+async fn replay(store: &Store, table: &TableName, journal: &mut Journal) -> Result<usize, String> {
+    let mut written = 0;
+    loop {
+        let (entries, offset) = journal.read_batch(BATCH).map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            journal.clear().map_err(|e| e.to_string())?;
+            return Ok(written);
+        }
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for e in &entries {
+            match e {
+                Entry::Upsert(r) => upserts.push(r.clone()),
+                Entry::Delete(k) => deletes.push(k.clone()),
+            }
+        }
+        store
+            .save_dialogs(table, &upserts, &deletes)
+            .await
+            .map_err(|e| e.to_string())?;
+        journal.replayed_to(offset);
+        written += entries.len();
     }
 }
 
@@ -222,50 +327,49 @@ fn mark_attempted(pending: &mut HashMap<DialogKey, Pending>) {
     }
 }
 
+/// Writes the pending changes, [`BATCH`] per transaction. An error that retrying
+/// may cure is returned (the changes not written stay pending); one that it cannot
+/// (the table's shape, say) drops its batch.
 async fn flush(
     store: &Store,
     table: &TableName,
     pending: &mut HashMap<DialogKey, Pending>,
     stats: &PersistStats,
-    failing: &mut bool,
-) {
-    if pending.is_empty() {
-        return;
-    }
-    let mut upserts = Vec::new();
-    let mut deletes = Vec::new();
-    for (key, change) in pending.iter() {
-        match change {
-            Pending::Upsert { record, .. } => upserts.push(record.clone()),
-            Pending::Delete => deletes.push(key.clone()),
-        }
-    }
-    match store.save_dialogs(table, &upserts, &deletes).await {
-        Ok(()) => {
-            pending.clear();
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.pending.store(0, Ordering::Relaxed);
-            if *failing {
-                info!("call store reachable again; queued changes written");
-                *failing = false;
+) -> Result<(), ()> {
+    while !pending.is_empty() {
+        let keys: Vec<DialogKey> = pending.keys().take(BATCH).cloned().collect();
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for key in &keys {
+            match pending.get(key) {
+                Some(Pending::Upsert { record, .. }) => upserts.push(record.clone()),
+                Some(Pending::Delete) => deletes.push(key.clone()),
+                None => {}
             }
         }
-        Err(e) if !e.is_retryable() => {
-            // Retrying cannot help (the table's shape, say): drop the batch, go on.
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, dropped = pending.len(), "call changes dropped");
-            pending.clear();
-            stats.pending.store(0, Ordering::Relaxed);
-        }
-        Err(e) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            mark_attempted(pending);
-            if !*failing {
-                warn!(error = %e, queued = pending.len(), "cannot store calls; changes queue and are retried, routing goes on");
-                *failing = true;
+        match store.save_dialogs(table, &upserts, &deletes).await {
+            Ok(()) => {
+                for key in &keys {
+                    pending.remove(key);
+                }
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if !e.is_retryable() => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, dropped = keys.len(), "call changes dropped");
+                for key in &keys {
+                    pending.remove(key);
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                mark_attempted(pending);
+                warn!(error = %e, queued = pending.len(), "cannot store calls; changes go to the journal and are retried, routing goes on");
+                return Err(());
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

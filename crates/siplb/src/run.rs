@@ -11,7 +11,7 @@ use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{metrics, persist, webhook};
+use crate::{journal, metrics, persist, webhook};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -187,7 +187,8 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         if config.dialog.persist {
             let table = siplb_store::TableName::new(&config.dialog.table)
                 .map_err(|e| format!("dialog.table: {e}"))?;
-            let restored = persist::restore(&store, &table, &mut proxy)
+            let mut journal = journal::Journal::new(&config.dialog.journal);
+            let restored = persist::restore(&store, &table, &mut journal, &mut proxy)
                 .await
                 .map_err(|e| format!("cannot read stored calls: {e}"))?;
             info!(
@@ -202,6 +203,7 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
                 table,
                 config.dialog.persist_interval,
                 rx,
+                journal,
                 Arc::clone(&persist_stats),
             )));
         }

@@ -301,6 +301,132 @@ fn a_database_outage_does_not_stop_routing() {
     );
 }
 
+/// A crash while the database is away loses no call: calls answered during the
+/// outage wait in the local journal (synced to disk), which the next start writes to
+/// the database before it restores the calls.
+fn crash_during_outage(test: u8, url: &str, cut: &dyn Fn(), heal: &dyn Fn()) {
+    let dir = scratch(&format!("journal-{test}"));
+    let _ = std::fs::remove_file(dir.join("journal"));
+    let table = format!("lbt_journal_{}_{test}", std::process::id());
+    let dialogs = format!("lbd_journal_{}_{test}", std::process::id());
+    let d1 = ip(test, 11);
+    destination_table(url, &table, &[(d1, "vm=50")]);
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi = format!("http://{}:8888/mi", ip(test, 1));
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"300ms\"\n[database]\nurl = \"{url}\"\ntable = \"{table}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[dialog]\ntable = \"{dialogs}\"\njournal = \"{}\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n",
+            ip(test, 1),
+            dir.join("journal").display()
+        ),
+    )
+    .unwrap();
+    let _uas = uas_at(&dir, &[d1]);
+    let node = Node::start(&config, dir.join("siplb-1.log"));
+    let uac = |name: &str, port: u16| {
+        uac_to(&dir, name, sip, ip(test, 100), port, "VM_1", (5, 20, 25000))
+    };
+    let first = uac("uac-a", 5063);
+    wait_until(Duration::from_secs(10), || loads(&mi) == [5]);
+    wait_until(Duration::from_secs(5), || {
+        metric(test, "siplb_dialog_store_pending") == 0.0
+    });
+
+    cut();
+    let second = uac("uac-b", 5064);
+    wait_until(Duration::from_secs(10), || loads(&mi) == [10]);
+    // Every change reported is past the core's channel after a tick or two; then
+    // wait until all that is pending sits in the journal on disk.
+    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(15), || {
+        let journaled = metric(test, "siplb_dialog_store_journaled");
+        journaled >= 5.0 && metric(test, "siplb_dialog_store_pending") == journaled
+    });
+    // Crash with the database still away.
+    let mut node = node;
+    node.signal("-KILL");
+    heal();
+    let node = Node::start(&config, dir.join("siplb-2.log"));
+    assert!(
+        node.log_text().contains("written to the database"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(
+        loads(&mi),
+        [10],
+        "the calls answered during the outage are back"
+    );
+    assert!(first.finish(Duration::from_secs(60)).success);
+    assert!(second.finish(Duration::from_secs(60)).success);
+    wait_until(Duration::from_secs(5), || loads(&mi) == [0]);
+    assert!(
+        !dir.join("journal").exists(),
+        "the journal is emptied once written"
+    );
+    drop(node);
+    sql(
+        url,
+        &[
+            &format!("DROP TABLE {table}"),
+            &format!("DROP TABLE {dialogs}"),
+        ],
+    );
+}
+
+#[test]
+fn a_crash_during_a_postgresql_outage_loses_no_call() {
+    let Some(direct) = server_url(
+        "SIPLB_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ) else {
+        return;
+    };
+    let relay = Relay::start("127.0.0.1:5432".parse().unwrap());
+    let url = direct.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    crash_during_outage(27, &url, &|| relay.cut(), &|| relay.restore());
+}
+
+#[test]
+fn a_crash_while_sqlite_is_locked_loses_no_call() {
+    let dir = scratch("journal-lock-28");
+    let file = dir.join("lb.db");
+    let _ = std::fs::remove_file(&file);
+    let url = format!("sqlite://{}", file.display());
+    // Another process holds the database with an exclusive lock, as a backup or a
+    // careless operator would.
+    let locker = std::sync::Mutex::new(None::<std::process::Child>);
+    let lock = || {
+        let script = format!(
+            "import sqlite3,sys,time\nc=sqlite3.connect({:?}, isolation_level=None, timeout=30)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()\n",
+            file.display().to_string()
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+        *locker.lock().unwrap() = Some(child);
+    };
+    let unlock = || {
+        if let Some(mut child) = locker.lock().unwrap().take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    };
+    crash_during_outage(28, &url, &lock, &unlock);
+}
+
 /// SIGTERM with a call up: new calls are refused while it drains, and the management
 /// interface keeps answering (showing the call's load) until the SIP core has stopped.
 #[test]
