@@ -106,6 +106,56 @@ fn callers_over_tcp() {
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 }
 
+/// A record-route-aware caller on TCP, destinations on UDP: siplb record-routes
+/// twice (RFC 5658), the entry facing each side where that side's route set starts,
+/// and the caller's ACK and BYE (which carry both entries) reach the destination.
+#[test]
+fn record_route_aware_callers_over_tcp_reach_udp_destinations() {
+    let lb = Lb::start(7, &[(1, "vm=10", "uas"), (2, "vm=10", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let sf = scenario("uac_rr.xml");
+    let sf = sf.to_str().unwrap();
+    let uac = Sipp::caller(
+        &lb,
+        lb.caller_ip(),
+        "VM_1",
+        6,
+        20,
+        &["-sf", sf, "-d", "1500", "-t", "t1"],
+    );
+    wait_until(Duration::from_secs(8), || lb.total_load("vm") == 6);
+    let report = uac.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 6);
+    // Released by the BYEs, not by timeouts.
+    wait_until(Duration::from_secs(2), || lb.total_load("vm") == 0);
+}
+
+/// A caller with siplb as its outbound proxy (a preloaded Route): the call is
+/// balanced and counted like any other, its ACK and BYE come back through siplb.
+#[test]
+fn a_preloaded_route_is_consumed_and_the_call_balanced() {
+    let lb = Lb::start(19, &[(1, "vm=2", "uas"), (2, "vm=5", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    let sf = scenario("uac_preloaded_route.xml");
+    let sf = sf.to_str().unwrap();
+    let uac = Sipp::caller(
+        &lb,
+        lb.caller_ip(),
+        "VM_1",
+        4,
+        20,
+        &["-sf", sf, "-d", "1500"],
+    );
+    // Balanced: destination 2 has the most room.
+    wait_until(Duration::from_secs(8), || lb.total_load("vm") == 4);
+    assert_eq!((lb.load(1, "vm"), lb.load(2, "vm")), (1, 3));
+    let report = uac.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 4);
+    wait_until(Duration::from_secs(2), || lb.total_load("vm") == 0);
+}
+
 #[test]
 fn unknown_numbers_get_the_route_reply() {
     let lb = Lb::start(6, STUDY, "", "");
