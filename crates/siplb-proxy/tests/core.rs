@@ -591,8 +591,8 @@ fn an_operator_disable_is_never_undone_by_probes() {
 
 #[test]
 fn failover_threshold_and_floor() {
-    // Three failures in a row before failover disables a destination; the floor keeps one
-    // enabled whatever happens.
+    // Three failures in a row before failover disables a destination; an answer in
+    // between starts the count again; the floor keeps one enabled whatever happens.
     let mut rig = Rig::new(
         &[
             (1, "sip:127.0.0.11:5060", "vm=9"),
@@ -600,20 +600,44 @@ fn failover_threshold_and_floor() {
         ],
         "[failover]\nfailures_to_disable = 3\nmin_enabled = 1\n[transaction]\ninvite_timeout = \"1s\"\n",
     );
-    for i in 0..8 {
-        rig.feed(CALLER, &invite("VM_1", &format!("t{i}")));
-        rig.advance(Duration::from_secs(3));
-        rig.sent();
-        let enabled: Vec<bool> = [1, 2]
+    let enabled = |rig: &Rig| -> Vec<bool> {
+        [1, 2]
             .iter()
             .map(|&id| rig.balancer.destination(id).unwrap().enabled)
-            .collect();
-        assert!(
-            enabled.iter().any(|e| *e),
-            "call {i}: the floor keeps one destination enabled"
-        );
-    }
-    // Every call timed out on both destinations (no answers at all): the loads are back.
+            .collect()
+    };
+    // A call that both destinations leave unanswered: one failure each.
+    let silent_call = |rig: &mut Rig, name: &str| {
+        rig.feed(CALLER, &invite("VM_1", name));
+        rig.advance(Duration::from_secs(3));
+        rig.sent();
+    };
+    silent_call(&mut rig, "t1");
+    silent_call(&mut rig, "t2");
+    assert_eq!(
+        enabled(&rig),
+        [true, true],
+        "two failures are below the threshold"
+    );
+    // Destination 1 answers one call: its count starts again.
+    rig.feed(CALLER, &invite("VM_1", "ok"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 486, "Busy Here", "b"));
+    rig.sent();
+    silent_call(&mut rig, "t3");
+    assert_eq!(
+        enabled(&rig),
+        [true, false],
+        "destination 2's third failure in a row disables it; destination 1 answered in between"
+    );
+    silent_call(&mut rig, "t4");
+    silent_call(&mut rig, "t5");
+    assert_eq!(
+        enabled(&rig),
+        [true, false],
+        "destination 1 has failed three times in a row, but it is the last one enabled"
+    );
+    // Every call timed out on every destination tried: the loads are back.
     assert_eq!((rig.load(1), rig.load(2)), (0, 0));
 }
 
