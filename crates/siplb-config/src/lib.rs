@@ -52,6 +52,8 @@ pub struct Config {
     pub failover: Failover,
     #[serde(default)]
     pub events: Events,
+    #[serde(default)]
+    pub tcp: Tcp,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
 }
@@ -66,6 +68,11 @@ pub struct Sip {
     /// before siplb exits.
     #[serde(with = "duration")]
     pub drain: Duration,
+    /// Calls being set up or up at once; beyond, new calls get `503` with
+    /// `Retry-After`.
+    pub max_calls: usize,
+    /// Transactions alive at once; beyond, every new request gets `503`.
+    pub max_transactions: usize,
 }
 
 impl Default for Sip {
@@ -80,6 +87,36 @@ impl Default for Sip {
                 .collect(),
             max_message_size: 65_535,
             drain: Duration::from_secs(10),
+            max_calls: 500_000,
+            max_transactions: 2_000_000,
+        }
+    }
+}
+
+/// Bounds on SIP over TCP, so that idle, half-sent or too many connections cannot
+/// exhaust descriptors or memory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    /// Connections open at once, accepted and opened.
+    pub max_connections: usize,
+    /// Connections accepted from one IP address.
+    pub max_connections_per_source: usize,
+    /// A connection that carries nothing this long is closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// A message begun must be complete within this long, or the connection closes.
+    #[serde(with = "duration")]
+    pub message_timeout: Duration,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Tcp {
+            max_connections: 10_000,
+            max_connections_per_source: 100,
+            idle_timeout: Duration::from_secs(600),
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +147,9 @@ pub struct Management {
     /// `opensips-cli` cannot send a token: with one set, only `siplb ctl` (`--token` or
     /// `SIPLB_MI_TOKEN`) and other clients that send the header can use the interface.
     pub token: Option<String>,
+    /// Without a token, the host names a request's `Host` header may carry besides
+    /// loopback ones (so that no web page can reach the interface by DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Management {
@@ -117,6 +157,7 @@ impl Default for Management {
         Management {
             listen: "127.0.0.1:8888".to_owned(),
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -127,6 +168,7 @@ impl std::fmt::Debug for Management {
         f.debug_struct("Management")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -379,6 +421,22 @@ impl Config {
             return Err(invalid(
                 1,
                 "dialog.persist_interval: must be above zero and at most 60s".into(),
+            ));
+        }
+        if self.sip.max_calls == 0 || self.sip.max_transactions == 0 {
+            return Err(invalid(
+                1,
+                "sip.max_calls and sip.max_transactions: must be above zero".into(),
+            ));
+        }
+        if self.tcp.max_connections == 0
+            || self.tcp.max_connections_per_source == 0
+            || self.tcp.idle_timeout.is_zero()
+            || self.tcp.message_timeout.is_zero()
+        {
+            return Err(invalid(
+                1,
+                "tcp: limits and timeouts must be above zero".into(),
             ));
         }
         if self.transaction.invite_timeout.is_zero() {

@@ -10,6 +10,10 @@ use crate::params::{self, Recipe};
 use crate::rpc::{self, Request, RpcError};
 use crate::state::{CallInfo, MiState};
 
+/// The largest capacity `lb_resize` takes: ten million concurrent calls is beyond any
+/// single box, so anything above is a typo or a wrapped negative.
+pub(crate) const MAX_CAPACITY: u32 = 10_000_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
     Reload,
@@ -222,9 +226,12 @@ impl MiState {
                 let name = params::string("res_name", name)?;
                 // Checked before the lookup so that a bad capacity is never stored, and is
                 // reported as such even for an unknown destination. The reference wraps
-                // negatives into ~4.29e9 (effectively unlimited); that is refused here.
+                // negatives into ~4.29e9 (effectively unlimited); that, and anything no
+                // box could carry, is refused here.
                 let capacity = u32::try_from(params::int("new_capacity", capacity)?)
-                    .map_err(|_| RpcError::out_of_range("new_capacity"))?;
+                    .ok()
+                    .filter(|c| *c <= MAX_CAPACITY)
+                    .ok_or_else(|| RpcError::out_of_range("new_capacity"))?;
                 self.resize(id, &name, capacity)
             }
             (Method::Reload, []) => self.reload().await,
@@ -649,11 +656,11 @@ mod tests {
         assert_eq!(s.balancer.destination(1).unwrap().resources[1].max, 0);
         call(
             &s,
-            r#"{"jsonrpc":"2.0","method":"lb_resize","params":[4,"vm",4294967295],"id":1}"#,
+            r#"{"jsonrpc":"2.0","method":"lb_resize","params":[4,"vm",10000000],"id":1}"#,
         );
         assert_eq!(
             s.balancer.destination(4).unwrap().resources[0].max,
-            u32::MAX
+            MAX_CAPACITY
         );
     }
 
@@ -699,6 +706,14 @@ mod tests {
             (r#""-5""#, "Value out of range for parameter 'new_capacity'"),
             (
                 "4294967296",
+                "Value out of range for parameter 'new_capacity'",
+            ),
+            (
+                "4294967295",
+                "Value out of range for parameter 'new_capacity'",
+            ),
+            (
+                "10000001",
                 "Value out of range for parameter 'new_capacity'",
             ),
             (

@@ -36,6 +36,9 @@ pub struct ServeOptions {
     pub body_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections served at once for one client address; further ones are closed,
+    /// so that one client holding half-sent requests cannot lock operators out.
+    pub max_connections_per_source: usize,
     /// On shutdown, how long requests in flight may take before their connections are cut.
     pub shutdown_grace: Duration,
 }
@@ -46,7 +49,8 @@ impl Default for ServeOptions {
             max_body: 64 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            max_connections: 512,
+            max_connections_per_source: 32,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -99,6 +103,7 @@ pub async fn serve_with(
         .max_buf_size(MAX_HEAD_BUFFER)
         .max_headers(64);
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let per_source = Arc::new(PerSource::default());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let options = Arc::new(options);
@@ -124,6 +129,12 @@ pub async fn serve_with(
                 }
             },
         };
+        let Some(source_slot) = per_source.take(peer.ip(), options.max_connections_per_source)
+        else {
+            debug!(%peer, "management connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
         // Replies are single small writes; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let service = {
@@ -141,6 +152,7 @@ pub async fn serve_with(
                 debug!(%peer, %error, "management connection closed on error");
             }
             drop(permit);
+            drop(source_slot);
         });
         while connections.try_join_next().is_some() {}
     }
@@ -155,12 +167,55 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// Connections open per client address.
+#[derive(Debug, Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct SourceSlot(Arc<PerSource>, std::net::IpAddr);
+
+impl PerSource {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut map = self.0.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot(Arc::clone(self), ip))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.0.0.lock()
+            && let Some(n) = map.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
 async fn route(
     request: Request<Incoming>,
     state: &MiState,
     options: &ServeOptions,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path();
+    if !state.host_allowed(
+        request
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes),
+    ) {
+        debug!(path, "management request for another host refused");
+        return respond_and_close(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host not allowed (set [management] token, or list it in allowed_hosts)\n",
+        );
+    }
     let guarded = matches!(path, "/mi" | "/mi/" | "/metrics");
     if guarded
         && !state.authorized(

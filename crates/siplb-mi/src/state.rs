@@ -106,6 +106,9 @@ pub struct MiState {
     pub(crate) version: String,
     pub(crate) started: Instant,
     pub(crate) token: Option<String>,
+    /// Without a token, the `Host` names a request may carry (besides loopback ones):
+    /// a web page cannot reach the interface through DNS rebinding.
+    pub(crate) allowed_hosts: Vec<String>,
     /// Set when siplb drains before stopping: `/health` then answers 503, so a health
     /// checker in front (DNS SRV updater, keepalived, a load balancer) moves traffic away.
     pub(crate) draining: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -124,8 +127,42 @@ impl MiState {
             version: concat!("siplb ", env!("CARGO_PKG_VERSION")).to_owned(),
             started: Instant::now(),
             token: None,
+            allowed_hosts: Vec::new(),
             draining: None,
         }
+    }
+
+    /// Host names (without port) a request may name in its `Host` header besides
+    /// `localhost` and loopback addresses, when no token is set (with a token, the
+    /// token is the guard).
+    #[must_use]
+    pub fn with_allowed_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// Whether a request's `Host` header is acceptable. Without a token, it must name
+    /// loopback (`localhost`, `127.x.y.z`, `[::1]`) or an allowed host; a request with
+    /// no `Host` (not a browser) passes.
+    pub(crate) fn host_allowed(&self, host: Option<&[u8]>) -> bool {
+        if self.token.is_some() {
+            return true;
+        }
+        let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+            return host.is_none();
+        };
+        let name = strip_port(host.trim()).to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        let ip = name.trim_start_matches('[').trim_end_matches(']');
+        if ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        {
+            return true;
+        }
+        self.allowed_hosts.iter().any(|h| *h == name || *h == ip)
     }
 
     /// Sets what `lb_reload` runs.
@@ -311,5 +348,49 @@ mod tests {
         assert!(!locked.authorized(Some(b"Bearer")));
 
         assert!(!format!("{guarded:?}").contains("s3cret"));
+    }
+}
+
+/// `host` without its `:port` (an IPv6 literal keeps its brackets).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_or_listed_hosts_without_a_token() {
+        let s = MiState::new(Arc::new(Balancer::new()))
+            .with_allowed_hosts(["lb.example.net".to_owned(), "192.0.2.7".to_owned()]);
+        for ok in [
+            "localhost",
+            "localhost:8888",
+            "127.0.0.1:8888",
+            "127.3.4.5",
+            "[::1]:8888",
+            "LB.example.net:8888",
+            "192.0.2.7:8888",
+        ] {
+            assert!(s.host_allowed(Some(ok.as_bytes())), "{ok}");
+        }
+        for bad in [
+            "evil.example.com",
+            "evil.example.com:8888",
+            "10.0.0.1",
+            "[::2]:1",
+        ] {
+            assert!(!s.host_allowed(Some(bad.as_bytes())), "{bad}");
+        }
+        assert!(s.host_allowed(None), "no Host: not a browser");
+        let guarded = s.with_token(Some("t".to_owned()));
+        assert!(guarded.host_allowed(Some(b"evil.example.com")));
     }
 }

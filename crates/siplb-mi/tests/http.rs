@@ -263,14 +263,14 @@ async fn wrong_method_path_and_content_type_get_complete_replies() {
     let server = Server::start().await;
     let body = r#"{"jsonrpc":"2.0","method":"lb_list","id":1}"#;
 
-    let reply = raw(&server, b"GET /mi HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let reply = raw(&server, b"GET /mi HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
 
     let reply = raw(&server, &post("/other", Some("application/json"), body)).await;
     assert_eq!(reply.status, 404);
     assert!(!reply.body.is_empty());
-    let reply = raw(&server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let reply = raw(&server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(reply.status, 404);
 
     let reply = raw(&server, &post("/mi", Some("text/plain"), body)).await;
@@ -284,9 +284,13 @@ async fn wrong_method_path_and_content_type_get_complete_replies() {
     .await;
     assert_eq!(reply.status, 415);
 
-    let reply = raw(&server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let reply = raw(&server, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!((reply.status, reply.text()), (200, "ok"));
-    let reply = raw(&server, b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let reply = raw(
+        &server,
+        b"DELETE /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
     assert_eq!(reply.status, 405);
     server.stop().await;
 }
@@ -295,7 +299,7 @@ async fn wrong_method_path_and_content_type_get_complete_replies() {
 async fn metrics_are_served_as_prometheus_text() {
     let server = Server::start().await;
     server.balancer.resize(1, "pstn", 40).unwrap();
-    let reply = raw(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let reply = raw(&server, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(reply.status, 200);
     assert!(
         reply
@@ -330,7 +334,7 @@ async fn oversized_bodies_get_413() {
     stream
         .write_all(
             format!(
-                "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 big.len()
             )
             .as_bytes(),
@@ -342,7 +346,7 @@ async fn oversized_bodies_get_413() {
     assert_eq!(reply.header("connection"), Some("close"));
 
     // Chunked, so the size shows only while reading.
-    let mut request = b"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut request = b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for piece in big.as_bytes().chunks(8 * 1024) {
         request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
         request.extend_from_slice(piece);
@@ -378,14 +382,14 @@ async fn stalled_and_malformed_clients_block_no_one() {
     // Half a head, then silence.
     let mut half_head = TcpStream::connect(server.addr).await.unwrap();
     half_head
-        .write_all(b"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        .write_all(b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
         .await
         .unwrap();
     // A whole head, then half the body.
     let mut half_body = TcpStream::connect(server.addr).await.unwrap();
     half_body
         .write_all(
-            b"POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
+            b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
         )
         .await
         .unwrap();
@@ -432,6 +436,77 @@ async fn stalled_and_malformed_clients_block_no_one() {
             .unwrap(),
         json!({"enable": "yes"})
     );
+    server.stop().await;
+}
+
+/// One client holding many half-sent requests cannot lock operators out: its
+/// connections beyond a few are closed at once, and another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection() {
+    let server = Server::start_with(ServeOptions {
+        max_connections: 64,
+        max_connections_per_source: 8,
+        ..ServeOptions::default()
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let _ = s
+            .write_all(b"POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await;
+        stalled.push(s);
+    }
+    // Beyond its eight, the same address is turned away at once.
+    let mut refused = 0;
+    for s in &mut stalled[8..] {
+        if closes_within(s, Duration::from_secs(2)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 92);
+    // An operator on another address is served at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut operator = socket.connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    operator
+        .write_all(&post(
+            "/mi",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","method":"lb_status","params":["1"],"id":1}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read_reply(&mut operator).await.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    drop(stalled);
+    server.stop().await;
+}
+
+/// Without a token, a request naming another host (as a web page reaching the
+/// interface through DNS rebinding would) is refused; with one, the token decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_loopback_hosts_are_served() {
+    let server = Server::start().await;
+    let request = |host: &str| {
+        format!(
+            "POST /mi HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\r\n{{\"jsonrpc\":\"2.0\",\"method\":\"lb_list\",\"id\":1}}"
+        )
+        .into_bytes()
+    };
+    assert_eq!(raw(&server, &request("localhost:8888")).await.status, 200);
+    assert_eq!(raw(&server, &request("[::1]:8888")).await.status, 200);
+    let reply = raw(&server, &request("rebind.attacker.example:8888")).await;
+    assert_eq!(reply.status, 403);
+    assert!(String::from_utf8_lossy(&reply.body).contains("Host not allowed"));
+    // Not even a read.
+    let reply = raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: rebind.attacker.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 403);
     server.stop().await;
 }
 

@@ -11,6 +11,9 @@ pub struct Report {
     pub probes: Vec<(u32, ProbeState)>,
     pub calls: usize,
     pub transactions: usize,
+    pub tcp_open: usize,
+    pub tcp_refused: u64,
+    pub tcp_timed_out: u64,
 }
 
 #[derive(Debug)]

@@ -10,10 +10,12 @@ mod control;
 mod tcp;
 
 pub use control::{Control, ControlReceiver, Report, control};
+pub use tcp::{TcpLimits, TcpStats};
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -106,6 +108,8 @@ impl Bound {
 #[derive(Debug)]
 pub struct Options {
     pub limits: Limits,
+    /// Bounds on TCP connections.
+    pub tcp: TcpLimits,
     /// After shutdown is asked for: how long calls that are up may still end.
     pub drain: std::time::Duration,
     /// Where destination status changes made by the core go (webhook, metrics).
@@ -215,16 +219,24 @@ pub async fn serve(
 ) -> io::Result<()> {
     let Options {
         limits,
+        tcp: tcp_limits,
         drain,
         status_changes,
         control,
         dialog_changes,
     } = options;
     let mut control = control.map(|c| c.0);
+    let tcp_stats = Arc::new(TcpStats::default());
+    let slots = tcp::Slots::new(tcp_limits, Arc::clone(&tcp_stats));
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     for listener in bound.tcp {
         let listener = TcpListener::from_std(listener)?;
-        tokio::spawn(tcp::accept_loop(listener, events_tx.clone(), limits));
+        tokio::spawn(tcp::accept_loop(
+            listener,
+            events_tx.clone(),
+            limits,
+            Arc::clone(&slots),
+        ));
     }
     let udp = bound
         .udp
@@ -268,7 +280,7 @@ pub async fn serve(
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
-            } => answer(&mut proxy, query),
+            } => answer(&mut proxy, &tcp_stats, query),
             Some(event) = events.recv() => {
                 let now = Instant::now();
                 // Take whatever else is already queued before sending anything, so a
@@ -337,7 +349,12 @@ pub async fn serve(
                     } else {
                         let queue = pending.entry(peer.addr).or_default();
                         if queue.is_empty() {
-                            tokio::spawn(tcp::connect(peer.addr, events_tx.clone(), limits));
+                            tokio::spawn(tcp::connect(
+                                peer.addr,
+                                events_tx.clone(),
+                                limits,
+                                Arc::clone(&slots),
+                            ));
                         }
                         if queue.len() < 64 {
                             queue.push(data);
@@ -349,7 +366,7 @@ pub async fn serve(
     }
 }
 
-fn answer(proxy: &mut Proxy, query: control::Query) {
+fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
     match query {
         control::Query::Calls(reply) => {
             let _ = reply.send(proxy.call_summaries(Instant::now()));
@@ -366,6 +383,9 @@ fn answer(proxy: &mut Proxy, query: control::Query) {
                     .collect(),
                 calls: proxy.calls(),
                 transactions: proxy.transactions(),
+                tcp_open: tcp.open.load(std::sync::atomic::Ordering::Relaxed),
+                tcp_refused: tcp.refused.load(std::sync::atomic::Ordering::Relaxed),
+                tcp_timed_out: tcp.timed_out.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
     }

@@ -184,6 +184,12 @@ impl Proxy {
         self.agenda.pending()
     }
 
+    /// Probe transactions alive and the timers they hold (within [`Proxy::transactions`]
+    /// and [`Proxy::timers`]): periodic work, never "over".
+    pub fn probes_in_flight(&self) -> (usize, usize) {
+        self.txns.probes()
+    }
+
     /// No call is up and no forwarded request awaits its final response: what a
     /// drain waits for before siplb exits.
     pub fn is_idle(&self) -> bool {

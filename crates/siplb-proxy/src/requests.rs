@@ -19,12 +19,6 @@ use crate::stats::Rejection;
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
 
-/// Calls being set up or up at once, and transactions alive, beyond which new calls
-/// are turned away (`503` with `Retry-After`) rather than let memory grow without
-/// bound. In-dialog requests of calls that are up still pass until the hard limit.
-pub(crate) const MAX_CALLS: usize = 400_000;
-pub(crate) const MAX_TRANSACTIONS: usize = 1_000_000;
-
 impl Proxy {
     pub(crate) fn on_request(&mut self, now: Instant, msg: Message, peer: Peer) {
         let Some(method) = msg.method() else {
@@ -48,7 +42,10 @@ impl Proxy {
         {
             return;
         }
-        if self.txns.len() >= MAX_TRANSACTIONS {
+        // Ceilings (`[sip] max_transactions`, `max_calls`) rather than memory that grows
+        // without bound: a new call is turned away first, an in-dialog request only at
+        // the transaction ceiling.
+        if self.txns.len() >= self.settings.max_transactions {
             self.stats.rejected_limit += 1;
             self.reply_stateless(
                 &msg,
@@ -166,7 +163,7 @@ impl Proxy {
             self.reply_stateless(&msg, peer, 482, "Loop Detected", &[]);
             return;
         }
-        if self.calls.len() >= MAX_CALLS {
+        if self.calls.len() >= self.settings.max_calls {
             self.stats.rejected_limit += 1;
             self.reply_stateless(
                 &msg,

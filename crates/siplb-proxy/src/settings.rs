@@ -49,6 +49,8 @@ pub struct Settings {
     pub(crate) limits: Limits,
     pub(crate) probing: Probing,
     pub(crate) persist_dialogs: bool,
+    pub(crate) max_calls: usize,
+    pub(crate) max_transactions: usize,
 }
 
 /// OPTIONS probing of destinations (SPEC section 4).
@@ -135,6 +137,8 @@ impl Settings {
                 ..Limits::default()
             },
             persist_dialogs: config.dialog.persist,
+            max_calls: config.sip.max_calls,
+            max_transactions: config.sip.max_transactions,
             probing: Probing {
                 interval: config.probing.interval,
                 method: config.probing.method.clone(),

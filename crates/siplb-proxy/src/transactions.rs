@@ -212,6 +212,17 @@ impl Transactions {
         }
     }
 
+    /// Probe transactions alive, and how many of them have a timer pending: the
+    /// periodic work that is never "over".
+    pub(crate) fn probes(&self) -> (usize, usize) {
+        self.clients
+            .iter()
+            .filter(|(_, c)| matches!(c.role, ClientRole::Probe(_)))
+            .fold((0, 0), |(n, t), (_, c)| {
+                (n + 1, t + usize::from(c.timer.is_some()))
+            })
+    }
+
     /// No forwarded request still waits for its final response.
     pub(crate) fn none_waiting(&self) -> bool {
         self.clients.iter().all(|(_, c)| {

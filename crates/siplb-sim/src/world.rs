@@ -987,11 +987,15 @@ impl World {
                 .collect();
             left.push(format!("{} calls [{}]", self.proxy.calls(), ids.join(", ")));
         }
-        if self.proxy.transactions() != 0 {
-            left.push(format!("{} transactions", self.proxy.transactions()));
+        // Probes go on for ever: those in flight are not left over.
+        let (probes, probe_timers) = self.proxy.probes_in_flight();
+        let transactions = self.proxy.transactions() - probes;
+        if transactions != 0 {
+            left.push(format!("{transactions} transactions"));
         }
-        if self.proxy.timers() != 0 {
-            left.push(format!("{} timers", self.proxy.timers()));
+        let timers = self.proxy.timers() - probe_timers;
+        if timers != 0 {
+            left.push(format!("{timers} timers"));
         }
         if !self.persisted.is_empty() {
             left.push(format!("{} stored calls", self.persisted.len()));

@@ -141,6 +141,12 @@ impl StreamDecoder {
         self.buf.len()
     }
 
+    /// True when part of a message has arrived and the rest has not: what a
+    /// connection that stalls mid-message shows (line ends alone are keep-alives).
+    pub fn mid_message(&self) -> bool {
+        self.buf.iter().any(|&b| b != b'\r' && b != b'\n')
+    }
+
     /// The next complete frame, `Ok(None)` when more bytes are needed.
     pub fn decode(&mut self) -> Result<Option<Frame>, ParseError> {
         if self.pending.is_none() {

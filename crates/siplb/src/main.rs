@@ -90,15 +90,26 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-fn check(config: &Config) {
+/// Prints to standard output. A reader that stops early (`siplb ctl lb_list | head`)
+/// is no error: what it did not read is simply not needed.
+pub(crate) fn out(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
+}
+
+fn check(config: &Config) -> Result<(), String> {
     let listen: Vec<String> = config.sip.listen.iter().map(ToString::to_string).collect();
-    println!("listen: {}", listen.join(", "));
-    println!(
-        "database: {} (table {})",
+    let mut text = format!(
+        "listen: {}\ndatabase: {} (table {})\nmanagement: {}",
+        listen.join(", "),
         siplb_store::redact(&config.database.url),
-        config.database.table
+        config.database.table,
+        config.management.listen
     );
-    println!("management: {}", config.management.listen);
     for (i, route) in config.routes().enumerate() {
         let action = match route.action() {
             Some(Action::Balance(b)) => format!(
@@ -113,9 +124,10 @@ fn check(config: &Config) {
             Some(Action::Reply(r)) => format!("reply {} {}", r.code, r.reason),
             None => "no action".to_owned(),
         };
-        println!("route #{}: {action}", i + 1);
+        text.push_str(&format!("\nroute #{}: {action}", i + 1));
     }
-    println!("configuration OK");
+    text.push_str("\nconfiguration OK");
+    out(&text)
 }
 
 fn main() -> ExitCode {
@@ -128,8 +140,7 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("database.table: {e}"))?;
             siplb_store::Backend::from_url(&c.database.url)
                 .map_err(|e| format!("database.url: {e}"))?;
-            check(&c);
-            Ok(())
+            check(&c)
         }),
         Command::Run { config } => {
             let embedded = config.is_none();

@@ -42,6 +42,23 @@ pub(crate) fn render(r: &Report, persist: &crate::persist::PersistStats) -> Stri
     );
     counter(
         &mut out,
+        "siplb_tcp_connections_refused_total",
+        "TCP connections closed at accept: over [tcp] max_connections or max_connections_per_source.",
+        &[("", r.tcp_refused)],
+    );
+    counter(
+        &mut out,
+        "siplb_tcp_connections_timed_out_total",
+        "TCP connections closed for idling, or for a message not completed within [tcp] message_timeout.",
+        &[("", r.tcp_timed_out)],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siplb_tcp_connections Open SIP TCP connections.\n# TYPE siplb_tcp_connections gauge\nsiplb_tcp_connections {}",
+        r.tcp_open
+    );
+    counter(
+        &mut out,
         "siplb_ack_timeouts_total",
         "Dialogs siplb ended (BYE both ways) because the caller never acknowledged the 2xx.",
         &[("", s.ack_timeouts)],

@@ -48,8 +48,7 @@ pub(crate) fn ctl(
         serde_json::to_string_pretty(&result)
     }
     .map_err(|e| e.to_string())?;
-    println!("{text}");
-    Ok(())
+    crate::out(&text)
 }
 
 pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
@@ -63,7 +62,8 @@ pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), Stri
             store.init().await
         }
         .map_err(|e| format!("{}: {e}", redact(url)))?;
-        println!(
+        store.close().await;
+        crate::out(&format!(
             "table {table}: {}, {} example rows inserted",
             if report.table_created {
                 "created"
@@ -71,9 +71,7 @@ pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), Stri
                 "already there"
             },
             report.examples_inserted
-        );
-        store.close().await;
-        Ok(())
+        ))
     })
 }
 
@@ -215,9 +213,19 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
         info!("management interface on http://{mi_addr}/mi");
+        if config.management.token.is_none()
+            && mi_listener
+                .local_addr()
+                .is_ok_and(|a| !a.ip().is_loopback())
+        {
+            warn!(
+                "the management interface listens beyond loopback ({mi_addr}) without [management] token: anyone who reaches it can disable destinations"
+            );
+        }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
             .with_token(config.management.token.clone())
+            .with_allowed_hosts(config.management.allowed_hosts.clone())
             .with_draining_flag(Arc::clone(&draining));
         // The management interface outlives the drain: an operator watches the calls
         // that are left, or ends them, until the SIP core has stopped.
@@ -237,6 +245,12 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         ));
         let options = siplb_net::Options {
             limits,
+            tcp: siplb_net::TcpLimits {
+                max_connections: config.tcp.max_connections,
+                max_connections_per_source: config.tcp.max_connections_per_source,
+                idle_timeout: config.tcp.idle_timeout,
+                message_timeout: config.tcp.message_timeout,
+            },
             drain: config.sip.drain,
             status_changes: Some(events_tx),
             control: Some(control_rx),

@@ -94,3 +94,23 @@ fn db_init_creates_the_table_once() {
     assert!(!ok);
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+/// `siplb check | head -1`, or a reader that stops before siplb writes: no panic,
+/// no error, whatever the pipe's end did.
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_siplb"))
+            .arg("check")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end at once: siplb's write meets a closed pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -156,6 +156,62 @@ fn a_preloaded_route_is_consumed_and_the_call_balanced() {
     wait_until(Duration::from_secs(2), || lb.total_load("vm") == 0);
 }
 
+/// SIP over TCP within bounds: connections beyond the per-source limit are closed at
+/// once, a message begun and not finished closes its connection, so does silence;
+/// callers from elsewhere are served all along.
+#[test]
+fn tcp_connections_are_bounded() {
+    use std::io::{Read as _, Write as _};
+    let lb = Lb::start(
+        29,
+        &[(1, "vm=10", "uas")],
+        "",
+        "[tcp]\nmax_connections_per_source = 5\nidle_timeout = \"3s\"\nmessage_timeout = \"1s\"\n",
+    );
+    let _uas = lb.start_destinations();
+    let connect = || {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::new(lb.ip(200), 0).into())
+            .unwrap();
+        socket.connect(&lb.addr.into()).unwrap();
+        let stream: std::net::TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(6)))
+            .unwrap();
+        stream
+    };
+    let closed_within = |s: &mut std::net::TcpStream, limit: Duration| {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(0) | Err(_)) && started.elapsed() <= limit
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..5).map(|_| connect()).collect();
+    // A sixth from the same address is closed at once.
+    let mut sixth = connect();
+    assert!(closed_within(&mut sixth, Duration::from_secs(1)));
+    // Half a message: closed after message_timeout.
+    held[0]
+        .write_all(b"INVITE sip:VM_1@127.0.29.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.29.200")
+        .unwrap();
+    assert!(closed_within(&mut held[0], Duration::from_millis(2500)));
+    // Callers elsewhere are served meanwhile.
+    let report = Sipp::uac(&lb, "VM_1", 3, 10, 200, &["-t", "t1"]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    // Silence: closed after idle_timeout.
+    assert!(closed_within(&mut held[1], Duration::from_secs(5)));
+    // Their places are free again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = connect();
+    again.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    again.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n", "a keep-alive ping is answered");
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
+
 #[test]
 fn unknown_numbers_get_the_route_reply() {
     let lb = Lb::start(6, STUDY, "", "");

@@ -117,6 +117,12 @@ impl Lb {
         let (stop, stop_rx) = watch::channel(false);
         let options = siplb_net::Options {
             limits: siplb_sip::Limits::default(),
+            tcp: siplb_net::TcpLimits {
+                max_connections: config.tcp.max_connections,
+                max_connections_per_source: config.tcp.max_connections_per_source,
+                idle_timeout: config.tcp.idle_timeout,
+                message_timeout: config.tcp.message_timeout,
+            },
             drain: config.sip.drain,
             status_changes: None,
             control: None,
