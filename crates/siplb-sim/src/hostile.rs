@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::script::HostileKind;
 use crate::sip::Proto;
-use crate::world::PROXY;
+use crate::world::{PROXY, SINK};
 
 /// The bytes of one hostile message, sent from `from`. `n` numbers it, so that each
 /// has its own Call-ID and branch.
@@ -91,6 +91,38 @@ pub(crate) fn message(
             );
             Bytes::from(text)
         }
+        HostileKind::Relay {
+            method,
+            to_tag,
+            own_route,
+            sink_route,
+            sink_uri,
+            tcp_route,
+        } => {
+            let method = ["INVITE", "OPTIONS", "MESSAGE", "REGISTER", "BYE", "ACK"]
+                [usize::from(*method % 6)];
+            let uri = if *sink_uri {
+                format!("sip:VM_r@{SINK}")
+            } else {
+                format!("sip:VM_r@{PROXY}")
+            };
+            let mut routes = String::new();
+            if *own_route {
+                let _ = write!(routes, "Route: <sip:{PROXY};lr>\r\n");
+            }
+            if *sink_route {
+                let t = if *tcp_route { ";transport=tcp" } else { "" };
+                let _ = write!(routes, "Route: <sip:{SINK}{t};lr>\r\n");
+            }
+            let to_tag = if *to_tag { ";tag=stolen" } else { "" };
+            let mut s = String::new();
+            let _ = write!(
+                s,
+                "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{} {from};branch=z9hG4bKr{n};rport\r\nMax-Forwards: 70\r\n{routes}From: <sip:x@{from}>;tag=h{n}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: hostile-{n}\r\nCSeq: 1 {method}\r\nContact: <sip:x@{from}>\r\nContent-Length: 9\r\n\r\nFLUSHALL\n",
+                proto.via()
+            );
+            Bytes::from(s)
+        }
         HostileKind::OddTransport => {
             let text = String::from_utf8_lossy(&invite(proto, from, n, "VM_o", "", "")).replacen(
                 &format!("sip:VM_o@{PROXY}"),
@@ -116,6 +148,16 @@ pub(crate) fn expected_reply(kind: &HostileKind) -> Option<Option<u16>> {
         HostileKind::ManyVias(n) if *n % 200 > 70 => Some(Some(400)),
         HostileKind::ManyVias(_) => Some(None),
         HostileKind::Flipped(_) | HostileKind::Truncated(_) | HostileKind::Garbage(_) => None,
+        // An ACK gets nothing; anything else an answer (a new call, 403, 405, 481).
+        HostileKind::Relay { method, .. } if method % 6 == 5 => None,
+        // Not siplb's keep-alive: another host's.
+        HostileKind::Relay {
+            method,
+            to_tag: false,
+            sink_uri: true,
+            ..
+        } if method % 6 == 1 => Some(Some(405)),
+        HostileKind::Relay { .. } => Some(None),
     }
 }
 

@@ -226,6 +226,18 @@ pub enum HostileKind {
     /// An INVITE with a CSeq that does not parse: answerable (`400`), and over TCP
     /// the end of the stream's framing.
     BadCSeq,
+    /// A request that tries to use siplb as a relay to a host outside the world
+    /// (the sink): its method (INVITE, OPTIONS, MESSAGE, REGISTER, BYE, ACK, modulo 6),
+    /// with or without a To tag, siplb's Route, a Route to the sink (over TCP or UDP),
+    /// a Request-URI at the sink.
+    Relay {
+        method: u8,
+        to_tag: bool,
+        own_route: bool,
+        sink_route: bool,
+        sink_uri: bool,
+        tcp_route: bool,
+    },
 }
 
 impl Script {
@@ -350,7 +362,7 @@ fn random_answer(rng: &mut Rng) -> Answer {
 }
 
 fn random_hostile(rng: &mut Rng) -> HostileKind {
-    match rng.below(10) {
+    match rng.below(12) {
         0 => HostileKind::ManyHeaders(240 + rng.below(20) as u16),
         1 => HostileKind::NearMaxSize(rng.below(300) as u16),
         2 => HostileKind::BareLf,
@@ -364,6 +376,14 @@ fn random_hostile(rng: &mut Rng) -> HostileKind {
         6 => HostileKind::Garbage((0..rng.below(200)).map(|_| rng.below(256) as u8).collect()),
         7 => HostileKind::ForeignOptions,
         8 => HostileKind::BadCSeq,
+        9 | 10 => HostileKind::Relay {
+            method: rng.below(6) as u8,
+            to_tag: rng.chance(50),
+            own_route: rng.chance(60),
+            sink_route: rng.chance(60),
+            sink_uri: rng.chance(60),
+            tcp_route: rng.chance(30),
+        },
         _ => HostileKind::OddTransport,
     }
 }

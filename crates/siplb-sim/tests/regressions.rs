@@ -207,3 +207,37 @@ fn a_cancel_after_the_answer_hangs_up() {
         vec![],
     ));
 }
+
+/// No open relay: every way of asking siplb to relay to a host outside the world
+/// (methods, To tag or not, siplb's Route or not, a Route and a Request-URI at the
+/// sink, over UDP and TCP), amid calls; nothing reaches the sink.
+#[test]
+fn nothing_is_relayed_outside_the_world() {
+    let mut hostile = Vec::new();
+    for method in 0..6u8 {
+        for flags in 0..32u8 {
+            for tcp in [false, true] {
+                hostile.push(Hostile {
+                    at_ms: 500 + hostile.len() as u32 * 7,
+                    tcp,
+                    kind: HostileKind::Relay {
+                        method,
+                        to_tag: flags & 1 != 0,
+                        own_route: flags & 2 != 0,
+                        sink_route: flags & 4 != 0,
+                        sink_uri: flags & 8 != 0,
+                        tcp_route: flags & 16 != 0,
+                    },
+                });
+            }
+        }
+    }
+    let calls = (0..20)
+        .map(|i| {
+            let mut c = call(Target::Vm, Ending::Bye(800), vec![answer_at_once()]);
+            c.at_ms = 400 + i * 150;
+            c
+        })
+        .collect();
+    clean(&script(calls, hostile));
+}

@@ -1,0 +1,296 @@
+//! siplb against an attacker on the caller's side, with real sockets: raw UDP and TCP
+//! senders, a sink listening where no request may ever go, a destination that reads
+//! siplb's branches and an impostor that forges its answers.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::{Lb, wait_until};
+
+/// Listens on UDP and TCP at `addr` and counts whatever arrives.
+struct Sink {
+    addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    fn start(addr: SocketAddr) -> Sink {
+        let received = Arc::new(AtomicUsize::new(0));
+        let udp = UdpSocket::bind(addr).unwrap();
+        let tcp = TcpListener::bind(addr).unwrap();
+        let r = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = udp.recv(&mut buf) {
+                if n > 0 {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let r = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for conn in tcp.incoming().flatten() {
+                // A connection is already a relay: count it, and what it carries.
+                r.fetch_add(1, Ordering::SeqCst);
+                let r = Arc::clone(&r);
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Sink { addr, received }
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Every reply to `from` within `wait`.
+fn replies(socket: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let end = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < end {
+        if let Ok(n) = socket.recv(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+    }
+    out
+}
+
+fn call_id(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID: ").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn status(reply: &[u8]) -> u16 {
+    std::str::from_utf8(&reply[8..11]).unwrap().parse().unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request(
+    method: &str,
+    uri: &str,
+    from: SocketAddr,
+    transport: &str,
+    routes: &[String],
+    to_tag: Option<&str>,
+    n: usize,
+    extra: &str,
+) -> String {
+    let routes: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let body = "FLUSHALL\r\n";
+    format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} {from};branch=z9hG4bKatk{n};rport\r\n{extra}Max-Forwards: 70\r\n{routes}From: <sip:x@{from}>;tag=a{n}\r\nTo: <{uri}>{to_tag}\r\nCall-ID: attack-{n}@{from}\r\nCSeq: 1 {method}\r\nContact: <sip:x@{from}>\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// From outside the cluster, no request reaches a host siplb has no business with:
+/// not with a foreign Request-URI, not with siplb's Route followed by the sink's (UDP
+/// or `;transport=tcp`), not inside a dialog nobody knows. Each gets one answer.
+#[test]
+fn siplb_is_not_an_open_relay() {
+    // A short T1: the calls the attacker never acknowledges end after 64*T1.
+    let lb = Lb::start(
+        30,
+        &[(1, "vm=10", "uas")],
+        "",
+        "[transaction]\nt1 = \"100ms\"\n",
+    );
+    let _uas = lb.start_destinations();
+    let sink = Sink::start(SocketAddr::new(lb.ip(66), 5060));
+    let attacker = UdpSocket::bind(SocketAddr::new(lb.ip(200), 0)).unwrap();
+    let me = attacker.local_addr().unwrap();
+    let own = format!("<sip:{};lr>", lb.addr);
+    let sink_udp = format!("<sip:{};lr>", sink.addr);
+    let sink_tcp = format!("<sip:{};transport=tcp;lr>", sink.addr);
+    let sink_uri = format!("sip:victim@{}", sink.addr);
+    let sink_vm = format!("sip:VM_1@{}", sink.addr);
+    let mut n = 0;
+    let mut expected = 0;
+    for method in ["INVITE", "OPTIONS", "MESSAGE", "REGISTER", "BYE", "ACK"] {
+        for uri in [&sink_uri, &sink_vm] {
+            for routes in [
+                vec![],
+                vec![own.clone()],
+                vec![own.clone(), sink_udp.clone()],
+                vec![own.clone(), sink_tcp.clone()],
+                vec![sink_tcp.clone()],
+            ] {
+                for to_tag in [None, Some("stolen")] {
+                    n += 1;
+                    let r = request(method, uri, me, "UDP", &routes, to_tag, n, "");
+                    attacker.send_to(r.as_bytes(), lb.addr).unwrap();
+                    if method != "ACK" {
+                        expected += 1;
+                    }
+                }
+            }
+        }
+    }
+    let got = replies(&attacker, Duration::from_secs(3));
+    // INVITEs to VM_ without a Route elsewhere are new calls, balanced to the
+    // table's destination (not to the Request-URI's host): its 200 comes again and
+    // again, as nobody acknowledges it. One final per request, counted by Call-ID.
+    let mut finals: Vec<(String, u16)> = got
+        .iter()
+        .filter(|r| status(r) >= 200)
+        .map(|r| (call_id(r), status(r)))
+        .collect();
+    finals.sort();
+    finals.dedup();
+    assert_eq!(finals.len(), expected, "one final per request: {finals:?}");
+    assert!(
+        finals
+            .iter()
+            .all(|(_, s)| [200, 403, 404, 405, 481].contains(s)),
+        "{finals:?}"
+    );
+    assert_eq!(sink.received(), 0, "nothing reached the sink");
+
+    // Over TCP too, with the attacker's payload after the head.
+    let mut stream = TcpStream::connect(lb.addr).unwrap();
+    for (i, routes) in [vec![own.clone(), sink_tcp.clone()], vec![sink_tcp.clone()]]
+        .into_iter()
+        .enumerate()
+    {
+        let r = request("MESSAGE", &sink_uri, me, "TCP", &routes, None, 1000 + i, "");
+        stream.write_all(r.as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.received(), 0, "nothing reached the sink over TCP");
+    wait_until(Duration::from_secs(10), || lb.total_load("vm") == 0);
+}
+
+/// A rejected request is answered once, whatever its size and however many Via hops
+/// it carries: a spoofed source gets no more bytes than were sent in its name.
+#[test]
+fn rejections_do_not_amplify() {
+    let lb = Lb::start(31, &[(1, "pstn=0", "uas")], "", "");
+    let attacker = UdpSocket::bind(SocketAddr::new(lb.ip(200), 0)).unwrap();
+    let me = attacker.local_addr().unwrap();
+    let vias: String = (0..60)
+        .map(|i| {
+            format!(
+                "Via: SIP/2.0/UDP 192.0.2.{}:5060;branch=z9hG4bKv{i}\r\n",
+                i + 1
+            )
+        })
+        .collect();
+    let uri = format!("sip:nobody@{}", lb.addr);
+    let full = format!("sip:12345@{}", lb.addr);
+    let mut sent = 0;
+    for (i, uri) in [&uri, &full, &uri].into_iter().enumerate() {
+        // 404 (no route), Service full (no capacity), 400 (too many hops).
+        let extra = if i == 2 {
+            format!("{vias}{vias}")
+        } else {
+            vias.clone()
+        };
+        let r = request("INVITE", uri, me, "UDP", &[], None, i, &extra);
+        sent += r.len();
+        attacker.send_to(r.as_bytes(), lb.addr).unwrap();
+    }
+    // Nobody acknowledges: a transaction would resend its reply for 32 s.
+    let got = replies(&attacker, Duration::from_secs(5));
+    let codes: Vec<u16> = got.iter().map(|r| status(r)).collect();
+    assert_eq!(codes, [404, 500, 400], "one reply per request");
+    let back: usize = got.iter().map(Vec::len).sum();
+    assert!(back <= sent, "{back} bytes back for {sent} sent");
+}
+
+/// A response counts only from where its request went, and branches cannot be
+/// guessed: an impostor that learned a branch cannot fail the call or get the
+/// destination disabled.
+#[test]
+fn forged_responses_are_dropped() {
+    let lb = Lb::start(32, &[(1, "vm=10", "uas"), (2, "vm=5", "uas")], "", "");
+    // Destination 1 is this test: it reads the INVITE (and its branch) itself.
+    let destination = UdpSocket::bind(SocketAddr::new(lb.ip(11), 5060)).unwrap();
+    destination
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _others = lb.start_destinations_of(|id| id == 2);
+    let caller = UdpSocket::bind(SocketAddr::new(lb.ip(100), 0)).unwrap();
+    let me = caller.local_addr().unwrap();
+    let invite = request(
+        "INVITE",
+        &format!("sip:VM_1@{}", lb.addr),
+        me,
+        "UDP",
+        &[],
+        None,
+        1,
+        "",
+    );
+    caller.send_to(invite.as_bytes(), lb.addr).unwrap();
+    let mut buf = [0u8; 65536];
+    let (n, from) = destination.recv_from(&mut buf).unwrap();
+    let forwarded = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(forwarded.starts_with("INVITE"), "{forwarded}");
+    let branch = forwarded
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        branch.len() >= 7 + 32,
+        "a branch of 128 random bits: {branch}"
+    );
+    // The impostor answers 503 with that branch, from another address.
+    let impostor = UdpSocket::bind(SocketAddr::new(lb.ip(12), 0)).unwrap();
+    let head_end = forwarded.find("\r\n\r\n").unwrap();
+    let copied: String = forwarded[..head_end]
+        .lines()
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let forged = format!("SIP/2.0 503 Service Unavailable\r\n{copied}Content-Length: 0\r\n\r\n");
+    impostor.send_to(forged.as_bytes(), from).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(lb.destination(1).enabled, "a forged 503 disables nothing");
+    assert_eq!(lb.load(1, "vm"), 1, "the call stays where it was");
+    // The real destination answers: the caller gets it.
+    let ringing = format!("SIP/2.0 486 Busy Here\r\n{copied}Content-Length: 0\r\n\r\n");
+    destination.send_to(ringing.as_bytes(), from).unwrap();
+    let got = replies(&caller, Duration::from_secs(2));
+    let codes: Vec<u16> = got.iter().map(|r| status(r)).collect();
+    assert!(codes.contains(&486), "{codes:?}");
+    assert!(!codes.contains(&503), "{codes:?}");
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}
