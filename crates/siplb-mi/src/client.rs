@@ -216,6 +216,24 @@ pub async fn call_with_options(
     interpret(url, &id, status, &reply)
 }
 
+/// POSTs a JSON body to `url` (plain `http://`) and returns the status: the one
+/// HTTP client of siplb, for the management calls above and for the status-event
+/// webhook alike.
+pub async fn post_json(url: &str, body: &[u8], timeout: Duration) -> Result<u16, CtlError> {
+    let target = Target::parse(url)?;
+    match tokio::time::timeout(timeout, exchange(&target, body, None)).await {
+        Ok(Ok((status, _))) => Ok(status),
+        Ok(Err(source)) => Err(CtlError::Io {
+            url: url.to_owned(),
+            source,
+        }),
+        Err(_) => Err(CtlError::Timeout {
+            url: url.to_owned(),
+            timeout,
+        }),
+    }
+}
+
 /// A token must fit in a header line as is: anything else could end the line and
 /// smuggle in more headers.
 fn check_token(token: &str) -> Result<(), CtlError> {
@@ -334,7 +352,7 @@ async fn exchange(
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: siplb-ctl/{}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: siplb/{}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n",
         target.path,
         target.authority,
         env!("CARGO_PKG_VERSION"),

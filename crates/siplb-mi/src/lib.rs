@@ -67,6 +67,7 @@
 
 mod client;
 mod dispatch;
+mod exposition;
 mod metrics;
 mod params;
 mod rpc;
@@ -75,10 +76,10 @@ mod state;
 
 pub use client::{
     CallOptions, CtlError, DEFAULT_TIMEOUT, DEFAULT_URL, call, call_with_options, call_with_params,
-    call_with_token, params_from_args,
+    call_with_token, params_from_args, post_json,
 };
 pub use dispatch::method_names;
-pub use metrics::METRICS_CONTENT_TYPE;
+pub use exposition::{Exposition, Kind, METRICS_CONTENT_TYPE};
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
 pub use state::{
     BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader, StatusListener,

@@ -1,69 +1,34 @@
-//! Prometheus text exposition (format 0.0.4) of the balancer's state, written by hand: a
-//! few gauges do not justify a metrics registry. No I/O.
+//! The balancer's metrics: load, capacity and status per destination, uptime,
+//! version. Written with [`Exposition`]. No I/O.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use siplb_balance::DestinationSnapshot;
 
+use crate::exposition::{Exposition, Kind};
 use crate::state::MiState;
 
-/// The `Content-Type` of [`MiState::render_metrics`]'s output.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Escapes a label value: backslash, double quote and line feed are the only specials.
-fn escape_label(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str(r"\\"),
-            '"' => out.push_str(r#"\""#),
-            '\n' => out.push_str(r"\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn labels(out: &mut String, pairs: &[(&str, &str)]) {
-    out.push('{');
-    for (i, (name, value)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-        out.push_str("=\"");
-        escape_label(value, out);
-        out.push('"');
-    }
-    out.push('}');
-}
-
 fn per_resource(
-    out: &mut String,
+    e: &mut Exposition,
     snapshot: &[DestinationSnapshot],
     name: &str,
     help: &str,
     value: impl Fn(&siplb_balance::ResourceSnapshot) -> u32,
 ) {
-    header(out, name, "gauge", help);
+    e.family(name, Kind::Gauge, help);
     for d in snapshot {
         let (id, group) = (d.id.to_string(), d.group.to_string());
         for r in &d.resources {
-            out.push_str(name);
-            labels(
-                out,
+            e.sample(
+                name,
                 &[
                     ("id", &id),
                     ("group", &group),
                     ("uri", &d.uri),
                     ("resource", &r.name),
                 ],
+                value(r),
             );
-            let _ = writeln!(out, " {}", value(r));
         }
     }
 }
@@ -75,62 +40,53 @@ pub(crate) fn render(
     uptime: Duration,
     extra: Option<String>,
 ) -> String {
-    let mut out = String::with_capacity(256 + snapshot.len() * 320);
+    let mut e = Exposition::new();
     per_resource(
-        &mut out,
+        &mut e,
         snapshot,
         "siplb_load",
         "Calls currently holding the resource on the destination.",
         |r| r.load,
     );
     per_resource(
-        &mut out,
+        &mut e,
         snapshot,
         "siplb_capacity",
         "Current capacity of the resource on the destination.",
         |r| r.max,
     );
-    header(
-        &mut out,
+    e.family(
         "siplb_destination_enabled",
-        "gauge",
+        Kind::Gauge,
         "1 if the destination takes new calls, 0 if disabled.",
     );
     for d in snapshot {
-        out.push_str("siplb_destination_enabled");
-        labels(
-            &mut out,
+        e.sample(
+            "siplb_destination_enabled",
             &[
                 ("id", &d.id.to_string()),
                 ("group", &d.group.to_string()),
                 ("uri", &d.uri),
             ],
+            u8::from(d.enabled),
         );
-        let _ = writeln!(out, " {}", u8::from(d.enabled));
     }
-    header(
-        &mut out,
+    e.single(
         "siplb_uptime_seconds",
-        "gauge",
+        Kind::Gauge,
         "Seconds since siplb started.",
+        uptime.as_secs(),
     );
-    let _ = writeln!(out, "siplb_uptime_seconds {}", uptime.as_secs());
-    header(
-        &mut out,
+    e.family(
         "siplb_build_info",
-        "gauge",
+        Kind::Gauge,
         "Always 1; the label carries the version.",
-    );
-    out.push_str("siplb_build_info");
-    labels(&mut out, &[("version", version)]);
-    out.push_str(" 1\n");
+    )
+    .sample("siplb_build_info", &[("version", version)], 1);
     if let Some(extra) = extra {
-        out.push_str(&extra);
-        if !extra.is_empty() && !extra.ends_with('\n') {
-            out.push('\n');
-        }
+        e.raw(&extra);
     }
-    out
+    e.finish()
 }
 
 impl MiState {
@@ -206,13 +162,6 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
         drop(held);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut out = String::new();
-        labels(&mut out, &[("uri", "sip:a\"b\\c\nd@h")]);
-        assert_eq!(out, r#"{uri="sip:a\"b\\c\nd@h"}"#);
     }
 
     #[test]

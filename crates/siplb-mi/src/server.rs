@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::metrics::METRICS_CONTENT_TYPE;
+use crate::exposition::METRICS_CONTENT_TYPE;
 use crate::state::MiState;
 
 /// Limits of the management listener.

@@ -49,13 +49,6 @@ pub(crate) enum Event {
     },
 }
 
-/// A listener the driver serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-}
-
 /// Bound sockets, before they are served: binding first lets the caller report
 /// "address in use" before anything starts, and learn ports picked by the OS. They are
 /// plain std sockets until [`serve`] registers them with the runtime it runs on, so
@@ -67,7 +60,9 @@ pub struct Bound {
 }
 
 impl Bound {
-    pub fn bind(endpoints: &[Endpoint]) -> io::Result<Bound> {
+    /// Binds a listener for each transport and address (the core's [`Peer`] names
+    /// them, as it names every other end of a hop).
+    pub fn bind(endpoints: &[Peer]) -> io::Result<Bound> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for e in endpoints {
@@ -83,12 +78,12 @@ impl Bound {
     }
 
     /// The addresses actually bound (ports chosen by the OS filled in).
-    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+    pub fn local_endpoints(&self) -> Vec<Peer> {
         let udp = self
             .udp
             .iter()
             .filter_map(|s| s.local_addr().ok())
-            .map(|addr| Endpoint {
+            .map(|addr| Peer {
                 transport: Transport::Udp,
                 addr,
             });
@@ -96,7 +91,7 @@ impl Bound {
             .tcp
             .iter()
             .filter_map(|s| s.local_addr().ok())
-            .map(|addr| Endpoint {
+            .map(|addr| Peer {
                 transport: Transport::Tcp,
                 addr,
             });

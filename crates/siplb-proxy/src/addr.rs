@@ -40,12 +40,14 @@ impl fmt::Display for Peer {
 
 /// Why a URI cannot be sent to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum TargetError {
+pub enum TargetError {
     Uri,
     /// siplb sends only to IP literals; names are resolved when the table loads.
     Unresolved(String),
     Transport(String),
 }
+
+impl std::error::Error for TargetError {}
 
 impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -98,3 +98,38 @@ impl Agenda {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::slab::Slab;
+
+    #[test]
+    fn one_entry_per_owner_and_nothing_left_behind() {
+        let t0 = Instant::now();
+        let mut ids = Slab::default();
+        let (a, b) = (ids.insert(()), ids.insert(()));
+        let mut agenda = Agenda::default();
+        let mut slot = None;
+        agenda.rearm(&mut slot, Some(t0 + Duration::from_secs(5)), Due::Server(a));
+        // Moving a deadline replaces the entry; the same deadline changes nothing.
+        agenda.rearm(&mut slot, Some(t0 + Duration::from_secs(2)), Due::Server(a));
+        agenda.rearm(&mut slot, Some(t0 + Duration::from_secs(2)), Due::Server(a));
+        let other = agenda.schedule(t0 + Duration::from_secs(1), Due::Call(b, CallTimer::Ack));
+        agenda.schedule(t0, Due::ProbeTick);
+        assert_eq!(agenda.pending(), 2, "periodic entries are not counted");
+        assert_eq!(agenda.next(), Some(t0));
+        assert!(matches!(agenda.pop_due(t0), Some((_, Due::ProbeTick))));
+        assert_eq!(agenda.pop_due(t0), None);
+        agenda.cancel(other);
+        assert_eq!(agenda.pending(), 1);
+        let later = t0 + Duration::from_secs(3);
+        assert!(matches!(agenda.pop_due(later), Some((_, Due::Server(id))) if id == a));
+        // Removing an owner's entry: nothing remains.
+        agenda.rearm(&mut slot, None, Due::Server(a));
+        assert_eq!(agenda.pending(), 0);
+        assert_eq!(agenda.next(), None);
+    }
+}

@@ -41,11 +41,11 @@ mod stats;
 mod tokens;
 mod transactions;
 
-pub use addr::{Peer, Transport};
+pub use addr::{Peer, TargetError, Transport};
 pub use events::{ChangeSource, CoreEvent, StatusChange};
 pub use lifecycle::CallSummary;
 pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;
 pub use proxy::{Incoming, Proxy, Transmit};
-pub use settings::Settings;
+pub use settings::{Settings, SettingsError};
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

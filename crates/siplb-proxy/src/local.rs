@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplb_sip::{Message, Method, build_response};
 use siplb_txn::{ServerKey, prehash};
+use tracing::debug;
 
 use crate::addr::Peer;
 use crate::proxy::Proxy;
@@ -272,10 +273,60 @@ impl Proxy {
     }
 
     pub(crate) fn server_send(&mut self, now: Instant, server: Id, response: bytes::Bytes) {
-        if let Some(ctx) = self.txns.servers.get_mut(server) {
-            let _ = ctx.tx.send_response(response, now);
+        if let Some(ctx) = self.txns.servers.get_mut(server)
+            && let Err(e) = ctx.tx.send_response(response, now)
+        {
+            // A final after a final (a relayed 2xx after siplb's own answer, say): the
+            // transaction keeps the first, as RFC 3261 16.7 asks.
+            debug!(error = %e, "response not sent: its transaction is past it");
         }
         self.txns
             .drain_server(server, &mut self.agenda, &mut self.out, &mut self.work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn invite(branch: &str) -> Message {
+        Message::parse(format!(
+            "INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch={branch}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rejections_are_remembered_for_a_while_within_bounds() {
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(32);
+        let mut r = Rejections::default();
+        let (a, b) = (invite("z9hG4bKa"), invite("z9hG4bKb"));
+        r.remember(t0, keep, &a, &Bytes::from_static(b"404"));
+        assert_eq!(r.lookup(t0, &a), Some(Bytes::from_static(b"404")));
+        assert_eq!(r.lookup(t0, &b), None);
+        // Remembered again later: the later expiry holds.
+        r.remember(
+            t0 + Duration::from_secs(20),
+            keep,
+            &a,
+            &Bytes::from_static(b"500"),
+        );
+        assert_eq!(
+            r.lookup(t0 + Duration::from_secs(40), &a),
+            Some(Bytes::from_static(b"500"))
+        );
+        assert_eq!(r.lookup(t0 + Duration::from_secs(53), &a), None);
+        assert_eq!(r.bytes, 0);
+        // A flood evicts the oldest rather than growing past the bound.
+        let big = Bytes::from(vec![b'x'; 1 << 20]);
+        for i in 0..20 {
+            r.remember(t0, keep, &invite(&format!("z9hG4bKf{i}")), &big);
+        }
+        assert!(r.bytes <= REJECTIONS_MAX_BYTES);
+        assert_eq!(r.lookup(t0, &invite("z9hG4bKf0")), None);
+        assert!(r.lookup(t0, &invite("z9hG4bKf19")).is_some());
     }
 }

@@ -171,7 +171,10 @@ impl Proxy {
         }
         let (fails, oks) = (state.consecutive_failures, state.consecutive_successes);
         let rtt = state.rtt;
-        let _ = self.balancer.record_probe(id, status, rtt);
+        if self.balancer.record_probe(id, status, rtt).is_err() {
+            // Reloaded away while its probe was out: nothing to record on.
+            return;
+        }
         if success {
             self.stats.probe_successes += 1;
         } else if failure {

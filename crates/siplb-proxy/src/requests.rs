@@ -29,8 +29,10 @@ impl Proxy {
         if let Ok(key) = ServerKey::from_request(&msg)
             && let Some(id) = self.txns.server_id(&key)
         {
-            if let Some(ctx) = self.txns.servers.get_mut(id) {
-                let _ = ctx.tx.handle_request(msg, now);
+            if let Some(ctx) = self.txns.servers.get_mut(id)
+                && let Err(e) = ctx.tx.handle_request(msg, now)
+            {
+                debug!(error = %e, "request not taken by its transaction");
             }
             self.txns
                 .drain_server(id, &mut self.agenda, &mut self.out, &mut self.work);

@@ -44,7 +44,9 @@ impl Proxy {
             debug!(expected = %ctx.peer, from = %peer, "response from elsewhere than its request went: dropped");
             return;
         }
-        let _ = ctx.tx.handle_response(msg, now);
+        if let Err(e) = ctx.tx.handle_response(msg, now) {
+            debug!(error = %e, "response not taken by its transaction");
+        }
         self.txns
             .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
     }

@@ -8,7 +8,27 @@ use siplb_config::{Action, Config, Listen, Match};
 use siplb_sip::Limits;
 use siplb_txn::Timers;
 
-use crate::addr::{Peer, peer_of_uri_text};
+use crate::addr::{Peer, TargetError, peer_of_uri_text};
+
+/// What the configuration holds that the core cannot run on.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("route #{route}: {key}: {source}")]
+    Resources {
+        route: usize,
+        key: &'static str,
+        source: siplb_balance::ResourceListError,
+    },
+    #[error("route #{route}: balance.flags: {source}")]
+    Flags {
+        route: usize,
+        source: siplb_balance::FlagsError,
+    },
+    #[error("route #{route}: relay: {source}")]
+    Relay { route: usize, source: TargetError },
+    #[error("route #{route}: no action")]
+    NoAction { route: usize },
+}
 
 /// What a route does, ready to run.
 #[derive(Clone, Debug)]
@@ -68,6 +88,23 @@ pub(crate) struct Probing {
 }
 
 impl Settings {
+    /// The listeners SIP is served on.
+    pub fn listeners(&self) -> Vec<Peer> {
+        self.listen
+            .iter()
+            .map(|l| Peer {
+                transport: l.transport,
+                addr: l.addr,
+            })
+            .collect()
+    }
+
+    /// Bounds on what a peer may make siplb buffer or index (the transports frame
+    /// streams with them).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Where `relay` routes send: with the destination table, the only places new
     /// calls go.
     pub(crate) fn relay_targets(&self) -> impl Iterator<Item = &Peer> + '_ {
@@ -79,35 +116,43 @@ impl Settings {
 
     /// Compiles a validated configuration; fails only on what validation cannot see
     /// (a relay target that is not an IP address).
-    pub fn from_config(config: &Config) -> Result<Settings, String> {
+    pub fn from_config(config: &Config) -> Result<Settings, SettingsError> {
         let mut routes = Vec::new();
         for (i, route) in config.routes().enumerate() {
-            let n = i + 1;
+            let route_no = i + 1;
+            let resources = |key: &'static str, list: &str| {
+                ResourceRequest::parse(list).map_err(|source| SettingsError::Resources {
+                    route: route_no,
+                    key,
+                    source,
+                })
+            };
+            let relay_peer = |relay: &str| {
+                peer_of_uri_text(relay).map_err(|source| SettingsError::Relay {
+                    route: route_no,
+                    source,
+                })
+            };
             let action = match route.action() {
                 Some(Action::Balance(b)) => RouteAction::Balance {
                     group: b.group,
-                    request: ResourceRequest::parse(&b.resources)
-                        .map_err(|e| format!("route #{n}: balance.resources: {e}"))?,
-                    flags: b
-                        .flags
-                        .parse()
-                        .map_err(|e| format!("route #{n}: balance.flags: {e}"))?,
+                    request: resources("balance.resources", &b.resources)?,
+                    flags: b.flags.parse().map_err(|source| SettingsError::Flags {
+                        route: route_no,
+                        source,
+                    })?,
                 },
                 Some(Action::CountAndRelay { count, relay }) => RouteAction::CountAndRelay {
                     group: count.group,
-                    request: ResourceRequest::parse(&count.resources)
-                        .map_err(|e| format!("route #{n}: count.resources: {e}"))?,
-                    relay: peer_of_uri_text(relay)
-                        .map_err(|e| format!("route #{n}: relay: {e}"))?,
+                    request: resources("count.resources", &count.resources)?,
+                    relay: relay_peer(relay)?,
                 },
-                Some(Action::Relay(relay)) => RouteAction::Relay(
-                    peer_of_uri_text(relay).map_err(|e| format!("route #{n}: relay: {e}"))?,
-                ),
+                Some(Action::Relay(relay)) => RouteAction::Relay(relay_peer(relay)?),
                 Some(Action::Reply(r)) => RouteAction::Reply {
                     code: r.code,
                     reason: r.reason.clone(),
                 },
-                None => return Err(format!("route #{n}: no action")),
+                None => return Err(SettingsError::NoAction { route: route_no }),
             };
             routes.push(CompiledRoute {
                 matcher: route.matcher.clone(),

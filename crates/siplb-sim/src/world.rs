@@ -294,7 +294,7 @@ impl World {
         };
         let settings = match Settings::from_config(&config) {
             Ok(s) => s,
-            Err(e) => unreachable_config(&e),
+            Err(e) => unreachable_config(&e.to_string()),
         };
         let balancer = Arc::new(Balancer::new());
         balancer.reload(table(0));

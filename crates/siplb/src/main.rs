@@ -1,15 +1,10 @@
 //! The `siplb` binary: command-line entry point.
 
-mod journal;
-mod metrics;
-mod persist;
-mod run;
-mod webhook;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use siplb::{out, plan, run};
 use siplb_config::{Action, Config};
 
 /// jemalloc rather than glibc's allocator, measured with `bench/compare`: the SIP core
@@ -90,17 +85,6 @@ fn load(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-/// Prints to standard output. A reader that stops early (`siplb ctl lb_list | head`)
-/// is no error: what it did not read is simply not needed.
-pub(crate) fn out(text: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
-        _ => Ok(()),
-    }
-}
-
 fn check(config: &Config) -> Result<(), String> {
     let listen: Vec<String> = config.sip.listen.iter().map(ToString::to_string).collect();
     let mut text = format!(
@@ -133,18 +117,15 @@ fn check(config: &Config) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => load(config.as_ref()).and_then(|c| {
-            // What `run` compiles from the configuration, so check finds the same faults.
-            siplb_proxy::Settings::from_config(&c)?;
-            siplb_store::TableName::new(&c.database.table)
-                .map_err(|e| format!("database.table: {e}"))?;
-            siplb_store::Backend::from_url(&c.database.url)
-                .map_err(|e| format!("database.url: {e}"))?;
-            check(&c)
-        }),
+        // The same plan as `run` builds, so check finds the same faults.
+        Command::Check { config } => load(config.as_ref())
+            .and_then(plan::Plan::new)
+            .and_then(|p| check(&p.config)),
         Command::Run { config } => {
             let embedded = config.is_none();
-            load(config.as_ref()).and_then(|c| run::run(c, embedded))
+            load(config.as_ref())
+                .and_then(plan::Plan::new)
+                .and_then(|p| run::run(p, embedded))
         }
         Command::Ctl {
             url,

@@ -1,204 +1,220 @@
-//! The proxy core's counters in Prometheus text format, appended to what the
-//! management interface serves at `GET /metrics`.
+//! The proxy core's counters, the TCP transport's and the persistence task's, in
+//! Prometheus text, appended to what the management interface serves at
+//! `GET /metrics`.
 
-use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
+use siplb_mi::{Exposition, Kind};
 use siplb_net::Report;
 
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
+use crate::persist::PersistStats;
 
-pub(crate) fn render(r: &Report, persist: &crate::persist::PersistStats) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
+pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
     let s = &r.stats;
-    let mut out = String::with_capacity(2048);
-    counter(
-        &mut out,
+    let mut e = Exposition::new();
+    e.single(
         "siplb_calls_routed_total",
-        "Calls sent to a destination.",
-        &[("", s.calls_routed)],
-    );
-    counter(
-        &mut out,
+        Kind::Counter,
+        "Calls sent to a destination (once each, however many attempts).",
+        s.calls_routed,
+    )
+    .single(
         "siplb_failovers_total",
+        Kind::Counter,
         "Calls moved to another destination after a failure.",
-        &[("", s.failovers)],
-    );
-    counter(
-        &mut out,
+        s.failovers,
+    )
+    .by_label(
         "siplb_rejected_calls_total",
+        Kind::Counter,
         "Calls answered by siplb because nothing fits, by cause.",
+        "cause",
         &[
-            ("{cause=\"full\"}", s.rejected_no_capacity),
-            ("{cause=\"no_destination\"}", s.rejected_no_destination),
-            ("{cause=\"unknown_resource\"}", s.rejected_unknown_resource),
-            ("{cause=\"no_route\"}", s.rejected_no_route),
-            ("{cause=\"limit\"}", s.rejected_limit),
+            ("full", s.rejected_no_capacity),
+            ("no_destination", s.rejected_no_destination),
+            ("unknown_resource", s.rejected_unknown_resource),
+            ("no_route", s.rejected_no_route),
+            ("limit", s.rejected_limit),
         ],
-    );
-    counter(
-        &mut out,
+    )
+    .single(
         "siplb_tcp_connections_refused_total",
+        Kind::Counter,
         "TCP connections closed at accept: over [tcp] max_connections or max_connections_per_source.",
-        &[("", r.tcp_refused)],
-    );
-    counter(
-        &mut out,
+        r.tcp_refused,
+    )
+    .single(
         "siplb_tcp_connections_timed_out_total",
+        Kind::Counter,
         "TCP connections closed for idling, or for a message not completed within [tcp] message_timeout.",
-        &[("", r.tcp_timed_out)],
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_tcp_connections Open SIP TCP connections.\n# TYPE siplb_tcp_connections gauge\nsiplb_tcp_connections {}",
-        r.tcp_open
-    );
-    counter(
-        &mut out,
+        r.tcp_timed_out,
+    )
+    .single(
+        "siplb_tcp_connections",
+        Kind::Gauge,
+        "Open SIP TCP connections.",
+        r.tcp_open,
+    )
+    .single(
         "siplb_ack_timeouts_total",
+        Kind::Counter,
         "Dialogs siplb ended (BYE both ways) because the caller never acknowledged the 2xx.",
-        &[("", s.ack_timeouts)],
-    );
-    counter(
-        &mut out,
+        s.ack_timeouts,
+    )
+    .single(
         "siplb_late_answers_ended_total",
+        Kind::Counter,
         "2xx from attempts that were over (timed out, failed over, cancelled), acknowledged and ended by siplb.",
-        &[("", s.refused_2xx)],
-    );
-    counter(
-        &mut out,
+        s.refused_2xx,
+    )
+    .by_label(
         "siplb_responses_dropped_total",
+        Kind::Counter,
         "Responses dropped: from another address than their request went to, or matching nothing.",
+        "reason",
         &[
-            ("{reason=\"wrong_source\"}", s.responses_from_elsewhere),
-            ("{reason=\"stray\"}", s.stray_responses),
+            ("wrong_source", s.responses_from_elsewhere),
+            ("stray", s.stray_responses),
         ],
     );
-    let classes: Vec<(String, u64)> = (1..=6)
-        .map(|c| (format!("{{class=\"{c}xx\"}}"), s.local_replies[c]))
+    let classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+    let local: Vec<(&str, u64)> = classes
+        .iter()
+        .zip(&s.local_replies[1..])
+        .map(|(c, n)| (*c, *n))
         .collect();
-    let local: Vec<(&str, u64)> = classes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    counter(
-        &mut out,
+    let relayed: Vec<(&str, u64)> = classes
+        .iter()
+        .zip(&s.relayed_replies[1..])
+        .map(|(c, n)| (*c, *n))
+        .collect();
+    e.by_label(
         "siplb_local_replies_total",
+        Kind::Counter,
         "Replies siplb generated, by class.",
+        "class",
         &local,
-    );
-    let classes: Vec<(String, u64)> = (1..=6)
-        .map(|c| (format!("{{class=\"{c}xx\"}}"), s.relayed_replies[c]))
-        .collect();
-    let relayed: Vec<(&str, u64)> = classes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    counter(
-        &mut out,
+    )
+    .by_label(
         "siplb_relayed_replies_total",
+        Kind::Counter,
         "Replies relayed from destinations, by class.",
+        "class",
         &relayed,
-    );
-    counter(
-        &mut out,
+    )
+    .single(
         "siplb_malformed_messages_total",
+        Kind::Counter,
         "Messages that did not parse.",
-        &[("", s.malformed)],
-    );
-    counter(
-        &mut out,
+        s.malformed,
+    )
+    .single(
         "siplb_dialog_timeouts_total",
+        Kind::Counter,
         "Calls ended by the dialog timeout.",
-        &[("", s.dialog_timeouts)],
-    );
-    counter(
-        &mut out,
+        s.dialog_timeouts,
+    )
+    .by_label(
         "siplb_status_changes_total",
+        Kind::Counter,
         "Destination status changes made by failover and probes.",
+        "to",
         &[
-            ("{to=\"disabled\"}", s.destinations_disabled),
-            ("{to=\"enabled\"}", s.destinations_enabled),
+            ("disabled", s.destinations_disabled),
+            ("enabled", s.destinations_enabled),
         ],
-    );
-    counter(
-        &mut out,
+    )
+    .by_label(
         "siplb_probes_total",
+        Kind::Counter,
         "Probes by result.",
+        "result",
         &[
-            ("{result=\"sent\"}", s.probes_sent),
-            ("{result=\"success\"}", s.probe_successes),
-            ("{result=\"failure\"}", s.probe_failures),
+            ("sent", s.probes_sent),
+            ("success", s.probe_successes),
+            ("failure", s.probe_failures),
         ],
     );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_call_setup_seconds Time from the INVITE to the first reply the caller sees from a destination.\n# TYPE siplb_call_setup_seconds histogram"
+    let setup = "siplb_call_setup_seconds";
+    e.family(
+        setup,
+        Kind::Histogram,
+        "Time from the INVITE to the first reply the caller sees from a destination.",
     );
+    let bucket = format!("{setup}_bucket");
     for (bound, count) in siplb_proxy::SETUP_BUCKETS.iter().zip(s.setup.buckets) {
-        let _ = writeln!(
-            out,
-            "siplb_call_setup_seconds_bucket{{le=\"{bound}\"}} {count}"
-        );
+        e.sample(&bucket, &[("le", &bound.to_string())], count);
     }
-    let _ = writeln!(
-        out,
-        "siplb_call_setup_seconds_bucket{{le=\"+Inf\"}} {}\nsiplb_call_setup_seconds_sum {}\nsiplb_call_setup_seconds_count {}",
-        s.setup.count,
-        s.setup.sum_micros as f64 / 1e6,
-        s.setup.count
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_calls Calls being set up or up.\n# TYPE siplb_calls gauge\nsiplb_calls {}",
-        r.calls
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_transactions SIP transactions alive.\n# TYPE siplb_transactions gauge\nsiplb_transactions {}",
-        r.transactions
-    );
-    counter(
-        &mut out,
-        "siplb_dialog_store_batches_total",
-        "Batches of call changes written to the database.",
-        &[("", persist.batches.load(Relaxed))],
-    );
-    counter(
-        &mut out,
-        "siplb_dialog_store_failures_total",
-        "Failed writes of call changes (they stay queued and are retried).",
-        &[("", persist.failures.load(Relaxed))],
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_dialog_store_pending Call changes waiting to be written.\n# TYPE siplb_dialog_store_pending gauge\nsiplb_dialog_store_pending {}",
-        persist.pending.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_dialog_store_journaled Of those, changes kept in the local journal while the database cannot take them.\n# TYPE siplb_dialog_store_journaled gauge\nsiplb_dialog_store_journaled {}",
-        persist.journaled.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP siplb_probe_rtt_seconds Moving average of probe round-trip times.\n# TYPE siplb_probe_rtt_seconds gauge"
-    );
+    e.sample(&bucket, &[("le", "+Inf")], s.setup.count)
+        .sample(
+            &format!("{setup}_sum"),
+            &[],
+            s.setup.sum_micros as f64 / 1e6,
+        )
+        .sample(&format!("{setup}_count"), &[], s.setup.count)
+        .single(
+            "siplb_calls",
+            Kind::Gauge,
+            "Calls being set up or up.",
+            r.calls,
+        )
+        .single(
+            "siplb_transactions",
+            Kind::Gauge,
+            "SIP transactions alive.",
+            r.transactions,
+        )
+        .single(
+            "siplb_dialog_store_batches_total",
+            Kind::Counter,
+            "Batches of call changes written to the database.",
+            persist.batches.load(Relaxed),
+        )
+        .single(
+            "siplb_dialog_store_failures_total",
+            Kind::Counter,
+            "Failed writes of call changes (they go to the journal and are retried).",
+            persist.failures.load(Relaxed),
+        )
+        .single(
+            "siplb_dialog_store_pending",
+            Kind::Gauge,
+            "Call changes waiting to be written.",
+            persist.pending.load(Relaxed),
+        )
+        .single(
+            "siplb_dialog_store_journaled",
+            Kind::Gauge,
+            "Of those, changes kept in the local journal while the database cannot take them.",
+            persist.journaled.load(Relaxed),
+        )
+        .family(
+            "siplb_probe_rtt_seconds",
+            Kind::Gauge,
+            "Moving average of probe round-trip times.",
+        );
     for (id, p) in &r.probes {
         if let Some(rtt) = p.rtt {
-            let _ = writeln!(
-                out,
-                "siplb_probe_rtt_seconds{{id=\"{id}\"}} {}",
-                rtt.as_secs_f64()
+            e.sample(
+                "siplb_probe_rtt_seconds",
+                &[("id", &id.to_string())],
+                rtt.as_secs_f64(),
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP siplb_probe_last_status Status code of the last probe reply (408: no reply).\n# TYPE siplb_probe_last_status gauge"
+    e.family(
+        "siplb_probe_last_status",
+        Kind::Gauge,
+        "Status code of the last probe reply (408: no reply).",
     );
     for (id, p) in &r.probes {
         if let Some(status) = p.last_status {
-            let _ = writeln!(out, "siplb_probe_last_status{{id=\"{id}\"}} {status}");
+            e.sample(
+                "siplb_probe_last_status",
+                &[("id", &id.to_string())],
+                status,
+            );
         }
     }
-    out
+    e.finish()
 }

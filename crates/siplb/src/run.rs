@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use siplb_balance::Balancer;
-use siplb_config::{Action, Config, Transport};
-use siplb_net::{Bound, Endpoint};
-use siplb_proxy::{Proxy, Settings};
+use siplb_config::{Action, Config};
+use siplb_net::Bound;
+use siplb_proxy::Proxy;
 use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::plan::Plan;
 use crate::{journal, metrics, persist, webhook};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -32,7 +33,7 @@ fn init_logging() {
         .try_init();
 }
 
-pub(crate) fn ctl(
+pub fn ctl(
     url: &str,
     token: Option<&str>,
     method: &str,
@@ -51,7 +52,7 @@ pub(crate) fn ctl(
     crate::out(&text)
 }
 
-pub(crate) fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
+pub fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
     runtime()?.block_on(async {
         let store = Store::connect(url, table)
             .await
@@ -120,9 +121,15 @@ fn warn_about_routes(config: &Config, balancer: &Balancer) {
     }
 }
 
-pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
+pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
     init_logging();
-    let settings = Settings::from_config(&config)?;
+    let Plan {
+        config,
+        settings,
+        dialog_table,
+        tcp,
+        ..
+    } = plan;
     runtime()?.block_on(async move {
         let url = config.database.url.clone();
         let store = connect_with_retry(
@@ -156,35 +163,14 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         info!(rows = count, database = %redact(&url), "destination table loaded");
         warn_about_routes(&config, &balancer);
 
-        let endpoints: Vec<Endpoint> = config
-            .sip
-            .listen
-            .iter()
-            .map(|l| Endpoint {
-                transport: match l.transport {
-                    Transport::Udp => siplb_proxy::Transport::Udp,
-                    Transport::Tcp => siplb_proxy::Transport::Tcp,
-                },
-                addr: l.addr,
-            })
-            .collect();
-        let bound = Bound::bind(&endpoints).map_err(|e| format!("cannot listen on {e}"))?;
-        for e in bound.local_endpoints() {
-            info!("listening on {}:{}", e.transport, e.addr);
-        }
-        let limits = siplb_sip::Limits {
-            max_message_size: config.sip.max_message_size,
-            ..siplb_sip::Limits::default()
-        };
-        let mut proxy = Proxy::new(settings, Arc::clone(&balancer));
+        let mut proxy = Proxy::new(settings.clone(), Arc::clone(&balancer));
         let store = Arc::new(store);
         // Calls stored before a restart come back, with their load, before any traffic.
         let persist_stats = Arc::new(persist::PersistStats::default());
         let mut persister = None;
         let mut dialog_changes = None;
         if config.dialog.persist {
-            let table = siplb_store::TableName::new(&config.dialog.table)
-                .map_err(|e| format!("dialog.table: {e}"))?;
+            let table = dialog_table;
             let mut journal = journal::Journal::new(&config.dialog.journal);
             let restored = persist::restore(&store, &table, &mut journal, &mut proxy)
                 .await
@@ -243,22 +229,14 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
             events_rx,
             config.events.webhook.clone(),
         ));
-        let options = siplb_net::Options {
-            limits,
-            tcp: siplb_net::TcpLimits {
-                max_connections: config.tcp.max_connections,
-                max_connections_per_source: config.tcp.max_connections_per_source,
-                idle_timeout: config.tcp.idle_timeout,
-                message_timeout: config.tcp.message_timeout,
-            },
-            drain: config.sip.drain,
+        let links = CoreLinks {
             status_changes: Some(events_tx),
             control: Some(control_rx),
             dialog_changes,
         };
-        let served = match siplb_net::spawn(proxy, bound, options, stop_rx) {
+        let served = match start_core(&settings, tcp, config.sip.drain, proxy, links, stop_rx) {
             Ok(core) => core.finished().await.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot start the proxy core: {e}")),
+            Err(e) => Err(e),
         };
         let _ = mi_stop_tx.send(true);
         served?;
@@ -272,6 +250,41 @@ pub(crate) fn run(config: Config, embedded: bool) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// Where the SIP core reports to, and asks are answered from.
+#[derive(Debug, Default)]
+pub struct CoreLinks {
+    pub status_changes: Option<tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>>,
+    pub control: Option<siplb_net::ControlReceiver>,
+    pub dialog_changes: Option<std::sync::mpsc::Sender<siplb_proxy::DialogChange>>,
+}
+
+/// Binds the listeners the settings name and runs the SIP core on them, on a thread
+/// and runtime of its own, until `stop` turns true and the drain is over: the core of
+/// `siplb run` (which the end-to-end tests start the same way).
+pub fn start_core(
+    settings: &siplb_proxy::Settings,
+    tcp: siplb_net::TcpLimits,
+    drain: std::time::Duration,
+    proxy: Proxy,
+    links: CoreLinks,
+    stop: watch::Receiver<bool>,
+) -> Result<siplb_net::Core, String> {
+    let bound = Bound::bind(&settings.listeners()).map_err(|e| format!("cannot listen on {e}"))?;
+    for e in bound.local_endpoints() {
+        info!("listening on {e}");
+    }
+    let options = siplb_net::Options {
+        limits: settings.limits(),
+        tcp,
+        drain,
+        status_changes: links.status_changes,
+        control: links.control,
+        dialog_changes: links.dialog_changes,
+    };
+    siplb_net::spawn(proxy, bound, options, stop)
+        .map_err(|e| format!("cannot start the proxy core: {e}"))
 }
 
 /// The management interface over the balancer, the database (for `lb_reload`) and
@@ -369,7 +382,7 @@ async fn publish_status_changes(
     webhook: Option<String>,
 ) {
     while let Some(change) = changes.recv().await {
-        let line = change.to_json();
+        let line = webhook::event_line(&change);
         match &webhook {
             None => info!(event = %line, "status event"),
             Some(url) => {

@@ -1,47 +1,53 @@
-//! Delivery of status events to an HTTP webhook: one POST of one JSON line each.
+//! Status events: one JSON line each, with the reference's keys first
+//! (`E_LOAD_BALANCER_STATUS`), POSTed to `[events] webhook` or logged.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use siplb_proxy::StatusChange;
 
-/// POSTs `line` to `url` (`http://host[:port][/path]`) and waits for a 2xx status line.
+/// The event as one JSON line: `{"event":"E_LOAD_BALANCER_STATUS","group":1,
+/// "uri":"sip:...","status":"disabled","id":2,"source":"failover","reason":"..."}`.
+pub(crate) fn event_line(change: &StatusChange) -> String {
+    // serde_json keeps insertion order here (feature `preserve_order`).
+    serde_json::json!({
+        "event": "E_LOAD_BALANCER_STATUS",
+        "group": change.group,
+        "uri": change.uri,
+        "status": if change.enabled { "enabled" } else { "disabled" },
+        "id": change.id,
+        "source": change.source.to_string(),
+        "reason": change.reason,
+    })
+    .to_string()
+}
+
+/// POSTs one event line and waits for a 2xx.
 pub(crate) async fn post(url: &str, line: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// webhooks are supported".to_owned())?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}\n",
-        line.len() + 1
-    );
-    let exchange = async {
-        let mut stream = TcpStream::connect(&address)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
-        let status_line = String::from_utf8_lossy(&head[..n]);
-        let status = status_line.split_whitespace().nth(1).unwrap_or("");
-        if status.starts_with('2') {
-            Ok(())
-        } else {
-            Err(format!("webhook answered {status:?}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| "webhook did not answer within 5 s".to_owned())?
+    let body = format!("{line}\n");
+    match siplb_mi::post_json(url, body.as_bytes(), Duration::from_secs(5)).await {
+        Ok(status) if (200..300).contains(&status) => Ok(()),
+        Ok(status) => Err(format!("webhook answered {status}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_with_the_references_keys_first() {
+        let e = StatusChange {
+            id: 2,
+            group: 1,
+            uri: "sip:127.0.0.1:5072".into(),
+            enabled: false,
+            source: siplb_proxy::ChangeSource::Probe,
+            reason: "no reply to \"probe\"\n".into(),
+        };
+        assert_eq!(
+            event_line(&e),
+            r#"{"event":"E_LOAD_BALANCER_STATUS","group":1,"uri":"sip:127.0.0.1:5072","status":"disabled","id":2,"source":"probe","reason":"no reply to \"probe\"\n"}"#
+        );
+    }
 }

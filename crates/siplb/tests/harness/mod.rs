@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use siplb_balance::{Balancer, DestinationRow, DestinationSnapshot};
 use siplb_config::Config;
-use siplb_net::{Bound, Endpoint};
-use siplb_proxy::{Proxy, Settings, Transport};
+use siplb_proxy::Proxy;
 use tokio::sync::watch;
 
 pub fn scenario(name: &str) -> PathBuf {
@@ -101,35 +100,20 @@ impl Lb {
             })
             .collect();
         assert!(balancer.reload(table).is_empty());
-        let settings = Settings::from_config(&config).unwrap();
-        let proxy = Proxy::new(settings, Arc::clone(&balancer));
-        let endpoints = [
-            Endpoint {
-                transport: Transport::Udp,
-                addr,
-            },
-            Endpoint {
-                transport: Transport::Tcp,
-                addr,
-            },
-        ];
-        let bound = Bound::bind(&endpoints).unwrap();
+        // The plan and the core's wiring of `siplb run`, over a table given here
+        // instead of read from a database.
+        let plan = siplb::plan::Plan::new(config).unwrap();
+        let proxy = Proxy::new(plan.settings.clone(), Arc::clone(&balancer));
         let (stop, stop_rx) = watch::channel(false);
-        let options = siplb_net::Options {
-            limits: siplb_sip::Limits::default(),
-            tcp: siplb_net::TcpLimits {
-                max_connections: config.tcp.max_connections,
-                max_connections_per_source: config.tcp.max_connections_per_source,
-                idle_timeout: config.tcp.idle_timeout,
-                message_timeout: config.tcp.message_timeout,
-            },
-            drain: config.sip.drain,
-            status_changes: None,
-            control: None,
-            dialog_changes: None,
-        };
-        // The same thread and runtime layout as the binary's.
-        let core = siplb_net::spawn(proxy, bound, options, stop_rx).unwrap();
+        let core = siplb::run::start_core(
+            &plan.settings,
+            plan.tcp,
+            plan.config.sip.drain,
+            proxy,
+            siplb::run::CoreLinks::default(),
+            stop_rx,
+        )
+        .unwrap();
         Lb {
             test,
             balancer,
@@ -687,7 +671,11 @@ pub fn http_get_reply(addr: (IpAddr, u16), path: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            addr.0
+        )
+        .as_bytes(),
     )
     .unwrap();
     let mut text = String::new();

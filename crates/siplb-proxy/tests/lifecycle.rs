@@ -1,0 +1,90 @@
+//! Calls stored for a restart, restored, and ended by the operator.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use std::time::Duration;
+
+use rig::*;
+
+#[test]
+fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
+    use siplb_proxy::DialogChange;
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    rig.feed(CALLER, &invite("VM_1", "p1"));
+    let fwd = rig.sent().pop().unwrap().1;
+    assert!(
+        rig.dialog_change().is_none(),
+        "calls are stored once answered"
+    );
+    rig.advance(Duration::from_millis(20));
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b-p1"));
+    rig.sent();
+    let Some(DialogChange::Upsert(stored)) = rig.dialog_change() else {
+        panic!("no upsert");
+    };
+    assert_eq!(
+        (
+            stored.call_id.as_str(),
+            stored.caller_tag.as_str(),
+            stored.callee_tag.as_deref()
+        ),
+        ("p1", "a-p1", Some("b-p1"))
+    );
+    assert_eq!(
+        (stored.destination_id, stored.resources.as_str()),
+        (1, "vm")
+    );
+    assert_eq!(
+        (stored.caller.addr, stored.callee.addr),
+        (addr(CALLER), addr(DST1))
+    );
+    assert_eq!(stored.age, Duration::from_millis(20));
+
+    // A new process: the stored call comes back with its load.
+    let mut after = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    after.proxy.restore_call(after.now, stored.clone()).unwrap();
+    assert_eq!(after.load(1), 1);
+    let bye = format!(
+        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-pbye\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-p1\nTo: <sip:VM_1@127.0.0.1>;tag=b-p1\nCall-ID: p1\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+    );
+    after.feed(CALLER, &bye);
+    let out = after.sent();
+    assert_eq!(
+        out[0].0,
+        addr(DST1),
+        "the restored call's BYE goes to its destination"
+    );
+    assert_eq!(after.load(1), 0);
+    assert_eq!(
+        after.dialog_change(),
+        Some(DialogChange::Delete {
+            call_id: "p1".into(),
+            caller_tag: "a-p1".into()
+        })
+    );
+    // A destination gone from the table cannot take a call back.
+    let mut gone = Rig::new(&[(2, "sip:127.0.0.12:5060", "vm=5")], "");
+    assert!(gone.proxy.restore_call(gone.now, stored).is_err());
+    assert_eq!(gone.proxy.calls(), 0);
+}
+
+#[test]
+fn the_operator_can_end_a_call_siplb_still_counts() {
+    use siplb_proxy::DialogChange;
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    rig.feed(CALLER, &invite("VM_1", "stale"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
+    rig.sent();
+    assert!(matches!(rig.dialog_change(), Some(DialogChange::Upsert(_))));
+    assert_eq!(rig.load(1), 1);
+    assert_eq!(rig.proxy.end_calls_with_id(rig.now, "nothing"), 0);
+    assert_eq!(rig.proxy.end_calls_with_id(rig.now, "stale"), 1);
+    assert_eq!(rig.load(1), 0);
+    assert!(matches!(
+        rig.dialog_change(),
+        Some(DialogChange::Delete { .. })
+    ));
+}
