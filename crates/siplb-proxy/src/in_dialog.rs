@@ -6,16 +6,25 @@
 use std::time::Instant;
 
 use siplb_sip::{Message, Method};
+use siplb_txn::ServerKey;
 use tracing::debug;
 
 use crate::addr::Peer;
-use crate::call::{Env, InDialog, Side};
+use crate::call::{InDialog, Side, call_env};
 use crate::keys::CallKey;
 use crate::proxy::Proxy;
 use crate::transactions::ClientRole;
 
 impl Proxy {
-    pub(crate) fn on_in_dialog(&mut self, now: Instant, msg: Message, peer: Peer) {
+    /// `key` is the request's server transaction key; an ACK (which needs none) may
+    /// come without.
+    pub(crate) fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        key: Option<ServerKey>,
+        peer: Peer,
+    ) {
         let Some(method) = msg.method() else {
             return;
         };
@@ -48,15 +57,7 @@ impl Proxy {
             }
             Some((id, call)) => {
                 let cseq = msg.cseq().map_or(0, |c| c.seq);
-                let mut env = Env {
-                    now,
-                    balancer: &self.balancer,
-                    tokens: &mut self.tokens,
-                    settings: &self.settings,
-                    listeners: &self.listeners,
-                    stats: &mut self.stats,
-                    out: &mut self.effects,
-                };
+                let mut env = call_env!(self, now);
                 let tag = tag.to_owned();
                 let d = call.route_in_dialog(&mut env, method, &tag, side, cseq);
                 self.apply_effects(now, id);
@@ -66,14 +67,21 @@ impl Proxy {
         match decision {
             InDialog::Drop => {}
             InDialog::Reply(code, reason) => self.reply_stateless(&msg, peer, code, reason, &[]),
-            InDialog::Forward(target) => self.forward_in_dialog(now, msg, peer, target),
+            InDialog::Forward(target) => self.forward_in_dialog(now, msg, key, peer, target),
         }
     }
 
     /// Sends an in-dialog request on to `target`: siplb's own Routes come off, its Via
     /// goes on; ACK statelessly, anything else through a server and a client
     /// transaction.
-    fn forward_in_dialog(&mut self, now: Instant, msg: Message, peer: Peer, target: Peer) {
+    fn forward_in_dialog(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        key: Option<ServerKey>,
+        peer: Peer,
+        target: Peer,
+    ) {
         let is_ack = msg.method() == Some(Method::Ack);
         if let Err(refusal) = self.admit(&msg) {
             self.refuse(&msg, peer, refusal);
@@ -107,7 +115,11 @@ impl Proxy {
             self.reply_stateless(&msg, peer, 513, "Message Too Large", &[]);
             return;
         };
-        let Ok(server) = self.txns.add_server(&msg, peer, self.settings.timers, true) else {
+        let Some(Ok(server)) = key.map(|k| {
+            self.txns
+                .add_server(k, &msg, peer, self.settings.timers, true)
+        }) else {
+            self.reply_stateless(&msg, peer, 400, "Bad Request", &[]);
             return;
         };
         match self.txns.add_client(

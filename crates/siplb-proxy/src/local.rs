@@ -76,11 +76,12 @@ impl Rejections {
         self.order.push_back((until, key));
     }
 
-    pub(crate) fn lookup(&mut self, now: Instant, request: &Message) -> Option<Bytes> {
+    pub(crate) fn lookup(&mut self, now: Instant, key: &ServerKey) -> Option<Bytes> {
+        if self.replies.is_empty() {
+            return None;
+        }
         self.expire(now);
-        self.replies
-            .get(&Self::key(request)?)
-            .map(|(_, b)| b.clone())
+        self.replies.get(&prehash(key)).map(|(_, b)| b.clone())
     }
 
     fn expire(&mut self, now: Instant) {
@@ -129,7 +130,7 @@ impl Proxy {
                 warning: "lines must end in CRLF",
             });
         }
-        if msg.vias().count() > MAX_VIAS {
+        if msg.via_count() > MAX_VIAS {
             return Err(Refusal {
                 code: 400,
                 reason: "Bad Request",
@@ -166,6 +167,19 @@ impl Proxy {
         );
     }
 
+    /// A request over `[sip] max_calls` or `max_transactions`: the caller may retry
+    /// soon, elsewhere or here.
+    pub(crate) fn refuse_at_limit(&mut self, request: &Message, peer: Peer) {
+        self.stats.rejected_limit += 1;
+        self.reply_stateless(
+            request,
+            peer,
+            503,
+            "Service Unavailable",
+            &[("Retry-After", "5")],
+        );
+    }
+
     /// Answers a request once, without a transaction. ACKs get nothing. A rejected
     /// INVITE is remembered, so that its retransmissions get the same answer.
     pub(crate) fn reply_stateless(
@@ -192,8 +206,8 @@ impl Proxy {
     }
 
     /// A copy of an INVITE siplb turned down lately: the same answer again.
-    pub(crate) fn repeat_rejection(&mut self, now: Instant, request: &Message, peer: Peer) -> bool {
-        match self.rejections.lookup(now, request) {
+    pub(crate) fn repeat_rejection(&mut self, now: Instant, key: &ServerKey, peer: Peer) -> bool {
+        match self.rejections.lookup(now, key) {
             Some(reply) => {
                 self.send(peer, reply);
                 true
@@ -208,13 +222,14 @@ impl Proxy {
         &mut self,
         now: Instant,
         request: &Message,
+        key: ServerKey,
         peer: Peer,
         code: u16,
         reason: &str,
     ) {
         let Ok(id) = self
             .txns
-            .add_server(request, peer, self.settings.timers, false)
+            .add_server(key, request, peer, self.settings.timers, false)
         else {
             self.reply_stateless(request, peer, code, reason, &[]);
             return;
@@ -291,6 +306,10 @@ mod tests {
 
     use super::*;
 
+    fn key(m: &Message) -> ServerKey {
+        ServerKey::from_request(m).unwrap()
+    }
+
     fn invite(branch: &str) -> Message {
         Message::parse(format!(
             "INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch={branch}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
@@ -305,8 +324,8 @@ mod tests {
         let mut r = Rejections::default();
         let (a, b) = (invite("z9hG4bKa"), invite("z9hG4bKb"));
         r.remember(t0, keep, &a, &Bytes::from_static(b"404"));
-        assert_eq!(r.lookup(t0, &a), Some(Bytes::from_static(b"404")));
-        assert_eq!(r.lookup(t0, &b), None);
+        assert_eq!(r.lookup(t0, &key(&a)), Some(Bytes::from_static(b"404")));
+        assert_eq!(r.lookup(t0, &key(&b)), None);
         // Remembered again later: the later expiry holds.
         r.remember(
             t0 + Duration::from_secs(20),
@@ -315,10 +334,10 @@ mod tests {
             &Bytes::from_static(b"500"),
         );
         assert_eq!(
-            r.lookup(t0 + Duration::from_secs(40), &a),
+            r.lookup(t0 + Duration::from_secs(40), &key(&a)),
             Some(Bytes::from_static(b"500"))
         );
-        assert_eq!(r.lookup(t0 + Duration::from_secs(53), &a), None);
+        assert_eq!(r.lookup(t0 + Duration::from_secs(53), &key(&a)), None);
         assert_eq!(r.bytes, 0);
         // A flood evicts the oldest rather than growing past the bound.
         let big = Bytes::from(vec![b'x'; 1 << 20]);
@@ -326,7 +345,7 @@ mod tests {
             r.remember(t0, keep, &invite(&format!("z9hG4bKf{i}")), &big);
         }
         assert!(r.bytes <= REJECTIONS_MAX_BYTES);
-        assert_eq!(r.lookup(t0, &invite("z9hG4bKf0")), None);
-        assert!(r.lookup(t0, &invite("z9hG4bKf19")).is_some());
+        assert_eq!(r.lookup(t0, &key(&invite("z9hG4bKf0"))), None);
+        assert!(r.lookup(t0, &key(&invite("z9hG4bKf19"))).is_some());
     }
 }

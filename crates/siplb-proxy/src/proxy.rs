@@ -32,7 +32,7 @@ use tracing::{debug, error};
 
 use crate::addr::{Listeners, Peer};
 use crate::agenda::{Agenda, Due};
-use crate::call::{Call, Effect, Env, Input};
+use crate::call::{Call, Effect, Input, call_env};
 use crate::events::{CoreEvent, StatusChange};
 use crate::keys::CallKey;
 use crate::local::Rejections;
@@ -320,7 +320,7 @@ impl Proxy {
                     role,
                     event,
                 } => self.on_client_event(now, id, peer, role, event),
-                Work::Ack { peer, ack } => self.on_in_dialog(now, ack, peer),
+                Work::Ack { peer, ack } => self.on_in_dialog(now, ack, None, peer),
                 Work::Call { call, input } => self.call_input(now, call, input),
             }
         }
@@ -331,15 +331,7 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
-        let mut env = Env {
-            now,
-            balancer: &self.balancer,
-            tokens: &mut self.tokens,
-            settings: &self.settings,
-            listeners: &self.listeners,
-            stats: &mut self.stats,
-            out: &mut self.effects,
-        };
+        let mut env = call_env!(self, now);
         call.handle(&mut env, input);
         self.apply_effects(now, id);
     }
@@ -393,6 +385,8 @@ impl Proxy {
                 Effect::Ended => self.forget_call(id),
             }
         }
+        // Carrying an effect out queues work, never another effect: none is lost here.
+        debug_assert!(self.effects.is_empty());
         self.effects = effects;
     }
 
@@ -407,7 +401,7 @@ impl Proxy {
         if let Some(server) = call.server
             && let Some(ctx) = self.txns.servers.get(server)
         {
-            self.setting_up.remove(&ctx.key);
+            self.setting_up.remove(ctx.tx.key());
         }
         self.call_keys.remove(&call.key);
         if call.persisted {

@@ -10,7 +10,7 @@ use siplb_txn::ServerKey;
 use tracing::{debug, warn};
 
 use crate::addr::Peer;
-use crate::call::{Attempt, Call, CallerSide, Effect, Env, Load, Phase, Target, first_target};
+use crate::call::{Attempt, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target};
 use crate::keys::CallKey;
 use crate::proxy::Proxy;
 use crate::routing;
@@ -25,10 +25,20 @@ impl Proxy {
             return;
         };
         let is_ack = method == Method::Ack;
+        let key = match ServerKey::from_request(&msg) {
+            Ok(key) => key,
+            Err(e) => {
+                // Not after validation, which checks what a key is made of; but a
+                // request without one could never be answered through a transaction.
+                debug!(error = %e, "request without a transaction key");
+                if !is_ack {
+                    self.reply_stateless(&msg, peer, 400, "Bad Request", &[]);
+                }
+                return;
+            }
+        };
         // Retransmissions, and the ACK of a non-2xx final, belong to a transaction.
-        if let Ok(key) = ServerKey::from_request(&msg)
-            && let Some(id) = self.txns.server_id(&key)
-        {
+        if let Some(id) = self.txns.server_id(&key) {
             if let Some(ctx) = self.txns.servers.get_mut(id)
                 && let Err(e) = ctx.tx.handle_request(msg, now)
             {
@@ -40,7 +50,7 @@ impl Proxy {
         }
         if method == Method::Invite
             && msg.to_tag().is_none()
-            && self.repeat_rejection(now, &msg, peer)
+            && self.repeat_rejection(now, &key, peer)
         {
             return;
         }
@@ -48,18 +58,11 @@ impl Proxy {
         // without bound: a new call is turned away first, an in-dialog request only at
         // the transaction ceiling.
         if self.txns.len() >= self.settings.max_transactions {
-            self.stats.rejected_limit += 1;
-            self.reply_stateless(
-                &msg,
-                peer,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "5")],
-            );
+            self.refuse_at_limit(&msg, peer);
             return;
         }
         if method == Method::Cancel {
-            self.on_cancel(now, &msg, peer);
+            self.on_cancel(now, &msg, key, peer);
             return;
         }
         if !is_ack && msg.max_forwards() == Some(0) {
@@ -70,7 +73,7 @@ impl Proxy {
         // siplb (a preloaded outbound proxy): that Route is siplb's to consume (RFC 3261
         // 16.4), and the request is balanced, counted and record-routed like any other.
         if msg.to_tag().is_some() {
-            self.on_in_dialog(now, msg, peer);
+            self.on_in_dialog(now, msg, Some(key), peer);
             return;
         }
         if is_ack {
@@ -87,7 +90,7 @@ impl Proxy {
                     &[("Retry-After", "5")],
                 );
             }
-            Method::Invite => self.on_initial_invite(now, msg, peer),
+            Method::Invite => self.on_initial_invite(now, msg, key, peer),
             Method::Options if self.addressed_to_me(&msg) => {
                 self.reply_stateless(
                     &msg,
@@ -119,7 +122,7 @@ impl Proxy {
         (mine, false)
     }
 
-    fn on_cancel(&mut self, now: Instant, msg: &Message, peer: Peer) {
+    fn on_cancel(&mut self, now: Instant, msg: &Message, key: ServerKey, peer: Peer) {
         let call = ServerKey::invite_for_cancel(msg)
             .ok()
             .and_then(|key| self.setting_up.get(&key).copied());
@@ -127,11 +130,11 @@ impl Proxy {
             self.reply_stateless(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        self.reply_stateful(now, msg, peer, 200, "OK");
+        self.reply_stateful(now, msg, key, peer, 200, "OK");
         self.call_input(now, call, crate::call::Input::Cancel);
     }
 
-    fn on_initial_invite(&mut self, now: Instant, msg: Message, peer: Peer) {
+    fn on_initial_invite(&mut self, now: Instant, msg: Message, server_key: ServerKey, peer: Peer) {
         if let Err(refusal) = self.admit(&msg) {
             self.refuse(&msg, peer, refusal);
             return;
@@ -166,14 +169,7 @@ impl Proxy {
             return;
         }
         if self.calls.len() >= self.settings.max_calls {
-            self.stats.rejected_limit += 1;
-            self.reply_stateless(
-                &msg,
-                peer,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "5")],
-            );
+            self.refuse_at_limit(&msg, peer);
             return;
         }
         let route = routing::select(&self.settings.routes, &msg, peer.addr, &self.balancer)
@@ -209,15 +205,7 @@ impl Proxy {
                 destination: load.allocation().map(|a| a.destination_id()),
             },
             None => {
-                let mut env = Env {
-                    now,
-                    balancer: &self.balancer,
-                    tokens: &mut self.tokens,
-                    settings: &self.settings,
-                    listeners: &self.listeners,
-                    stats: &mut self.stats,
-                    out: &mut self.effects,
-                };
+                let mut env = call_env!(self, now);
                 let chosen = first_target(&mut load, &mut env, 0);
                 self.apply_blames();
                 match chosen {
@@ -235,9 +223,9 @@ impl Proxy {
         debug!(call_id, route = index + 1, destination = ?target.destination, peer = %target.peer, "routing decision");
         // The server transaction exists before anything is sent, so that INVITE
         // retransmissions are absorbed from now on.
-        let Ok(server) = self
-            .txns
-            .add_server(&msg, peer, self.settings.timers, false)
+        let Ok(server) =
+            self.txns
+                .add_server(server_key.clone(), &msg, peer, self.settings.timers, false)
         else {
             return;
         };
@@ -265,7 +253,6 @@ impl Proxy {
             cseq: msg.cseq().map_or(1, |c| c.seq),
             callee_cseq: 0,
         };
-        let server_key = self.txns.servers.get(server).map(|c| c.key.clone());
         let call = Call {
             key: key.clone(),
             caller,
@@ -285,21 +272,20 @@ impl Proxy {
         };
         let id = self.calls.insert(call);
         self.call_keys.insert(key, id);
-        if let Some(k) = server_key {
-            self.setting_up.insert(k, id);
-        }
+        self.setting_up.insert(server_key, id);
         self.effects.push(Effect::Forward(target));
         self.apply_effects(now, id);
     }
 
     /// Blames recorded while choosing a first destination, before the call exists.
     fn apply_blames(&mut self) {
-        let effects = std::mem::take(&mut self.effects);
-        for e in effects {
+        let mut effects = std::mem::take(&mut self.effects);
+        for e in effects.drain(..) {
             if let Effect::Blame(id, reason) = e {
                 self.blame(id, &reason);
             }
         }
+        self.effects = effects;
     }
 
     /// A call from the cluster counted against the destination it came from.

@@ -37,7 +37,6 @@ pub(crate) enum ClientRole {
 #[derive(Debug)]
 pub(crate) struct ServerCtx {
     pub(crate) tx: ServerTransaction,
-    pub(crate) key: ServerKey,
     pub(crate) peer: Peer,
     /// The request, kept for relayed non-INVITE requests so that siplb can answer it
     /// itself when the next hop fails.
@@ -80,19 +79,18 @@ impl Transactions {
     /// A server transaction for a received request (not an ACK); nothing is sent yet.
     pub(crate) fn add_server(
         &mut self,
+        key: ServerKey,
         request: &Message,
         peer: Peer,
         timers: Timers,
         keep_request: bool,
     ) -> Result<Id, KeyError> {
-        let tx = ServerTransaction::new(request, peer.reliability(), timers)?;
-        let key = tx.key().clone();
         if let Some(&id) = self.server_keys.get(&key) {
             return Ok(id);
         }
+        let tx = ServerTransaction::with_key(key.clone(), request, peer.reliability(), timers)?;
         let id = self.servers.insert(ServerCtx {
             tx,
-            key: key.clone(),
             peer,
             request: keep_request.then(|| request.clone()),
             timer: None,
@@ -154,9 +152,9 @@ impl Transactions {
             if let Some(slot) = ctx.timer.take() {
                 agenda.cancel(slot);
             }
-            let key = ctx.key.clone();
-            self.servers.remove(id);
-            self.server_keys.remove(&key);
+            if let Some(ended) = self.servers.remove(id) {
+                self.server_keys.remove(ended.tx.key());
+            }
         }
     }
 
@@ -191,9 +189,9 @@ impl Transactions {
             if let Some(slot) = ctx.timer.take() {
                 agenda.cancel(slot);
             }
-            let key = ctx.tx.key().clone();
-            self.clients.remove(id);
-            self.client_keys.remove(&key);
+            if let Some(ended) = self.clients.remove(id) {
+                self.client_keys.remove(ended.tx.key());
+            }
         }
     }
 

@@ -258,20 +258,12 @@ impl CallerCall {
             return;
         }
         match self.script.ending {
-            Ending::Cancel(_) => {
+            Ending::Cancel(_) | Ending::Operator(_) => {
                 self.acted = true;
                 if self.final_status.is_none() {
                     self.send_cancel(ctx);
                 } else {
                     // Answered before the caller gave up: it hangs up instead.
-                    self.hang_up_all(ctx);
-                }
-            }
-            Ending::Operator(_) => {
-                self.acted = true;
-                if self.final_status.is_none() {
-                    self.send_cancel(ctx);
-                } else {
                     self.hang_up_all(ctx);
                 }
             }

@@ -265,5 +265,7 @@ fn build(buf: Bytes, head: crate::message::Head, head_len: usize) -> Message {
         body,
         buf,
         top_via: None,
+        known: None,
+        bare_lf: head.bare_lf,
     }
 }

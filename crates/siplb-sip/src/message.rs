@@ -85,6 +85,21 @@ pub struct Message {
     /// per message (transaction key, routing, `received`/`rport`), and parsing it was
     /// the largest single cost of a relayed message.
     pub(crate) top_via: Option<TopVia>,
+    /// What else a proxy reads several times per message and validation parses anyway:
+    /// `None` where validation did not run (a message kept inside a parse error).
+    pub(crate) known: Option<Known>,
+    /// Whether a line of the head ends in a bare LF, as the head's parse saw it.
+    pub(crate) bare_lf: bool,
+}
+
+/// Fields validation parsed, as offsets into the message buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Known {
+    from_tag: Option<Span>,
+    to_tag: Option<Span>,
+    cseq: u32,
+    cseq_method: Span,
+    vias: usize,
 }
 
 /// A parsed Via hop as offsets into the message buffer.
@@ -329,6 +344,12 @@ impl Message {
     }
 
     pub fn cseq(&self) -> Option<CSeq<'_>> {
+        if let Some(k) = self.known {
+            return Some(CSeq {
+                seq: k.cseq,
+                method: Method::parse(self.str_of(k.cseq_method)?),
+            });
+        }
         self.header_str(HeaderName::CSeq).and_then(CSeq::parse)
     }
 
@@ -343,11 +364,25 @@ impl Message {
     }
 
     pub fn from_tag(&self) -> Option<&str> {
-        self.from().and_then(|a| a.tag())
+        match self.known {
+            Some(k) => k.from_tag.and_then(|t| self.str_of(t)),
+            None => self.from().and_then(|a| a.tag()),
+        }
     }
 
     pub fn to_tag(&self) -> Option<&str> {
-        self.to().and_then(|a| a.tag())
+        match self.known {
+            Some(k) => k.to_tag.and_then(|t| self.str_of(t)),
+            None => self.to().and_then(|a| a.tag()),
+        }
+    }
+
+    /// How many Via hops the message carries.
+    pub fn via_count(&self) -> usize {
+        match self.known {
+            Some(k) => k.vias,
+            None => self.vias().count(),
+        }
     }
 
     pub fn max_forwards(&self) -> Option<u32> {
@@ -373,8 +408,7 @@ impl Message {
     /// as RFC 3261 section 7.5's robustness asks, but many user agents drop the whole
     /// message: a proxy should not pass one on unchanged.
     pub fn has_bare_lf(&self) -> bool {
-        let head = &self.buf[..(self.head_end as usize).min(self.buf.len())];
-        memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+        self.bare_lf
     }
 
     /// How many header fields the head holds.
@@ -406,11 +440,13 @@ impl Message {
             return Err(ErrorKind::Missing(HeaderName::Via));
         }
         let mut top_via = None;
+        let mut vias = 0;
         for (i, via) in self.vias().enumerate() {
             let via = via.map_err(|_| ErrorKind::Malformed(HeaderName::Via))?;
             if i == 0 {
                 top_via = self.to_cached(&via);
             }
+            vias += 1;
         }
         self.top_via = top_via;
         for name in [
@@ -433,16 +469,32 @@ impl Message {
         let cseq = self
             .header_str(HeaderName::CSeq)
             .ok_or(ErrorKind::Encoding)?;
-        let cseq = CSeq::parse(cseq).ok_or(ErrorKind::Malformed(HeaderName::CSeq))?;
+        let (seq, cseq_method) = CSeq::parts(cseq).ok_or(ErrorKind::Malformed(HeaderName::CSeq))?;
         if let Some(method) = self.method()
-            && method != cseq.method
+            && method != Method::parse(cseq_method)
         {
             return Err(ErrorKind::CSeqMethod);
         }
-        for name in [HeaderName::From, HeaderName::To] {
+        // A span that cannot be taken (not a slice of the buffer) leaves `known` unset,
+        // and the readers parse again.
+        let mut tags = [Some(None), Some(None)];
+        for (i, name) in [HeaderName::From, HeaderName::To].into_iter().enumerate() {
             let v = self.header_str(name).ok_or(ErrorKind::Encoding)?;
-            NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
+            let addr = NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
+            if let Some(tag) = addr.tag() {
+                tags[i] = self.span_in(tag).map(Some);
+            }
         }
+        let known = match (tags, self.span_in(cseq_method)) {
+            ([Some(from_tag), Some(to_tag)], Some(cseq_method)) => Some(Known {
+                from_tag,
+                to_tag,
+                cseq: seq,
+                cseq_method,
+                vias,
+            }),
+            _ => None,
+        };
         if let Some(v) = self.header(HeaderName::MaxForwards)
             && parse_u32(trim_bytes(v)).is_none_or(|n| n > 255)
         {
@@ -453,6 +505,7 @@ impl Message {
         {
             return Err(ErrorKind::Malformed(HeaderName::ContentLength));
         }
+        self.known = known;
         Ok(())
     }
 }
@@ -472,6 +525,7 @@ pub(crate) struct Head {
     /// A request line that did not parse, while the rest of the head did: the head is
     /// kept so the request can still be answered with 400 or 505.
     pub(crate) start_error: Option<ErrorKind>,
+    pub(crate) bare_lf: bool,
 }
 
 /// Parses the head at the start of `buf[..bound]`, up to and including the empty line
@@ -479,7 +533,8 @@ pub(crate) struct Head {
 pub(crate) fn parse_head(buf: &[u8], bound: usize, limits: &Limits) -> Result<Head, ErrorKind> {
     let head_len = bound;
     let mut pos = 0;
-    let next_line = |pos: &mut usize| -> Result<(usize, usize, usize), ErrorKind> {
+    let mut bare_lf = false;
+    let mut next_line = |pos: &mut usize| -> Result<(usize, usize, usize), ErrorKind> {
         let start = *pos;
         let nl = memchr(b'\n', &buf[start..head_len]).ok_or(ErrorKind::Incomplete)? + start;
         *pos = nl + 1;
@@ -489,6 +544,7 @@ pub(crate) fn parse_head(buf: &[u8], bound: usize, limits: &Limits) -> Result<He
         let end = if nl > start && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
+            bare_lf = true;
             nl
         };
         Ok((start, end, nl + 1))
@@ -514,6 +570,7 @@ pub(crate) fn parse_head(buf: &[u8], bound: usize, limits: &Limits) -> Result<He
                 blank_line: s,
                 head_len: next,
                 start_error,
+                bare_lf,
             });
         }
         if matches!(buf[s], b' ' | b'\t') {
@@ -626,5 +683,31 @@ fn check_version(v: &[u8]) -> Result<(), ErrorKind> {
         Err(ErrorKind::Version)
     } else {
         Err(ErrorKind::StartLine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The readers a proxy calls on every message take validation's spans rather
+    /// than parsing again; standard and extension methods alike.
+    #[test]
+    fn validation_keeps_tags_cseq_and_hops() {
+        for method in ["INVITE", "BYE", "FOO"] {
+            let text = format!(
+                "{method} sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n\
+                 CSeq: 7 {method}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let m = Message::parse(Bytes::from(text)).unwrap();
+            let known = m.known.unwrap();
+            assert_eq!(known.vias, 1);
+            assert!(known.to_tag.is_none());
+            assert_eq!(m.from_tag(), Some("f1"));
+            assert_eq!(m.cseq().unwrap().method.as_str(), method);
+        }
     }
 }

@@ -83,14 +83,20 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     /// Parses a CSeq value; the number must be below 2**31 (RFC 3261 section 8.1.1.5).
     pub fn parse(value: &'a str) -> Option<CSeq<'a>> {
+        let (seq, method) = CSeq::parts(value)?;
+        Some(CSeq {
+            seq,
+            method: Method::parse(method),
+        })
+    }
+
+    /// The number and the method as written (a slice of `value`).
+    pub(crate) fn parts(value: &'a str) -> Option<(u32, &'a str)> {
         let v = trim(value);
         let split = v.bytes().position(is_lws)?;
         let seq = parse_u32(&v.as_bytes()[..split]).filter(|&n| n < 1 << 31)?;
         let method = trim(&v[split..]);
-        is_token(method).then(|| CSeq {
-            seq,
-            method: Method::parse(method),
-        })
+        is_token(method).then_some((seq, method))
     }
 }
 

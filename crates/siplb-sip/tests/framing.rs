@@ -162,3 +162,48 @@ fn ping_split_after_a_run_of_line_ends_is_still_a_ping() {
         assert_eq!(pings, 1, "step {step}");
     }
 }
+
+/// Bare LFs are seen wherever they are in the head (start line, a field, the blank
+/// line), and nowhere else (a body may hold what it likes).
+#[test]
+fn bare_lf_in_the_head_is_noticed() {
+    let l = Limits::default();
+    let parse = |text: String| match parse_datagram(Bytes::from(text), &l).unwrap() {
+        Datagram::Message(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(!parse(OPTIONS.to_owned()).has_bare_lf());
+    let body = OPTIONS.replace("hello", "he\nlo");
+    assert!(!parse(body).has_bare_lf());
+    for (from, to) in [
+        ("SIP/2.0\r\n", "SIP/2.0\n"),
+        ("Call-ID: o1\r\n", "Call-ID: o1\n"),
+        ("\r\n\r\nhello", "\r\n\nhello"),
+    ] {
+        let m = parse(OPTIONS.replacen(from, to, 1));
+        assert!(m.has_bare_lf(), "{from:?}");
+        assert_eq!(m.call_id(), Some("o1"));
+    }
+}
+
+/// What validation keeps (tags, CSeq, hop count) reads as the fields do.
+#[test]
+fn fields_kept_from_validation_match_the_fields() {
+    let text = OPTIONS
+        .replace("To: <sip:lb@127.0.0.1>", "To: <sip:lb@127.0.0.1>;tag=x9")
+        .replace("CSeq: 1 OPTIONS", "CSeq:  42   OPTIONS ")
+        .replace(
+            "From: ",
+            "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK2, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK3\r\nFrom: ",
+        );
+    let Datagram::Message(m) = parse_datagram(Bytes::from(text), &Limits::default()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(m.from_tag(), Some("p1"));
+    assert_eq!(m.to_tag(), Some("x9"));
+    let cseq = m.cseq().unwrap();
+    assert_eq!((cseq.seq, cseq.method.as_str()), (42, "OPTIONS"));
+    assert_eq!(m.via_count(), 3);
+    assert_eq!(m.via_count(), m.vias().count());
+}

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use siplb_sip::{ErrorKind, HeaderName, Host, Message, ParseError};
+use siplb_sip::{CSeq, ErrorKind, HeaderName, Host, Message, ParseError};
 
 fn corpus_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("SIPLB_RFC4475_DIR") {
@@ -282,6 +282,25 @@ fn every_message_parses_or_fails_without_panic() {
             let _ = (m.vias().count(), m.routes().count(), m.contacts().count());
             // The top hop kept from validation is the one the hops parse to.
             assert_eq!(Some(m.top_via()), m.vias().next(), "{}", path.display());
+            // So are the tags, the CSeq and the hop count.
+            let fresh_cseq = m
+                .header(HeaderName::CSeq)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(CSeq::parse);
+            assert_eq!(m.cseq(), fresh_cseq, "{}", path.display());
+            assert_eq!(
+                m.from_tag(),
+                m.from().and_then(|a| a.tag()),
+                "{}",
+                path.display()
+            );
+            assert_eq!(
+                m.to_tag(),
+                m.to().and_then(|a| a.tag()),
+                "{}",
+                path.display()
+            );
+            assert_eq!(m.via_count(), m.vias().count(), "{}", path.display());
             let _ = (
                 m.from(),
                 m.to(),

@@ -55,13 +55,26 @@ impl ServerTransaction {
         reliability: Reliability,
         timers: Timers,
     ) -> Result<ServerTransaction, KeyError> {
+        let key = ServerKey::from_request(request)?;
+        ServerTransaction::with_key(key, request, reliability, timers)
+    }
+
+    /// [`ServerTransaction::new`] for a TU that has already computed the request's key
+    /// (to look for a transaction it belongs to): building one costs allocations.
+    pub fn with_key(
+        key: ServerKey,
+        request: &Message,
+        reliability: Reliability,
+        timers: Timers,
+    ) -> Result<ServerTransaction, KeyError> {
+        debug_assert!(ServerKey::from_request(request).is_ok_and(|k| k == key));
         let invite = match request.method() {
             None => return Err(KeyError::NotARequest),
             Some(Method::Ack) => return Err(KeyError::Ack),
             Some(m) => m == Method::Invite,
         };
         Ok(ServerTransaction {
-            key: ServerKey::from_request(request)?,
+            key,
             invite,
             reliability,
             timers,

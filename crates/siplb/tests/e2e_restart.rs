@@ -122,13 +122,7 @@ fn restart_keeps_calls(test: u8, url: &str) {
         loads(&mi).iter().all(|l| *l == 0)
     });
     drop(node);
-    sql(
-        url,
-        &[
-            &format!("DROP TABLE {table}"),
-            &format!("DROP TABLE {dialogs}"),
-        ],
-    );
+    drop_tables(url, &[&table, &dialogs]);
 }
 
 #[test]
@@ -292,13 +286,7 @@ fn a_database_outage_does_not_stop_routing() {
     assert!(second.finish(Duration::from_secs(40)).success);
     wait_until(Duration::from_secs(5), || loads(&mi) == [0]);
     drop(node);
-    sql(
-        &direct,
-        &[
-            &format!("DROP TABLE {table}"),
-            &format!("DROP TABLE {dialogs}"),
-        ],
-    );
+    drop_tables(&direct, &[&table, &dialogs]);
 }
 
 /// A crash while the database is away loses no call: calls answered during the
@@ -367,13 +355,7 @@ fn crash_during_outage(test: u8, url: &str, cut: &dyn Fn(), heal: &dyn Fn()) {
         "the journal is emptied once written"
     );
     drop(node);
-    sql(
-        url,
-        &[
-            &format!("DROP TABLE {table}"),
-            &format!("DROP TABLE {dialogs}"),
-        ],
-    );
+    drop_tables(url, &[&table, &dialogs]);
 }
 
 #[test]
@@ -477,4 +459,10 @@ fn the_management_interface_answers_while_calls_drain() {
         "{}",
         node.log_text()
     );
+}
+
+fn drop_tables(url: &str, tables: &[&str]) {
+    let drops: Vec<String> = tables.iter().map(|t| format!("DROP TABLE {t}")).collect();
+    let drops: Vec<&str> = drops.iter().map(String::as_str).collect();
+    sql(url, &drops);
 }

@@ -150,6 +150,23 @@ pub(crate) struct Env<'a> {
     pub(crate) out: &'a mut Vec<Effect>,
 }
 
+/// Builds a call's `Env` from the proxy's fields. A macro rather than a method: a
+/// method would borrow the whole proxy while the call itself is borrowed from it.
+macro_rules! call_env {
+    ($proxy:expr, $now:expr) => {
+        $crate::call::Env {
+            now: $now,
+            balancer: &$proxy.balancer,
+            tokens: &mut $proxy.tokens,
+            settings: &$proxy.settings,
+            listeners: &$proxy.listeners,
+            stats: &mut $proxy.stats,
+            out: &mut $proxy.effects,
+        }
+    };
+}
+pub(crate) use call_env;
+
 /// What siplb keeps of the caller's side, to route towards it and to end the call
 /// itself.
 #[derive(Debug)]
