@@ -113,6 +113,14 @@ impl ClientTransaction {
         self.state
     }
 
+    /// Past its final (its final response passed up): only retransmissions and timers remain.
+    fn settled(&self) -> bool {
+        matches!(
+            self.state,
+            State::Completed | State::Accepted | State::Terminated
+        )
+    }
+
     pub fn is_invite(&self) -> bool {
         self.invite
     }
@@ -305,7 +313,7 @@ impl ClientTransaction {
 
     /// The next bytes to send to the next hop.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.outbox.poll_transmit()
+        self.outbox.poll_transmit(self.settled())
     }
 
     /// When [`ClientTransaction::handle_timeout`] must next be called.
@@ -314,7 +322,7 @@ impl ClientTransaction {
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.outbox.poll_event()
+        self.outbox.poll_event(self.settled())
     }
 }
 

@@ -98,6 +98,14 @@ impl ServerTransaction {
         self.state
     }
 
+    /// Past its final (its final response sent): only retransmissions and timers remain.
+    fn settled(&self) -> bool {
+        matches!(
+            self.state,
+            State::Completed | State::Confirmed | State::Accepted | State::Terminated
+        )
+    }
+
     pub fn is_invite(&self) -> bool {
         self.invite
     }
@@ -250,7 +258,7 @@ impl ServerTransaction {
 
     /// The next bytes to send back towards the request's sender.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.outbox.poll_transmit()
+        self.outbox.poll_transmit(self.settled())
     }
 
     /// When [`ServerTransaction::handle_timeout`] must next be called.
@@ -259,7 +267,7 @@ impl ServerTransaction {
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.outbox.poll_event()
+        self.outbox.poll_event(self.settled())
     }
 }
 

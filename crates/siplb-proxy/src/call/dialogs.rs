@@ -64,6 +64,11 @@ pub(crate) struct Dialogs(Vec<Dialog>, Vec<Box<str>>);
 
 impl Dialogs {
     pub(crate) fn add(&mut self, d: Dialog) {
+        // Nearly every call has one dialog (forks are rare): room for exactly one,
+        // not the four a first push reserves.
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
         self.0.push(d);
     }
 

@@ -313,6 +313,11 @@ fn two_xx_accepts_and_later_2xx_are_surfaced_until_timer_m() {
         "nothing is built from the request any more"
     );
     assert_eq!(
+        h.tx.outbox.buffered(),
+        0,
+        "drained while Accepted: the queues give their buffers back"
+    );
+    assert_eq!(
         h.log
             .count(|e| matches!(e, ClientEvent::Final(m) if m.status() == Some(200))),
         1
