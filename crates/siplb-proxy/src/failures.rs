@@ -2,15 +2,46 @@
 //! is disabled by failover, never below `min_enabled` in its group; each change is
 //! logged and published as a status event.
 
+use std::fmt;
+
 use tracing::{debug, info};
 
+use crate::addr::TargetError;
 use crate::events::{ChangeSource, StatusChange};
 use crate::proxy::Proxy;
+
+/// Why a destination is blamed for a call; its text is the reason of the status
+/// event when the destination is disabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Its URI gives nothing siplb can send to.
+    Unreachable(TargetError),
+    /// It answered the INVITE with this 5xx or 6xx.
+    Status(u16),
+    /// No final response to the INVITE in time (a local 408), before it rang.
+    Timeout,
+    /// The transport could not deliver the INVITE.
+    Transport,
+    /// siplb has no listener to reach it from.
+    NoListener,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Unreachable(e) => write!(f, "cannot send to it: {e}"),
+            Fault::Status(code) => write!(f, "{code} reply to INVITE"),
+            Fault::Timeout => f.write_str("no reply to INVITE (local 408)"),
+            Fault::Transport => f.write_str("transport error"),
+            Fault::NoListener => f.write_str("no listener for its transport and address family"),
+        }
+    }
+}
 
 impl Proxy {
     /// A destination failed a call: an error response of its own, or silence or a
     /// transport failure towards a request siplb had checked.
-    pub(crate) fn blame(&mut self, id: u32, reason: &str) {
+    pub(crate) fn blame(&mut self, id: u32, fault: &Fault) {
         let count = self.failures.entry(id).or_insert(0);
         *count += 1;
         if *count < self.settings.failures_to_disable {
@@ -22,12 +53,12 @@ impl Proxy {
             .disable_by_failover(id, self.settings.min_enabled)
         {
             Ok(outcome) if outcome.changed() => {
-                self.status_changed(id, false, ChangeSource::Failover, reason.to_owned());
+                self.status_changed(id, false, ChangeSource::Failover, fault.to_string());
             }
             Ok(siplb_balance::FailoverDisable::KeptByFloor) => {
                 info!(
                     destination = id,
-                    reason,
+                    reason = %fault,
                     "destination failed but kept enabled: the group is at its min_enabled floor"
                 );
             }

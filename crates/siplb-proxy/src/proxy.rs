@@ -361,7 +361,7 @@ impl Proxy {
                     }
                 }
                 Effect::EndDialog(d) => self.end_dialog(now, id, &d),
-                Effect::Blame(dest, reason) => self.blame(dest, &reason),
+                Effect::Blame(dest, fault) => self.blame(dest, &fault),
                 Effect::Absolve(dest) => self.absolve(dest),
                 Effect::Arm(timer, at) => {
                     if let Some(call) = self.calls.get_mut(id) {

@@ -281,8 +281,8 @@ impl Proxy {
     fn apply_blames(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
         for e in effects.drain(..) {
-            if let Effect::Blame(id, reason) = e {
-                self.blame(id, &reason);
+            if let Effect::Blame(id, fault) = e {
+                self.blame(id, &fault);
             }
         }
         self.effects = effects;

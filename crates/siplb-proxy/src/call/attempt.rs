@@ -8,6 +8,7 @@ use super::{Call, Effect, Env, Load, Phase};
 use crate::addr::{Peer, peer_of_uri_text};
 use crate::agenda::CallTimer;
 use crate::call::dialogs::{Dialog, Dialogs};
+use crate::failures::Fault;
 use crate::slab::Id;
 use crate::stats::Rejection;
 
@@ -86,8 +87,7 @@ pub(crate) fn first_target(
                     Err(e) => {
                         let id = a.destination_id();
                         warn!(destination = id, error = %e, "destination cannot be reached; trying the next");
-                        env.out
-                            .push(Effect::Blame(id, format!("cannot send to it: {e}")));
+                        env.out.push(Effect::Blame(id, Fault::Unreachable(e)));
                     }
                 },
                 Outcome::NoCapacity => return Err(Rejection::NoCapacity),
@@ -135,8 +135,7 @@ impl Call {
         } else if failover {
             info!(call_id = %self.key.call_id(), status, ?destination, "destination failed; failing over");
             if let Some(id) = destination {
-                env.out
-                    .push(Effect::Blame(id, format!("{status} reply to INVITE")));
+                env.out.push(Effect::Blame(id, Fault::Status(status)));
             }
             self.fail_over(env);
         } else {
@@ -224,12 +223,17 @@ impl Call {
             return;
         };
         let destination = attempt.target.destination;
-        if let Failure::Unsendable(code, reason) = why {
-            warn!(call_id = %self.key.call_id(), code, reason, "the INVITE cannot be forwarded as the caller sent it");
-            env.out.push(Effect::Reply(code, reason));
-            self.end(env);
-            return;
-        }
+        let fault = match why {
+            Failure::Unsendable(code, reason) => {
+                warn!(call_id = %self.key.call_id(), code, reason, "the INVITE cannot be forwarded as the caller sent it");
+                env.out.push(Effect::Reply(code, reason));
+                self.end(env);
+                return;
+            }
+            Failure::Timeout => Fault::Timeout,
+            Failure::Transport => Fault::Transport,
+            Failure::NoListener => Fault::NoListener,
+        };
         // The attempt is given up; once it has rung it is cancelled, and should it
         // answer after all, the proxy ends that answer.
         let rang = attempt.provisional;
@@ -245,7 +249,7 @@ impl Call {
             self.end(env);
             return;
         }
-        if rang && why == Failure::Timeout {
+        if rang && fault == Fault::Timeout {
             // Timer C: it rang and nobody answered. The destination is alive and
             // did its part; another one would only ring again.
             env.out.push(Effect::Reply(408, "Request Timeout"));
@@ -253,23 +257,17 @@ impl Call {
             return;
         }
         if !matches!(self.load, Load::Balanced(_)) {
-            let (code, reason) = match why {
-                Failure::Timeout => (408, "Request Timeout"),
+            let (code, reason) = match fault {
+                Fault::Timeout => (408, "Request Timeout"),
                 _ => (503, "Service Unavailable"),
             };
             env.out.push(Effect::Reply(code, reason));
             self.end(env);
             return;
         }
-        let reason = match why {
-            Failure::Timeout => "no reply to INVITE (local 408)",
-            Failure::Transport => "transport error",
-            Failure::NoListener => "no listener for its transport and address family",
-            Failure::Unsendable(..) => "",
-        };
-        info!(call_id = %self.key.call_id(), ?destination, reason, "destination failed; failing over");
+        info!(call_id = %self.key.call_id(), ?destination, reason = %fault, "destination failed; failing over");
         if let Some(id) = destination {
-            env.out.push(Effect::Blame(id, reason.to_owned()));
+            env.out.push(Effect::Blame(id, fault));
         }
         self.fail_over(env);
     }

@@ -25,7 +25,7 @@
 //! cancel, reply, end a dialog, blame a destination...). Whatever ends a call first
 //! (a final, CANCEL, an early BYE, the operator, a timeout), its INVITE gets exactly
 //! one final response, and a 2xx that comes for an attempt that is over is
-//! acknowledged and ended by the proxy rather than relayed (see [`crate::attempts`]).
+//! acknowledged and ended by the proxy rather than relayed (see `responses.rs`).
 
 mod attempt;
 mod dialogs;
@@ -37,6 +37,7 @@ use siplb_sip::Message;
 
 use crate::addr::{Listeners, Peer};
 use crate::agenda::{CallTimer, Slot};
+use crate::failures::Fault;
 use crate::keys::CallKey;
 use crate::settings::Settings;
 use crate::slab::Id;
@@ -127,7 +128,7 @@ pub(crate) enum Effect {
     /// siplb ends this dialog itself: BYE to both sides.
     EndDialog(Dialog),
     /// A destination failed (or answered well again).
-    Blame(u32, String),
+    Blame(u32, Fault),
     Absolve(u32),
     Arm(CallTimer, Instant),
     Disarm(CallTimer),
