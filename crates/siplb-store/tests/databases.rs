@@ -104,7 +104,12 @@ fn unique_table() -> String {
 }
 
 fn skip_server_tests() -> bool {
-    std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1")
+    let skip = std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1");
+    assert!(
+        !(skip && std::env::var_os("SIPLB_REQUIRE_ALL_TESTS").is_some()),
+        "SIPLB_SKIP_DB_TESTS=1, but SIPLB_REQUIRE_ALL_TESTS (CI) lets no test be skipped"
+    );
+    skip
 }
 
 /// One test's database and table, plus a separate admin connection for setting up and
