@@ -109,7 +109,7 @@ pub struct Options {
     pub drain: std::time::Duration,
     /// Where destination status changes made by the core go (webhook, metrics).
     pub status_changes: Option<mpsc::UnboundedSender<StatusChange>>,
-    /// Questions from other tasks (see [`control`]).
+    /// Questions from other tasks (see `control.rs`).
     pub control: Option<ControlReceiver>,
     /// Where changes to the stored calls go (the persistence task, which polls: a
     /// std channel's send wakes no one).

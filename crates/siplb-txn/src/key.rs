@@ -2,7 +2,7 @@
 //! 17.2.3 and 9.2).
 //!
 //! Keys own their text so they can outlive the message they came from in a map, and
-//! carry their hash (see [`crate::prehash`]): use them in maps built with
+//! carry their hash (see [`crate::prehash()`]): use them in maps built with
 //! [`crate::Prehashed`].
 //! Branches are compared byte for byte, as siplb-sip treats them as opaque tokens; the
 //! magic cookie is `z9hG4bK` exactly.
