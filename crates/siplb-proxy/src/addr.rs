@@ -3,7 +3,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use siplb_config::Listen;
 pub use siplb_config::Transport;
 use siplb_sip::{Host, Uri};
 use siplb_txn::Reliability;
@@ -91,22 +90,22 @@ pub(crate) fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
 /// siplb's listeners, to pick the address it sends from and to recognise itself.
 #[derive(Clone, Debug)]
 pub(crate) struct Listeners {
-    listen: Vec<Listen>,
+    listen: Vec<Peer>,
     /// `host:port` of each listener, written once: every forwarded request carries
     /// it in its Via, and every INVITE in its Record-Route.
     host_ports: Vec<String>,
 }
 
 impl Listeners {
-    pub(crate) fn new(listen: Vec<Listen>) -> Listeners {
+    pub(crate) fn new(listen: Vec<Peer>) -> Listeners {
         let host_ports = listen.iter().map(|l| host_port(l.addr)).collect();
         Listeners { listen, host_ports }
     }
 
     /// The listener that sends to `peer` (same transport and address family), with
     /// its `host:port`.
-    pub(crate) fn local_for(&self, peer: &Peer) -> Option<(Listen, &str)> {
-        let same_family = |l: &Listen| l.addr.is_ipv4() == peer.addr.is_ipv4();
+    pub(crate) fn local_for(&self, peer: &Peer) -> Option<(Peer, &str)> {
+        let same_family = |l: &Peer| l.addr.is_ipv4() == peer.addr.is_ipv4();
         let i = self
             .listen
             .iter()
@@ -173,5 +172,48 @@ pub(crate) fn host_port(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A Route or Request-URI naming siplb is recognised however its port is spelled,
+    /// so it is consumed rather than sent to siplb itself (a loop until Max-Forwards
+    /// runs out).
+    #[test]
+    fn every_spelling_of_my_address_is_me() {
+        let me = Listeners::new(vec![
+            Peer {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap(),
+            },
+            Peer {
+                transport: Transport::Tcp,
+                addr: "0.0.0.0:5070".parse().unwrap(),
+            },
+        ]);
+        let is_me = |text: &str| me.is_me(&Uri::parse(text).unwrap());
+        for text in [
+            "sip:127.0.0.1",
+            "sip:127.0.0.1:5060;lr",
+            "sip:127.0.0.1:0;lr",
+            "sip:127.0.0.1:05060",
+            "sip:x@127.0.0.1;transport=tcp",
+            "sip:127.0.0.9:5070;lr",
+        ] {
+            assert!(is_me(text), "{text}");
+        }
+        for text in [
+            "sip:127.0.0.1:5061",
+            "sip:127.0.0.2",
+            "sip:10.0.0.1:5070",
+            "sip:siplb.example.com",
+        ] {
+            assert!(!is_me(text), "{text}");
+        }
     }
 }

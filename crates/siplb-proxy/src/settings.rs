@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use siplb_balance::{Flags, ResourceRequest};
-use siplb_config::{Action, Config, Listen, Match};
+use siplb_config::{Action, Config, Match};
 use siplb_sip::Limits;
 use siplb_txn::Timers;
 
@@ -59,7 +59,7 @@ pub(crate) struct CompiledRoute {
 /// Everything the proxy core needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub(crate) listen: Vec<Listen>,
+    pub(crate) listen: Vec<Peer>,
     pub(crate) timers: Timers,
     pub(crate) dialog_timeout: Duration,
     pub(crate) full_reply: (u16, String),
@@ -90,13 +90,7 @@ pub(crate) struct Probing {
 impl Settings {
     /// The listeners SIP is served on.
     pub fn listeners(&self) -> Vec<Peer> {
-        self.listen
-            .iter()
-            .map(|l| Peer {
-                transport: l.transport,
-                addr: l.addr,
-            })
-            .collect()
+        self.listen.clone()
     }
 
     /// Bounds on what a peer may make siplb buffer or index (the transports frame
@@ -167,7 +161,15 @@ impl Settings {
             ..Timers::with_t1(t.t1)
         };
         Ok(Settings {
-            listen: config.sip.listen.clone(),
+            listen: config
+                .sip
+                .listen
+                .iter()
+                .map(|l| Peer {
+                    transport: l.transport,
+                    addr: l.addr,
+                })
+                .collect(),
             timers,
             dialog_timeout: config.dialog.timeout,
             full_reply: (

@@ -95,6 +95,7 @@ pub(crate) fn message(
             method,
             to_tag,
             own_route,
+            own_spelling,
             sink_route,
             sink_uri,
             tcp_route,
@@ -108,7 +109,14 @@ pub(crate) fn message(
             };
             let mut routes = String::new();
             if *own_route {
-                let _ = write!(routes, "Route: <sip:{PROXY};lr>\r\n");
+                let ip = PROXY.ip();
+                let me = match own_spelling % 4 {
+                    0 => PROXY.to_string(),
+                    1 => format!("{ip}:0"),
+                    2 => ip.to_string(),
+                    _ => format!("{ip}:0{}", PROXY.port()),
+                };
+                let _ = write!(routes, "Route: <sip:{me};lr>\r\n");
             }
             if *sink_route {
                 let t = if *tcp_route { ";transport=tcp" } else { "" };

@@ -234,6 +234,9 @@ pub enum HostileKind {
         method: u8,
         to_tag: bool,
         own_route: bool,
+        /// How siplb's Route spells its address: as listened on, port 0, no port,
+        /// a zero-padded port.
+        own_spelling: u8,
         sink_route: bool,
         sink_uri: bool,
         tcp_route: bool,
@@ -380,6 +383,7 @@ fn random_hostile(rng: &mut Rng) -> HostileKind {
             method: rng.below(6) as u8,
             to_tag: rng.chance(50),
             own_route: rng.chance(60),
+            own_spelling: rng.below(4) as u8,
             sink_route: rng.chance(60),
             sink_uri: rng.chance(60),
             tcp_route: rng.chance(30),

@@ -224,6 +224,7 @@ fn nothing_is_relayed_outside_the_world() {
                         method,
                         to_tag: flags & 1 != 0,
                         own_route: flags & 2 != 0,
+                        own_spelling: method.wrapping_add(flags),
                         sink_route: flags & 4 != 0,
                         sink_uri: flags & 8 != 0,
                         tcp_route: flags & 16 != 0,
