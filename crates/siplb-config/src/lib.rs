@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use siplb_proxy::{Peer, Settings, Transport};
 
-pub use listen::{Listen, Transport};
 pub use route::{Action, Balance, Count, Match, Pattern, Reply, Route};
 
 /// The embedded default: what `siplb run` uses without `--config`.
@@ -56,12 +56,16 @@ pub struct Config {
     pub tcp: Tcp,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
+    /// `routes` in the core's terms, compiled once by validation.
+    #[serde(skip)]
+    compiled_routes: Vec<siplb_proxy::Route>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sip {
-    pub listen: Vec<Listen>,
+    #[serde(deserialize_with = "listen::deserialize")]
+    pub listen: Vec<Peer>,
     /// Largest message accepted, in bytes.
     pub max_message_size: usize,
     /// On SIGTERM: how long calls that are up may still end (new calls get 503)
@@ -80,7 +84,7 @@ impl Default for Sip {
         Sip {
             listen: [Transport::Udp, Transport::Tcp]
                 .into_iter()
-                .map(|transport| Listen {
+                .map(|transport| Peer {
                     transport,
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
                 })
@@ -293,7 +297,8 @@ pub struct Events {
 impl Config {
     /// Parses and validates a configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate(text)?;
         Ok(config)
     }
@@ -317,7 +322,46 @@ impl Config {
         self.routes.iter().map(|r| r.get_ref())
     }
 
-    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+    /// What the proxy core runs on: the routes compiled by validation, and the
+    /// sections it needs in its own types.
+    pub fn settings(&self) -> Settings {
+        let t = &self.transaction;
+        Settings {
+            listen: self.sip.listen.clone(),
+            timers: siplb_txn::Timers {
+                t2: t.t2,
+                t4: t.t4,
+                invite_timeout: t.invite_timeout,
+                ..siplb_txn::Timers::with_t1(t.t1)
+            },
+            dialog_timeout: self.dialog.timeout,
+            full_reply: (
+                self.failover.full_reply.code,
+                self.failover.full_reply.reason.clone(),
+            ),
+            min_enabled: usize::try_from(self.failover.min_enabled).unwrap_or(usize::MAX),
+            failures_to_disable: self.failover.failures_to_disable,
+            routes: self.compiled_routes.clone(),
+            limits: siplb_sip::Limits {
+                max_message_size: self.sip.max_message_size,
+                ..siplb_sip::Limits::default()
+            },
+            probing: siplb_proxy::Probing {
+                interval: self.probing.interval,
+                method: self.probing.method.clone(),
+                from: self.probing.from.clone(),
+                reply_codes: self.probing.reply_codes.clone(),
+                timeout: self.probing.timeout,
+                failures_to_disable: self.probing.failures_to_disable,
+                successes_to_enable: self.probing.successes_to_enable,
+            },
+            persist_dialogs: self.dialog.persist,
+            max_calls: self.sip.max_calls,
+            max_transactions: self.sip.max_transactions,
+        }
+    }
+
+    fn validate(&mut self, text: &str) -> Result<(), ConfigError> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let invalid = |line: usize, message: String| ConfigError::Invalid { line, message };
         if self.sip.listen.is_empty() {
@@ -369,13 +413,7 @@ impl Config {
                 ));
             }
         }
-        if self.probing.method.is_empty()
-            || !self
-                .probing
-                .method
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
-        {
+        if !route::is_token(&self.probing.method) {
             return Err(invalid(
                 1,
                 format!(
@@ -445,14 +483,16 @@ impl Config {
                 "transaction.invite_timeout: must be above zero".into(),
             ));
         }
+        let mut compiled = Vec::with_capacity(self.routes.len());
         for (i, route) in self.routes.iter().enumerate() {
-            route.get_ref().check().map_err(|m| {
+            compiled.push(route.get_ref().compile().map_err(|m| {
                 invalid(
                     line_of(route.span().start),
                     format!("route #{}: {m}", i + 1),
                 )
-            })?;
+            })?);
         }
+        self.compiled_routes = compiled;
         Ok(())
     }
 }

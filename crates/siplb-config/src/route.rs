@@ -4,17 +4,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
+use siplb_proxy::{RouteAction, RouteMatch};
 
 /// A regular expression from the configuration. The `regex` crate matches in linear
 /// time, so a pattern cannot be turned against siplb by a crafted Request-URI.
 #[derive(Clone, Debug)]
 pub struct Pattern(pub regex::Regex);
-
-impl Pattern {
-    pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text)
-    }
-}
 
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -121,59 +116,84 @@ impl Route {
         }
     }
 
-    pub(crate) fn check(&self) -> Result<(), String> {
+    /// The route in the core's terms, or what is wrong with it (the caller adds the
+    /// route's number and line).
+    pub(crate) fn compile(&self) -> Result<siplb_proxy::Route, String> {
         let action = self.action().ok_or_else(|| {
             "needs exactly one action: `balance`, `reply`, `relay`, or `count` with `relay`"
                 .to_owned()
         })?;
-        if let Some(m) = &self.matcher.method
-            && (m.is_empty()
-                || !m
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)))
-        {
-            return Err(format!("match.method: `{m}` is not a SIP method"));
-        }
-        for name in self.matcher.header.keys() {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
-            {
-                return Err(format!("match.header: `{name}` is not a header name"));
+        let action = match action {
+            Action::Balance(b) => RouteAction::Balance {
+                group: b.group,
+                request: resources(&b.resources).map_err(|e| format!("balance.resources: {e}"))?,
+                flags: b.flags.parse().map_err(|e| format!("balance.flags: {e}"))?,
+            },
+            Action::CountAndRelay { count, relay } => RouteAction::CountAndRelay {
+                group: count.group,
+                request: resources(&count.resources)
+                    .map_err(|e| format!("count.resources: {e}"))?,
+                relay: relay_target(relay)?,
+            },
+            Action::Relay(relay) => RouteAction::Relay(relay_target(relay)?),
+            Action::Reply(r) => {
+                r.check("reply")?;
+                RouteAction::Reply {
+                    code: r.code,
+                    reason: r.reason.clone(),
+                }
             }
-        }
-        match action {
-            Action::Balance(b) => {
-                check_resources(&b.resources).map_err(|e| format!("balance.resources: {e}"))?;
-                check_flags(&b.flags).map_err(|e| format!("balance.flags: {e}"))?;
-            }
-            Action::CountAndRelay { count, relay } => {
-                check_resources(&count.resources).map_err(|e| format!("count.resources: {e}"))?;
-                check_sip_uri(relay).map_err(|e| format!("relay: {e}"))?;
-            }
-            Action::Relay(relay) => check_sip_uri(relay).map_err(|e| format!("relay: {e}"))?,
-            Action::Reply(r) => r.check("reply")?,
-        }
-        Ok(())
+        };
+        Ok(siplb_proxy::Route {
+            matcher: self.matcher.compile()?,
+            action,
+        })
     }
 }
 
-fn check_resources(list: &str) -> Result<(), String> {
-    siplb_balance::ResourceRequest::parse(list)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+impl Match {
+    fn compile(&self) -> Result<RouteMatch, String> {
+        if let Some(m) = &self.method
+            && !is_token(m)
+        {
+            return Err(format!("match.method: `{m}` is not a SIP method"));
+        }
+        let mut header = Vec::with_capacity(self.header.len());
+        for (name, pattern) in &self.header {
+            if !is_token(name) {
+                return Err(format!("match.header: `{name}` is not a header name"));
+            }
+            header.push((name.clone(), pattern.0.clone()));
+        }
+        let regex = |p: &Option<Pattern>| p.as_ref().map(|p| p.0.clone());
+        Ok(RouteMatch {
+            method: self.method.clone(),
+            ruri_user: regex(&self.ruri_user),
+            ruri_host: regex(&self.ruri_host),
+            from_user: regex(&self.from_user),
+            header,
+            source_group: self.source_group,
+            sdp_codec_any: self.sdp_codec_any.clone(),
+            sdp_codec_none: self.sdp_codec_none.clone(),
+        })
+    }
 }
 
-fn check_flags(flags: &str) -> Result<(), String> {
-    flags
-        .parse::<siplb_balance::Flags>()
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// A SIP token (RFC 3261 25.1), as methods and header names are written.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
 }
 
-fn check_sip_uri(uri: &str) -> Result<(), String> {
-    siplb_sip::Uri::parse(uri)
-        .map(|_| ())
-        .map_err(|e| format!("`{uri}` is not a SIP URI: {e}"))
+fn resources(list: &str) -> Result<siplb_balance::ResourceRequest, String> {
+    siplb_balance::ResourceRequest::parse(list).map_err(|e| e.to_string())
+}
+
+/// Where a `relay` sends: a SIP URI with an IP address (names are not resolved).
+fn relay_target(uri: &str) -> Result<siplb_proxy::Peer, String> {
+    if let Err(e) = siplb_sip::Uri::parse(uri) {
+        return Err(format!("relay: `{uri}` is not a SIP URI: {e}"));
+    }
+    siplb_proxy::peer_of_uri_text(uri).map_err(|e| format!("relay: {e}"))
 }

@@ -66,11 +66,32 @@ reply = { code = 404, reason = "Destination not found" }
             ..
         })
     ));
-    assert!(routes[2].matcher.header["X-Priority"].is_match("high"));
+    assert!(routes[2].matcher.header["X-Priority"].0.is_match("high"));
     assert_eq!(
         routes[2].matcher.sdp_codec_none.as_deref(),
         Some(&["PCMA".to_owned()][..])
     );
+
+    // What the core runs on: the same routes, compiled once, in its own types.
+    let settings = c.settings();
+    assert_eq!(settings.listen, c.sip.listen);
+    assert_eq!(settings.routes.len(), 4);
+    assert!(matches!(
+        &settings.routes[0].action,
+        siplb_proxy::RouteAction::CountAndRelay { group: 1, relay, .. }
+            if relay.to_string() == "udp:127.0.0.1:5080"
+    ));
+    assert_eq!(settings.routes[0].matcher.source_group, Some(1));
+    let m = &settings.routes[2].matcher;
+    assert!(m.ruri_user.as_ref().unwrap().is_match("0123"));
+    assert_eq!(m.header[0].0, "X-Priority");
+    assert!(m.header[0].1.is_match("high"));
+    assert!(matches!(
+        &settings.routes[3].action,
+        siplb_proxy::RouteAction::Reply { code: 404, .. }
+    ));
+    assert_eq!(settings.full_reply, (500, "Service full".to_owned()));
+    assert_eq!(settings.timers.invite_timeout, Duration::from_secs(5));
 }
 
 fn error_of(text: &str) -> String {
@@ -118,6 +139,15 @@ fn errors_name_the_key_and_line() {
 
     let e = error_of("[[route]]\nrelay = \"http://example.com\"\n");
     assert!(e.contains("relay") && e.contains("not a SIP URI"), "{e}");
+
+    // Names are not resolved: a relay target must be an IP address, said with its line.
+    let e = error_of(
+        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nrelay = \"sip:gw.example.com\"\n",
+    );
+    assert!(
+        e.contains("line 4") && e.contains("route #2") && e.contains("not an IP address"),
+        "{e}"
+    );
 
     let e = error_of("[failover]\nfull_reply = { code = 200, reason = \"OK\" }\n");
     assert!(e.contains("full_reply.code"), "{e}");

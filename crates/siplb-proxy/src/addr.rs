@@ -3,9 +3,39 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-pub use siplb_config::Transport;
 use siplb_sip::{Host, Uri};
 use siplb_txn::Reliability;
+
+/// The transports siplb speaks SIP over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = PeerSyntaxError;
+
+    /// `udp` or `tcp`, in any case (as in a URI's `transport` parameter).
+    fn from_str(s: &str) -> Result<Transport, PeerSyntaxError> {
+        if s.eq_ignore_ascii_case("udp") {
+            Ok(Transport::Udp)
+        } else if s.eq_ignore_ascii_case("tcp") {
+            Ok(Transport::Tcp)
+        } else {
+            Err(PeerSyntaxError::Transport(s.to_owned()))
+        }
+    }
+}
 
 /// The other end of a hop: transport and address. Over TCP the address names the
 /// connection (the driver reuses the one open to that address, or opens one).
@@ -35,6 +65,34 @@ impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.transport, self.addr)
     }
+}
+
+impl std::str::FromStr for Peer {
+    type Err = PeerSyntaxError;
+
+    /// What `Display` writes: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+    fn from_str(s: &str) -> Result<Peer, PeerSyntaxError> {
+        let (transport, addr) = s
+            .split_once(':')
+            .ok_or_else(|| PeerSyntaxError::Shape(s.to_owned()))?;
+        Ok(Peer {
+            transport: transport.parse()?,
+            addr: addr
+                .parse()
+                .map_err(|_| PeerSyntaxError::Address(addr.to_owned()))?,
+        })
+    }
+}
+
+/// Why a text is not a `transport:address:port`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerSyntaxError {
+    #[error("`{0}` is not like \"udp:127.0.0.1:5060\"")]
+    Shape(String),
+    #[error("`{0}` is not a supported transport (udp, tcp)")]
+    Transport(String),
+    #[error("`{0}` is not an address:port (IPv6 in brackets)")]
+    Address(String),
 }
 
 /// Why a URI cannot be sent to.
@@ -68,9 +126,9 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
     };
     let transport = match uri.param("transport").flatten() {
         None => Transport::Udp,
-        Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        Some(t) => return Err(TargetError::Transport(t.to_owned())),
+        Some(t) => t
+            .parse()
+            .map_err(|_| TargetError::Transport(t.to_owned()))?,
     };
     let port = match uri.port {
         Some(0) | None => 5060,
@@ -82,7 +140,8 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
     })
 }
 
-pub(crate) fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
+/// [`peer_of_uri`] of a URI written out, as in a route's `relay`.
+pub fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
     let uri = Uri::parse(text).map_err(|_| TargetError::Uri)?;
     peer_of_uri(&uri)
 }
@@ -214,6 +273,32 @@ mod tests {
             "sip:siplb.example.com",
         ] {
             assert!(!is_me(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_peer_reads_back_what_it_writes() {
+        for text in ["udp:127.0.0.1:5060", "tcp:[::1]:5070"] {
+            let peer: Peer = text.parse().unwrap();
+            assert_eq!(peer.to_string(), text);
+        }
+        assert_eq!(
+            "TCP:127.0.0.1:5060".parse::<Peer>().unwrap().transport,
+            Transport::Tcp
+        );
+        for (text, error) in [
+            ("127.0.0.1", PeerSyntaxError::Shape("127.0.0.1".into())),
+            (
+                "sctp:127.0.0.1:5060",
+                PeerSyntaxError::Transport("sctp".into()),
+            ),
+            ("udp:::1:5060", PeerSyntaxError::Address("::1:5060".into())),
+            (
+                "udp:127.0.0.1",
+                PeerSyntaxError::Address("127.0.0.1".into()),
+            ),
+        ] {
+            assert_eq!(text.parse::<Peer>(), Err(error), "{text}");
         }
     }
 }

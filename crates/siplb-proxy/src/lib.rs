@@ -41,11 +41,12 @@ mod stats;
 mod tokens;
 mod transactions;
 
-pub use addr::{Peer, TargetError, Transport};
+pub use addr::{Peer, PeerSyntaxError, TargetError, Transport, peer_of_uri_text};
 pub use events::{ChangeSource, CoreEvent, StatusChange};
 pub use lifecycle::CallSummary;
 pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;
 pub use proxy::{Incoming, Proxy, Transmit};
-pub use settings::{Settings, SettingsError};
+pub use routing::RouteMatch;
+pub use settings::{Probing, Route, RouteAction, Settings};
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

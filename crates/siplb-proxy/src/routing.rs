@@ -2,20 +2,34 @@
 
 use std::net::SocketAddr;
 
+use regex::Regex;
 use siplb_balance::Balancer;
-use siplb_config::Match;
 use siplb_sip::{HeaderName, Message};
 
 use crate::sdp;
-use crate::settings::CompiledRoute;
+use crate::settings::Route;
+
+/// Conditions on an initial request that must all hold; an empty match always holds.
+/// Patterns are `regex` expressions: linear-time, so a crafted Request-URI cannot turn
+/// one against siplb.
+#[derive(Clone, Debug, Default)]
+pub struct RouteMatch {
+    pub method: Option<String>,
+    pub ruri_user: Option<Regex>,
+    pub ruri_host: Option<Regex>,
+    pub from_user: Option<Regex>,
+    /// Header name, and the pattern its first value must match.
+    pub header: Vec<(String, Regex)>,
+    /// The request comes from a destination of this group (IP and port as in the table).
+    pub source_group: Option<u32>,
+    /// The SDP offer lists at least one of these codecs.
+    pub sdp_codec_any: Option<Vec<String>>,
+    /// The SDP offer lists none of these codecs.
+    pub sdp_codec_none: Option<Vec<String>>,
+}
 
 /// True when every condition of `m` holds for `request`, received from `source`.
-pub(crate) fn matches(
-    m: &Match,
-    request: &Message,
-    source: SocketAddr,
-    balancer: &Balancer,
-) -> bool {
+fn matches(m: &RouteMatch, request: &Message, source: SocketAddr, balancer: &Balancer) -> bool {
     if let Some(method) = &m.method
         && request.method().map(|x| x.as_str()) != Some(method.as_str())
     {
@@ -86,11 +100,11 @@ pub(crate) fn matches(
 
 /// The first route whose match holds.
 pub(crate) fn select<'r>(
-    routes: &'r [CompiledRoute],
+    routes: &'r [Route],
     request: &Message,
     source: SocketAddr,
     balancer: &Balancer,
-) -> Option<(usize, &'r CompiledRoute)> {
+) -> Option<(usize, &'r Route)> {
     routes
         .iter()
         .enumerate()

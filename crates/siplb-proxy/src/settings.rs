@@ -1,43 +1,27 @@
-//! The parts of the configuration the proxy core runs on, compiled once: routes with
-//! their resource requests interned and flags parsed, reply texts, timers.
+//! What the proxy core runs on, in its own types: routes with their resource requests
+//! parsed and their relay targets resolved, reply texts, timers, bounds. `siplb-config`
+//! compiles a configuration file into these once; tests and the simulator may build
+//! them by hand.
 
 use std::time::Duration;
 
 use siplb_balance::{Flags, ResourceRequest};
-use siplb_config::{Action, Config, Match};
 use siplb_sip::Limits;
 use siplb_txn::Timers;
 
-use crate::addr::{Peer, TargetError, peer_of_uri_text};
+use crate::addr::Peer;
+use crate::routing::RouteMatch;
 
-/// What the configuration holds that the core cannot run on.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("route #{route}: {key}: {source}")]
-    Resources {
-        route: usize,
-        key: &'static str,
-        source: siplb_balance::ResourceListError,
-    },
-    #[error("route #{route}: balance.flags: {source}")]
-    Flags {
-        route: usize,
-        source: siplb_balance::FlagsError,
-    },
-    #[error("route #{route}: relay: {source}")]
-    Relay { route: usize, source: TargetError },
-    #[error("route #{route}: no action")]
-    NoAction { route: usize },
-}
-
-/// What a route does, ready to run.
+/// What a route does with the requests it matches.
 #[derive(Clone, Debug)]
-pub(crate) enum RouteAction {
+pub enum RouteAction {
+    /// Pick a destination of `group` by load.
     Balance {
         group: u32,
         request: ResourceRequest,
         flags: Flags,
     },
+    /// Count the call against the destination of `group` it comes from, then relay it.
     CountAndRelay {
         group: u32,
         request: ResourceRequest,
@@ -50,151 +34,60 @@ pub(crate) enum RouteAction {
     },
 }
 
+/// A route: the first whose match holds applies its action.
 #[derive(Clone, Debug)]
-pub(crate) struct CompiledRoute {
-    pub(crate) matcher: Match,
-    pub(crate) action: RouteAction,
+pub struct Route {
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
 }
 
 /// Everything the proxy core needs from the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub(crate) listen: Vec<Peer>,
-    pub(crate) timers: Timers,
-    pub(crate) dialog_timeout: Duration,
-    pub(crate) full_reply: (u16, String),
-    pub(crate) min_enabled: usize,
-    pub(crate) failures_to_disable: u32,
-    pub(crate) routes: Vec<CompiledRoute>,
-    pub(crate) limits: Limits,
-    pub(crate) probing: Probing,
-    pub(crate) persist_dialogs: bool,
-    pub(crate) max_calls: usize,
-    pub(crate) max_transactions: usize,
+    /// The listeners SIP is served on.
+    pub listen: Vec<Peer>,
+    pub timers: Timers,
+    pub dialog_timeout: Duration,
+    /// What a caller gets when no destination can take the call.
+    pub full_reply: (u16, String),
+    /// Failover never disables a group below this many enabled destinations.
+    pub min_enabled: usize,
+    /// Consecutive failures that disable a destination.
+    pub failures_to_disable: u32,
+    pub routes: Vec<Route>,
+    /// Bounds on what a peer may make siplb buffer or index (the transports frame
+    /// streams with them too).
+    pub limits: Limits,
+    pub probing: Probing,
+    /// Report answered calls as [`DialogChange`](crate::DialogChange)s to be stored.
+    pub persist_dialogs: bool,
+    /// Calls at once; beyond, new calls get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Transactions at once; beyond, new requests get 503.
+    pub max_transactions: usize,
 }
 
 /// OPTIONS probing of destinations (SPEC section 4).
 #[derive(Clone, Debug)]
-pub(crate) struct Probing {
+pub struct Probing {
     /// Zero: no probing.
-    pub(crate) interval: Duration,
-    pub(crate) method: String,
-    pub(crate) from: String,
+    pub interval: Duration,
+    pub method: String,
+    pub from: String,
     /// Codes that count as success besides 200.
-    pub(crate) reply_codes: Vec<u16>,
-    pub(crate) timeout: Duration,
-    pub(crate) failures_to_disable: u32,
-    pub(crate) successes_to_enable: u32,
+    pub reply_codes: Vec<u16>,
+    pub timeout: Duration,
+    pub failures_to_disable: u32,
+    pub successes_to_enable: u32,
 }
 
 impl Settings {
-    /// The listeners SIP is served on.
-    pub fn listeners(&self) -> Vec<Peer> {
-        self.listen.clone()
-    }
-
-    /// Bounds on what a peer may make siplb buffer or index (the transports frame
-    /// streams with them).
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Where `relay` routes send: with the destination table, the only places new
     /// calls go.
     pub(crate) fn relay_targets(&self) -> impl Iterator<Item = &Peer> + '_ {
         self.routes.iter().filter_map(|r| match &r.action {
             RouteAction::CountAndRelay { relay, .. } | RouteAction::Relay(relay) => Some(relay),
             _ => None,
-        })
-    }
-
-    /// Compiles a validated configuration; fails only on what validation cannot see
-    /// (a relay target that is not an IP address).
-    pub fn from_config(config: &Config) -> Result<Settings, SettingsError> {
-        let mut routes = Vec::new();
-        for (i, route) in config.routes().enumerate() {
-            let route_no = i + 1;
-            let resources = |key: &'static str, list: &str| {
-                ResourceRequest::parse(list).map_err(|source| SettingsError::Resources {
-                    route: route_no,
-                    key,
-                    source,
-                })
-            };
-            let relay_peer = |relay: &str| {
-                peer_of_uri_text(relay).map_err(|source| SettingsError::Relay {
-                    route: route_no,
-                    source,
-                })
-            };
-            let action = match route.action() {
-                Some(Action::Balance(b)) => RouteAction::Balance {
-                    group: b.group,
-                    request: resources("balance.resources", &b.resources)?,
-                    flags: b.flags.parse().map_err(|source| SettingsError::Flags {
-                        route: route_no,
-                        source,
-                    })?,
-                },
-                Some(Action::CountAndRelay { count, relay }) => RouteAction::CountAndRelay {
-                    group: count.group,
-                    request: resources("count.resources", &count.resources)?,
-                    relay: relay_peer(relay)?,
-                },
-                Some(Action::Relay(relay)) => RouteAction::Relay(relay_peer(relay)?),
-                Some(Action::Reply(r)) => RouteAction::Reply {
-                    code: r.code,
-                    reason: r.reason.clone(),
-                },
-                None => return Err(SettingsError::NoAction { route: route_no }),
-            };
-            routes.push(CompiledRoute {
-                matcher: route.matcher.clone(),
-                action,
-            });
-        }
-        let t = &config.transaction;
-        let timers = Timers {
-            t2: t.t2,
-            t4: t.t4,
-            invite_timeout: t.invite_timeout,
-            ..Timers::with_t1(t.t1)
-        };
-        Ok(Settings {
-            listen: config
-                .sip
-                .listen
-                .iter()
-                .map(|l| Peer {
-                    transport: l.transport,
-                    addr: l.addr,
-                })
-                .collect(),
-            timers,
-            dialog_timeout: config.dialog.timeout,
-            full_reply: (
-                config.failover.full_reply.code,
-                config.failover.full_reply.reason.clone(),
-            ),
-            min_enabled: usize::try_from(config.failover.min_enabled).unwrap_or(usize::MAX),
-            failures_to_disable: config.failover.failures_to_disable,
-            routes,
-            limits: Limits {
-                max_message_size: config.sip.max_message_size,
-                ..Limits::default()
-            },
-            persist_dialogs: config.dialog.persist,
-            max_calls: config.sip.max_calls,
-            max_transactions: config.sip.max_transactions,
-            probing: Probing {
-                interval: config.probing.interval,
-                method: config.probing.method.clone(),
-                from: config.probing.from.clone(),
-                reply_codes: config.probing.reply_codes.clone(),
-                timeout: config.probing.timeout,
-                failures_to_disable: config.probing.failures_to_disable,
-                successes_to_enable: config.probing.successes_to_enable,
-            },
         })
     }
 }

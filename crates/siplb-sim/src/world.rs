@@ -11,7 +11,7 @@ use bytes::Bytes;
 use siplb_balance::{Balancer, DestinationRow};
 use siplb_config::Config;
 use siplb_proxy::{
-    ChangeSource, CoreEvent, DialogChange, Incoming, Peer, Proxy, Settings, Transmit, Transport,
+    ChangeSource, CoreEvent, DialogChange, Incoming, Peer, Proxy, Transmit, Transport,
 };
 use siplb_sip::{Frame, Limits, Message, StreamDecoder};
 
@@ -292,10 +292,7 @@ impl World {
             Ok(c) => c,
             Err(e) => unreachable_config(&e.to_string()),
         };
-        let settings = match Settings::from_config(&config) {
-            Ok(s) => s,
-            Err(e) => unreachable_config(&e.to_string()),
-        };
+        let settings = config.settings();
         let balancer = Arc::new(Balancer::new());
         balancer.reload(table(0));
         let proxy = Proxy::with_seed(settings, Arc::clone(&balancer), script.seed);

@@ -17,7 +17,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(config: Config) -> Result<Plan, String> {
-        let settings = Settings::from_config(&config).map_err(|e| e.to_string())?;
+        let settings = config.settings();
         TableName::new(&config.database.table).map_err(|e| format!("database.table: {e}"))?;
         Backend::from_url(&config.database.url).map_err(|e| format!("database.url: {e}"))?;
         let dialog_table =

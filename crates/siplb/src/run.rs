@@ -271,12 +271,12 @@ pub fn start_core(
     links: CoreLinks,
     stop: watch::Receiver<bool>,
 ) -> Result<siplb_net::Core, String> {
-    let bound = Bound::bind(&settings.listeners()).map_err(|e| format!("cannot listen on {e}"))?;
+    let bound = Bound::bind(&settings.listen).map_err(|e| format!("cannot listen on {e}"))?;
     for e in bound.local_endpoints() {
         info!("listening on {e}");
     }
     let options = siplb_net::Options {
-        limits: settings.limits(),
+        limits: settings.limits,
         tcp,
         drain,
         status_changes: links.status_changes,

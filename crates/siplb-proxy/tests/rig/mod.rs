@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplb_balance::{Balancer, DestinationRow};
 use siplb_config::Config;
-use siplb_proxy::{Incoming, Peer, Proxy, Settings, Transmit};
+use siplb_proxy::{Incoming, Peer, Proxy, Transmit};
 use siplb_sip::Message;
 
 pub const LB: &str = "127.0.0.1:5060";
@@ -45,10 +45,7 @@ impl Rig {
             .map(|&(id, uri, res)| DestinationRow::new(id, 1, uri, res))
             .collect();
         assert!(balancer.reload(rows).is_empty());
-        let proxy = Proxy::new(
-            Settings::from_config(&config).unwrap(),
-            Arc::clone(&balancer),
-        );
+        let proxy = Proxy::new(config.settings(), Arc::clone(&balancer));
         Rig {
             proxy,
             balancer,
