@@ -140,7 +140,8 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
     })
 }
 
-/// [`peer_of_uri`] of a URI written out, as in a route's `relay`.
+/// The peer a SIP URI written out designates (as a route's `relay`): its IP literal
+/// and port (5060 by default) over its `transport` (UDP by default).
 pub fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
     let uri = Uri::parse(text).map_err(|_| TargetError::Uri)?;
     peer_of_uri(&uri)
