@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -29,6 +29,9 @@ pub struct Balancer {
     /// Two concurrent reloads would each carry state over from the same old table, and the
     /// second swap would drop what the first carried.
     reload: Mutex<()>,
+    /// Set by `lb_drain` so that [`Balancer::newly_drained`] scans the table only while
+    /// a drain may be waiting for its last call.
+    drains: AtomicBool,
 }
 
 impl Default for Balancer {
@@ -47,6 +50,7 @@ impl Balancer {
         Self {
             table: ArcSwap::from_pointee(Table::default()),
             reload: Mutex::new(()),
+            drains: AtomicBool::new(false),
         }
     }
 
@@ -161,14 +165,16 @@ impl Balancer {
                 return FailoverDisable::KeptByFloor;
             };
             // Under the group lock so that two failovers at once cannot both see one enabled
-            // destination to spare and switch the group off together.
+            // destination to spare and switch the group off together. A draining
+            // destination takes no new calls, so it is none to spare.
             let _serialized = group.lock.lock();
-            let enabled = group
+            let others = group
                 .members
                 .iter()
-                .filter(|&&m| table.destinations[m as usize].status.is_enabled())
+                .map(|&m| &table.destinations[m as usize])
+                .filter(|m| m.id != id && m.status.takes_calls())
                 .count();
-            if enabled <= min_enabled {
+            if others < min_enabled {
                 FailoverDisable::KeptByFloor
             } else if d.status.disable() {
                 FailoverDisable::Disabled
@@ -208,6 +214,50 @@ impl Balancer {
         enabled: bool,
     ) -> Result<bool, DestinationNotFound> {
         self.with_destination(id, |_, d| d.status.set_by_operator(enabled))
+    }
+
+    /// Starts draining a destination (`lb_drain`): no new calls, calls up go on and
+    /// count. Returns whether it was not draining already. An operator's
+    /// [`Balancer::set_status_by_operator`] ends the drain; a reload keeps it.
+    pub fn drain(&self, id: u32) -> Result<bool, DestinationNotFound> {
+        let started = self.with_destination(id, |_, d| d.status.start_drain())?;
+        self.drains.store(true, Ordering::SeqCst);
+        Ok(started)
+    }
+
+    /// True, once per drain, when destination `id` is draining and carries no load:
+    /// the caller publishes the `drained` event.
+    pub fn report_drained(&self, id: u32) -> bool {
+        self.with_destination(id, |_, d| is_idle(d) && d.status.report_drained())
+            .unwrap_or(false)
+    }
+
+    /// The draining destinations whose load has reached zero since the last call, each
+    /// reported once. Cheap while nothing drains (one atomic read).
+    pub fn newly_drained(&self) -> Vec<u32> {
+        // A plain read first: this runs after every input of the core, and a swap
+        // would write the shared line each time.
+        if !self.drains.load(Ordering::Relaxed) || !self.drains.swap(false, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let table = self.table.load();
+        let mut drained = Vec::new();
+        let mut waiting = false;
+        for d in table
+            .destinations
+            .iter()
+            .filter(|d| d.status.drain_pending())
+        {
+            if is_idle(d) && d.status.report_drained() {
+                drained.push(d.id);
+            } else {
+                waiting = true;
+            }
+        }
+        if waiting {
+            self.drains.store(true, Ordering::SeqCst);
+        }
+        drained
     }
 
     /// A destination's current state (`lb_status id`).
@@ -267,6 +317,11 @@ impl Balancer {
         let destination = table.destination(id).ok_or(DestinationNotFound { id })?;
         attach(destination, request)
     }
+}
+
+/// No call holds any of the destination's resources.
+fn is_idle(d: &Destination) -> bool {
+    d.slots.iter().all(|s| s.load() == 0)
 }
 
 fn attach(

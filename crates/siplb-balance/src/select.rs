@@ -168,7 +168,7 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     for &member in &*group.members {
         let index = member as usize;
         let destination = &*table.destinations[index];
-        if !destination.status.is_enabled() || tried.contains(&destination.id) {
+        if !destination.status.takes_calls() || tried.contains(&destination.id) {
             continue;
         }
         let Some(availability) = bottleneck::<M>(destination, request) else {

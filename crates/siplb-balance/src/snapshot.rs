@@ -22,6 +22,8 @@ pub struct DestinationSnapshot {
     pub enabled: bool,
     /// Probing may re-enable it.
     pub auto_reenable: bool,
+    /// Drained by the operator: enabled, but no new calls.
+    pub draining: bool,
     /// Per resource, in the row's written order.
     pub resources: Vec<ResourceSnapshot>,
     /// The row's `attrs`.
@@ -69,6 +71,7 @@ impl DestinationSnapshot {
         let DestinationStatus {
             enabled,
             auto_reenable,
+            draining,
         } = d.status.get();
         let (last_probe, probe_rtt) = d.status.probe().get();
         Self {
@@ -79,6 +82,7 @@ impl DestinationSnapshot {
             group: d.group,
             enabled,
             auto_reenable,
+            draining,
             resources: d
                 .slots
                 .iter()

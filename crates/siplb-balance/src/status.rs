@@ -3,12 +3,18 @@
 //! Two bits, as in the reference: *disabled* keeps new calls away, *no re-enable* (set only by
 //! the operator) stops probing from bringing the destination back. Operator-disabled implies
 //! disabled, because only the operator sets the second bit and it sets both together.
+//!
+//! Two more for a drain (SPEC section 8): *draining* keeps new calls away while the
+//! destination stays enabled (probes and failover leave it alone), and *drain reported*
+//! makes the `drained` event fire once. An operator's `lb_status` clears both.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 const DISABLED: u8 = 1;
 const NO_REENABLE: u8 = 2;
+const DRAINING: u8 = 4;
+const DRAIN_REPORTED: u8 = 8;
 
 // Relaxed is enough throughout: the status guards no other data, and a selection racing a
 // status change may see either state, which no ordering could prevent anyway.
@@ -50,12 +56,40 @@ impl StatusCell {
         self.0.load(Ordering::Relaxed) & DISABLED == 0
     }
 
+    /// Enabled and not draining: a candidate for new calls.
+    pub(crate) fn takes_calls(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & (DISABLED | DRAINING) == 0
+    }
+
     pub(crate) fn get(&self) -> DestinationStatus {
         let bits = self.0.load(Ordering::Relaxed);
         DestinationStatus {
             enabled: bits & DISABLED == 0,
             auto_reenable: bits & NO_REENABLE == 0,
+            draining: bits & DRAINING != 0,
         }
+    }
+
+    /// Starts a drain (`lb_drain`); true when it was not draining already.
+    pub(crate) fn start_drain(&self) -> bool {
+        let before = self.0.fetch_or(DRAINING, Ordering::Relaxed);
+        before & DRAINING == 0
+    }
+
+    /// True once per drain, the first time it is asked while draining: the caller has
+    /// seen the load at zero and reports the destination drained.
+    pub(crate) fn report_drained(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                (bits & DRAINING != 0 && bits & DRAIN_REPORTED == 0)
+                    .then_some(bits | DRAIN_REPORTED)
+            })
+            .is_ok()
+    }
+
+    /// Draining and not reported drained yet.
+    pub(crate) fn drain_pending(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & (DRAINING | DRAIN_REPORTED) == DRAINING
     }
 
     /// Script-, failover- or probe-style disable: probing may bring it back.
@@ -84,6 +118,8 @@ pub struct DestinationStatus {
     pub enabled: bool,
     /// Probing may re-enable it (off only after an operator disable).
     pub auto_reenable: bool,
+    /// Drained by the operator: no new calls, calls up go on (`lb_drain`).
+    pub draining: bool,
 }
 
 /// What a failover disable did.
@@ -113,6 +149,7 @@ mod tests {
         DestinationStatus {
             enabled,
             auto_reenable,
+            draining: false,
         }
     }
 
@@ -140,6 +177,31 @@ mod tests {
         assert!(s.set_by_operator(true));
         assert!(!s.set_by_operator(true));
         assert_eq!(s.get(), status(true, true));
+    }
+
+    #[test]
+    fn a_drain_keeps_calls_away_reports_once_and_ends_with_lb_status() {
+        let s = StatusCell::default();
+        assert!(!s.report_drained(), "not draining");
+        assert!(s.start_drain());
+        assert!(!s.start_drain());
+        assert!(!s.takes_calls());
+        assert!(s.is_enabled());
+        assert!(s.get().draining && s.get().enabled);
+        assert!(s.drain_pending());
+        // Failover and probes do not end it.
+        assert!(s.disable());
+        assert!(s.enable_by_probe());
+        assert!(!s.takes_calls());
+        assert!(s.report_drained());
+        assert!(!s.report_drained(), "once per drain");
+        assert!(!s.drain_pending());
+        assert!(s.set_by_operator(true), "lb_status ID 1 ends the drain");
+        assert!(s.takes_calls());
+        assert_eq!(s.get(), status(true, true));
+        // A new drain reports again.
+        assert!(s.start_drain());
+        assert!(s.report_drained());
     }
 
     #[test]

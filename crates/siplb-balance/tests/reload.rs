@@ -71,7 +71,8 @@ fn observed_reload_keeps_loads_and_states_and_drops_resizes() {
         b.status(4),
         Ok(DestinationStatus {
             enabled: false,
-            auto_reenable: false
+            auto_reenable: false,
+            draining: false,
         })
     );
     drop(calls);
@@ -87,7 +88,8 @@ fn failover_disabled_state_carries_over_too() {
         b.status(2),
         Ok(DestinationStatus {
             enabled: false,
-            auto_reenable: true
+            auto_reenable: true,
+            draining: false,
         })
     );
     // Still the same status: a probe now re-enables the destination of the new table.

@@ -148,6 +148,7 @@ fn status_transitions_report_changes() {
     let on = DestinationStatus {
         enabled: true,
         auto_reenable: true,
+        draining: false,
     };
     assert_eq!(b.status(1), Ok(on));
     assert_eq!(b.disable_by_failover(1, 0), Ok(FailoverDisable::Disabled));
@@ -159,7 +160,8 @@ fn status_transitions_report_changes() {
         b.status(1),
         Ok(DestinationStatus {
             enabled: false,
-            auto_reenable: true
+            auto_reenable: true,
+            draining: false,
         })
     );
     assert_eq!(b.enable_by_probe(1), Ok(true));

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use crate::params::{self, Recipe};
 use crate::rpc::{self, Request, RpcError};
-use crate::state::{CallInfo, MiState};
+use crate::state::{CallInfo, MiState, OperatorChange};
 
 /// The largest capacity `lb_resize` takes: ten million concurrent calls is beyond any
 /// single box, so anything above is a typo or a wrapped negative.
@@ -20,6 +20,7 @@ enum Method {
     Resize,
     List,
     Status,
+    Drain,
     Calls,
     EndCall,
     Which,
@@ -35,12 +36,14 @@ const METHODS: &[(&str, Method)] = &[
     ("lb_resize", Method::Resize),
     ("lb_list", Method::List),
     ("lb_status", Method::Status),
+    ("lb_drain", Method::Drain),
     ("lb_calls", Method::Calls),
     ("lb_end_call", Method::EndCall),
     ("load_balancer:reload", Method::Reload),
     ("load_balancer:resize", Method::Resize),
     ("load_balancer:list", Method::List),
     ("load_balancer:status", Method::Status),
+    ("load_balancer:drain", Method::Drain),
     ("load_balancer:calls", Method::Calls),
     ("which", Method::Which),
     ("version", Method::Version),
@@ -62,6 +65,7 @@ impl Method {
             Self::Reload | Self::List | Self::Version | Self::Uptime => &[&[]],
             Self::Resize => &[&["destination_id", "res_name", "new_capacity"]],
             Self::Status => &[&["destination_id"], &["destination_id", "new_status"]],
+            Self::Drain => &[&["destination_id"]],
             Self::Calls => &[&[], &["destination_id"]],
             Self::EndCall => &[&["callid"]],
             Self::Which => &[&[], &["command"]],
@@ -119,6 +123,9 @@ struct ListedDestination<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     attrs: Option<&'a str>,
     probe_mode: i32,
+    /// Present while `lb_drain` holds new calls away.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    draining: bool,
     /// Status code of the last probe reply (408: none came); absent until probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_probe: Option<u16>,
@@ -189,6 +196,7 @@ fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
                 .collect(),
             attrs: non_empty(d.attrs.as_deref()),
             probe_mode: d.probe_mode,
+            draining: d.draining,
             last_probe: d.last_probe,
             probe_rtt_ms: d.probe_rtt.map(|t| (t.as_secs_f64() * 1e6).round() / 1e3),
         })
@@ -221,6 +229,7 @@ impl MiState {
                 let enable = params::int("new_status", status)? != 0;
                 self.status_set(id, enable)
             }
+            (Method::Drain, [id]) => self.drain(destination_id(id)?),
             (Method::Resize, [id, name, capacity]) => {
                 let id = destination_id(id)?;
                 let name = params::string("res_name", name)?;
@@ -296,11 +305,38 @@ impl MiState {
                 "destination {} by the operator",
                 if enable { "enabled" } else { "disabled" }
             );
-            if let Some(listener) = &self.on_status_change {
-                listener(id, enable);
-            }
+            self.tell(
+                id,
+                if enable {
+                    OperatorChange::Enabled
+                } else {
+                    OperatorChange::Disabled
+                },
+            );
         }
         Ok(OK.to_owned())
+    }
+
+    fn drain(&self, id: u32) -> Result<String, RpcError> {
+        let started = self
+            .balancer
+            .drain(id)
+            .map_err(|_| destination_not_found())?;
+        if started {
+            info!(destination = id, "destination draining by the operator");
+        }
+        // With no call up there is nothing to wait for; otherwise the core reports it
+        // when the last call ends.
+        if self.balancer.report_drained(id) {
+            self.tell(id, OperatorChange::Drained);
+        }
+        Ok(OK.to_owned())
+    }
+
+    fn tell(&self, id: u32, change: OperatorChange) {
+        if let Some(listener) = &self.on_status_change {
+            listener(id, change);
+        }
     }
 
     fn resize(&self, id: u32, name: &str, capacity: u32) -> Result<String, RpcError> {
@@ -585,6 +621,66 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"lb_status","params":[4,-1],"id":1}"#,
         );
         assert!(s.balancer.status(4).unwrap().enabled);
+    }
+
+    #[test]
+    fn lb_drain_keeps_new_calls_away_shows_in_lb_list_and_reports_an_idle_destination_at_once() {
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = state().with_status_listener({
+            let told = Arc::clone(&told);
+            Arc::new(move |id, change| told.lock().unwrap().push((id, change)))
+        });
+        let held = s
+            .balancer
+            .restore(2, &siplb_balance::ResourceRequest::parse("vm").unwrap())
+            .unwrap();
+        assert_eq!(
+            call(
+                &s,
+                r#"{"jsonrpc":"2.0","method":"lb_drain","params":[2],"id":1}"#
+            ),
+            r#"{"jsonrpc":"2.0","result":"OK","id":1}"#
+        );
+        assert!(s.balancer.status(2).unwrap().draining);
+        assert!(
+            told.lock().unwrap().is_empty(),
+            "a call is up: not drained yet"
+        );
+        let list = call(&s, r#"{"jsonrpc":"2.0","method":"lb_list","id":2}"#);
+        assert!(
+            list.contains(
+                r#""Resources":[{"name":"vm","max":100,"load":1}],"probe_mode":0,"draining":true}"#
+            ),
+            "{list}"
+        );
+        assert_eq!(list.matches("draining").count(), 1, "{list}");
+        drop(held);
+
+        assert_eq!(
+            call(
+                &s,
+                r#"{"jsonrpc":"2.0","method":"load_balancer:drain","params":{"destination_id":3},"id":3}"#
+            ),
+            r#"{"jsonrpc":"2.0","result":"OK","id":3}"#
+        );
+        assert_eq!(*told.lock().unwrap(), [(3, OperatorChange::Drained)]);
+        assert_eq!(
+            call(
+                &s,
+                r#"{"jsonrpc":"2.0","method":"lb_drain","params":[99],"id":4}"#
+            ),
+            r#"{"jsonrpc":"2.0","error":{"code":404,"message":"Destination ID not found"},"id":4}"#
+        );
+        // lb_status ID 1 ends a drain.
+        call(
+            &s,
+            r#"{"jsonrpc":"2.0","method":"lb_status","params":[3,1],"id":5}"#,
+        );
+        assert!(!s.balancer.status(3).unwrap().draining);
+        assert_eq!(
+            told.lock().unwrap().last(),
+            Some(&(3, OperatorChange::Enabled))
+        );
     }
 
     #[test]

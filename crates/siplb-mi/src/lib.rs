@@ -20,6 +20,7 @@
 //! | `lb_list` (`load_balancer:list`) | none | `{"Destinations":[{"uri","id","group","enabled","auto-reenable","Resources":[{"name","max","load"}],"attrs"?,"probe_mode"}]}` |
 //! | `lb_status` (`load_balancer:status`) | `destination_id` | `{"enable":"yes"/"no","attrs"?}` |
 //! | `lb_status` | `destination_id`, `new_status` | `"OK"`: 0 disables (auto-reenable off), anything else enables |
+//! | `lb_drain` (`load_balancer:drain`) | `destination_id` | `"OK"`: no new calls, calls up go on; `lb_list` adds `"draining":true`; `lb_status` ends it |
 //! | `lb_resize` (`load_balancer:resize`) | `destination_id`, `res_name`, `new_capacity` | `"OK"`; capacity in `0..=u32::MAX` |
 //! | `lb_reload` (`load_balancer:reload`) | none | `"OK"`, or `500 Failed to reload` with the old table kept |
 //! | `lb_calls` (`load_balancer:calls`) | none, or `destination_id` | `{"Calls":[{"callid","destination_id","uri","resources","state","age"}]}` |
@@ -82,5 +83,6 @@ pub use dispatch::method_names;
 pub use exposition::{Exposition, Kind, METRICS_CONTENT_TYPE};
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
 pub use state::{
-    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader, StatusListener,
+    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, OperatorChange, Reloader,
+    StatusListener,
 };

@@ -33,6 +33,27 @@ fn per_resource(
     }
 }
 
+fn per_destination(
+    e: &mut Exposition,
+    snapshot: &[DestinationSnapshot],
+    name: &str,
+    help: &str,
+    value: impl Fn(&DestinationSnapshot) -> bool,
+) {
+    e.family(name, Kind::Gauge, help);
+    for d in snapshot {
+        e.sample(
+            name,
+            &[
+                ("id", &d.id.to_string()),
+                ("group", &d.group.to_string()),
+                ("uri", &d.uri),
+            ],
+            u8::from(value(d)),
+        );
+    }
+}
+
 /// The balancer's part of `/metrics`, then `extra` as given.
 pub(crate) fn render(
     snapshot: &[DestinationSnapshot],
@@ -55,22 +76,20 @@ pub(crate) fn render(
         "Current capacity of the resource on the destination.",
         |r| r.max,
     );
-    e.family(
+    per_destination(
+        &mut e,
+        snapshot,
         "siplb_destination_enabled",
-        Kind::Gauge,
         "1 if the destination takes new calls, 0 if disabled.",
+        |d| d.enabled,
     );
-    for d in snapshot {
-        e.sample(
-            "siplb_destination_enabled",
-            &[
-                ("id", &d.id.to_string()),
-                ("group", &d.group.to_string()),
-                ("uri", &d.uri),
-            ],
-            u8::from(d.enabled),
-        );
-    }
+    per_destination(
+        &mut e,
+        snapshot,
+        "siplb_destination_draining",
+        "1 while lb_drain keeps new calls away from the destination.",
+        |d| d.draining,
+    );
     e.single(
         "siplb_uptime_seconds",
         Kind::Gauge,

@@ -33,8 +33,17 @@ where
     }
 }
 
-/// Told of each status change an operator makes: (destination id, enabled).
-pub type StatusListener = Arc<dyn Fn(u32, bool) + Send + Sync>;
+/// What an operator's command did to a destination, for the status events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorChange {
+    Enabled,
+    Disabled,
+    /// `lb_drain` on a destination that carried no call: drained at once.
+    Drained,
+}
+
+/// Told of each status change an operator makes.
+pub type StatusListener = Arc<dyn Fn(u32, OperatorChange) + Send + Sync>;
 
 /// One call up, as `lb_calls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -186,8 +195,8 @@ impl MiState {
         self
     }
 
-    /// Called with (destination id, enabled) after each change an operator makes with
-    /// `lb_status`, so the change can be published like the core's.
+    /// Called with the destination id and what changed after each change an operator
+    /// makes with `lb_status` or `lb_drain`, so it can be published like the core's.
     #[must_use]
     pub fn with_status_listener(mut self, listener: StatusListener) -> Self {
         self.on_status_change = Some(listener);

@@ -8,7 +8,7 @@ use crate::persist::DialogChange;
 /// [`crate::Proxy`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoreEvent {
-    /// A destination was disabled or enabled by failover or probing.
+    /// A destination was disabled or enabled by failover or probing, or drained.
     Status(StatusChange),
     /// A call that holds load was answered or ended (with `[dialog] persist`).
     Dialog(DialogChange),
@@ -34,13 +34,42 @@ impl fmt::Display for ChangeSource {
     }
 }
 
-/// One destination went from enabled to disabled or back.
+/// What a destination became.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewStatus {
+    Enabled,
+    Disabled,
+    /// Draining, and its last call has ended (SPEC section 8).
+    Drained,
+}
+
+impl NewStatus {
+    pub fn enabled(enabled: bool) -> NewStatus {
+        if enabled {
+            NewStatus::Enabled
+        } else {
+            NewStatus::Disabled
+        }
+    }
+}
+
+impl fmt::Display for NewStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NewStatus::Enabled => "enabled",
+            NewStatus::Disabled => "disabled",
+            NewStatus::Drained => "drained",
+        })
+    }
+}
+
+/// One destination went from enabled to disabled or back, or finished draining.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusChange {
     pub id: u32,
     pub group: u32,
     pub uri: String,
-    pub enabled: bool,
+    pub status: NewStatus,
     pub source: ChangeSource,
     pub reason: String,
 }

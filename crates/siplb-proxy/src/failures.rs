@@ -7,7 +7,7 @@ use std::fmt;
 use tracing::{debug, info};
 
 use crate::addr::TargetError;
-use crate::events::{ChangeSource, StatusChange};
+use crate::events::{ChangeSource, NewStatus, StatusChange};
 use crate::proxy::Proxy;
 
 /// Why a destination is blamed for a call; its text is the reason of the status
@@ -53,7 +53,12 @@ impl Proxy {
             .disable_by_failover(id, self.settings.min_enabled)
         {
             Ok(outcome) if outcome.changed() => {
-                self.status_changed(id, false, ChangeSource::Failover, fault.to_string());
+                self.status_changed(
+                    id,
+                    NewStatus::Disabled,
+                    ChangeSource::Failover,
+                    fault.to_string(),
+                );
             }
             Ok(siplb_balance::FailoverDisable::KeptByFloor) => {
                 info!(
@@ -76,7 +81,7 @@ impl Proxy {
     pub(crate) fn status_changed(
         &mut self,
         id: u32,
-        enabled: bool,
+        status: NewStatus,
         source: ChangeSource,
         reason: String,
     ) {
@@ -89,24 +94,35 @@ impl Proxy {
             destination = id,
             group,
             uri,
-            old = if enabled { "disabled" } else { "enabled" },
-            new = if enabled { "enabled" } else { "disabled" },
+            new = %status,
             %source,
             reason,
             "destination status changed"
         );
-        if enabled {
-            self.stats.destinations_enabled += 1;
-        } else {
-            self.stats.destinations_disabled += 1;
+        match status {
+            NewStatus::Enabled => self.stats.destinations_enabled += 1,
+            NewStatus::Disabled => self.stats.destinations_disabled += 1,
+            NewStatus::Drained => self.stats.destinations_drained += 1,
         }
         self.status_event(StatusChange {
             id,
             group,
             uri,
-            enabled,
+            status,
             source,
             reason,
         });
+    }
+
+    /// Publishes each draining destination whose last call has just ended.
+    pub(crate) fn report_drains(&mut self) {
+        for id in self.balancer.newly_drained() {
+            self.status_changed(
+                id,
+                NewStatus::Drained,
+                ChangeSource::Operator,
+                "its last call ended".to_owned(),
+            );
+        }
     }
 }

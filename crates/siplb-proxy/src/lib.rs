@@ -42,7 +42,7 @@ mod tokens;
 mod transactions;
 
 pub use addr::{Peer, PeerSyntaxError, TargetError, Transport, peer_of_uri_text};
-pub use events::{ChangeSource, CoreEvent, StatusChange};
+pub use events::{ChangeSource, CoreEvent, NewStatus, StatusChange};
 pub use lifecycle::CallSummary;
 pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;

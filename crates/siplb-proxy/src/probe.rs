@@ -12,7 +12,7 @@ use tracing::debug;
 
 use crate::addr::peer_of_uri_text;
 use crate::agenda::Due;
-use crate::events::ChangeSource;
+use crate::events::{ChangeSource, NewStatus};
 use crate::proxy::Proxy;
 use crate::transactions::ClientRole;
 
@@ -187,7 +187,7 @@ impl Proxy {
             if self.balancer.enable_by_probe(id).unwrap_or(false) {
                 self.status_changed(
                     id,
-                    true,
+                    NewStatus::Enabled,
                     ChangeSource::Probe,
                     format!("{status} reply to probe"),
                 );
@@ -203,7 +203,7 @@ impl Proxy {
             } else {
                 format!("{status} reply to probe")
             };
-            self.status_changed(id, false, ChangeSource::Probe, reason);
+            self.status_changed(id, NewStatus::Disabled, ChangeSource::Probe, reason);
         }
     }
 }

@@ -324,6 +324,7 @@ impl Proxy {
                 Work::Call { call, input } => self.call_input(now, call, input),
             }
         }
+        self.report_drains();
     }
 
     /// Hands an input to a call, then carries out what it asked for.

@@ -7,6 +7,8 @@ pub struct Stats {
     pub failovers: u64,
     pub destinations_disabled: u64,
     pub destinations_enabled: u64,
+    /// Drains that ended (their last call did).
+    pub destinations_drained: u64,
     pub probes_sent: u64,
     pub probe_successes: u64,
     pub probe_failures: u64,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use siplb_balance::{Balancer, DestinationRow};
 use siplb_config::Config;
 use siplb_proxy::{
-    ChangeSource, CoreEvent, DialogChange, Incoming, Peer, Proxy, Transmit, Transport,
+    ChangeSource, CoreEvent, DialogChange, Incoming, NewStatus, Peer, Proxy, Transmit, Transport,
 };
 use siplb_sip::{Frame, Limits, Message, StreamDecoder};
 
@@ -854,17 +854,10 @@ impl World {
                 self.now,
                 format!(
                     "status: destination {} {} by {} ({})",
-                    change.id,
-                    if change.enabled {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    },
-                    change.source,
-                    change.reason
+                    change.id, change.status, change.source, change.reason
                 ),
             );
-            if !change.enabled
+            if change.status == NewStatus::Disabled
                 && matches!(change.source, ChangeSource::Failover | ChangeSource::Probe)
             {
                 self.report.disabled += 1;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use siplb::{out, plan, run};
+use siplb::{ctl, out, plan, run};
 use siplb_config::{Action, Config};
 
 /// jemalloc rather than glibc's allocator, measured with `bench/compare`: the SIP core
@@ -51,7 +51,14 @@ enum Command {
         /// Print the result on one line.
         #[arg(long)]
         compact: bool,
-        /// Method, e.g. lb_list, lb_status, lb_resize, lb_reload, lb_calls, which.
+        /// With `lb_drain`: return once the destination carries no call, or fail (exit
+        /// 1) with the load left when `--wait-timeout` runs out.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits, e.g. `90s`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        wait_timeout: std::time::Duration,
+        /// Method, e.g. lb_list, lb_status, lb_drain, lb_resize, lb_reload, lb_calls, which.
         method: String,
         /// Parameters: all `name=value`, or all positional.
         params: Vec<String>,
@@ -131,6 +138,8 @@ fn main() -> ExitCode {
             url,
             token,
             compact,
+            wait,
+            wait_timeout,
             method,
             params,
         } => {
@@ -139,7 +148,25 @@ fn main() -> ExitCode {
                     .ok()
                     .filter(|t| !t.is_empty())
             });
-            run::ctl(&url, token.as_deref(), &method, &params, compact)
+            let ctl = ctl::Ctl {
+                url: &url,
+                token: token.as_deref(),
+                compact,
+            };
+            if wait {
+                return match ctl.drain_and_wait(&method, &params, wait_timeout) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(ctl::WaitError::Usage(e)) => {
+                        eprintln!("siplb: {e}");
+                        ExitCode::from(2)
+                    }
+                    Err(ctl::WaitError::NotDrained(e)) => {
+                        eprintln!("siplb: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+            }
+            ctl.call(&method, &params)
         }
         Command::Db {
             command:

@@ -117,11 +117,12 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
     .by_label(
         "siplb_status_changes_total",
         Kind::Counter,
-        "Destination status changes made by failover and probes.",
+        "Destination status changes made by failover and probes, and drains ended.",
         "to",
         &[
             ("disabled", s.destinations_disabled),
             ("enabled", s.destinations_enabled),
+            ("drained", s.destinations_drained),
         ],
     )
     .by_label(

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::plan::Plan;
 use crate::{journal, metrics, persist, webhook};
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("siplb")
@@ -31,25 +31,6 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-pub fn ctl(
-    url: &str,
-    token: Option<&str>,
-    method: &str,
-    params: &[String],
-    compact: bool,
-) -> Result<(), String> {
-    let result = runtime()?
-        .block_on(siplb_mi::call_with_token(url, method, params, token))
-        .map_err(|e| e.to_string())?;
-    let text = if compact {
-        serde_json::to_string(&result)
-    } else {
-        serde_json::to_string_pretty(&result)
-    }
-    .map_err(|e| e.to_string())?;
-    crate::out(&text)
 }
 
 pub fn db_init(url: &str, table: &str, examples: bool) -> Result<(), String> {
@@ -324,15 +305,22 @@ fn management_state(
     };
     let listener = {
         let (balancer, events) = (Arc::clone(balancer), events.clone());
-        move |id: u32, enabled: bool| {
+        move |id: u32, change: siplb_mi::OperatorChange| {
+            use siplb_mi::OperatorChange as Op;
+            use siplb_proxy::NewStatus;
+            let (status, reason) = match change {
+                Op::Enabled => (NewStatus::Enabled, "lb_status"),
+                Op::Disabled => (NewStatus::Disabled, "lb_status"),
+                Op::Drained => (NewStatus::Drained, "lb_drain, no call up"),
+            };
             if let Some(d) = balancer.destination(id) {
                 let _ = events.send(siplb_proxy::StatusChange {
                     id,
                     group: d.group,
                     uri: d.uri.to_string(),
-                    enabled,
+                    status,
                     source: siplb_proxy::ChangeSource::Operator,
-                    reason: "lb_status".to_owned(),
+                    reason: reason.to_owned(),
                 });
             }
         }

@@ -13,7 +13,7 @@ pub(crate) fn event_line(change: &StatusChange) -> String {
         "event": "E_LOAD_BALANCER_STATUS",
         "group": change.group,
         "uri": change.uri,
-        "status": if change.enabled { "enabled" } else { "disabled" },
+        "status": change.status.to_string(),
         "id": change.id,
         "source": change.source.to_string(),
         "reason": change.reason,
@@ -41,7 +41,7 @@ mod tests {
             id: 2,
             group: 1,
             uri: "sip:127.0.0.1:5072".into(),
-            enabled: false,
+            status: siplb_proxy::NewStatus::Disabled,
             source: siplb_proxy::ChangeSource::Probe,
             reason: "no reply to \"probe\"\n".into(),
         };

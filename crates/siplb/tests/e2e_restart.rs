@@ -17,32 +17,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until};
-
-/// Creates `table` with `siplb db init` and one unprobed destination per row (ids from
-/// 1, group 1, port 5060).
-fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
-    let init = Command::new(env!("CARGO_BIN_EXE_siplb"))
-        .args(["db", "init", "--database", url, "--table", table])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let inserts: Vec<String> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (host, resources))| {
-            format!(
-                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES ({}, 1, 'sip:{host}:5060', '{resources}', 0)",
-                i + 1
-            )
-        })
-        .collect();
-    sql(url, &inserts.iter().map(String::as_str).collect::<Vec<_>>());
-}
+use harness::{
+    Node, destination_table, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until,
+};
 
 fn loads(mi: &str) -> Vec<u64> {
     let rt = tokio::runtime::Builder::new_current_thread()

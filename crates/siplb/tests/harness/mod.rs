@@ -420,29 +420,9 @@ pub fn binary_smoke(test: u8) {
         String::from_utf8_lossy(&init.stderr)
     );
     let addr = SocketAddr::new(ip(test, 1), 5060);
-    // A webhook receiver: the status events siplb publishes arrive here.
-    let webhook = std::net::TcpListener::bind((ip(test, 1), 0)).unwrap();
-    let webhook_addr = webhook.local_addr().unwrap();
-    // Two events are expected: the failover's, then the operator's.
-    let events = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut all = Vec::new();
-        for _ in 0..2 {
-            let (mut conn, _) = webhook.accept().unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !String::from_utf8_lossy(&request).contains("}\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
-            all.push(String::from_utf8_lossy(&request).into_owned());
-        }
-        all
-    });
+    // A webhook receiver: the status events siplb publishes arrive here. Two are
+    // expected: the failover's, then the operator's.
+    let (webhook_addr, events) = webhook_receiver(ip(test, 1), 2);
     let mi = format!("http://{}:8888/mi", ip(test, 1));
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
     let config = dir.join("siplb.toml");
@@ -487,19 +467,7 @@ pub fn binary_smoke(test: u8) {
         "{log_text}"
     );
     // The management interface, with the command-line client and over plain HTTP.
-    let ctl = |args: &[&str]| {
-        let out = Command::new(siplb)
-            .args(["ctl", "--compact", "--url", &mi])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let ctl = |args: &[&str]| ctl(&mi, args);
     let list = ctl(&["lb_list"]);
     assert!(
         list.starts_with(r#"{"Destinations":[{"uri":"sip:127.0.0.1:5071","id":1,"group":1,"enabled":"yes","auto-reenable":"on","Resources":[{"name":"vm","max":50,"load":0},{"name":"pstn","max":32,"load":0}]"#),
@@ -642,6 +610,79 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Creates `table` with `siplb db init` and one unprobed destination per row (ids from
+/// 1, group 1, port 5060).
+pub fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
+    let init = Command::new(env!("CARGO_BIN_EXE_siplb"))
+        .args(["db", "init", "--database", url, "--table", table])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let inserts: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (host, resources))| {
+            format!(
+                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES ({}, 1, 'sip:{host}:5060', '{resources}', 0)",
+                i + 1
+            )
+        })
+        .collect();
+    sql(url, &inserts.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// `siplb ctl --compact --url MI ARGS...`, which must succeed: its output, trimmed.
+pub fn ctl(mi: &str, args: &[&str]) -> String {
+    let out = ctl_command(mi, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The `siplb ctl --compact --url MI ARGS...` command, to run or spawn.
+pub fn ctl_command(mi: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_siplb"));
+    command.args(["ctl", "--compact", "--url", mi]).args(args);
+    command
+}
+
+/// A webhook receiver on `host`: answers `204` to each of `count` POSTs and hands back
+/// their whole requests when the thread is joined.
+pub fn webhook_receiver(
+    host: IpAddr,
+    count: usize,
+) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    let webhook = std::net::TcpListener::bind((host, 0)).unwrap();
+    let addr = webhook.local_addr().unwrap();
+    let events = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut all = Vec::new();
+        for _ in 0..count {
+            let (mut conn, _) = webhook.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("}\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+            all.push(String::from_utf8_lossy(&request).into_owned());
+        }
+        all
+    });
+    (addr, events)
 }
 
 /// Runs SQL statements on any of the three databases.

@@ -1,0 +1,64 @@
+//! Operator controls beyond the reference (SPEC section 8), seen from the SIP side.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod rig;
+
+use rig::*;
+use siplb_proxy::{ChangeSource, CoreEvent, NewStatus};
+
+/// Sends a new call and returns the address it was forwarded to, with the request.
+fn route(rig: &mut Rig, call: &str) -> (std::net::SocketAddr, siplb_sip::Message) {
+    rig.feed(CALLER, &invite("VM_1", call));
+    rig.sent()
+        .into_iter()
+        .find(|(_, m)| m.method().is_some_and(|x| x.as_str() == "INVITE"))
+        .unwrap()
+}
+
+fn drained(rig: &mut Rig) -> Vec<u32> {
+    let mut ids = Vec::new();
+    while let Some(e) = rig.proxy.poll_event() {
+        if let CoreEvent::Status(c) = e
+            && c.status == NewStatus::Drained
+        {
+            assert_eq!(c.source, ChangeSource::Operator);
+            ids.push(c.id);
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_drained_destination_keeps_its_call_gets_no_new_one_and_is_reported_when_the_call_ends() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=10"),
+            (2, "sip:127.0.0.12:5060", "vm=5"),
+        ],
+        "",
+    );
+    let (to, fwd) = route(&mut rig, "d1");
+    assert_eq!(to, addr(DST1));
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
+    rig.sent();
+
+    assert!(rig.balancer.drain(1).unwrap());
+    let (to, _) = route(&mut rig, "d2");
+    assert_eq!(to, addr(DST2), "the drained destination had more room");
+    assert_eq!(rig.load(1), 1);
+    assert!(drained(&mut rig).is_empty(), "its call is still up");
+
+    let bye = format!(
+        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-d1bye\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-d1\nTo: <sip:VM_1@127.0.0.1>;tag=b\nCall-ID: d1\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+    );
+    rig.feed(CALLER, &bye);
+    let out = rig.sent();
+    assert_eq!(out[0].0, addr(DST1), "calls up go on where they are");
+    assert_eq!(rig.load(1), 0);
+    assert_eq!(drained(&mut rig), [1]);
+    rig.feed_bytes(DST1, reply(&out[0].1, 200, "OK", "b"));
+    rig.sent();
+    assert!(drained(&mut rig).is_empty(), "reported once");
+    assert_eq!(rig.proxy.stats().destinations_drained, 1);
+}

@@ -1,0 +1,166 @@
+//! Operator controls beyond the reference (SPEC section 8), end to end: siplb as a
+//! process, SIPp callers and destinations, the command-line client and the webhook.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::{
+    Node, ctl, ctl_command, destination_table, http_get, ip, scratch, uac_to, uas_at, wait_until,
+    webhook_receiver,
+};
+
+const ROUTES: &str =
+    "[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n";
+
+/// Destination `id` as `lb_list` shows it.
+fn listed(mi: &str, id: u64) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(&ctl(mi, &["lb_list"])).unwrap();
+    list["Destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+/// `(load of destination 1, load of destination 2)` as `lb_list` shows them.
+fn loads(mi: &str) -> (u64, u64) {
+    let load = |id| listed(mi, id)["Resources"][0]["load"].as_u64().unwrap();
+    (load(1), load(2))
+}
+
+fn draining(mi: &str, id: u64) -> bool {
+    listed(mi, id)["draining"] == true
+}
+
+#[test]
+fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
+    let test = 40;
+    let dir = scratch("controls-drain-40");
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    destination_table(
+        &url,
+        "load_balancer",
+        &[(ip(test, 11), "vm=10"), (ip(test, 12), "vm=5")],
+    );
+    // The operator's lb_status, then the drained destination.
+    let (webhook, events) = webhook_receiver(ip(test, 1), 2);
+    let addr = SocketAddr::new(ip(test, 1), 5060);
+    let mi_listen = SocketAddr::new(ip(test, 1), 8888);
+    let mi = format!("http://{mi_listen}/mi");
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[events]\nwebhook = \"http://{webhook}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
+        ),
+    )
+    .unwrap();
+    let node = Node::start(&config, dir.join("siplb.log"));
+    let _uas = uas_at(&dir, &[ip(test, 11), ip(test, 12)]);
+
+    // Two long calls, both on destination 1 (more room).
+    let long = uac_to(
+        &dir,
+        "long",
+        addr,
+        ip(test, 100),
+        5061,
+        "VM_1",
+        (2, 10, 3000),
+    );
+    wait_until(Duration::from_secs(5), || loads(&mi) == (2, 0));
+
+    let started = Instant::now();
+    let mut wait = ctl_command(&mi, &["lb_drain", "1", "--wait", "--wait-timeout", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(3), || {
+        ctl(&mi, &["lb_list"]).contains(r#""probe_mode":0,"draining":true"#)
+    });
+    // A reload keeps the drain.
+    assert_eq!(ctl(&mi, &["lb_reload"]), r#""OK""#);
+    assert!(draining(&mi, 1));
+
+    // New calls go to destination 2 while the two calls on 1 go on.
+    let new = uac_to(
+        &dir,
+        "new",
+        addr,
+        ip(test, 100),
+        5062,
+        "VM_1",
+        (3, 20, 1500),
+    );
+    wait_until(Duration::from_secs(5), || loads(&mi) == (2, 3));
+    assert!(wait.try_wait().unwrap().is_none(), "calls are still up");
+
+    // A wait that runs out says what is left, with a non-zero exit.
+    let out = ctl_command(&mi, &["lb_drain", "2", "--wait", "--wait-timeout", "300ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not drained") && err.contains("vm=3"), "{err}");
+    // lb_status ID 1 ends that drain.
+    assert!(draining(&mi, 2));
+    assert_eq!(ctl(&mi, &["lb_status", "2", "1"]), r#""OK""#);
+    assert!(!draining(&mi, 2));
+
+    let report = long.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert!(new.finish(Duration::from_secs(20)).success);
+    let out = wait.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "destination 1 drained"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "returned only once the long calls ended"
+    );
+
+    let events = events.join().unwrap();
+    assert!(
+        events[0].contains(r#""status":"enabled","id":2,"source":"operator""#),
+        "{events:?}"
+    );
+    assert!(
+        events[1].contains(r#""status":"drained","id":1,"source":"operator""#),
+        "{events:?}"
+    );
+    let metrics = http_get((ip(test, 1), 8888), "/metrics");
+    assert!(
+        metrics.contains(r#"siplb_status_changes_total{to="drained"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"siplb_destination_draining{{id="1",group="1",uri="sip:{}:5060"}} 1"#,
+            ip(test, 11)
+        )),
+        "{metrics}"
+    );
+    assert!(
+        node.log_text()
+            .contains("destination draining by the operator")
+    );
+}
