@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -11,6 +12,7 @@ use crate::allocation::Allocation;
 use crate::errors::{AttachError, DestinationNotFound, ResizeError};
 use crate::flags::Flags;
 use crate::matching;
+use crate::rate::Clock;
 use crate::resources::ResourceRequest;
 use crate::row::{DestinationRow, RowError};
 use crate::select::{self, Outcome};
@@ -32,6 +34,8 @@ pub struct Balancer {
     /// Set by `lb_drain` so that [`Balancer::newly_drained`] scans the table only while
     /// a drain may be waiting for its last call.
     drains: AtomicBool,
+    /// Now, for the calls-per-second windows.
+    clock: Clock,
 }
 
 impl Default for Balancer {
@@ -51,6 +55,7 @@ impl Balancer {
             table: ArcSwap::from_pointee(Table::default()),
             reload: Mutex::new(()),
             drains: AtomicBool::new(false),
+            clock: Clock::default(),
         }
     }
 
@@ -114,7 +119,22 @@ impl Balancer {
         tried: &[u32],
         tie: &mut T,
     ) -> Outcome {
-        select::select(&self.table.load(), group, request.ids(), flags, tried, tie)
+        select::select(
+            &self.table.load(),
+            group,
+            request.ids(),
+            flags,
+            tried,
+            tie,
+            self.clock.nanos(),
+        )
+    }
+
+    /// Advances the balancer's clock, which the calls-per-second caps (`max_cps`) count
+    /// in. The thread that selects calls it with the instant of each input, so that a
+    /// virtual clock drives the caps in tests and simulations. It never goes back.
+    pub fn tick(&self, now: Instant) {
+        self.clock.set(now);
     }
 
     fn with_destination<R>(

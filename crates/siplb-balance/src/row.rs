@@ -89,6 +89,14 @@ pub enum RowFault {
     /// itself skipped, so which row loads never depends on which ones are valid.
     #[error("duplicate id")]
     DuplicateId,
+    /// The `attrs` column sets `max_cps` to something else than 1 to 100000.
+    #[error("bad attrs {value:?}: {reason}")]
+    Attrs {
+        /// The column as read.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The `dst_uri` column is not a routable SIP URI.
     #[error("bad dst_uri {value:?}: {reason}")]
     Uri {

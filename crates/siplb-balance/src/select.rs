@@ -25,6 +25,9 @@ pub enum Outcome<A = Allocation> {
     NoDestination,
     /// A requested resource is offered by no destination of the whole table.
     UnknownResource,
+    /// Destinations with room exist, but each has taken its `max_cps` calls in the last
+    /// second. Not a failure of any destination.
+    RateLimited,
 }
 
 impl<A> Outcome<A> {
@@ -48,6 +51,7 @@ impl<A> Outcome<A> {
             Self::NoCapacity => Outcome::NoCapacity,
             Self::NoDestination => Outcome::NoDestination,
             Self::UnknownResource => Outcome::UnknownResource,
+            Self::RateLimited => Outcome::RateLimited,
         }
     }
 }
@@ -150,6 +154,7 @@ enum Scan {
     Winner(usize),
     NoCapacity,
     NoDestination,
+    RateLimited,
 }
 
 /// One pass over the group in table order. Must run under the group lock: the loads read here
@@ -161,8 +166,11 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     flags: Flags,
     tried: &[u32],
     tie: &mut T,
+    now: u64,
 ) -> Scan {
     let mut candidates = 0usize;
+    // A destination over its calls-per-second cap that would otherwise have been eligible.
+    let mut capped = false;
     let mut best: Option<(M::Availability, usize)> = None;
     let mut ties: InlineVec<usize, 16> = InlineVec::new();
     for &member in &*group.members {
@@ -176,6 +184,10 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
         };
         candidates += 1;
         if !flags.allow_full && !M::is_positive(availability) {
+            continue;
+        }
+        if destination.rate.as_ref().is_some_and(|w| w.is_full(now)) {
+            capped = true;
             continue;
         }
         match best.map(|(b, _)| availability.cmp(&b)) {
@@ -203,6 +215,7 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
                 Scan::Winner(first)
             }
         }
+        None if capped => Scan::RateLimited,
         None if candidates > 0 => Scan::NoCapacity,
         None => Scan::NoDestination,
     }
@@ -217,6 +230,7 @@ pub(crate) fn select<T: TieBreaker + ?Sized>(
     flags: Flags,
     tried: &[u32],
     tie: &mut T,
+    now: u64,
 ) -> Outcome {
     if !request.iter().all(|&r| table.offers(r)) {
         return Outcome::UnknownResource;
@@ -226,18 +240,24 @@ pub(crate) fn select<T: TieBreaker + ?Sized>(
     };
     let _serialized = group.lock.lock();
     let scanned = if flags.relative {
-        scan::<Relative, T>(table, group, request, flags, tried, tie)
+        scan::<Relative, T>(table, group, request, flags, tried, tie, now)
     } else {
-        scan::<Absolute, T>(table, group, request, flags, tried, tie)
+        scan::<Absolute, T>(table, group, request, flags, tried, tie, now)
     };
     match scanned {
         Scan::Winner(index) => match Allocation::take(&table.destinations[index], request) {
-            Some(allocation) => Outcome::Selected(allocation),
+            Some(allocation) => {
+                if let Some(window) = &table.destinations[index].rate {
+                    window.record(now);
+                }
+                Outcome::Selected(allocation)
+            }
             // The scan only returns destinations that offer every requested resource.
             None => Outcome::NoDestination,
         },
         Scan::NoCapacity => Outcome::NoCapacity,
         Scan::NoDestination => Outcome::NoDestination,
+        Scan::RateLimited => Outcome::RateLimited,
     }
 }
 

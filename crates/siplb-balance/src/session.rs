@@ -66,6 +66,7 @@ impl Session {
             Outcome::NoCapacity => Outcome::NoCapacity,
             Outcome::NoDestination => Outcome::NoDestination,
             Outcome::UnknownResource => Outcome::UnknownResource,
+            Outcome::RateLimited => Outcome::RateLimited,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::rate::{Window, max_cps};
 use crate::resources::{ResourceId, parse_capacities, registry};
 use crate::row::{DestinationRow, RowError, RowFault};
 use crate::status::StatusCell;
@@ -51,6 +52,8 @@ pub(crate) struct Destination {
     pub(crate) attrs: Option<Arc<str>>,
     pub(crate) description: Option<Arc<str>>,
     pub(crate) status: Arc<StatusCell>,
+    /// `max_cps` from `attrs`: the destination's last selections.
+    pub(crate) rate: Option<Arc<Window>>,
     /// In the row's written order, which is also the listing order.
     pub(crate) slots: Box<[Slot]>,
 }
@@ -153,9 +156,27 @@ impl Table {
                 }
             };
 
+            let max_cps = match max_cps(row.attrs.as_deref()) {
+                Ok(m) => m,
+                Err(reason) => {
+                    errors.push(skip(RowFault::Attrs {
+                        value: row.attrs.clone().unwrap_or_default(),
+                        reason,
+                    }));
+                    continue;
+                }
+            };
+
             let old = previous
                 .destination(row.id)
                 .filter(|old| old.same_identity(&row));
+            // The window carries over while the cap stays, so a reload cannot reopen a
+            // second's worth of calls.
+            let rate = max_cps.map(|cap| {
+                old.and_then(|o| o.rate.as_ref())
+                    .filter(|w| w.cap() == cap)
+                    .map_or_else(|| Arc::new(Window::new(cap)), Arc::clone)
+            });
             // Locked per row, not across the build: `resolve` is caller code and may parse
             // requests, which interns names too.
             let mut registry = registry();
@@ -204,6 +225,7 @@ impl Table {
                 attrs: row.attrs.map(Arc::from),
                 description: row.description.map(Arc::from),
                 status: old.map_or_else(Arc::default, |o| Arc::clone(&o.status)),
+                rate,
                 slots,
             }));
         }

@@ -1,9 +1,13 @@
-//! Operator controls beyond the reference (SPEC section 8): drain.
+//! Operator controls beyond the reference (SPEC section 8): drain, calls-per-second caps.
 
 // Fixture helpers outside `#[test]` functions fail loudly, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use siplb_balance::{Balancer, DestinationRow, FailoverDisable, Flags, Outcome, ResourceRequest};
+use std::time::{Duration, Instant};
+
+use siplb_balance::{
+    Balancer, DestinationRow, FailoverDisable, Flags, Outcome, ResourceRequest, RowFault, Session,
+};
 
 fn req(list: &str) -> ResourceRequest {
     ResourceRequest::parse(list).unwrap()
@@ -109,5 +113,76 @@ fn the_failover_floor_does_not_count_draining_destinations() {
     assert_eq!(
         b.disable_by_failover(1, 1).unwrap(),
         FailoverDisable::Disabled
+    );
+}
+
+fn capped_rows() -> Vec<DestinationRow> {
+    let mut capped = DestinationRow::new(1, 1, "sip:127.0.0.1:5071", "vm=100");
+    capped.attrs = Some("probe_interval=5;max_cps=3".into());
+    vec![
+        capped,
+        DestinationRow::new(2, 1, "sip:127.0.0.1:5072", "vm=10"),
+    ]
+}
+
+#[test]
+fn a_capped_destination_takes_at_most_its_calls_per_second_and_the_rest_go_elsewhere() {
+    let (b, errors) = Balancer::with_rows(capped_rows());
+    assert!(errors.is_empty(), "{errors:?}");
+    let t0 = Instant::now();
+    b.tick(t0);
+    // Three calls per second to 1 (more room), then 2 takes the rest of that second.
+    let picks: Vec<_> = (0..5).map(|_| pick(&b)).collect();
+    assert_eq!(picks, [Some(1), Some(1), Some(1), Some(2), Some(2)]);
+    b.tick(t0 + Duration::from_millis(999));
+    assert_eq!(pick(&b), Some(2), "the window is a whole second");
+    b.tick(t0 + Duration::from_millis(1000));
+    let picks: Vec<_> = (0..4).map(|_| pick(&b)).collect();
+    assert_eq!(
+        picks,
+        [Some(1), Some(1), Some(1), Some(2)],
+        "the first three calls are a second old"
+    );
+    // A reload keeps the window: no new second of calls.
+    b.reload(capped_rows());
+    assert_eq!(pick(&b), Some(2));
+    b.tick(t0 + Duration::from_millis(2500));
+    assert_eq!(pick(&b), Some(1));
+}
+
+#[test]
+fn a_cap_that_leaves_no_candidate_is_its_own_outcome_and_failover_counts_against_it() {
+    let (b, _) = Balancer::with_rows(capped_rows());
+    b.tick(Instant::now());
+    b.set_status_by_operator(2, false).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = Session::new(1, req("vm"), Flags::default());
+        assert!(s.next(&b, &mut never).is_selected());
+        held.push(s);
+    }
+    let mut s = Session::new(1, req("vm"), Flags::default());
+    assert!(matches!(s.next(&b, &mut never), Outcome::RateLimited));
+    // Full is full, whatever the cap.
+    let (full, _) = Balancer::with_rows(vec![{
+        let mut r = DestinationRow::new(1, 1, "sip:127.0.0.1:5071", "vm=1");
+        r.attrs = Some("max_cps=1".into());
+        r
+    }]);
+    let _one = full.restore(1, &req("vm")).unwrap();
+    assert!(matches!(
+        full.select(1, &req("vm"), Flags::default(), &mut never),
+        Outcome::NoCapacity
+    ));
+}
+
+#[test]
+fn a_bad_max_cps_skips_the_row_saying_why() {
+    let mut row = DestinationRow::new(1, 1, "sip:127.0.0.1:5071", "vm=1");
+    row.attrs = Some("max_cps=0".into());
+    let (b, errors) = Balancer::with_rows(vec![row]);
+    assert!(b.destination(1).is_none());
+    assert!(
+        matches!(&errors[0].fault, RowFault::Attrs { reason, .. } if reason.contains("max_cps=0"))
     );
 }

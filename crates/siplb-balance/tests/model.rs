@@ -237,6 +237,8 @@ enum Seen {
     NoCapacity,
     NoDestination,
     UnknownResource,
+    /// Never expected: the model's rows set no `max_cps`.
+    RateLimited,
     Changed(bool),
     Failover(FailoverDisable),
     Ok,
@@ -449,6 +451,7 @@ fn seen<A>(outcome: &Outcome<A>, id: impl Fn(&A) -> u32) -> Seen {
         Outcome::NoCapacity => Seen::NoCapacity,
         Outcome::NoDestination => Seen::NoDestination,
         Outcome::UnknownResource => Seen::UnknownResource,
+        Outcome::RateLimited => Seen::RateLimited,
     }
 }
 

@@ -224,6 +224,8 @@ impl Proxy {
     /// Processes one message that the transport already framed and parsed (TCP).
     pub fn handle_message(&mut self, now: Instant, msg: Message, peer: Peer) {
         self.clock = now;
+        // The calls-per-second caps count in the core's time, virtual in tests.
+        self.balancer.tick(now);
         if msg.is_request() {
             self.on_request(now, msg, peer);
         } else {
@@ -248,6 +250,7 @@ impl Proxy {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
+        self.balancer.tick(now);
         while let Some((_, due)) = self.agenda.pop_due(now) {
             match due {
                 Due::Server(id) => {

@@ -16,6 +16,8 @@ pub struct Stats {
     pub rejected_no_destination: u64,
     pub rejected_unknown_resource: u64,
     pub rejected_no_route: u64,
+    /// Calls that found room only on destinations at their `max_cps`.
+    pub rejected_rate: u64,
     /// New calls turned away because siplb holds as many calls or transactions as
     /// it allows.
     pub rejected_limit: u64,
@@ -72,6 +74,8 @@ pub(crate) enum Rejection {
     NoDestination,
     UnknownResource,
     NoRoute,
+    /// Room only on destinations at their calls-per-second cap.
+    RateLimited,
 }
 
 impl std::fmt::Display for Rejection {
@@ -81,6 +85,7 @@ impl std::fmt::Display for Rejection {
             Rejection::NoDestination => "no destination",
             Rejection::UnknownResource => "unknown resource",
             Rejection::NoRoute => "no route",
+            Rejection::RateLimited => "calls-per-second caps reached",
         })
     }
 }
@@ -92,6 +97,7 @@ impl Stats {
             Rejection::UnknownResource => self.rejected_unknown_resource += 1,
             Rejection::NoDestination => self.rejected_no_destination += 1,
             Rejection::NoRoute => self.rejected_no_route += 1,
+            Rejection::RateLimited => self.rejected_rate += 1,
         }
     }
 

@@ -62,3 +62,38 @@ fn a_drained_destination_keeps_its_call_gets_no_new_one_and_is_reported_when_the
     assert!(drained(&mut rig).is_empty(), "reported once");
     assert_eq!(rig.proxy.stats().destinations_drained, 1);
 }
+
+#[test]
+fn a_calls_per_second_cap_sends_the_excess_elsewhere_and_never_blames_the_destination() {
+    let mut rig = Rig::new(&[], "");
+    let mut capped = siplb_balance::DestinationRow::new(1, 1, "sip:127.0.0.11:5060", "vm=100");
+    capped.attrs = Some("max_cps=2".into());
+    let other = siplb_balance::DestinationRow::new(2, 1, "sip:127.0.0.12:5060", "vm=5");
+    assert!(rig.balancer.reload([capped, other]).is_empty());
+
+    let routed: Vec<_> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|c| route(&mut rig, c).0)
+        .collect();
+    assert_eq!(routed, [addr(DST1), addr(DST1), addr(DST2)]);
+
+    // With the other one out, the fourth call of the second has nowhere to go.
+    rig.balancer.set_status_by_operator(2, false).unwrap();
+    rig.feed(CALLER, &invite("VM_1", "r4"));
+    let out = rig.sent();
+    assert_eq!(
+        out.iter()
+            .map(|(to, m)| (*to, m.status()))
+            .collect::<Vec<_>>(),
+        [(addr(CALLER), Some(500))],
+        "the full reply, and nothing sent to the capped destination"
+    );
+    assert_eq!(rig.proxy.stats().rejected_rate, 1);
+    assert_eq!(rig.proxy.stats().rejected_no_capacity, 0);
+
+    // A second later it takes calls again; it was never disabled.
+    rig.advance(std::time::Duration::from_secs(1));
+    assert_eq!(route(&mut rig, "r5").0, addr(DST1));
+    assert!(rig.balancer.status(1).unwrap().enabled);
+    assert_eq!(rig.proxy.stats().destinations_disabled, 0);
+}

@@ -35,6 +35,7 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             ("unknown_resource", s.rejected_unknown_resource),
             ("no_route", s.rejected_no_route),
             ("limit", s.rejected_limit),
+            ("cps", s.rejected_rate),
         ],
     )
     .single(

@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Node, ctl, ctl_command, destination_table, http_get, ip, scratch, uac_to, uas_at, wait_until,
-    webhook_receiver,
+    Lb, Node, Sipp, ctl, ctl_command, destination_table, http_get, ip, scratch, uac_to, uas_at,
+    wait_until, webhook_receiver,
 };
+use siplb_balance::DestinationRow;
 
 const ROUTES: &str =
     "[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n";
@@ -163,4 +164,45 @@ fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
         node.log_text()
             .contains("destination draining by the operator")
     );
+}
+
+#[test]
+fn a_burst_splits_by_the_calls_per_second_cap_and_no_call_fails() {
+    let lb = Lb::start(41, &[(1, "vm=1000", "uas"), (2, "vm=1000", "uas")], "", "");
+    // The same table, with destination 1 (first on ties) capped at 20 new calls a second.
+    let mut rows: Vec<DestinationRow> = [1u32, 2]
+        .iter()
+        .map(|&id| {
+            DestinationRow::new(
+                id,
+                1,
+                format!("sip:{}:5060", ip(41, 10 + id as u8)),
+                "vm=1000",
+            )
+        })
+        .collect();
+    rows[0].attrs = Some("max_cps=20".into());
+    assert!(lb.balancer.reload(rows).is_empty());
+    let _uas = lb.start_destinations();
+
+    // 200 calls at 100 a second, each held 6 s so that the loads show the split.
+    let started = Instant::now();
+    let burst = Sipp::uac(&lb, "VM_1", 200, 100, 6000, &[]);
+    wait_until(Duration::from_secs(10), || lb.total_load("vm") == 200);
+    let seconds = started.elapsed().as_secs_f64().ceil() as u32;
+    let (capped, other) = (lb.load(1, "vm"), lb.load(2, "vm"));
+    assert_eq!(capped + other, 200);
+    assert!(
+        (20..=20 * seconds).contains(&capped),
+        "destination 1 took {capped} calls in {seconds} s at 20 a second"
+    );
+    let report = burst.finish(Duration::from_secs(30));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 200);
+    assert_eq!(report.failed_calls, 0);
+    assert!(
+        lb.balancer.status(1).unwrap().enabled,
+        "a cap is no failure"
+    );
+    wait_until(Duration::from_secs(5), || lb.total_load("vm") == 0);
 }

@@ -93,6 +93,7 @@ pub(crate) fn first_target(
                 Outcome::NoCapacity => return Err(Rejection::NoCapacity),
                 Outcome::NoDestination => return Err(Rejection::NoDestination),
                 Outcome::UnknownResource => return Err(Rejection::UnknownResource),
+                Outcome::RateLimited => return Err(Rejection::RateLimited),
             }
         },
         // Relays are set up with their target; they have no next one.
