@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use siplb_proxy::{Peer, Settings, Transport};
 
-pub use route::{Action, Balance, Count, Match, Pattern, Reply, Route};
+pub use route::{Action, Balance, Count, Match, Overflow, Pattern, Reply, Route};
 
 /// The embedded default: what `siplb run` uses without `--config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
-use siplb_proxy::{RouteAction, RouteMatch};
+use siplb_proxy::{GroupChoice, RouteAction, RouteMatch};
 
 /// A regular expression from the configuration. The `regex` crate matches in linear
 /// time, so a pattern cannot be turned against siplb by a crafted Request-URI.
@@ -49,7 +49,24 @@ pub struct Balance {
     /// `r` relative, `n` allow full destinations, `s` random among ties.
     #[serde(default)]
     pub flags: String,
+    /// Groups tried in turn when this one has no room, no destination, or failover
+    /// exhausts it.
+    #[serde(default)]
+    pub overflow: Vec<Overflow>,
 }
+
+/// An overflow group of a `balance` route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overflow {
+    pub group: u32,
+    pub resources: String,
+    #[serde(default)]
+    pub flags: String,
+}
+
+/// Overflow groups a route may list: more would only lengthen a call's setup.
+const MAX_OVERFLOW: usize = 8;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,11 +141,25 @@ impl Route {
                 .to_owned()
         })?;
         let action = match action {
-            Action::Balance(b) => RouteAction::Balance {
-                group: b.group,
-                request: resources(&b.resources).map_err(|e| format!("balance.resources: {e}"))?,
-                flags: b.flags.parse().map_err(|e| format!("balance.flags: {e}"))?,
-            },
+            Action::Balance(b) => {
+                if b.overflow.len() > MAX_OVERFLOW {
+                    return Err(format!("balance.overflow: at most {MAX_OVERFLOW} groups"));
+                }
+                let overflow = b
+                    .overflow
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        group_choice(o.group, &o.resources, &o.flags)
+                            .map_err(|e| format!("balance.overflow[{i}].{e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                RouteAction::Balance {
+                    first: group_choice(b.group, &b.resources, &b.flags)
+                        .map_err(|e| format!("balance.{e}"))?,
+                    overflow: overflow.into(),
+                }
+            }
             Action::CountAndRelay { count, relay } => RouteAction::CountAndRelay {
                 group: count.group,
                 request: resources(&count.resources)
@@ -184,6 +215,15 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// A group and what a call asks of it; an error names the key (`resources: ...`).
+fn group_choice(group: u32, list: &str, flags: &str) -> Result<GroupChoice, String> {
+    Ok(GroupChoice {
+        group,
+        request: resources(list).map_err(|e| format!("resources: {e}"))?,
+        flags: flags.parse().map_err(|e| format!("flags: {e}"))?,
+    })
 }
 
 fn resources(list: &str) -> Result<siplb_balance::ResourceRequest, String> {

@@ -91,6 +91,18 @@ reply = { code = 404, reason = "Destination not found" }
         siplb_proxy::RouteAction::Reply { code: 404, .. }
     ));
     assert_eq!(settings.full_reply, (500, "Service full".to_owned()));
+
+    let c = Config::parse(
+        "[[route]]\nbalance = { group = 1, resources = \"pstn\", overflow = [{ group = 2, resources = \"pstn\", flags = \"r\" }] }\n",
+    )
+    .unwrap();
+    let siplb_proxy::RouteAction::Balance { first, overflow } = &c.settings().routes[0].action
+    else {
+        panic!("a balance route");
+    };
+    assert_eq!((first.group, overflow.len()), (1, 1));
+    assert_eq!(overflow[0].group, 2);
+    assert!(overflow[0].flags.relative);
     assert_eq!(settings.timers.invite_timeout, Duration::from_secs(5));
 }
 
@@ -139,6 +151,18 @@ fn errors_name_the_key_and_line() {
 
     let e = error_of("[[route]]\nrelay = \"http://example.com\"\n");
     assert!(e.contains("relay") && e.contains("not a SIP URI"), "{e}");
+
+    let e = error_of(
+        "[[route]]\nbalance = { group = 1, resources = \"vm\", overflow = [{ group = 2, resources = \"vm\" }, { group = 3, resources = \"vm=2\" }] }\n",
+    );
+    assert!(
+        e.contains("line 1") && e.contains("balance.overflow[1].resources"),
+        "{e}"
+    );
+    let e = error_of(
+        "[[route]]\nbalance = { group = 1, resources = \"vm\", overflow = [{ group = 2, resource = \"vm\" }] }\n",
+    );
+    assert!(e.contains("resource"), "{e}");
 
     // Names are not resolved: a relay target must be an IP address, said with its line.
     let e = error_of(

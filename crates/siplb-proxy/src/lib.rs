@@ -48,5 +48,5 @@ pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;
 pub use proxy::{Incoming, Proxy, Transmit};
 pub use routing::RouteMatch;
-pub use settings::{Probing, Route, RouteAction, Settings};
+pub use settings::{GroupChoice, Probing, Route, RouteAction, Settings};
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

@@ -4,13 +4,15 @@
 
 use std::time::Instant;
 
-use siplb_balance::{ResourceRequest, Session};
+use siplb_balance::ResourceRequest;
 use siplb_sip::{Message, Method, build_response};
 use siplb_txn::ServerKey;
 use tracing::{debug, warn};
 
 use crate::addr::Peer;
-use crate::call::{Attempt, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target};
+use crate::call::{
+    Attempt, Balancing, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target,
+};
 use crate::keys::CallKey;
 use crate::proxy::Proxy;
 use crate::routing;
@@ -184,11 +186,9 @@ impl Proxy {
                 self.reply_stateless(&msg, peer, code, &reason, &[]);
                 return;
             }
-            RouteAction::Balance {
-                group,
-                request,
-                flags,
-            } => (Load::Balanced(Session::new(group, request, flags)), None),
+            RouteAction::Balance { first, overflow } => {
+                (Load::Balanced(Balancing::new(&first, overflow)), None)
+            }
             RouteAction::CountAndRelay {
                 group,
                 request,

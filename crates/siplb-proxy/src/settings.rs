@@ -3,6 +3,7 @@
 //! compiles a configuration file into these once; tests and the simulator may build
 //! them by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use siplb_balance::{Flags, ResourceRequest};
@@ -12,14 +13,22 @@ use siplb_txn::Timers;
 use crate::addr::Peer;
 use crate::routing::RouteMatch;
 
+/// A group a balanced call may go to, with what it asks of it.
+#[derive(Clone, Debug)]
+pub struct GroupChoice {
+    pub group: u32,
+    pub request: ResourceRequest,
+    pub flags: Flags,
+}
+
 /// What a route does with the requests it matches.
 #[derive(Clone, Debug)]
 pub enum RouteAction {
-    /// Pick a destination of `group` by load.
+    /// Pick a destination of `first.group` by load; when that group has no room, no
+    /// destination or failover exhausts it, the `overflow` groups in turn.
     Balance {
-        group: u32,
-        request: ResourceRequest,
-        flags: Flags,
+        first: GroupChoice,
+        overflow: Arc<[GroupChoice]>,
     },
     /// Count the call against the destination of `group` it comes from, then relay it.
     CountAndRelay {

@@ -16,6 +16,8 @@ pub struct Stats {
     pub rejected_no_destination: u64,
     pub rejected_unknown_resource: u64,
     pub rejected_no_route: u64,
+    /// Moves of a call to a route's next overflow group.
+    pub overflows: u64,
     /// Calls that found room only on destinations at their `max_cps`.
     pub rejected_rate: u64,
     /// New calls turned away because siplb holds as many calls or transactions as

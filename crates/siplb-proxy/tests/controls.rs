@@ -97,3 +97,80 @@ fn a_calls_per_second_cap_sends_the_excess_elsewhere_and_never_blames_the_destin
     assert!(rig.balancer.status(1).unwrap().enabled);
     assert_eq!(rig.proxy.stats().destinations_disabled, 0);
 }
+
+const OVERFLOW_ROUTE: &str = "[[route]]\nmatch = { ruri_user = \"^OV_\" }\nbalance = { group = 1, resources = \"vm\", overflow = [{ group = 2, resources = \"vm\" }] }\n";
+
+/// Destination 1 (vm=1) alone in group 1, destination 2 (vm=5) in group 2.
+fn overflow_rig() -> Rig {
+    let rig = Rig::new(&[], OVERFLOW_ROUTE);
+    let first = siplb_balance::DestinationRow::new(1, 1, "sip:127.0.0.11:5060", "vm=1");
+    let second = siplb_balance::DestinationRow::new(2, 2, "sip:127.0.0.12:5060", "vm=5");
+    assert!(rig.balancer.reload([first, second]).is_empty());
+    rig
+}
+
+fn invite_to(
+    rig: &mut Rig,
+    user: &str,
+    call: &str,
+) -> Vec<(std::net::SocketAddr, siplb_sip::Message)> {
+    rig.feed(CALLER, &invite(user, call));
+    rig.sent()
+}
+
+#[test]
+fn a_full_group_overflows_to_the_next_and_a_full_chain_gets_the_full_reply() {
+    let mut rig = overflow_rig();
+    let out = invite_to(&mut rig, "OV_1", "o1");
+    assert_eq!(out.last().unwrap().0, addr(DST1));
+    let out = invite_to(&mut rig, "OV_1", "o2");
+    assert_eq!(out.last().unwrap().0, addr(DST2), "group 1 is full");
+    assert_eq!(rig.proxy.stats().overflows, 1);
+    assert_eq!((rig.load(1), rig.load(2)), (1, 1));
+    // A route without overflow does not move.
+    let out = invite_to(&mut rig, "VM_1", "o3");
+    assert_eq!(
+        out.iter()
+            .map(|(to, m)| (*to, m.status()))
+            .collect::<Vec<_>>(),
+        [(addr(CALLER), Some(500))]
+    );
+    for call in ["o4", "o5", "o6", "o7"] {
+        invite_to(&mut rig, "OV_1", call);
+    }
+    assert_eq!(rig.load(2), 5);
+    let out = invite_to(&mut rig, "OV_1", "o8");
+    assert_eq!(
+        out.iter()
+            .map(|(to, m)| (*to, m.status()))
+            .collect::<Vec<_>>(),
+        [(addr(CALLER), Some(500))],
+        "every group full"
+    );
+    assert_eq!(rig.proxy.stats().rejected_no_capacity, 2);
+}
+
+#[test]
+fn failover_that_exhausts_a_group_moves_to_the_overflow_group() {
+    let mut rig = overflow_rig();
+    let out = invite_to(&mut rig, "OV_1", "f1");
+    let (to, fwd) = out.last().unwrap().clone();
+    assert_eq!(to, addr(DST1));
+    rig.feed_bytes(DST1, reply(&fwd, 503, "Service Unavailable", "x"));
+    let out = rig.sent();
+    let next = out
+        .iter()
+        .find(|(_, m)| m.method().is_some_and(|x| x.as_str() == "INVITE"))
+        .unwrap();
+    assert_eq!(next.0, addr(DST2));
+    assert_eq!((rig.load(1), rig.load(2)), (0, 1));
+    assert_eq!(rig.proxy.stats().overflows, 1);
+    assert_eq!(rig.proxy.stats().failovers, 1);
+    rig.feed_bytes(DST2, reply(&next.1, 200, "OK", "y"));
+    let out = rig.sent();
+    assert!(
+        out.iter()
+            .any(|(to, m)| *to == addr(CALLER) && m.status() == Some(200))
+    );
+    assert_eq!(rig.load(2), 1, "the call's load is where it was answered");
+}

@@ -103,10 +103,19 @@ fn check(config: &Config) -> Result<(), String> {
     );
     for (i, route) in config.routes().enumerate() {
         let action = match route.action() {
-            Some(Action::Balance(b)) => format!(
-                "balance group {} resources {:?} flags {:?}",
-                b.group, b.resources, b.flags
-            ),
+            Some(Action::Balance(b)) => {
+                let mut text = format!(
+                    "balance group {} resources {:?} flags {:?}",
+                    b.group, b.resources, b.flags
+                );
+                for o in &b.overflow {
+                    text.push_str(&format!(
+                        ", overflow to group {} resources {:?} flags {:?}",
+                        o.group, o.resources, o.flags
+                    ));
+                }
+                text
+            }
             Some(Action::CountAndRelay { count, relay }) => format!(
                 "count group {} resources {:?}, relay to {relay}",
                 count.group, count.resources

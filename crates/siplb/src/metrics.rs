@@ -24,6 +24,12 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
         "Calls moved to another destination after a failure.",
         s.failovers,
     )
+    .single(
+        "siplb_overflows_total",
+        Kind::Counter,
+        "Moves of a call to its route's next overflow group.",
+        s.overflows,
+    )
     .by_label(
         "siplb_rejected_calls_total",
         Kind::Counter,

@@ -76,27 +76,33 @@ async fn load_table(store: &Store, balancer: &Balancer) -> Result<usize, String>
 fn warn_about_routes(config: &Config, balancer: &Balancer) {
     let table = balancer.snapshot();
     for (i, route) in config.routes().enumerate() {
-        let (group, resources) = match route.action() {
-            Some(Action::Balance(b)) => (b.group, b.resources.as_str()),
-            Some(Action::CountAndRelay { count, .. }) => (count.group, count.resources.as_str()),
+        let asks: Vec<(u32, &str)> = match route.action() {
+            Some(Action::Balance(b)) => std::iter::once((b.group, b.resources.as_str()))
+                .chain(b.overflow.iter().map(|o| (o.group, o.resources.as_str())))
+                .collect(),
+            Some(Action::CountAndRelay { count, .. }) => {
+                vec![(count.group, count.resources.as_str())]
+            }
             _ => continue,
         };
-        if !table.iter().any(|d| d.group == group) {
-            warn!(
-                "route #{}: group {group} has no destinations in the table",
-                i + 1
-            );
-        }
-        for name in resources
-            .split(';')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            if !table
-                .iter()
-                .any(|d| d.resources.iter().any(|r| &*r.name == name))
+        for (group, resources) in asks {
+            if !table.iter().any(|d| d.group == group) {
+                warn!(
+                    "route #{}: group {group} has no destinations in the table",
+                    i + 1
+                );
+            }
+            for name in resources
+                .split(';')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
             {
-                warn!("route #{}: no destination offers resource {name}", i + 1);
+                if !table
+                    .iter()
+                    .any(|d| d.resources.iter().any(|r| &*r.name == name))
+                {
+                    warn!("route #{}: no destination offers resource {name}", i + 1);
+                }
             }
         }
     }

@@ -206,3 +206,57 @@ fn a_burst_splits_by_the_calls_per_second_cap_and_no_call_fails() {
     );
     wait_until(Duration::from_secs(5), || lb.total_load("vm") == 0);
 }
+
+const OVERFLOW_ROUTE: &str = "[[route]]\nmatch = { ruri_user = \"^OV_\" }\nbalance = { group = 1, resources = \"vm\", overflow = [{ group = 2, resources = \"vm\" }] }\n";
+
+/// Destination 1 in group 1 and destination 2 in group 2, both `vm`.
+fn two_groups(lb: &Lb, first: &str) {
+    let row = |id: u32, group, resources| {
+        DestinationRow::new(
+            id,
+            group,
+            format!("sip:{}:5060", ip(lb.test, 10 + id as u8)),
+            resources,
+        )
+    };
+    assert!(
+        lb.balancer
+            .reload([row(1, 1, first), row(2, 2, "vm=10")])
+            .is_empty()
+    );
+}
+
+#[test]
+fn calls_overflow_to_the_next_group_when_the_first_is_full() {
+    let lb = Lb::start(
+        42,
+        &[(1, "vm=1", "uas"), (2, "vm=10", "uas")],
+        OVERFLOW_ROUTE,
+        "",
+    );
+    two_groups(&lb, "vm=1");
+    let _uas = lb.start_destinations();
+    let calls = Sipp::uac(&lb, "OV_1", 3, 10, 3000, &[]);
+    wait_until(Duration::from_secs(5), || lb.total_load("vm") == 3);
+    assert_eq!((lb.load(1, "vm"), lb.load(2, "vm")), (1, 2));
+    let report = calls.finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 3);
+}
+
+#[test]
+fn calls_overflow_to_the_next_group_when_the_first_answers_503() {
+    let lb = Lb::start(
+        43,
+        &[(1, "vm=5", "503"), (2, "vm=10", "uas")],
+        OVERFLOW_ROUTE,
+        "",
+    );
+    two_groups(&lb, "vm=5");
+    let _uas = lb.start_destinations();
+    let report = Sipp::uac(&lb, "OV_1", 4, 10, 200, &[]).finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 4);
+    assert_eq!(report.failed_calls, 0);
+    wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
+}

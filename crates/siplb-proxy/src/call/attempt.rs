@@ -1,6 +1,6 @@
 //! Attempts: where a call's INVITE goes, what its responses do, and failover.
 
-use siplb_balance::Outcome;
+use super::balancing::Choice;
 use siplb_sip::Message;
 use tracing::{debug, info, warn};
 
@@ -74,26 +74,23 @@ pub(crate) fn first_target(
     n: u16,
 ) -> Result<Target, Rejection> {
     match load {
-        Load::Balanced(session) => loop {
-            match session.next(env.balancer, env.tokens) {
-                Outcome::Selected(a) => match peer_of_uri_text(a.uri()) {
-                    Ok(peer) => {
-                        return Ok(Target {
-                            n,
-                            peer,
-                            destination: Some(a.destination_id()),
-                        });
-                    }
-                    Err(e) => {
-                        let id = a.destination_id();
-                        warn!(destination = id, error = %e, "destination cannot be reached; trying the next");
-                        env.out.push(Effect::Blame(id, Fault::Unreachable(e)));
-                    }
-                },
-                Outcome::NoCapacity => return Err(Rejection::NoCapacity),
-                Outcome::NoDestination => return Err(Rejection::NoDestination),
-                Outcome::UnknownResource => return Err(Rejection::UnknownResource),
-                Outcome::RateLimited => return Err(Rejection::RateLimited),
+        Load::Balanced(balancing) => loop {
+            let chosen = match balancing.next(env.balancer, env.tokens, &mut env.stats.overflows) {
+                Choice::Chosen(a) => (a.destination_id(), peer_of_uri_text(a.uri())),
+                Choice::Exhausted(why) => return Err(why),
+            };
+            match chosen {
+                (id, Ok(peer)) => {
+                    return Ok(Target {
+                        n,
+                        peer,
+                        destination: Some(id),
+                    });
+                }
+                (id, Err(e)) => {
+                    warn!(destination = id, error = %e, "destination cannot be reached; trying the next");
+                    env.out.push(Effect::Blame(id, Fault::Unreachable(e)));
+                }
             }
         },
         // Relays are set up with their target; they have no next one.
@@ -165,7 +162,7 @@ impl Call {
             return;
         };
         self.load = match std::mem::replace(&mut self.load, Load::None) {
-            Load::Balanced(session) => session.into_allocation().map_or(Load::None, Load::Held),
+            Load::Balanced(b) => b.into_allocation().map_or(Load::None, Load::Held),
             other => other,
         };
         self.invite = None;

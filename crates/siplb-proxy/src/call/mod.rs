@@ -28,11 +28,12 @@
 //! acknowledged and ended by the proxy rather than relayed (see `responses.rs`).
 
 mod attempt;
+mod balancing;
 mod dialogs;
 
 use std::time::Instant;
 
-use siplb_balance::{Allocation, Balancer, Session};
+use siplb_balance::{Allocation, Balancer};
 use siplb_sip::Message;
 
 use crate::addr::{Listeners, Peer};
@@ -45,13 +46,14 @@ use crate::stats::Stats;
 use crate::tokens::Tokens;
 
 pub(crate) use attempt::{Attempt, Failure, Target, first_target};
+pub(crate) use balancing::Balancing;
 pub(crate) use dialogs::{Dialog, Dialogs, InDialog, Side};
 
 /// The load a call holds. Dropping it releases the load, exactly once.
 #[derive(Debug)]
 pub(crate) enum Load {
     /// Chosen by load, with the failover state of the call.
-    Balanced(Session),
+    Balanced(Balancing),
     /// Held without failover: a call from the cluster counted against the destination
     /// it came from, an answered call, or a call restored after a restart.
     Held(Allocation),
@@ -62,7 +64,7 @@ pub(crate) enum Load {
 impl Load {
     pub(crate) fn allocation(&self) -> Option<&Allocation> {
         match self {
-            Load::Balanced(session) => session.current(),
+            Load::Balanced(b) => b.current(),
             Load::Held(a) => Some(a),
             Load::None => None,
         }
