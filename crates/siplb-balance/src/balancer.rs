@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -12,10 +12,11 @@ use crate::allocation::Allocation;
 use crate::errors::{AttachError, DestinationNotFound, ResizeError};
 use crate::flags::Flags;
 use crate::matching;
+use crate::overload::OverloadFeedback;
 use crate::rate::Clock;
 use crate::resources::ResourceRequest;
 use crate::row::{DestinationRow, RowError};
-use crate::select::{self, Outcome};
+use crate::select::{self, Live, Outcome};
 use crate::snapshot::{DestinationInfo, DestinationSnapshot};
 use crate::status::{DestinationStatus, FailoverDisable};
 use crate::table::{Destination, Table};
@@ -34,8 +35,10 @@ pub struct Balancer {
     /// Set by `lb_drain` so that [`Balancer::newly_drained`] scans the table only while
     /// a drain may be waiting for its last call.
     drains: AtomicBool,
-    /// Now, for the calls-per-second windows.
+    /// Now, for the calls-per-second windows and overload feedback.
     clock: Clock,
+    /// Calls passed over a destination that asked for fewer (RFC 7339).
+    diverted: AtomicU64,
 }
 
 impl Default for Balancer {
@@ -56,6 +59,7 @@ impl Balancer {
             reload: Mutex::new(()),
             drains: AtomicBool::new(false),
             clock: Clock::default(),
+            diverted: AtomicU64::new(0),
         }
     }
 
@@ -126,8 +130,31 @@ impl Balancer {
             flags,
             tried,
             tie,
-            self.clock.nanos(),
+            Live {
+                now: self.clock.nanos(),
+                diverted: &self.diverted,
+            },
         )
+    }
+
+    /// Applies RFC 7339 feedback from the destination at `ip`/`port` (the address a
+    /// response came from); returns its id when the feedback took effect.
+    pub fn overload_feedback(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        feedback: OverloadFeedback,
+    ) -> Option<u32> {
+        let table = self.table.load();
+        let d = matching::find(&table, ip, port, None, false)?;
+        d.overload
+            .apply(feedback, self.clock.nanos())
+            .then_some(d.id)
+    }
+
+    /// Calls passed over a destination that asked for fewer, since start.
+    pub fn diverted(&self) -> u64 {
+        self.diverted.load(Ordering::Relaxed)
     }
 
     /// Advances the balancer's clock, which the calls-per-second caps (`max_cps`) count
@@ -291,13 +318,13 @@ impl Balancer {
             .load()
             .destinations
             .iter()
-            .map(|d| DestinationSnapshot::of(d))
+            .map(|d| DestinationSnapshot::of(d, self.clock.nanos()))
             .collect()
     }
 
     /// One destination, by id.
     pub fn destination(&self, id: u32) -> Option<DestinationSnapshot> {
-        self.with_destination(id, |_, d| DestinationSnapshot::of(d))
+        self.with_destination(id, |_, d| DestinationSnapshot::of(d, self.clock.nanos()))
             .ok()
     }
 

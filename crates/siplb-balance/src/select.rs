@@ -1,6 +1,7 @@
 //! Choosing a destination for a call (SPEC section 2) and taking its load in the same step.
 
 use std::cmp::Ordering;
+use std::sync::atomic::{self, AtomicU64};
 
 use crate::allocation::Allocation;
 use crate::flags::Flags;
@@ -28,6 +29,9 @@ pub enum Outcome<A = Allocation> {
     /// Destinations with room exist, but each has taken its `max_cps` calls in the last
     /// second. Not a failure of any destination.
     RateLimited,
+    /// Every destination with room asked for fewer calls (RFC 7339), and this call is
+    /// one of those it asked to be spared.
+    Throttled,
 }
 
 impl<A> Outcome<A> {
@@ -52,6 +56,7 @@ impl<A> Outcome<A> {
             Self::NoDestination => Outcome::NoDestination,
             Self::UnknownResource => Outcome::UnknownResource,
             Self::RateLimited => Outcome::RateLimited,
+            Self::Throttled => Outcome::Throttled,
         }
     }
 }
@@ -164,7 +169,7 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     group: &Group,
     request: &[ResourceId],
     flags: Flags,
-    tried: &[u32],
+    skip: [&[u32]; 2],
     tie: &mut T,
     now: u64,
 ) -> Scan {
@@ -176,7 +181,7 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     for &member in &*group.members {
         let index = member as usize;
         let destination = &*table.destinations[index];
-        if !destination.status.takes_calls() || tried.contains(&destination.id) {
+        if !destination.status.takes_calls() || skip.iter().any(|s| s.contains(&destination.id)) {
             continue;
         }
         let Some(availability) = bottleneck::<M>(destination, request) else {
@@ -221,8 +226,20 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     }
 }
 
+/// What a selection reads and counts beside the table: the balancer's clock and its
+/// count of calls diverted by overload feedback.
+#[derive(Clone, Copy)]
+pub(crate) struct Live<'a> {
+    pub(crate) now: u64,
+    pub(crate) diverted: &'a AtomicU64,
+}
+
 /// Selects among `group`, skipping destinations whose id is in `tried`, and takes the
 /// winner's load for every requested resource before the group lock is released.
+///
+/// A winner that asked for a reduction of X % (RFC 7339) is passed over for this call
+/// with probability X % (a draw of `tie`), and the next best is chosen; `diverted`
+/// counts such calls.
 pub(crate) fn select<T: TieBreaker + ?Sized>(
     table: &Table,
     group: u32,
@@ -230,8 +247,9 @@ pub(crate) fn select<T: TieBreaker + ?Sized>(
     flags: Flags,
     tried: &[u32],
     tie: &mut T,
-    now: u64,
+    live: Live<'_>,
 ) -> Outcome {
+    let now = live.now;
     if !request.iter().all(|&r| table.offers(r)) {
         return Outcome::UnknownResource;
     }
@@ -239,25 +257,38 @@ pub(crate) fn select<T: TieBreaker + ?Sized>(
         return Outcome::NoDestination;
     };
     let _serialized = group.lock.lock();
-    let scanned = if flags.relative {
-        scan::<Relative, T>(table, group, request, flags, tried, tie, now)
-    } else {
-        scan::<Absolute, T>(table, group, request, flags, tried, tie, now)
-    };
-    match scanned {
-        Scan::Winner(index) => match Allocation::take(&table.destinations[index], request) {
+    let mut spared: InlineVec<u32, 4> = InlineVec::new();
+    loop {
+        let skip = [tried, spared.as_slice()];
+        let scanned = if flags.relative {
+            scan::<Relative, T>(table, group, request, flags, skip, tie, now)
+        } else {
+            scan::<Absolute, T>(table, group, request, flags, skip, tie, now)
+        };
+        let index = match scanned {
+            Scan::Winner(index) => index,
+            _ if !spared.as_slice().is_empty() => return Outcome::Throttled,
+            Scan::NoCapacity => return Outcome::NoCapacity,
+            Scan::NoDestination => return Outcome::NoDestination,
+            Scan::RateLimited => return Outcome::RateLimited,
+        };
+        let destination = &table.destinations[index];
+        let reduction = destination.overload.reduction(now);
+        if reduction > 0 && tie.pick(100) % 100 < usize::from(reduction) {
+            live.diverted.fetch_add(1, atomic::Ordering::Relaxed);
+            spared.push(destination.id);
+            continue;
+        }
+        return match Allocation::take(destination, request) {
             Some(allocation) => {
-                if let Some(window) = &table.destinations[index].rate {
+                if let Some(window) = &destination.rate {
                     window.record(now);
                 }
                 Outcome::Selected(allocation)
             }
             // The scan only returns destinations that offer every requested resource.
             None => Outcome::NoDestination,
-        },
-        Scan::NoCapacity => Outcome::NoCapacity,
-        Scan::NoDestination => Outcome::NoDestination,
-        Scan::RateLimited => Outcome::RateLimited,
+        };
     }
 }
 

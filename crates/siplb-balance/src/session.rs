@@ -67,6 +67,7 @@ impl Session {
             Outcome::NoDestination => Outcome::NoDestination,
             Outcome::UnknownResource => Outcome::UnknownResource,
             Outcome::RateLimited => Outcome::RateLimited,
+            Outcome::Throttled => Outcome::Throttled,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct DestinationSnapshot {
     pub auto_reenable: bool,
     /// Drained by the operator: enabled, but no new calls.
     pub draining: bool,
+    /// The reduction of new calls it asked for (RFC 7339), in percent, while in force.
+    pub overload: Option<u8>,
     /// Per resource, in the row's written order.
     pub resources: Vec<ResourceSnapshot>,
     /// The row's `attrs`.
@@ -67,7 +69,7 @@ pub struct DestinationInfo {
 }
 
 impl DestinationSnapshot {
-    pub(crate) fn of(d: &Destination) -> Self {
+    pub(crate) fn of(d: &Destination, now: u64) -> Self {
         let DestinationStatus {
             enabled,
             auto_reenable,
@@ -83,6 +85,7 @@ impl DestinationSnapshot {
             enabled,
             auto_reenable,
             draining,
+            overload: Some(d.overload.reduction(now)).filter(|&r| r > 0),
             resources: d
                 .slots
                 .iter()

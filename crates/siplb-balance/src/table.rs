@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::overload::OverloadCell;
 use crate::rate::{Window, max_cps};
 use crate::resources::{ResourceId, parse_capacities, registry};
 use crate::row::{DestinationRow, RowError, RowFault};
@@ -54,6 +55,8 @@ pub(crate) struct Destination {
     pub(crate) status: Arc<StatusCell>,
     /// `max_cps` from `attrs`: the destination's last selections.
     pub(crate) rate: Option<Arc<Window>>,
+    /// RFC 7339 feedback in force.
+    pub(crate) overload: Arc<OverloadCell>,
     /// In the row's written order, which is also the listing order.
     pub(crate) slots: Box<[Slot]>,
 }
@@ -226,6 +229,7 @@ impl Table {
                 description: row.description.map(Arc::from),
                 status: old.map_or_else(Arc::default, |o| Arc::clone(&o.status)),
                 rate,
+                overload: old.map_or_else(Arc::default, |o| Arc::clone(&o.overload)),
                 slots,
             }));
         }

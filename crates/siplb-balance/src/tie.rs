@@ -3,11 +3,13 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
-/// Picks one of several destinations tied for the best availability (flag `s`).
+/// Picks one of several destinations tied for the best availability (flag `s`), and
+/// draws whether a destination that asked for fewer calls (RFC 7339) is spared one.
 ///
-/// Called at most once per selection, only when at least two destinations tie, with the
-/// number of ties; the tied destinations are numbered in table order. A result out of range
-/// is reduced modulo `ties` rather than trusted. Any `FnMut(usize) -> usize` is a tie-breaker.
+/// Called when at least two destinations tie, with the number of ties (the tied
+/// destinations are numbered in table order), and with 100 when the winner asked for a
+/// reduction. A result out of range is reduced modulo `ties` rather than trusted. Any
+/// `FnMut(usize) -> usize` is a tie-breaker.
 pub trait TieBreaker {
     /// Returns an index in `0..ties`.
     fn pick(&mut self, ties: usize) -> usize;

@@ -186,3 +186,81 @@ fn a_bad_max_cps_skips_the_row_saying_why() {
         matches!(&errors[0].fault, RowFault::Attrs { reason, .. } if reason.contains("max_cps=0"))
     );
 }
+
+fn feedback(percent: u8, validity_ms: u64, seq: Option<f64>) -> siplb_balance::OverloadFeedback {
+    siplb_balance::OverloadFeedback {
+        percent,
+        validity_ms,
+        seq,
+    }
+}
+
+#[test]
+fn a_destination_asking_for_fewer_calls_is_passed_over_by_the_draw_for_its_validity() {
+    let (b, _) = Balancer::with_rows(capped_rows().into_iter().map(|mut r| {
+        r.attrs = None;
+        r
+    }));
+    let t0 = Instant::now();
+    b.tick(t0);
+    let ip = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        b.overload_feedback(ip, 5071, feedback(50, 1000, Some(7.0))),
+        Some(1)
+    );
+    assert_eq!(b.destination(1).unwrap().overload, Some(50));
+    // Draws below 50 spare destination 1; the others do not.
+    let mut draws = [10usize, 80, 49, 50].into_iter();
+    let mut tie = |n: usize| {
+        assert_eq!(n, 100);
+        draws.next().unwrap()
+    };
+    let mut picks = Vec::new();
+    for _ in 0..4 {
+        let a = b
+            .select(1, &req("vm"), Flags::default(), &mut tie)
+            .selected()
+            .unwrap();
+        picks.push(a.destination_id());
+    }
+    assert_eq!(picks, [2, 1, 2, 1]);
+    assert_eq!(b.diverted(), 2);
+    // Older feedback is left aside; a source that is no destination is ignored.
+    assert_eq!(
+        b.overload_feedback(ip, 5071, feedback(100, 1000, Some(6.0))),
+        None
+    );
+    assert_eq!(
+        b.overload_feedback(ip, 5999, feedback(100, 1000, None)),
+        None
+    );
+    // When the validity runs out, destination 1 wins again without a draw.
+    b.tick(t0 + Duration::from_millis(1000));
+    assert_eq!(b.destination(1).unwrap().overload, None);
+    assert_eq!(pick(&b), Some(1));
+}
+
+#[test]
+fn when_every_destination_with_room_asks_for_fewer_the_spared_call_is_throttled() {
+    let (b, _) = Balancer::with_rows(rows());
+    b.tick(Instant::now());
+    let ip = "127.0.0.1".parse().unwrap();
+    for port in [5071, 5072, 5073] {
+        b.overload_feedback(ip, port, feedback(100, 5000, None))
+            .unwrap();
+    }
+    assert!(matches!(
+        b.select(1, &req("vm"), Flags::default(), &mut |_| 0),
+        Outcome::Throttled
+    ));
+    assert_eq!(b.diverted(), 3);
+    // oc-validity=0 ends it at once.
+    b.overload_feedback(ip, 5072, feedback(100, 0, None))
+        .unwrap();
+    assert_eq!(
+        b.select(1, &req("vm"), Flags::default(), &mut |_| 0)
+            .selected()
+            .map(|a| a.destination_id()),
+        Some(2)
+    );
+}

@@ -237,8 +237,9 @@ enum Seen {
     NoCapacity,
     NoDestination,
     UnknownResource,
-    /// Never expected: the model's rows set no `max_cps`.
+    /// Never expected: the model's rows set no `max_cps` and get no overload feedback.
     RateLimited,
+    Throttled,
     Changed(bool),
     Failover(FailoverDisable),
     Ok,
@@ -452,6 +453,7 @@ fn seen<A>(outcome: &Outcome<A>, id: impl Fn(&A) -> u32) -> Seen {
         Outcome::NoDestination => Seen::NoDestination,
         Outcome::UnknownResource => Seen::UnknownResource,
         Outcome::RateLimited => Seen::RateLimited,
+        Outcome::Throttled => Seen::Throttled,
     }
 }
 

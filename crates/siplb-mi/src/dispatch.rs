@@ -126,6 +126,9 @@ struct ListedDestination<'a> {
     /// Present while `lb_drain` holds new calls away.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     draining: bool,
+    /// The reduction of new calls it asked for (RFC 7339), in percent, while in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overload: Option<u8>,
     /// Status code of the last probe reply (408: none came); absent until probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_probe: Option<u16>,
@@ -197,6 +200,7 @@ fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
             attrs: non_empty(d.attrs.as_deref()),
             probe_mode: d.probe_mode,
             draining: d.draining,
+            overload: d.overload,
             last_probe: d.last_probe,
             probe_rtt_ms: d.probe_rtt.map(|t| (t.as_secs_f64() * 1e6).round() / 1e3),
         })

@@ -38,7 +38,7 @@ fn per_destination(
     snapshot: &[DestinationSnapshot],
     name: &str,
     help: &str,
-    value: impl Fn(&DestinationSnapshot) -> bool,
+    value: impl Fn(&DestinationSnapshot) -> u8,
 ) {
     e.family(name, Kind::Gauge, help);
     for d in snapshot {
@@ -49,7 +49,7 @@ fn per_destination(
                 ("group", &d.group.to_string()),
                 ("uri", &d.uri),
             ],
-            u8::from(value(d)),
+            value(d),
         );
     }
 }
@@ -57,6 +57,7 @@ fn per_destination(
 /// The balancer's part of `/metrics`, then `extra` as given.
 pub(crate) fn render(
     snapshot: &[DestinationSnapshot],
+    diverted: u64,
     version: &str,
     uptime: Duration,
     extra: Option<String>,
@@ -81,14 +82,27 @@ pub(crate) fn render(
         snapshot,
         "siplb_destination_enabled",
         "1 if the destination takes new calls, 0 if disabled.",
-        |d| d.enabled,
+        |d| u8::from(d.enabled),
     );
     per_destination(
         &mut e,
         snapshot,
         "siplb_destination_draining",
         "1 while lb_drain keeps new calls away from the destination.",
-        |d| d.draining,
+        |d| u8::from(d.draining),
+    );
+    per_destination(
+        &mut e,
+        snapshot,
+        "siplb_destination_overload_percent",
+        "The reduction of new calls the destination asked for (RFC 7339), 0 when none.",
+        |d| d.overload.unwrap_or(0),
+    );
+    e.single(
+        "siplb_overload_diverted_total",
+        Kind::Counter,
+        "Calls sent elsewhere than the destination that asked for fewer (RFC 7339).",
+        diverted,
     );
     e.single(
         "siplb_uptime_seconds",
@@ -118,6 +132,7 @@ impl MiState {
         };
         render(
             &self.balancer.snapshot(),
+            self.balancer.diverted(),
             &self.version,
             self.started.elapsed(),
             extra,
@@ -166,6 +181,9 @@ mod tests {
             "# TYPE siplb_destination_enabled gauge",
             r#"siplb_destination_enabled{id="1",group="1",uri="sip:127.0.0.1:5071"} 1"#,
             r#"siplb_destination_enabled{id="2",group="3",uri="sip:127.0.0.1:5072"} 0"#,
+            r#"siplb_destination_draining{id="1",group="1",uri="sip:127.0.0.1:5071"} 0"#,
+            r#"siplb_destination_overload_percent{id="2",group="3",uri="sip:127.0.0.1:5072"} 0"#,
+            "siplb_overload_diverted_total 0",
             "# TYPE siplb_uptime_seconds gauge",
             r#"siplb_build_info{version="siplb 1.2.3"} 1"#,
             "siplb_calls_routed_total 7",
@@ -185,7 +203,7 @@ mod tests {
 
     #[test]
     fn empty_table_still_renders_headers() {
-        let text = render(&[], "v", Duration::from_secs(5), None);
+        let text = render(&[], 0, "v", Duration::from_secs(5), None);
         assert!(text.contains("# TYPE siplb_load gauge\n"));
         assert!(text.contains("siplb_uptime_seconds 5\n"));
     }

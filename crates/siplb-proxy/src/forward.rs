@@ -25,8 +25,15 @@ impl Proxy {
             Transport::Udp => "SIP/2.0/UDP ",
             Transport::Tcp => "SIP/2.0/TCP ",
         };
-        let mut via = String::with_capacity(64 + host_port.len());
-        for part in [transport, host_port, ";branch=", &branch, ";rport"] {
+        let mut via = String::with_capacity(96 + host_port.len());
+        for part in [
+            transport,
+            host_port,
+            ";branch=",
+            &branch,
+            ";rport",
+            crate::overload::VIA_PARAMS,
+        ] {
             via.push_str(part);
         }
         Some(via)

@@ -28,6 +28,7 @@ mod in_dialog;
 mod keys;
 mod lifecycle;
 mod local;
+mod overload;
 mod persist;
 mod probe;
 mod proxy;

@@ -44,6 +44,18 @@ impl Proxy {
             debug!(expected = %ctx.peer, from = %peer, "response from elsewhere than its request went: dropped");
             return;
         }
+        if let Some(feedback) = crate::overload::feedback(&msg)
+            && let Some(id) =
+                self.balancer
+                    .overload_feedback(peer.addr.ip(), peer.addr.port(), feedback)
+        {
+            debug!(
+                destination = id,
+                percent = feedback.percent,
+                validity_ms = feedback.validity_ms,
+                "overload feedback"
+            );
+        }
         if let Err(e) = ctx.tx.handle_response(msg, now) {
             debug!(error = %e, "response not taken by its transaction");
         }

@@ -20,6 +20,8 @@ pub struct Stats {
     pub overflows: u64,
     /// Calls that found room only on destinations at their `max_cps`.
     pub rejected_rate: u64,
+    /// Calls that found room only on destinations that asked for fewer (RFC 7339).
+    pub rejected_overload: u64,
     /// New calls turned away because siplb holds as many calls or transactions as
     /// it allows.
     pub rejected_limit: u64,
@@ -78,6 +80,9 @@ pub(crate) enum Rejection {
     NoRoute,
     /// Room only on destinations at their calls-per-second cap.
     RateLimited,
+    /// Room only on destinations that asked for fewer calls (RFC 7339), and the draw
+    /// spared them this one.
+    Throttled,
 }
 
 impl std::fmt::Display for Rejection {
@@ -88,6 +93,7 @@ impl std::fmt::Display for Rejection {
             Rejection::UnknownResource => "unknown resource",
             Rejection::NoRoute => "no route",
             Rejection::RateLimited => "calls-per-second caps reached",
+            Rejection::Throttled => "destinations asked for fewer calls",
         })
     }
 }
@@ -100,6 +106,7 @@ impl Stats {
             Rejection::NoDestination => self.rejected_no_destination += 1,
             Rejection::NoRoute => self.rejected_no_route += 1,
             Rejection::RateLimited => self.rejected_rate += 1,
+            Rejection::Throttled => self.rejected_overload += 1,
         }
     }
 

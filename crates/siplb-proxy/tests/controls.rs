@@ -174,3 +174,59 @@ fn failover_that_exhausts_a_group_moves_to_the_overflow_group() {
     );
     assert_eq!(rig.load(2), 1, "the call's load is where it was answered");
 }
+
+#[test]
+fn overload_feedback_in_a_destinations_answer_sends_the_next_calls_elsewhere() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=10"),
+            (2, "sip:127.0.0.12:5060", "vm=5"),
+        ],
+        "",
+    );
+    let (to, fwd) = route(&mut rig, "k1");
+    assert_eq!(to, addr(DST1));
+    let via = String::from_utf8_lossy(fwd.header(siplb_sip::HeaderName::Via).unwrap()).into_owned();
+    assert!(
+        via.ends_with(";oc;oc-algo=\"loss\""),
+        "siplb announces support: {via}"
+    );
+    // Its answer asks for all calls to go elsewhere for 2 s.
+    let answer = reply(&fwd, 200, "OK", "b");
+    let answer = String::from_utf8_lossy(&answer).replacen(
+        ";oc;oc-algo=\"loss\"",
+        ";oc=100;oc-algo=\"loss\";oc-validity=2000;oc-seq=1.5",
+        1,
+    );
+    rig.feed_bytes(DST1, bytes::Bytes::from(answer));
+    let relayed = rig.sent();
+    let to_caller = relayed.iter().find(|(to, _)| *to == addr(CALLER)).unwrap();
+    let via = String::from_utf8_lossy(to_caller.1.header(siplb_sip::HeaderName::Via).unwrap())
+        .into_owned();
+    assert!(
+        !via.contains("oc="),
+        "siplb's own Via, with the feedback, stays with siplb"
+    );
+    assert_eq!(rig.balancer.destination(1).unwrap().overload, Some(100));
+
+    assert_eq!(route(&mut rig, "k2").0, addr(DST2));
+    rig.balancer.set_status_by_operator(2, false).unwrap();
+    rig.feed(CALLER, &invite("VM_1", "k3"));
+    let out = rig.sent();
+    assert_eq!(
+        out.iter()
+            .map(|(to, m)| (*to, m.status()))
+            .collect::<Vec<_>>(),
+        [(addr(CALLER), Some(500))],
+        "the only destination with room asked for no calls"
+    );
+    assert_eq!(rig.proxy.stats().rejected_overload, 1);
+    assert!(
+        rig.balancer.status(1).unwrap().enabled,
+        "feedback is no failure"
+    );
+
+    rig.advance(std::time::Duration::from_secs(2));
+    rig.sent(); // the retransmissions of the unanswered INVITE to destination 2
+    assert_eq!(route(&mut rig, "k4").0, addr(DST1), "the validity ran out");
+}

@@ -42,6 +42,7 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             ("no_route", s.rejected_no_route),
             ("limit", s.rejected_limit),
             ("cps", s.rejected_rate),
+            ("overload", s.rejected_overload),
         ],
     )
     .single(

@@ -260,3 +260,23 @@ fn calls_overflow_to_the_next_group_when_the_first_answers_503() {
     assert_eq!(report.failed_calls, 0);
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 }
+
+#[test]
+fn a_destination_asking_for_half_the_calls_gets_about_half_its_share() {
+    let lb = Lb::start(44, &[(1, "vm=10000", "oc50"), (2, "vm=300", "uas")], "", "");
+    let _uas = lb.start_destinations();
+    // Destination 1 has by far the most room and would win every call; after its first
+    // answer it asks for 50% fewer, so about half of them go to destination 2.
+    let calls = Sipp::uac(&lb, "VM_1", 200, 100, 8000, &[]);
+    wait_until(Duration::from_secs(10), || lb.total_load("vm") == 200);
+    let (asked, other) = (lb.load(1, "vm"), lb.load(2, "vm"));
+    assert!(
+        (70..=150).contains(&asked),
+        "destination 1 took {asked} of 200, destination 2 {other}"
+    );
+    assert_eq!(lb.destination(1).overload, Some(50));
+    assert!(lb.balancer.diverted() >= 40, "{}", lb.balancer.diverted());
+    let report = calls.finish(Duration::from_secs(30));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.failed_calls, 0);
+}

@@ -56,6 +56,7 @@ impl Balancing {
                 Outcome::NoDestination => Rejection::NoDestination,
                 Outcome::UnknownResource => Rejection::UnknownResource,
                 Outcome::RateLimited => Rejection::RateLimited,
+                Outcome::Throttled => Rejection::Throttled,
             };
             let Some(choice) = self.overflow.get(self.next) else {
                 return Choice::Exhausted(why);

@@ -202,6 +202,18 @@ impl Lb {
                         "5060",
                     ],
                 )),
+                "oc50" => out.push(Sipp::spawn(
+                    &self.dir,
+                    &name,
+                    &[
+                        "-sf",
+                        scenario("uas_oc50.xml").to_str().unwrap(),
+                        "-i",
+                        &host.to_string(),
+                        "-p",
+                        "5060",
+                    ],
+                )),
                 "503" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
