@@ -29,15 +29,20 @@ fn drained(rig: &mut Rig) -> Vec<u32> {
     ids
 }
 
-#[test]
-fn a_drained_destination_keeps_its_call_gets_no_new_one_and_is_reported_when_the_call_ends() {
-    let mut rig = Rig::new(
+/// Destination 1 (vm=10, chosen first) and destination 2 (vm=5), both in group 1.
+fn two_destinations() -> Rig {
+    Rig::new(
         &[
             (1, "sip:127.0.0.11:5060", "vm=10"),
             (2, "sip:127.0.0.12:5060", "vm=5"),
         ],
         "",
-    );
+    )
+}
+
+#[test]
+fn a_drained_destination_keeps_its_call_gets_no_new_one_and_is_reported_when_the_call_ends() {
+    let mut rig = two_destinations();
     let (to, fwd) = route(&mut rig, "d1");
     assert_eq!(to, addr(DST1));
     rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
@@ -177,13 +182,7 @@ fn failover_that_exhausts_a_group_moves_to_the_overflow_group() {
 
 #[test]
 fn overload_feedback_in_a_destinations_answer_sends_the_next_calls_elsewhere() {
-    let mut rig = Rig::new(
-        &[
-            (1, "sip:127.0.0.11:5060", "vm=10"),
-            (2, "sip:127.0.0.12:5060", "vm=5"),
-        ],
-        "",
-    );
+    let mut rig = two_destinations();
     let (to, fwd) = route(&mut rig, "k1");
     assert_eq!(to, addr(DST1));
     let via = String::from_utf8_lossy(fwd.header(siplb_sip::HeaderName::Via).unwrap()).into_owned();

@@ -111,6 +111,9 @@ pub(crate) struct Callee {
     byes: HashMap<String, Bye>,
     outages: Vec<(Duration, Duration)>,
     next: u64,
+    /// RFC 7339 feedback put in the top Via of every response: percent, and the
+    /// `oc-seq` of the last one.
+    overload: Option<(u8, std::cell::Cell<u64>)>,
 }
 
 fn ms(v: u16, modulo: u64) -> Duration {
@@ -128,7 +131,13 @@ impl Callee {
             byes: HashMap::new(),
             outages: Vec::new(),
             next: 0,
+            overload: None,
         }
+    }
+
+    /// Asks for `percent` fewer calls in every response from now on.
+    pub(crate) fn ask_for_fewer(&mut self, percent: u8) {
+        self.overload = Some((percent, std::cell::Cell::new(0)));
     }
 
     pub(crate) fn add_outage(&mut self, from: Duration, to: Duration) {
@@ -190,6 +199,14 @@ impl Callee {
     }
 
     fn reply(&self, ctx: &mut Ctx<'_>, source: (Proto, SocketAddr), data: Bytes) {
+        let data = match &self.overload {
+            Some((percent, seq)) => {
+                seq.set(seq.get() + 1);
+                let feedback = format!(";oc={percent};oc-validity=2000;oc-seq={}", seq.get());
+                sip::with_top_via_params(&data, &feedback)
+            }
+            None => data,
+        };
         ctx.send(source.0, self.addr, source.1, data);
     }
 

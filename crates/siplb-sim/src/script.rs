@@ -52,6 +52,13 @@ pub struct Knobs {
     pub min_enabled: u8,
     /// Probing on (every 5 s) or off.
     pub probing: bool,
+    /// `max_cps` of destination 2 (modulo 6; 0: none).
+    #[serde(default)]
+    pub max_cps: u8,
+    /// The reduction destination 1 asks for in every response (RFC 7339 `oc`,
+    /// modulo 101; 0: none), valid 2 s.
+    #[serde(default)]
+    pub overload_pct: u8,
 }
 
 /// One call, from the caller's INVITE to its end.
@@ -176,6 +183,8 @@ pub enum OpKind {
     Reload { variant: u8 },
     /// `lb_end_call` on one of the script's calls.
     EndCall { call: u16 },
+    /// `lb_drain` on a destination of group 1.
+    Drain { dest: u8 },
 }
 
 /// A destination of group 1 (modulo 4) that answers nothing, probes included, for a
@@ -259,12 +268,22 @@ impl Script {
             failures_to_disable: 1 + rng.below(3) as u8,
             min_enabled: rng.below(3) as u8,
             probing: rng.chance(70),
+            max_cps: if rng.chance(30) {
+                1 + rng.below(5) as u8
+            } else {
+                0
+            },
+            overload_pct: if rng.chance(25) {
+                rng.pick(&[10, 50, 90, 100])
+            } else {
+                0
+            },
         };
         let calls = (0..calls).map(|_| random_call(&mut rng, span)).collect();
         let ops = (0..rng.below(12))
             .map(|_| Op {
                 at_ms: rng.below(u64::from(span)) as u32,
-                kind: match rng.below(10) {
+                kind: match rng.below(12) {
                     0..=3 => OpKind::Status {
                         dest: rng.below(4) as u8,
                         enable: rng.chance(60),
@@ -276,6 +295,9 @@ impl Script {
                     },
                     6..=7 => OpKind::Reload {
                         variant: rng.below(3) as u8,
+                    },
+                    8..=9 => OpKind::Drain {
+                        dest: rng.below(4) as u8,
                     },
                     _ => OpKind::EndCall {
                         call: rng.below(1 << 15) as u16,

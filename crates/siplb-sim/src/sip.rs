@@ -206,3 +206,20 @@ pub(crate) fn has_bare_lf(data: &[u8]) -> bool {
         .enumerate()
         .any(|(i, &b)| b == b'\n' && (i == 0 || data[i - 1] != b'\r'))
 }
+
+/// `data` with `params` appended to its first Via field (a destination adding its
+/// overload feedback to the Via of the request it answers).
+pub(crate) fn with_top_via_params(data: &Bytes, params: &str) -> Bytes {
+    let text = String::from_utf8_lossy(data);
+    let Some(start) = text.find("\r\nVia:") else {
+        return data.clone();
+    };
+    let Some(end) = text[start + 2..].find("\r\n").map(|e| start + 2 + e) else {
+        return data.clone();
+    };
+    let mut out = String::with_capacity(text.len() + params.len());
+    out.push_str(&text[..end]);
+    out.push_str(params);
+    out.push_str(&text[end..]);
+    Bytes::from(out)
+}

@@ -2,7 +2,7 @@
 //! and the network between them, stepped in virtual time. After every step the
 //! invariants are checked; the first one broken ends the run with a trace.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ const BLAME_WINDOW: Duration = Duration::from_secs(40);
 const STEP_OUTPUT_LIMIT: usize = 2000;
 
 /// The table the world starts with (variant 0) and the variants `lb_reload` swaps in.
-pub(crate) fn table(variant: u8) -> Vec<DestinationRow> {
+pub(crate) fn table(variant: u8, max_cps: u8) -> Vec<DestinationRow> {
     let row = |id, group, uri: &str, res: &str, mode| DestinationRow {
         probe_mode: mode,
         ..DestinationRow::new(id, group, uri, res)
@@ -86,6 +86,9 @@ pub(crate) fn table(variant: u8) -> Vec<DestinationRow> {
         row(5, 2, "sip:127.0.0.21:5060", "pstn=1000", 0),
         row(6, 2, "sip:127.0.0.22:0", "pstn=1000", 0),
     ];
+    if max_cps % 6 != 0 {
+        rows[1].attrs = Some(format!("max_cps={}", max_cps % 6));
+    }
     match variant % 3 {
         1 => {
             rows[0].resources = "vm=2;pstn=5".to_owned();
@@ -280,6 +283,12 @@ pub(crate) struct World {
     answered: HashSet<(SocketAddr, String)>,
     persisted: HashSet<(String, String)>,
     loads: HashMap<(u32, Arc<str>), u32>,
+    /// Destinations drained by the operator: whether the drain was reported.
+    drains: HashMap<u32, bool>,
+    /// Branches of the INVITE attempts siplb has sent to destinations.
+    attempts_seen: HashSet<String>,
+    /// When destination 2 (the one `max_cps` caps) got its new calls, last second.
+    cps_window: VecDeque<Duration>,
     trace: Trace,
     failure: Option<String>,
     report: Report,
@@ -294,7 +303,7 @@ impl World {
         };
         let settings = config.settings();
         let balancer = Arc::new(Balancer::new());
-        balancer.reload(table(0));
+        balancer.reload(table(0, script.config.max_cps));
         let proxy = Proxy::with_seed(settings, Arc::clone(&balancer), script.seed);
         let mut world = World {
             t0: Instant::now(),
@@ -323,6 +332,9 @@ impl World {
             answered: HashSet::new(),
             persisted: HashSet::new(),
             loads: HashMap::new(),
+            drains: HashMap::new(),
+            attempts_seen: HashSet::new(),
+            cps_window: VecDeque::new(),
             trace: Trace::new(400),
             failure: None,
             report: Report::default(),
@@ -330,6 +342,12 @@ impl World {
         };
         for addr in DESTINATIONS.iter().chain([&RELAY]) {
             world.callees.insert(*addr, Callee::new(*addr));
+        }
+        let overload = script.config.overload_pct % 101;
+        if overload > 0
+            && let Some(first) = world.callees.get_mut(&DESTINATIONS[0])
+        {
+            first.ask_for_fewer(overload);
         }
         for outage in &script.outages {
             let addr = DESTINATIONS[usize::from(outage.dest) % DESTINATIONS.len()];
@@ -549,7 +567,9 @@ impl World {
                 format!("lb_resize {id} {name} {} -> {r:?}", capacity % 8)
             }
             OpKind::Reload { variant } => {
-                let errors = self.balancer.reload(table(variant));
+                let errors = self
+                    .balancer
+                    .reload(table(variant, self.script.config.max_cps));
                 format!("lb_reload variant {} -> {errors:?}", variant % 3)
             }
             OpKind::EndCall { call } => {
@@ -558,6 +578,18 @@ impl World {
                 }
                 self.end_call(usize::from(call) % self.callers.len());
                 return;
+            }
+            OpKind::Drain { dest } => {
+                let id = u32::from(dest % 4) + 1;
+                let r = self.balancer.drain(id);
+                if r == Ok(true) {
+                    self.drains.insert(id, false);
+                }
+                // As the management interface does: an idle destination is drained at once.
+                if self.balancer.report_drained(id) {
+                    self.drained(id);
+                }
+                format!("lb_drain {id} -> {r:?}")
             }
         };
         self.trace.push(self.now, format!("operator: {what}"));
@@ -825,6 +857,7 @@ impl World {
                 return;
             }
             self.check_final(peer.addr, &data);
+            self.check_new_attempt(peer.addr, &data);
             let proto = match peer.transport {
                 Transport::Udp => Proto::Udp,
                 Transport::Tcp => Proto::Tcp,
@@ -857,6 +890,9 @@ impl World {
                     change.id, change.status, change.source, change.reason
                 ),
             );
+            if change.status == NewStatus::Drained {
+                self.drained(change.id);
+            }
             if change.status == NewStatus::Disabled
                 && matches!(change.source, ChangeSource::Failover | ChangeSource::Probe)
             {
@@ -929,6 +965,67 @@ impl World {
     }
 
     /// No load above capacity that grew, none that wrapped, none without a call.
+    /// A drain reported: only of a draining destination with no load, once per drain.
+    fn drained(&mut self, id: u32) {
+        let d = self.balancer.destination(id);
+        let idle = d
+            .as_ref()
+            .is_some_and(|d| d.draining && d.resources.iter().all(|r| r.load == 0));
+        if !idle {
+            self.violation(format!("destination {id} reported drained while {d:?}"));
+        }
+        match self.drains.insert(id, true) {
+            Some(false) => {}
+            Some(true) => self.violation(format!("destination {id} reported drained twice")),
+            None => self.violation(format!("destination {id} reported drained, never drained")),
+        }
+    }
+
+    /// A new attempt siplb sends to a destination: never to one draining, and never
+    /// more than its `max_cps` in any second.
+    fn check_new_attempt(&mut self, to: SocketAddr, data: &Bytes) {
+        let Some(i) = DESTINATIONS.iter().position(|d| *d == to) else {
+            return;
+        };
+        if !data.starts_with(b"INVITE ") {
+            return;
+        }
+        let Ok(msg) = Message::parse(data.clone()) else {
+            return;
+        };
+        if msg.to_tag().is_some() {
+            return;
+        }
+        let branch = sip::branch(&msg);
+        if !self.attempts_seen.insert(branch) {
+            return;
+        }
+        let id = i as u32 + 1;
+        if self.balancer.status(id).is_ok_and(|s| s.draining) {
+            self.violation(format!(
+                "a new call went to destination {id}, which is draining"
+            ));
+        }
+        let cap = u64::from(self.script.config.max_cps % 6);
+        if id == 2 && cap > 0 {
+            let now = self.now;
+            let window = &mut self.cps_window;
+            window.push_back(now);
+            while window
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= Duration::from_secs(1))
+            {
+                window.pop_front();
+            }
+            let taken = window.len() as u64;
+            if taken > cap {
+                self.violation(format!(
+                    "destination 2 took {taken} new calls in a second, max_cps={cap}"
+                ));
+            }
+        }
+    }
+
     fn check_loads(&mut self) {
         let mut held: HashMap<(u32, String), u32> = HashMap::new();
         for call in self.proxy.call_summaries(self.instant()) {
@@ -996,6 +1093,11 @@ impl World {
         }
         if !self.persisted.is_empty() {
             left.push(format!("{} stored calls", self.persisted.len()));
+        }
+        for d in self.balancer.snapshot() {
+            if d.draining && self.drains.get(&d.id) == Some(&false) {
+                left.push(format!("destination {} drained but never reported", d.id));
+            }
         }
         let mut hostile: Vec<_> = self.hostile_owed.keys().cloned().collect();
         hostile.sort();

@@ -14,6 +14,7 @@ fn script(calls: Vec<Call>, hostile: Vec<Hostile>) -> Script {
             failures_to_disable: 0,
             min_enabled: 1,
             probing: false,
+            ..Knobs::default()
         },
         calls,
         ops: Vec::new(),
