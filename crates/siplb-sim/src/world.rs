@@ -86,8 +86,9 @@ pub(crate) fn table(variant: u8, max_cps: u8) -> Vec<DestinationRow> {
         row(5, 2, "sip:127.0.0.21:5060", "pstn=1000", 0),
         row(6, 2, "sip:127.0.0.22:0", "pstn=1000", 0),
     ];
-    if max_cps % 6 != 0 {
-        rows[1].attrs = Some(format!("max_cps={}", max_cps % 6));
+    let cap = max_cps % 6;
+    if cap > 0 {
+        rows[1].attrs = Some(format!("max_cps={cap}"));
     }
     match variant % 3 {
         1 => {
