@@ -213,7 +213,10 @@ impl Proxy {
                     Err(rejection) => {
                         warn!(call_id, outcome = %rejection, "no destination for call");
                         self.stats.count_rejection(rejection);
-                        let (code, reason) = self.settings.full_reply.clone();
+                        let (code, reason) = match rejection.own_reply() {
+                            Some((code, reason)) => (code, reason.to_owned()),
+                            None => self.settings.full_reply.clone(),
+                        };
                         self.reply_stateless(&msg, peer, code, &reason, &[]);
                         return;
                     }

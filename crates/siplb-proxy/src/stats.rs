@@ -98,6 +98,18 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+impl Rejection {
+    /// The answer of its own a rejection gets instead of the configured `full_reply`:
+    /// calls spared to destinations that asked for fewer, which RFC 7339 (section
+    /// 5.10) has rejected with 503 without Retry-After.
+    pub(crate) fn own_reply(self) -> Option<(u16, &'static str)> {
+        match self {
+            Rejection::Throttled => Some((503, "Service Unavailable")),
+            _ => None,
+        }
+    }
+}
+
 impl Stats {
     pub(crate) fn count_rejection(&mut self, why: Rejection) {
         match why {

@@ -216,8 +216,8 @@ fn overload_feedback_in_a_destinations_answer_sends_the_next_calls_elsewhere() {
         out.iter()
             .map(|(to, m)| (*to, m.status()))
             .collect::<Vec<_>>(),
-        [(addr(CALLER), Some(500))],
-        "the only destination with room asked for no calls"
+        [(addr(CALLER), Some(503))],
+        "the only destination with room asked for no calls: 503 (RFC 7339 5.10)"
     );
     assert_eq!(rig.proxy.stats().rejected_overload, 1);
     assert!(

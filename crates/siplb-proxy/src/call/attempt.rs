@@ -291,7 +291,13 @@ impl Call {
                 warn!(call_id = %self.key.call_id(), outcome = %rejection, "no destination left for call");
                 env.stats.count_rejection(rejection);
                 self.observe_setup(env);
-                env.out.push(Effect::ReplyFull);
+                env.out.push(
+                    rejection
+                        .own_reply()
+                        .map_or(Effect::ReplyFull, |(code, reason)| {
+                            Effect::Reply(code, reason)
+                        }),
+                );
                 self.end(env);
             }
         }
