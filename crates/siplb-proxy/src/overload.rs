@@ -2,7 +2,7 @@
 //! what it sends, and reads a destination's feedback from that Via in its responses.
 
 use siplb_balance::OverloadFeedback;
-use siplb_sip::{HeaderName, Message};
+use siplb_sip::Message;
 
 /// Appended to siplb's own Via: support for overload control with the loss algorithm.
 pub(crate) const VIA_PARAMS: &str = ";oc;oc-algo=\"loss\"";
@@ -16,12 +16,12 @@ const MAX_VALIDITY_MS: u64 = 86_400_000;
 /// The feedback in a response's top Via (siplb's own), if it carries an `oc` value
 /// for the loss algorithm. Anything malformed is no feedback.
 pub(crate) fn feedback(response: &Message) -> Option<OverloadFeedback> {
-    // Most responses carry none: look at the bytes before parsing the Via.
-    let raw = response.header(HeaderName::Via)?;
-    if !raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"oc=")) {
+    // The top Via is parsed at validation already; most responses carry no `oc` value,
+    // which one vectorised scan for `=` tells before any parameter is parsed.
+    let via = response.top_via().ok()?;
+    if !has_oc_value(via.params.as_str().as_bytes()) {
         return None;
     }
-    let via = response.top_via().ok()?;
     // The destination adds its values to the Via siplb sent, which already holds `oc`
     // and `oc-algo` without them: the last of each name is the destination's.
     let last = |name: &str| {
@@ -53,6 +53,17 @@ pub(crate) fn feedback(response: &Message) -> Option<OverloadFeedback> {
     })
 }
 
+/// True when some `name=` in `params` is `oc=` (case-insensitive, spaces allowed
+/// before the `=`).
+fn has_oc_value(params: &[u8]) -> bool {
+    memchr::memchr_iter(b'=', params).any(|at| {
+        let name = params[..at].trim_ascii_end();
+        name.len() >= 3
+            && name[name.len() - 2..].eq_ignore_ascii_case(b"oc")
+            && matches!(name[name.len() - 3], b';' | b' ' | b'\t')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -66,6 +77,22 @@ mod tests {
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport=5060{via_params}\r\nVia: SIP/2.0/UDP 127.0.0.100:5060;branch=z9hG4bKc;oc=90\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
         Message::parse(Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn the_scan_finds_only_an_oc_with_a_value() {
+        for yes in [";oc=5", ";branch=x;OC=5", ";rport=1;oc =5", "; oc=5"] {
+            assert!(has_oc_value(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            ";oc",
+            ";branch=x;oc;oc-algo=\"loss\"",
+            ";doc=5",
+            "oc=5",
+            ";xoc=1",
+        ] {
+            assert!(!has_oc_value(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]
