@@ -27,10 +27,15 @@ pub struct OverloadFeedback {
 }
 
 impl OverloadCell {
-    /// Applies feedback received at `now`; false when its `oc-seq` is older than the
-    /// one in force, or the same (a copy of feedback already applied).
+    /// Applies feedback received at `now`; false when its `oc-seq` is older than that
+    /// of the feedback in force, or the same (a copy of feedback already applied).
     pub(crate) fn apply(&self, feedback: OverloadFeedback, now: u64) -> bool {
         let mut seq = self.seq.lock();
+        // Once the feedback in force has expired its sequence number goes too (RFC 7339
+        // 5.4), so a destination that restarted its counter is heard again.
+        if now >= self.until.load(Ordering::Relaxed) {
+            *seq = None;
+        }
         if let (Some(new), Some(old)) = (feedback.seq, *seq)
             && new <= old
         {
@@ -79,10 +84,19 @@ mod tests {
         assert!(c.apply(fb(50, 500, Some(10.5)), 0));
         assert_eq!(c.reduction(499 * ms), 50);
         assert_eq!(c.reduction(500 * ms), 0, "expired");
-        assert!(!c.apply(fb(90, 500, Some(10.4)), 600 * ms), "older");
-        assert!(!c.apply(fb(90, 500, Some(10.5)), 600 * ms), "a copy");
+        assert!(!c.apply(fb(90, 500, Some(10.4)), 400 * ms), "older");
+        assert!(!c.apply(fb(90, 500, Some(10.5)), 400 * ms), "a copy");
+        assert_eq!(c.reduction(400 * ms), 50);
+        // Expired: the next feedback applies whatever its sequence number (a
+        // destination that restarted its counter).
         assert_eq!(c.reduction(600 * ms), 0);
-        assert!(c.apply(fb(120, 1000, Some(11.0)), 600 * ms));
+        assert!(c.apply(fb(70, 500, Some(1.0)), 600 * ms));
+        assert_eq!(c.reduction(600 * ms), 70);
+        assert!(
+            !c.apply(fb(90, 500, Some(0.5)), 650 * ms),
+            "older than the one in force"
+        );
+        assert!(c.apply(fb(120, 1000, Some(11.0)), 650 * ms));
         assert_eq!(c.reduction(700 * ms), 100, "capped at 100");
         assert!(c.apply(fb(30, 0, Some(12.0)), 800 * ms));
         assert_eq!(c.reduction(800 * ms), 0, "oc-validity=0 ends it");
