@@ -272,13 +272,6 @@ impl Balancer {
         Ok(started)
     }
 
-    /// True, once per drain, when destination `id` is draining and carries no load:
-    /// the caller publishes the `drained` event.
-    pub fn report_drained(&self, id: u32) -> bool {
-        self.with_destination(id, |_, d| is_idle(d) && d.status.report_drained())
-            .unwrap_or(false)
-    }
-
     /// The draining destinations whose load has reached zero since the last call, each
     /// reported once. Cheap while nothing drains (one atomic read).
     pub fn newly_drained(&self) -> Vec<u32> {

@@ -51,7 +51,6 @@ fn a_draining_destination_gets_no_new_calls_and_is_reported_once_when_its_last_c
         assert_eq!(pick(&b), Some(2), "the next best, never the draining one");
     }
     assert!(b.newly_drained().is_empty(), "a call is still up");
-    assert!(!b.report_drained(1));
 
     // A reload keeps the drain and the call's load.
     b.reload(rows());
@@ -62,7 +61,6 @@ fn a_draining_destination_gets_no_new_calls_and_is_reported_once_when_its_last_c
     call.release();
     assert_eq!(b.newly_drained(), [1]);
     assert!(b.newly_drained().is_empty(), "reported once");
-    assert!(!b.report_drained(1), "reported once, whoever asks");
     assert_eq!(
         pick(&b),
         Some(2),
@@ -81,10 +79,9 @@ fn a_draining_destination_gets_no_new_calls_and_is_reported_once_when_its_last_c
 fn a_drain_of_an_idle_destination_is_reported_at_once() {
     let (b, _) = Balancer::with_rows(rows());
     assert!(b.drain(3).unwrap());
-    assert!(b.report_drained(3));
+    assert_eq!(b.newly_drained(), [3]);
     assert!(b.newly_drained().is_empty());
     assert!(b.drain(99).is_err());
-    assert!(!b.report_drained(99));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use crate::params::{self, Recipe};
 use crate::rpc::{self, Request, RpcError};
-use crate::state::{CallInfo, MiState, OperatorChange};
+use crate::state::{CallInfo, MiState};
 
 /// The largest capacity `lb_resize` takes: ten million concurrent calls is beyond any
 /// single box, so anything above is a typo or a wrapped negative.
@@ -233,7 +233,7 @@ impl MiState {
                 let enable = params::int("new_status", status)? != 0;
                 self.status_set(id, enable)
             }
-            (Method::Drain, [id]) => self.drain(destination_id(id)?),
+            (Method::Drain, [id]) => self.drain(destination_id(id)?).await,
             (Method::Resize, [id, name, capacity]) => {
                 let id = destination_id(id)?;
                 let name = params::string("res_name", name)?;
@@ -309,19 +309,14 @@ impl MiState {
                 "destination {} by the operator",
                 if enable { "enabled" } else { "disabled" }
             );
-            self.tell(
-                id,
-                if enable {
-                    OperatorChange::Enabled
-                } else {
-                    OperatorChange::Disabled
-                },
-            );
+            if let Some(listener) = &self.on_status_change {
+                listener(id, enable);
+            }
         }
         Ok(OK.to_owned())
     }
 
-    fn drain(&self, id: u32) -> Result<String, RpcError> {
+    async fn drain(&self, id: u32) -> Result<String, RpcError> {
         let started = self
             .balancer
             .drain(id)
@@ -329,18 +324,12 @@ impl MiState {
         if started {
             info!(destination = id, "destination draining by the operator");
         }
-        // With no call up there is nothing to wait for; otherwise the core reports it
-        // when the last call ends.
-        if self.balancer.report_drained(id) {
-            self.tell(id, OperatorChange::Drained);
+        // The core publishes the drain when the destination carries no call: now, or
+        // when its last call ends.
+        if let Some(calls) = &self.calls {
+            calls.drain_started().await;
         }
         Ok(OK.to_owned())
-    }
-
-    fn tell(&self, id: u32, change: OperatorChange) {
-        if let Some(listener) = &self.on_status_change {
-            listener(id, change);
-        }
     }
 
     fn resize(&self, id: u32, name: &str, capacity: u32) -> Result<String, RpcError> {
@@ -628,12 +617,26 @@ mod tests {
     }
 
     #[test]
-    fn lb_drain_keeps_new_calls_away_shows_in_lb_list_and_reports_an_idle_destination_at_once() {
+    fn lb_drain_keeps_new_calls_away_shows_in_lb_list_and_tells_the_core() {
+        /// The core's side: counts the drains it is told of.
+        struct Core(AtomicUsize);
+        impl crate::CallsSource for Core {
+            fn calls(&self) -> crate::BoxFuture<'_, Vec<CallInfo>> {
+                Box::pin(async { Vec::new() })
+            }
+            fn drain_started(&self) -> crate::BoxFuture<'_, ()> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async {})
+            }
+        }
+        let core = Arc::new(Core(AtomicUsize::new(0)));
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let s = state().with_status_listener({
-            let told = Arc::clone(&told);
-            Arc::new(move |id, change| told.lock().unwrap().push((id, change)))
-        });
+        let s = state()
+            .with_calls(Arc::clone(&core) as Arc<dyn crate::CallsSource>)
+            .with_status_listener({
+                let told = Arc::clone(&told);
+                Arc::new(move |id, enabled| told.lock().unwrap().push((id, enabled)))
+            });
         let held = s
             .balancer
             .restore(2, &siplb_balance::ResourceRequest::parse("vm").unwrap())
@@ -646,10 +649,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","result":"OK","id":1}"#
         );
         assert!(s.balancer.status(2).unwrap().draining);
-        assert!(
-            told.lock().unwrap().is_empty(),
-            "a call is up: not drained yet"
-        );
+        assert_eq!(core.0.load(Ordering::SeqCst), 1, "the core is told");
         let list = call(&s, r#"{"jsonrpc":"2.0","method":"lb_list","id":2}"#);
         assert!(
             list.contains(
@@ -667,7 +667,7 @@ mod tests {
             ),
             r#"{"jsonrpc":"2.0","result":"OK","id":3}"#
         );
-        assert_eq!(*told.lock().unwrap(), [(3, OperatorChange::Drained)]);
+        assert_eq!(core.0.load(Ordering::SeqCst), 2);
         assert_eq!(
             call(
                 &s,
@@ -675,16 +675,14 @@ mod tests {
             ),
             r#"{"jsonrpc":"2.0","error":{"code":404,"message":"Destination ID not found"},"id":4}"#
         );
+        assert_eq!(core.0.load(Ordering::SeqCst), 2, "not for an unknown id");
         // lb_status ID 1 ends a drain.
         call(
             &s,
             r#"{"jsonrpc":"2.0","method":"lb_status","params":[3,1],"id":5}"#,
         );
         assert!(!s.balancer.status(3).unwrap().draining);
-        assert_eq!(
-            told.lock().unwrap().last(),
-            Some(&(3, OperatorChange::Enabled))
-        );
+        assert_eq!(*told.lock().unwrap(), [(3, true)]);
     }
 
     #[test]

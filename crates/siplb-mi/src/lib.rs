@@ -83,6 +83,5 @@ pub use dispatch::method_names;
 pub use exposition::{Exposition, Kind, METRICS_CONTENT_TYPE};
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
 pub use state::{
-    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, OperatorChange, Reloader,
-    StatusListener,
+    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader, StatusListener,
 };

@@ -33,17 +33,9 @@ where
     }
 }
 
-/// What an operator's command did to a destination, for the status events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OperatorChange {
-    Enabled,
-    Disabled,
-    /// `lb_drain` on a destination that carried no call: drained at once.
-    Drained,
-}
-
-/// Told of each status change an operator makes.
-pub type StatusListener = Arc<dyn Fn(u32, OperatorChange) + Send + Sync>;
+/// Told of each status change an operator makes with `lb_status`: (destination id,
+/// enabled).
+pub type StatusListener = Arc<dyn Fn(u32, bool) + Send + Sync>;
 
 /// One call up, as `lb_calls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -75,6 +67,13 @@ pub trait CallsSource: Send + Sync {
     fn end_call<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, usize> {
         let _ = call_id;
         Box::pin(async { 0 })
+    }
+
+    /// An operator has started a drain (`lb_drain`): the source that owns the calls
+    /// publishes it drained now if the destination carries none (and otherwise when
+    /// its last call ends). Sources without calls of their own do nothing.
+    fn drain_started(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -195,8 +194,8 @@ impl MiState {
         self
     }
 
-    /// Called with the destination id and what changed after each change an operator
-    /// makes with `lb_status` or `lb_drain`, so it can be published like the core's.
+    /// Called with (destination id, enabled) after each change an operator makes with
+    /// `lb_status`, so the change can be published like the core's.
     #[must_use]
     pub fn with_status_listener(mut self, listener: StatusListener) -> Self {
         self.on_status_change = Some(listener);

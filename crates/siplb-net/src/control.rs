@@ -21,6 +21,7 @@ pub(crate) enum Query {
     Calls(oneshot::Sender<Vec<CallSummary>>),
     Report(oneshot::Sender<Report>),
     EndCall(String, oneshot::Sender<usize>),
+    CheckDrains(oneshot::Sender<()>),
 }
 
 /// A handle to ask the running core; cheap to clone.
@@ -61,6 +62,15 @@ impl Control {
             return 0;
         }
         rx.await.unwrap_or(0)
+    }
+
+    /// Has the core publish the drains that are over (an operator has just started
+    /// one): answered once the core has looked.
+    pub async fn check_drains(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Query::CheckDrains(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Counters and probe results; `None` when the core is not running.

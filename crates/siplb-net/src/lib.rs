@@ -369,6 +369,10 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
         control::Query::EndCall(call_id, reply) => {
             let _ = reply.send(proxy.end_calls_with_id(Instant::now(), &call_id));
         }
+        control::Query::CheckDrains(reply) => {
+            proxy.report_drains();
+            let _ = reply.send(());
+        }
         control::Query::Report(reply) => {
             let _ = reply.send(Report {
                 stats: proxy.stats().clone(),

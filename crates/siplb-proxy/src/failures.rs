@@ -114,8 +114,10 @@ impl Proxy {
         });
     }
 
-    /// Publishes each draining destination whose last call has just ended.
-    pub(crate) fn report_drains(&mut self) {
+    /// Publishes each draining destination that carries no call, once per drain. The
+    /// core calls it after every input; the driver calls it when an operator has just
+    /// started a drain, so that an idle destination is reported at once.
+    pub fn report_drains(&mut self) {
         for id in self.balancer.newly_drained() {
             self.status_changed(
                 id,

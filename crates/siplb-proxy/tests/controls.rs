@@ -69,6 +69,17 @@ fn a_drained_destination_keeps_its_call_gets_no_new_one_and_is_reported_when_the
 }
 
 #[test]
+fn an_idle_destination_is_reported_drained_when_the_driver_asks_after_lb_drain() {
+    let mut rig = two_destinations();
+    assert!(rig.balancer.drain(2).unwrap());
+    rig.proxy.report_drains();
+    assert_eq!(drained(&mut rig), [2]);
+    rig.proxy.report_drains();
+    assert!(drained(&mut rig).is_empty(), "once per drain");
+    assert_eq!(rig.proxy.stats().destinations_drained, 1);
+}
+
+#[test]
 fn a_calls_per_second_cap_sends_the_excess_elsewhere_and_never_blames_the_destination() {
     let mut rig = Rig::new(&[], "");
     let mut capped = siplb_balance::DestinationRow::new(1, 1, "sip:127.0.0.11:5060", "vm=100");

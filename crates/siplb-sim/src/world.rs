@@ -586,10 +586,9 @@ impl World {
                 if r == Ok(true) {
                     self.drains.insert(id, false);
                 }
-                // As the management interface does: an idle destination is drained at once.
-                if self.balancer.report_drained(id) {
-                    self.drained(id);
-                }
+                // As the driver does for the management interface: the core reports an
+                // idle destination at once.
+                self.proxy.report_drains();
                 format!("lb_drain {id} -> {r:?}")
             }
         };

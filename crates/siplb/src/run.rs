@@ -311,22 +311,15 @@ fn management_state(
     };
     let listener = {
         let (balancer, events) = (Arc::clone(balancer), events.clone());
-        move |id: u32, change: siplb_mi::OperatorChange| {
-            use siplb_mi::OperatorChange as Op;
-            use siplb_proxy::NewStatus;
-            let (status, reason) = match change {
-                Op::Enabled => (NewStatus::Enabled, "lb_status"),
-                Op::Disabled => (NewStatus::Disabled, "lb_status"),
-                Op::Drained => (NewStatus::Drained, "lb_drain, no call up"),
-            };
+        move |id: u32, enabled: bool| {
             if let Some(d) = balancer.destination(id) {
                 let _ = events.send(siplb_proxy::StatusChange {
                     id,
                     group: d.group,
                     uri: d.uri.to_string(),
-                    status,
+                    status: siplb_proxy::NewStatus::enabled(enabled),
                     source: siplb_proxy::ChangeSource::Operator,
-                    reason: reason.to_owned(),
+                    reason: "lb_status".to_owned(),
                 });
             }
         }
@@ -365,6 +358,10 @@ impl siplb_mi::CallsSource for CoreCalls {
 
     fn end_call<'a>(&'a self, call_id: &'a str) -> siplb_mi::BoxFuture<'a, usize> {
         Box::pin(self.0.end_call(call_id))
+    }
+
+    fn drain_started(&self) -> siplb_mi::BoxFuture<'_, ()> {
+        Box::pin(self.0.check_drains())
     }
 }
 

@@ -55,8 +55,8 @@ fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
         "load_balancer",
         &[(ip(test, 11), "vm=10"), (ip(test, 12), "vm=5")],
     );
-    // The operator's lb_status, then the drained destination.
-    let (webhook, events) = webhook_receiver(ip(test, 1), 2);
+    // The operator's lb_status, the drained destination, then an idle one drained.
+    let (webhook, events) = webhook_receiver(ip(test, 1), 3);
     let addr = SocketAddr::new(ip(test, 1), 5060);
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
     let mi = format!("http://{mi_listen}/mi");
@@ -139,6 +139,9 @@ fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
         "returned only once the long calls ended"
     );
 
+    // A destination without calls is reported drained at once.
+    wait_until(Duration::from_secs(5), || loads(&mi) == (0, 0));
+    assert_eq!(ctl(&mi, &["lb_drain", "2"]), r#""OK""#);
     let events = events.join().unwrap();
     assert!(
         events[0].contains(r#""status":"enabled","id":2,"source":"operator""#),
@@ -148,9 +151,13 @@ fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
         events[1].contains(r#""status":"drained","id":1,"source":"operator""#),
         "{events:?}"
     );
+    assert!(
+        events[2].contains(r#""status":"drained","id":2,"source":"operator""#),
+        "{events:?}"
+    );
     let metrics = http_get((ip(test, 1), 8888), "/metrics");
     assert!(
-        metrics.contains(r#"siplb_status_changes_total{to="drained"} 1"#),
+        metrics.contains(r#"siplb_status_changes_total{to="drained"} 2"#),
         "{metrics}"
     );
     assert!(
