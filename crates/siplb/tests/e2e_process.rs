@@ -13,10 +13,9 @@
 mod harness;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use harness::{Node, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
+use harness::{Node, db_init, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
 use serde_json::Value;
 
 const TEST: u8 = 20;
@@ -84,16 +83,7 @@ fn operator_changes_while_calls_are_up() {
     let dir = scratch("process-20");
     let db = dir.join("siplb.db");
     let url = format!("sqlite://{}?mode=rwc", db.display());
-    let siplb = env!("CARGO_BIN_EXE_siplb");
-    let init = Command::new(siplb)
-        .args(["db", "init", "--database", &url])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    db_init(&["--database", &url]);
     let (d1, d2, d3) = (ip(TEST, 11), ip(TEST, 12), ip(TEST, 13));
     sql(
         &url,

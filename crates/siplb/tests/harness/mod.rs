@@ -422,15 +422,7 @@ pub fn binary_smoke(test: u8) {
     let db = dir.join("siplb.db");
     let url = format!("sqlite://{}", db.display());
     let siplb = env!("CARGO_BIN_EXE_siplb");
-    let init = Command::new(siplb)
-        .args(["db", "init", "--examples", "--database", &url])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    db_init(&["--examples", "--database", &url]);
     let addr = SocketAddr::new(ip(test, 1), 5060);
     // A webhook receiver: the status events siplb publishes arrive here. Two are
     // expected: the failover's, then the operator's.
@@ -624,11 +616,11 @@ impl Drop for Node {
     }
 }
 
-/// Creates `table` with `siplb db init` and one unprobed destination per row (ids from
-/// 1, group 1, port 5060).
-pub fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
+/// `siplb db init ARGS...`, which must succeed.
+pub fn db_init(args: &[&str]) {
     let init = Command::new(env!("CARGO_BIN_EXE_siplb"))
-        .args(["db", "init", "--database", url, "--table", table])
+        .args(["db", "init"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -636,6 +628,12 @@ pub fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
+}
+
+/// Creates `table` with `siplb db init` and one unprobed destination per row (ids from
+/// 1, group 1, port 5060).
+pub fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
+    db_init(&["--database", url, "--table", table]);
     let inserts: Vec<String> = rows
         .iter()
         .enumerate()
