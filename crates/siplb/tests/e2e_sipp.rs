@@ -414,9 +414,16 @@ fn probe_replies_count_by_their_code() {
     ];
     let lb = Lb::start(15, &rows, "", PROBING);
     let _uas = lb.start_destinations();
-    // (The first round may go out before SIPp listens, so 3 can be down for a round.)
-    wait_until(Duration::from_millis(3000), || {
-        !lb.destination(1).enabled && !lb.destination(2).enabled && lb.destination(3).enabled
+    // The first round may go out before SIPp listens: a destination can be down for a
+    // round, and its first reply can be a timeout (408) rather than its own code.
+    wait_until(Duration::from_millis(5000), || {
+        let (one, two, three) = (lb.destination(1), lb.destination(2), lb.destination(3));
+        !one.enabled
+            && !two.enabled
+            && three.enabled
+            && one.last_probe == Some(404)
+            && two.last_probe == Some(503)
+            && three.last_probe == Some(200)
     });
     assert_eq!(lb.destination(1).last_probe, Some(404));
     assert_eq!(lb.destination(2).last_probe, Some(503));
@@ -426,7 +433,9 @@ fn probe_replies_count_by_their_code() {
     let listed = format!("{PROBING}reply_codes = [404]\n");
     let lb = Lb::start(16, &rows, "", &listed);
     let _uas = lb.start_destinations();
-    wait_until(Duration::from_millis(2500), || !lb.destination(2).enabled);
+    wait_until(Duration::from_millis(5000), || {
+        !lb.destination(2).enabled && lb.destination(1).last_probe == Some(404)
+    });
     std::thread::sleep(Duration::from_millis(1000));
     assert!(lb.destination(1).enabled, "a listed 404 counts as success");
     assert_eq!(lb.destination(1).last_probe, Some(404));
