@@ -54,6 +54,8 @@ pub struct Config {
     pub events: Events,
     #[serde(default)]
     pub tcp: Tcp,
+    #[serde(default)]
+    pub overload: Overload,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
     /// `routes` in the core's terms, compiled once by validation.
@@ -288,10 +290,43 @@ impl Default for Failover {
     }
 }
 
+/// siplb's own overload control (RFC 7339, server side).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Overload {
+    /// When the core is busier than `busy_target`: ask callers that announce overload
+    /// control for fewer new calls, and turn away that share of the others' new calls.
+    pub feedback: bool,
+    /// The percentage of wall time the core thread may spend handling input.
+    pub busy_target: u8,
+    /// How long a reduction holds at a caller unless renewed (`oc-validity`).
+    #[serde(with = "duration")]
+    pub validity: Duration,
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        let core = siplb_proxy::OwnOverloadSettings::default();
+        Overload {
+            feedback: core.feedback,
+            busy_target: (core.target * 100.0).round() as u8,
+            validity: core.validity,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Events {
     pub webhook: Option<String>,
+}
+
+/// The line of a section's `[name]` header, for errors about its keys (1 when absent).
+fn section_line(text: &str, name: &str) -> usize {
+    let header = format!("[{name}]");
+    text.lines()
+        .position(|l| l.trim() == header)
+        .map_or(1, |i| i + 1)
 }
 
 impl Config {
@@ -358,6 +393,11 @@ impl Config {
             persist_dialogs: self.dialog.persist,
             max_calls: self.sip.max_calls,
             max_transactions: self.sip.max_transactions,
+            overload: siplb_proxy::OwnOverloadSettings {
+                feedback: self.overload.feedback,
+                target: f64::from(self.overload.busy_target) / 100.0,
+                validity: self.overload.validity,
+            },
         }
     }
 
@@ -433,6 +473,20 @@ impl Config {
         }
         if self.probing.interval > Duration::ZERO && self.probing.timeout.is_zero() {
             return Err(invalid(1, "probing.timeout: must be above zero".into()));
+        }
+        if !(10..=99).contains(&self.overload.busy_target) {
+            return Err(invalid(
+                section_line(text, "overload"),
+                "overload.busy_target: must be a percentage between 10 and 99".into(),
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&self.overload.validity)
+        {
+            return Err(invalid(
+                section_line(text, "overload"),
+                "overload.validity: must be between 100ms and 1h".into(),
+            ));
         }
         if self.probing.failures_to_disable == 0 || self.probing.successes_to_enable == 0 {
             return Err(invalid(1, "probing: thresholds must be at least 1".into()));

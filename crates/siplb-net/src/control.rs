@@ -14,6 +14,8 @@ pub struct Report {
     pub tcp_open: usize,
     pub tcp_refused: u64,
     pub tcp_timed_out: u64,
+    /// How busy the core is, and the reduction it asks of callers (RFC 7339).
+    pub core: siplb_proxy::CoreLoad,
 }
 
 #[derive(Debug)]

@@ -243,6 +243,10 @@ pub async fn serve(
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
     proxy.start(Instant::now());
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    proxy.set_wall_clock(Instant::now(), since_epoch);
     loop {
         if let Some(until) = drain_until
             && (proxy.is_idle() || Instant::now() >= until)
@@ -260,24 +264,35 @@ pub async fn serve(
                 None => std::future::pending::<()>().await,
             }
         };
+        // When this turn's work began: the time until the end of the turn is what the
+        // core spent busy, which its overload control measures.
+        let woke: Instant;
         tokio::select! {
             biased;
             changed = shutdown.changed(), if drain_until.is_none() => {
+                woke = Instant::now();
                 if changed.is_err() || *shutdown.borrow() {
                     info!(calls = proxy.calls(), ?drain, "draining: new calls get 503, calls up may end");
                     proxy.set_draining(true);
                     drain_until = Some(Instant::now() + drain);
                 }
             }
-            () = sleep => proxy.handle_timeout(Instant::now()),
+            () = sleep => {
+                woke = Instant::now();
+                proxy.handle_timeout(woke);
+            }
             Some(query) = async {
                 match control.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
-            } => answer(&mut proxy, &tcp_stats, query),
+            } => {
+                woke = Instant::now();
+                answer(&mut proxy, &tcp_stats, query);
+            }
             Some(event) = events.recv() => {
                 let now = Instant::now();
+                woke = now;
                 // Take whatever else is already queued before sending anything, so a
                 // busy core flushes its output once per batch instead of per message.
                 let mut next = Some(event);
@@ -307,6 +322,7 @@ pub async fn serve(
             }
             ready = any_readable(&udp) => {
                 let now = Instant::now();
+                woke = now;
                 for socket in &udp {
                     socket.read_batch(&mut buf, |peer, data| {
                         proxy.handle(now, Incoming { peer, data });
@@ -358,6 +374,8 @@ pub async fn serve(
                 }
             }
         }
+        let done = Instant::now();
+        proxy.note_busy(done, done.saturating_duration_since(woke));
     }
 }
 
@@ -385,6 +403,7 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
                 tcp_open: tcp.open.load(std::sync::atomic::Ordering::Relaxed),
                 tcp_refused: tcp.refused.load(std::sync::atomic::Ordering::Relaxed),
                 tcp_timed_out: tcp.timed_out.load(std::sync::atomic::Ordering::Relaxed),
+                core: proxy.core_load(),
             });
         }
     }

@@ -12,6 +12,7 @@
 //! - `responses`: responses in and transaction events, attempts that are over;
 //! - `forward`: requests siplb sends (attempts, CANCEL, its own ACK and BYE);
 //! - `local`: siplb's own answers and what a request must be to be forwarded;
+//! - `overload`, `own_overload`: RFC 7339, the destinations' feedback and siplb's own;
 //! - `failures`, `probe`: destination health;
 //! - `lifecycle`: restored calls, the operator's view, stored calls;
 //! - `transactions`, `agenda`, `slab`, `tokens`, `keys`: the tables underneath.
@@ -29,6 +30,7 @@ mod keys;
 mod lifecycle;
 mod local;
 mod overload;
+mod own_overload;
 mod persist;
 mod probe;
 mod proxy;
@@ -45,9 +47,10 @@ mod transactions;
 pub use addr::{Peer, PeerSyntaxError, TargetError, Transport, peer_of_uri_text};
 pub use events::{ChangeSource, CoreEvent, NewStatus, StatusChange};
 pub use lifecycle::CallSummary;
+pub use own_overload::CoreLoad;
 pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;
 pub use proxy::{Incoming, Proxy, Transmit};
 pub use routing::RouteMatch;
-pub use settings::{GroupChoice, Probing, Route, RouteAction, Settings};
+pub use settings::{GroupChoice, OwnOverloadSettings, Probing, Route, RouteAction, Settings};
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

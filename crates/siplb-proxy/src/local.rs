@@ -12,11 +12,12 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use siplb_sip::{Message, Method, build_response};
+use siplb_sip::{Message, Method, build_response_with_top_via};
 use siplb_txn::{ServerKey, prehash};
 use tracing::debug;
 
 use crate::addr::Peer;
+use crate::own_overload::announces_support;
 use crate::proxy::Proxy;
 use crate::slab::Id;
 
@@ -196,7 +197,7 @@ impl Proxy {
         }
         let tag =
             (code > 100 && request.to_tag().is_none()).then(|| self.tokens.reply_tag(request));
-        let reply = build_response(request, code, reason, tag.as_deref(), extra);
+        let reply = self.own_response(request, code, reason, tag.as_deref(), extra);
         self.stats.count_local_reply(code);
         if method == Some(Method::Invite) && code >= 300 && request.to_tag().is_none() {
             let keep = self.settings.timers.t1.saturating_mul(64);
@@ -235,7 +236,7 @@ impl Proxy {
             return;
         };
         let tag = (code > 100 && request.to_tag().is_none()).then(|| self.tokens.tag());
-        let reply = build_response(request, code, reason, tag.as_deref(), &[]);
+        let reply = self.own_response(request, code, reason, tag.as_deref(), &[]);
         self.stats.count_local_reply(code);
         self.server_send(now, id, reply);
     }
@@ -249,7 +250,7 @@ impl Proxy {
             return;
         };
         let tag = self.tokens.reply_tag(invite);
-        let reply = build_response(invite, code, reason, Some(&tag), &[]);
+        let reply = self.own_response(invite, code, reason, Some(&tag), &[]);
         self.stats.count_local_reply(code);
         self.server_send(now, server, reply);
     }
@@ -260,6 +261,17 @@ impl Proxy {
         let mut edit = response.edit();
         if edit.remove_top_via().is_err() {
             return;
+        }
+        // The next hop is the caller's: siplb's own overload feedback goes there, in
+        // place of the destination's, which was for siplb.
+        let caller_oc = self.txns.servers.get(server).is_some_and(|c| c.caller_oc);
+        if caller_oc
+            && self.own_overload.enabled()
+            && let Some(hop) = response
+                .via_hop(1)
+                .and_then(|h| self.own_overload.feedback_hop(h))
+        {
+            let _ = edit.replace_via(1, &hop);
         }
         let Ok(bytes) = edit.finish() else {
             return;
@@ -282,9 +294,30 @@ impl Proxy {
             return;
         };
         let tag = (request.to_tag().is_none()).then(|| self.tokens.tag());
-        let reply = build_response(request, code, reason, tag.as_deref(), &[]);
+        let reply = self.own_response(request, code, reason, tag.as_deref(), &[]);
         self.stats.count_local_reply(code);
         self.server_send(now, server, reply);
+    }
+
+    /// A response of siplb's own to `request`, carrying its overload feedback when
+    /// the sender asked for it (RFC 7339: every response to such a sender does).
+    pub(crate) fn own_response(
+        &self,
+        request: &Message,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> bytes::Bytes {
+        let feedback = self
+            .own_overload
+            .enabled()
+            .then(|| request.top_via().ok())
+            .flatten()
+            .filter(announces_support)
+            .and_then(|_| request.via_hop(0))
+            .and_then(|hop| self.own_overload.feedback_hop(hop));
+        build_response_with_top_via(request, code, reason, to_tag, extra, feedback.as_deref())
     }
 
     pub(crate) fn server_send(&mut self, now: Instant, server: Id, response: bytes::Bytes) {

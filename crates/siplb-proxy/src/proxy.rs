@@ -36,6 +36,7 @@ use crate::call::{Call, Effect, Input, call_env};
 use crate::events::{CoreEvent, StatusChange};
 use crate::keys::CallKey;
 use crate::local::Rejections;
+use crate::own_overload::{CoreLoad, OwnOverload};
 use crate::persist::DialogChange;
 use crate::probe::ProbeState;
 use crate::settings::Settings;
@@ -106,6 +107,7 @@ pub struct Proxy {
     pub(crate) probe_seq: u64,
     pub(crate) events: VecDeque<CoreEvent>,
     pub(crate) rejections: Rejections,
+    pub(crate) own_overload: OwnOverload,
     /// The time of the input being handled (for work that has no `now` of its own).
     pub(crate) clock: Instant,
 }
@@ -123,6 +125,7 @@ impl Proxy {
     }
 
     fn with_tokens(settings: Settings, balancer: Arc<Balancer>, tokens: Tokens) -> Proxy {
+        let own_overload = OwnOverload::new(settings.overload.clone());
         Proxy {
             listeners: Listeners::new(settings.listen.clone()),
             settings,
@@ -143,6 +146,7 @@ impl Proxy {
             probe_seq: 0,
             events: VecDeque::new(),
             rejections: Rejections::default(),
+            own_overload,
             clock: Instant::now(),
         }
     }
@@ -161,6 +165,24 @@ impl Proxy {
     /// calls that are up go on until they end.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// The driver spent `busy` handling input, ending at `now` (time not spent waiting
+    /// for input): what siplb's own overload control measures.
+    pub fn note_busy(&mut self, now: Instant, busy: std::time::Duration) {
+        self.own_overload.note_busy(now, busy);
+    }
+
+    /// The Unix time at `now`, so that the sequence numbers of siplb's overload
+    /// feedback are timestamps that a restart does not set back.
+    pub fn set_wall_clock(&mut self, now: Instant, since_epoch: std::time::Duration) {
+        let ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+        self.own_overload.set_wall_clock(now, ms);
+    }
+
+    /// How busy the core is and the reduction it asks of callers.
+    pub fn core_load(&self) -> CoreLoad {
+        self.own_overload.load()
     }
 
     /// Counters since start.

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use siplb_balance::ResourceRequest;
-use siplb_sip::{Message, Method, build_response};
+use siplb_sip::{Message, Method};
 use siplb_txn::ServerKey;
 use tracing::{debug, warn};
 
@@ -14,6 +14,7 @@ use crate::call::{
     Attempt, Balancing, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target,
 };
 use crate::keys::CallKey;
+use crate::own_overload::announces_support;
 use crate::proxy::Proxy;
 use crate::routing;
 use crate::settings::RouteAction;
@@ -92,6 +93,12 @@ impl Proxy {
                     &[("Retry-After", "5")],
                 );
             }
+            Method::Invite if self.sheds(&msg) => {
+                // RFC 7339 section 5.10.2: no Retry-After, which would keep the caller
+                // away from every call for that long.
+                self.stats.rejected_shed += 1;
+                self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[]);
+            }
             Method::Invite => self.on_initial_invite(now, msg, key, peer),
             Method::Options if self.addressed_to_me(&msg) => {
                 self.reply_stateless(
@@ -106,6 +113,19 @@ impl Proxy {
                 self.reply_stateless(&msg, peer, 405, "Method Not Allowed", &[("Allow", ALLOW)]);
             }
         }
+    }
+
+    /// While siplb's own core is overloaded, a share of the new calls of callers that
+    /// take no overload feedback is turned away, the share the others are asked to
+    /// hold back; callers that take it hold back themselves.
+    fn sheds(&mut self, msg: &Message) -> bool {
+        if self.own_overload.load().reduction == 0
+            || msg.top_via().is_ok_and(|via| announces_support(&via))
+        {
+            return false;
+        }
+        let draw = self.tokens.next_u64();
+        self.own_overload.sheds(draw)
     }
 
     fn addressed_to_me(&self, msg: &Message) -> bool {
@@ -232,7 +252,7 @@ impl Proxy {
         else {
             return;
         };
-        let trying = build_response(&msg, 100, "Trying", None, &[]);
+        let trying = self.own_response(&msg, 100, "Trying", None, &[]);
         self.server_send(now, server, trying);
         let caller = CallerSide {
             peer,

@@ -74,6 +74,30 @@ pub struct Settings {
     pub max_calls: usize,
     /// Transactions at once; beyond, new requests get 503.
     pub max_transactions: usize,
+    /// What siplb does when its own core is overloaded (RFC 7339, server side).
+    pub overload: OwnOverloadSettings,
+}
+
+/// siplb's own overload control (RFC 7339 server side, `own_overload.rs`).
+#[derive(Clone, Debug)]
+pub struct OwnOverloadSettings {
+    /// Ask callers that announce support for fewer new calls, and turn away the same
+    /// share of the others' new calls, when the core is busier than `target`.
+    pub feedback: bool,
+    /// The share of wall time the core may spend handling input (0 to 1).
+    pub target: f64,
+    /// How long a reduction holds at the caller (`oc-validity`) unless renewed.
+    pub validity: Duration,
+}
+
+impl Default for OwnOverloadSettings {
+    fn default() -> Self {
+        OwnOverloadSettings {
+            feedback: true,
+            target: 0.9,
+            validity: Duration::from_secs(2),
+        }
+    }
 }
 
 /// OPTIONS probing of destinations (SPEC section 4).

@@ -25,6 +25,9 @@ pub struct Stats {
     /// New calls turned away because siplb holds as many calls or transactions as
     /// it allows.
     pub rejected_limit: u64,
+    /// New calls turned away while siplb's own core was overloaded, from callers
+    /// that take no overload feedback (RFC 7339 section 5.10.2).
+    pub rejected_shed: u64,
     pub malformed: u64,
     pub dialog_timeouts: u64,
     /// Dialogs siplb ended because the caller never acknowledged the 2xx.

@@ -15,6 +15,7 @@ use siplb_txn::{
 
 use crate::addr::Peer;
 use crate::agenda::{Agenda, Due, Slot};
+use crate::own_overload::announces_support;
 use crate::proxy::{Transmit, Work};
 use crate::slab::{Id, Slab};
 
@@ -41,6 +42,9 @@ pub(crate) struct ServerCtx {
     /// The request, kept for relayed non-INVITE requests so that siplb can answer it
     /// itself when the next hop fails.
     pub(crate) request: Option<Message>,
+    /// The sender takes RFC 7339 overload feedback in the responses (its top Via
+    /// said so).
+    pub(crate) caller_oc: bool,
     timer: Option<Slot>,
 }
 
@@ -93,6 +97,7 @@ impl Transactions {
             tx,
             peer,
             request: keep_request.then(|| request.clone()),
+            caller_oc: request.top_via().is_ok_and(|via| announces_support(&via)),
             timer: None,
         });
         self.server_keys.insert(key, id);

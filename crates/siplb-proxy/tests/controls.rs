@@ -240,3 +240,137 @@ fn overload_feedback_in_a_destinations_answer_sends_the_next_calls_elsewhere() {
     rig.sent(); // the retransmissions of the unanswered INVITE to destination 2
     assert_eq!(route(&mut rig, "k4").0, addr(DST1), "the validity ran out");
 }
+
+/// An INVITE whose sender takes overload feedback (RFC 7339: `oc` in its Via).
+fn oc_invite(call: &str) -> String {
+    invite("VM_1", call).replacen(
+        &format!("branch=z9hG4bK-{call}"),
+        &format!("branch=z9hG4bK-{call};oc;oc-algo=\"loss\""),
+        1,
+    )
+}
+
+fn top_via(m: &siplb_sip::Message) -> String {
+    m.via_hop(0).unwrap().to_owned()
+}
+
+/// The core reports being busy for `share` of each of `windows` 200 ms windows.
+fn busy(rig: &mut Rig, share: f64, windows: u32) {
+    rig.proxy.note_busy(rig.now, std::time::Duration::ZERO);
+    for _ in 0..windows {
+        let window = std::time::Duration::from_millis(200);
+        rig.now += window;
+        rig.proxy.note_busy(rig.now, window.mul_f64(share));
+    }
+}
+
+#[test]
+fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_others() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=500"),
+            (2, "sip:127.0.0.12:5060", "vm=400"),
+        ],
+        "",
+    );
+    rig.proxy
+        .set_wall_clock(rig.now, std::time::Duration::from_secs(1_700_000_000));
+    // Not overloaded: a caller that announced support hears "0, for no time".
+    rig.feed(CALLER, &oc_invite("o1"));
+    let out = rig.sent();
+    let trying = out.iter().find(|(_, m)| m.status() == Some(100)).unwrap();
+    assert!(
+        top_via(&trying.1).ends_with(
+            ";branch=z9hG4bK-o1;oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq=1700000000.000"
+        ),
+        "{}",
+        top_via(&trying.1)
+    );
+    let (_, fwd) = out.iter().find(|(to, _)| *to == addr(DST1)).unwrap();
+    assert_eq!(fwd.vias().count(), 2);
+
+    // Saturated for three windows: 0.9^3 of new calls admitted, 27 % asked off.
+    busy(&mut rig, 1.0, 3);
+    assert_eq!(rig.proxy.core_load().reduction, 27);
+    // The destination's answer goes back with siplb's own feedback for the caller in
+    // place of the caller's announcement, and siplb's Via, with the destination's
+    // feedback, stays with siplb.
+    let answer = String::from_utf8_lossy(&reply(fwd, 200, "OK", "b")).replacen(
+        ";oc;oc-algo=\"loss\"",
+        ";oc=40;oc-algo=\"loss\";oc-seq=3.0",
+        1,
+    );
+    rig.feed_bytes(DST1, bytes::Bytes::from(answer));
+    let relayed = rig.sent();
+    let (_, ok) = relayed.iter().find(|(to, _)| *to == addr(CALLER)).unwrap();
+    assert_eq!(ok.vias().count(), 1);
+    assert!(
+        top_via(ok).ends_with(
+            ";branch=z9hG4bK-o1;oc=27;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
+        ),
+        "{}",
+        top_via(ok)
+    );
+    assert_eq!(rig.balancer.destination(1).unwrap().overload, Some(40));
+
+    // Callers that take feedback hold back themselves: none of theirs is shed. Of the
+    // others' new calls, the share asked for is turned away with 503 and no
+    // Retry-After, and nothing is kept for them.
+    for n in 0..20 {
+        rig.feed(CALLER, &oc_invite(&format!("oc{n}")));
+        assert!(rig.sent().iter().any(|(to, _)| *to != addr(CALLER)));
+    }
+    assert_eq!(rig.proxy.stats().rejected_shed, 0);
+    let calls = rig.proxy.calls();
+    let mut shed = 0;
+    for n in 0..200 {
+        rig.feed(CALLER, &invite("VM_1", &format!("p{n}")));
+        let out = rig.sent();
+        if let Some((_, r)) = out.iter().find(|(_, m)| m.status() == Some(503)) {
+            assert!(r.header_by_name("retry-after").is_none());
+            assert!(
+                !top_via(r).contains("oc="),
+                "no feedback to who did not ask"
+            );
+            shed += 1;
+        }
+    }
+    assert_eq!(rig.proxy.stats().rejected_shed, shed);
+    assert!((20..=90).contains(&shed), "about 27 % of 200: {shed}");
+    assert_eq!(rig.proxy.calls(), calls + 200 - shed as usize);
+
+    // Idle again: the reduction returns in steps, and then ends at the callers.
+    busy(&mut rig, 0.0, 3);
+    assert_eq!(rig.proxy.core_load().reduction, 0);
+    rig.feed(CALLER, &oc_invite("o2"));
+    let out = rig.sent();
+    let trying = out.iter().find(|(_, m)| m.status() == Some(100)).unwrap();
+    assert!(
+        top_via(&trying.1).contains(";oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq=1700000001.200"),
+        "{}",
+        top_via(&trying.1)
+    );
+    rig.feed(CALLER, &invite("VM_1", "p-after"));
+    assert!(rig.sent().iter().all(|(_, m)| m.status() != Some(503)));
+}
+
+#[test]
+fn with_feedback_off_an_overloaded_core_neither_asks_nor_sheds() {
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=500")],
+        "[overload]\nfeedback = false\n",
+    );
+    busy(&mut rig, 1.0, 10);
+    assert_eq!(rig.proxy.core_load().reduction, 0);
+    rig.feed(CALLER, &oc_invite("f1"));
+    let out = rig.sent();
+    let trying = out.iter().find(|(_, m)| m.status() == Some(100)).unwrap();
+    assert!(
+        top_via(&trying.1).ends_with(";oc;oc-algo=\"loss\""),
+        "as it came"
+    );
+    for n in 0..50 {
+        rig.feed(CALLER, &invite("VM_1", &format!("g{n}")));
+    }
+    assert!(rig.sent().iter().all(|(_, m)| m.status() != Some(503)));
+}

@@ -30,6 +30,8 @@ pub enum EditError {
     Overlap,
     #[error("malformed {0} header")]
     Malformed(HeaderName),
+    #[error("the message has no Via hop {0}")]
+    NoSuchVia(usize),
 }
 
 #[derive(Debug)]
@@ -148,6 +150,19 @@ impl<'m> Editor<'m> {
             }
         }
         Ok(())
+    }
+
+    /// Replaces Via hop `n` (0 is the top) with `hop`, leaving the other hops of its
+    /// field as they are.
+    pub fn replace_via(&mut self, n: usize, hop: &str) -> Result<&mut Self, EditError> {
+        let (_, span) = self
+            .msg
+            .list_spans(HeaderName::Via)
+            .nth(n)
+            .ok_or(EditError::NoSuchVia(n))?
+            .map_err(|()| EditError::Malformed(HeaderName::Via))?;
+        self.splice(span.range(), hop.as_bytes());
+        Ok(self)
     }
 
     fn remove_top_element(&mut self, name: HeaderName) -> Result<(), EditError> {

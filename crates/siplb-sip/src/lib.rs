@@ -33,7 +33,7 @@ pub use header_name::HeaderName;
 pub use message::{Header, Message};
 pub use method::{CSeq, Method};
 pub use name_addr::{NameAddr, NameAddrError};
-pub use response::build_response;
+pub use response::{build_response, build_response_with_top_via};
 pub use text::{ParamIter, Params};
 pub use uri::{Host, Scheme, Uri, UriError};
 pub use via::{Via, ViaError};

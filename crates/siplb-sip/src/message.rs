@@ -260,6 +260,13 @@ impl Message {
         span.ok().and_then(|(_, s)| self.str_of(s))
     }
 
+    /// The text of Via hop `n` (0 is the top), as received.
+    pub fn via_hop(&self, n: usize) -> Option<&str> {
+        self.list_spans(HeaderName::Via)
+            .nth(n)
+            .and_then(|s| self.list_str(s))
+    }
+
     /// Every Via hop, top first, including hops that share one header line.
     pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ViaError>> + '_ {
         self.list_spans(HeaderName::Via).map(move |s| {

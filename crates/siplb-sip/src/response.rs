@@ -17,6 +17,24 @@ pub fn build_response(
     to_tag: Option<&str>,
     extra: &[(&str, &str)],
 ) -> Bytes {
+    build_response_with_top_via(request, code, reason, to_tag, extra, None)
+}
+
+/// [`build_response`], with the top Via hop replaced by `top_via` when given (a server
+/// that adds parameters for the request's sender, such as RFC 7339 feedback). The
+/// other hops of that field are copied as received.
+pub fn build_response_with_top_via(
+    request: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &[(&str, &str)],
+    top_via: Option<&str>,
+) -> Bytes {
+    let replaced = top_via.and_then(|text| {
+        let (field, span) = request.list_spans(HeaderName::Via).next()?.ok()?;
+        Some((field, span, text))
+    });
     let src = request.as_bytes();
     let mut out = BytesMut::with_capacity(256 + src.len() / 2);
     out.put_slice(b"SIP/2.0 ");
@@ -31,8 +49,19 @@ pub fn build_response(
         HeaderName::CallId,
         HeaderName::CSeq,
     ];
-    for h in request.headers.iter().filter(|h| copied.contains(&h.name)) {
-        if h.name == HeaderName::To
+    for (i, h) in request
+        .headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| copied.contains(&h.name))
+    {
+        if let Some((field, span, text)) = replaced
+            && field == i
+        {
+            out.put_slice(&src[h.line.start as usize..span.start as usize]);
+            out.put_slice(text.as_bytes());
+            out.put_slice(&src[span.end as usize..h.line.end as usize]);
+        } else if h.name == HeaderName::To
             && let Some(tag) = to_tag
             && request.to_tag().is_none()
         {

@@ -2,7 +2,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use siplb_sip::{EditError, HeaderName, Limits, Message, build_response};
+use siplb_sip::{
+    EditError, HeaderName, Limits, Message, build_response, build_response_with_top_via,
+};
 
 const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
 v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa ,SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb\r\n\
@@ -226,4 +228,46 @@ fn generated_response_copies_routing_fields() {
     assert_eq!(r.from_tag(), Some("a1"));
     assert_eq!(r.header_by_name("retry-after"), Some(&b"5"[..]));
     assert_eq!(r.cseq().unwrap().seq, 1);
+}
+
+#[test]
+fn a_via_hop_is_replaced_alone_in_its_field() {
+    let m = invite();
+    assert_eq!(m.via_hop(1), Some("SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb"));
+    assert_eq!(m.via_hop(3), None);
+    // A response on its way back: siplb's hop off, the next one (the sender's) edited,
+    // in the same field.
+    let mut e = m.edit();
+    e.remove_top_via().unwrap();
+    e.replace_via(1, "SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb;oc=20")
+        .unwrap();
+    let out = e.finish().unwrap();
+    let expected = INVITE.replace(
+        "v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa ,SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb",
+        "v: SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb;oc=20",
+    );
+    assert_eq!(text(&out), expected);
+    let mut e = m.edit();
+    assert_eq!(e.replace_via(3, "x").err(), Some(EditError::NoSuchVia(3)));
+}
+
+#[test]
+fn a_generated_response_may_carry_a_new_top_via_hop() {
+    let m = invite();
+    let top = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc=0";
+    let r = build_response_with_top_via(&m, 100, "Trying", None, &[], Some(top));
+    let r = Message::parse(r).unwrap();
+    let hops: Vec<_> = (0..3).map(|n| r.via_hop(n).unwrap().to_owned()).collect();
+    assert_eq!(
+        hops,
+        [
+            top,
+            "SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKb",
+            "SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKc"
+        ]
+    );
+    assert_eq!(
+        build_response_with_top_via(&m, 404, "Not Found", Some("t"), &[], None),
+        build_response(&m, 404, "Not Found", Some("t"), &[])
+    );
 }

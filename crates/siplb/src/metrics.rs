@@ -41,6 +41,7 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             ("unknown_resource", s.rejected_unknown_resource),
             ("no_route", s.rejected_no_route),
             ("limit", s.rejected_limit),
+            ("shed", s.rejected_shed),
             ("cps", s.rejected_rate),
             ("overload", s.rejected_overload),
         ],
@@ -172,6 +173,18 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             Kind::Gauge,
             "SIP transactions alive.",
             r.transactions,
+        )
+        .single(
+            "siplb_core_busy_ratio",
+            Kind::Gauge,
+            "Share of wall time the proxy core spent handling input, over its last measuring window.",
+            r.core.busy,
+        )
+        .single(
+            "siplb_overload_feedback_percent",
+            Kind::Gauge,
+            "Reduction of new calls siplb asks of its callers while its core is overloaded (RFC 7339; 0 when not).",
+            r.core.reduction,
         )
         .single(
             "siplb_dialog_store_batches_total",

@@ -1,0 +1,310 @@
+//! RFC 7339 overload control, server side: when siplb's own core cannot keep up, it
+//! asks callers that announced support (`oc` in their Via) to send fewer new calls,
+//! and turns away the same share of new calls from callers that did not (section
+//! 5.10.2), so that what it does take it finishes.
+//!
+//! The signal is how busy the core thread is: the driver reports the time it spent
+//! handling input (not waiting for it) and the controller compares that share of wall
+//! time, per window, with a target. Wall time, not CPU time: a core starved of CPU by
+//! other processes or a quota is as overloaded as one with too much to do, and shows
+//! it the same way, as time spent not waiting.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use siplb_sip::Via;
+
+use crate::settings::OwnOverloadSettings;
+
+/// How long the busy share is measured before the reduction is revised: long enough
+/// to hold hundreds of messages at the rates where it matters, short enough that a
+/// burst is answered within a few retransmission intervals.
+const WINDOW: Duration = Duration::from_millis(200);
+
+/// The share of new calls always admitted: a controller that admitted none would see
+/// no traffic and learn nothing.
+const MIN_ADMITTED: f64 = 0.05;
+
+/// The most the admitted share grows per window: it falls as fast as the busy share
+/// says, and climbs back in steps, so that callers held back do not all return at once.
+const MAX_STEP_UP: f64 = 0.1;
+
+/// The controller and the feedback it gives.
+#[derive(Debug)]
+pub(crate) struct OwnOverload {
+    settings: OwnOverloadSettings,
+    window_start: Option<Instant>,
+    busy: Duration,
+    /// The share of new calls admitted (1 when not overloaded).
+    admitted: f64,
+    /// The reduction asked of callers, in percent: `round(100 * (1 - admitted))`.
+    percent: u8,
+    /// The busy share of the last window.
+    last_busy: f64,
+    /// `oc-seq`, in milliseconds: the time the reduction last changed.
+    seq_ms: u64,
+    /// An instant and the Unix time at it, so `oc-seq` reads as a timestamp and grows
+    /// across restarts (RFC 7339 section 4.4). Without one, time since the first report.
+    wall: Option<(Instant, u64)>,
+}
+
+/// What the controller reports about siplb's own load.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CoreLoad {
+    /// The share of the last window the core spent handling input (0 to 1).
+    pub busy: f64,
+    /// The reduction of new calls asked for, in percent (0 when not overloaded).
+    pub reduction: u8,
+}
+
+impl OwnOverload {
+    pub(crate) fn new(settings: OwnOverloadSettings) -> OwnOverload {
+        OwnOverload {
+            settings,
+            window_start: None,
+            busy: Duration::ZERO,
+            admitted: 1.0,
+            percent: 0,
+            last_busy: 0.0,
+            seq_ms: 0,
+            wall: None,
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.settings.feedback
+    }
+
+    pub(crate) fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = Some((now, unix_ms));
+        // From the start, so that a restart's first "not overloaded" outranks what the
+        // previous run said last.
+        self.seq_ms = self.seq_ms.max(unix_ms);
+    }
+
+    pub(crate) fn load(&self) -> CoreLoad {
+        CoreLoad {
+            busy: self.last_busy,
+            reduction: self.percent,
+        }
+    }
+
+    /// The core spent `busy` handling input, ending at `now`.
+    pub(crate) fn note_busy(&mut self, now: Instant, busy: Duration) {
+        if !self.settings.feedback {
+            return;
+        }
+        let start = *self.window_start.get_or_insert(now);
+        self.busy += busy;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < WINDOW {
+            return;
+        }
+        let share = (self.busy.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
+        self.window_start = Some(now);
+        self.busy = Duration::ZERO;
+        self.last_busy = share;
+        let target = self.settings.target;
+        // The occupancy rule: admit in proportion to how far the busy share is from
+        // the target.
+        let scaled = self.admitted * target / share.max(0.01);
+        let admitted = if share > target {
+            scaled
+        } else {
+            scaled.min(self.admitted + MAX_STEP_UP)
+        };
+        self.admitted = admitted.clamp(MIN_ADMITTED, 1.0);
+        let percent = percent_of(1.0 - self.admitted);
+        if percent != self.percent {
+            self.percent = percent;
+            // Values that change carry a new, larger sequence number, or the caller
+            // keeps the old ones (section 5.2).
+            self.seq_ms = self.unix_ms(now).max(self.seq_ms + 1);
+        }
+    }
+
+    fn unix_ms(&mut self, now: Instant) -> u64 {
+        let (at, base) = *self.wall.get_or_insert((now, 0));
+        let since = now.saturating_duration_since(at).as_millis();
+        base.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Turns away this new call of a caller that gives no overload control, `draw`
+    /// being uniform: the same share callers that do are asked to hold back.
+    pub(crate) fn sheds(&self, draw: u64) -> bool {
+        self.percent > 0 && draw % 100 < u64::from(self.percent)
+    }
+
+    /// `hop` (the caller's Via, as it sent it) with siplb's feedback in place of the
+    /// overload parameters it carried.
+    pub(crate) fn feedback_hop(&self, hop: &str) -> Option<String> {
+        let via = Via::parse(hop).ok()?;
+        let params_at = hop.len() - via.params.as_str().len();
+        let mut out = String::with_capacity(hop.len() + 64);
+        out.push_str(&hop[..params_at]);
+        for (name, value) in via.params.iter() {
+            if is_overload_param(name) {
+                continue;
+            }
+            out.push(';');
+            out.push_str(name);
+            if let Some(v) = value {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+        // Not overloaded: a reduction of 0 that holds no time, which ends any in force
+        // (section 5.2), under the sequence number of the last change.
+        let validity = if self.percent == 0 {
+            0
+        } else {
+            self.settings.validity.as_millis()
+        };
+        let _ = write!(
+            out,
+            ";oc={};oc-algo=\"loss\";oc-validity={validity};oc-seq={}.{:03}",
+            self.percent,
+            self.seq_ms / 1000,
+            self.seq_ms % 1000
+        );
+        Some(out)
+    }
+}
+
+fn percent_of(share: f64) -> u8 {
+    // `share` is within 0..=0.95 by construction; the clamp keeps the cast exact.
+    (share * 100.0).round().clamp(0.0, 100.0) as u8
+}
+
+fn is_overload_param(name: &str) -> bool {
+    ["oc", "oc-algo", "oc-validity", "oc-seq"]
+        .iter()
+        .any(|p| name.eq_ignore_ascii_case(p))
+}
+
+/// The sender of a request with this top Via takes overload feedback with the loss
+/// algorithm: `oc` is present, and `oc-algo`, when given, lists `loss`.
+pub(crate) fn announces_support(via: &Via<'_>) -> bool {
+    let mut oc = false;
+    let mut loss = true;
+    for (name, value) in via.params.iter() {
+        if name.eq_ignore_ascii_case("oc") {
+            oc = true;
+        } else if name.eq_ignore_ascii_case("oc-algo") {
+            loss = value.is_some_and(|v| {
+                v.trim_matches('"')
+                    .split(',')
+                    .any(|a| a.trim().eq_ignore_ascii_case("loss"))
+            });
+        }
+    }
+    oc && loss
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn controller() -> OwnOverload {
+        OwnOverload::new(OwnOverloadSettings {
+            feedback: true,
+            target: 0.9,
+            validity: Duration::from_secs(2),
+        })
+    }
+
+    /// A controller that has had its first report at `t`.
+    fn started(t: Instant) -> OwnOverload {
+        let mut c = controller();
+        c.set_wall_clock(t, 1_700_000_000_000);
+        c.note_busy(t, Duration::ZERO);
+        c
+    }
+
+    /// Reports `windows` whole windows of `busy_share` from `*t` on.
+    fn run(c: &mut OwnOverload, t: &mut Instant, busy_share: f64, windows: u32) {
+        for _ in 0..windows {
+            *t += WINDOW;
+            c.note_busy(*t, WINDOW.mul_f64(busy_share));
+        }
+    }
+
+    #[test]
+    fn the_reduction_follows_the_busy_share_and_returns_in_steps() {
+        let mut t = Instant::now();
+        let mut c = started(t);
+        run(&mut c, &mut t, 0.5, 5);
+        assert_eq!(c.load().reduction, 0, "under the target: nothing asked");
+        run(&mut c, &mut t, 1.0, 1);
+        assert_eq!(
+            c.load().reduction,
+            10,
+            "saturated: 0.9 of what was admitted"
+        );
+        run(&mut c, &mut t, 1.0, 100);
+        assert_eq!(c.load().reduction, 95, "never below the floor");
+        assert!((c.load().busy - 1.0).abs() < 1e-9);
+        // Idle again: back by at most 10 points per window.
+        run(&mut c, &mut t, 0.05, 1);
+        assert_eq!(c.load().reduction, 85);
+        run(&mut c, &mut t, 0.05, 9);
+        assert_eq!(c.load().reduction, 0);
+    }
+
+    #[test]
+    fn each_change_gets_a_larger_sequence_number() {
+        let mut t = Instant::now();
+        let mut c = started(t);
+        let hop = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc;oc-algo=\"loss,rate\"";
+        run(&mut c, &mut t, 0.5, 2);
+        assert_eq!(
+            c.feedback_hop(hop).unwrap(),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq=1700000000.000"
+        );
+        run(&mut c, &mut t, 1.0, 1);
+        assert_eq!(
+            c.feedback_hop(hop).unwrap(),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc=10;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
+        );
+        // A wall clock stepped back still moves the sequence on.
+        c.set_wall_clock(t, 0);
+        run(&mut c, &mut t, 1.0, 1);
+        assert_eq!(c.load().reduction, 19);
+        assert_eq!(c.seq_ms, 1_700_000_000_601);
+    }
+
+    #[test]
+    fn shedding_takes_the_share_asked_of_others() {
+        let mut t = Instant::now();
+        let mut c = started(t);
+        assert!(!(0..100).any(|d| c.sheds(d)));
+        run(&mut c, &mut t, 1.0, 3);
+        let shed = (0..1000).filter(|&d| c.sheds(d)).count();
+        assert_eq!(shed, usize::from(c.load().reduction) * 10);
+    }
+
+    #[test]
+    fn off_it_never_asks_nor_sheds() {
+        let mut c = OwnOverload::new(OwnOverloadSettings {
+            feedback: false,
+            ..controller().settings
+        });
+        let mut t = Instant::now();
+        run(&mut c, &mut t, 1.0, 10);
+        assert_eq!(c.load(), CoreLoad::default());
+        assert!(!c.sheds(0));
+    }
+
+    #[test]
+    fn support_is_oc_with_loss_among_the_algorithms() {
+        let via = |p: &str| format!("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa{p}");
+        for yes in [";oc", ";OC;oc-algo=\"loss\"", ";oc;oc-algo=\"rate, loss\""] {
+            assert!(announces_support(&Via::parse(&via(yes)).unwrap()), "{yes}");
+        }
+        for no in ["", ";oc-algo=\"loss\"", ";oc;oc-algo=\"rate\"", ";doc"] {
+            assert!(!announces_support(&Via::parse(&via(no)).unwrap()), "{no}");
+        }
+    }
+}
