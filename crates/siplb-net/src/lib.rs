@@ -242,6 +242,11 @@ pub async fn serve(
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
+    // The core's overload control measures the share of wall time it had work: each
+    // turn from its wake-up to its end and, after a turn that left input unread, the
+    // gap before the next one too. So a core kept off the CPU (other processes, a CPU
+    // quota) while input waits shows as busy as one with too much to do.
+    let mut backlog_since: Option<Instant> = None;
     proxy.start(Instant::now());
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -264,9 +269,9 @@ pub async fn serve(
                 None => std::future::pending::<()>().await,
             }
         };
-        // When this turn's work began: the time until the end of the turn is what the
-        // core spent busy, which its overload control measures.
+        // When this turn's work began, and whether it left input unread.
         let woke: Instant;
+        let mut left_input = false;
         tokio::select! {
             biased;
             changed = shutdown.changed(), if drain_until.is_none() => {
@@ -319,12 +324,13 @@ pub async fn serve(
                         next = events.try_recv().ok();
                     }
                 }
+                left_input = taken == BATCH;
             }
             ready = any_readable(&udp) => {
                 let now = Instant::now();
                 woke = now;
                 for socket in &udp {
-                    socket.read_batch(&mut buf, |peer, data| {
+                    left_input |= socket.read_batch(&mut buf, |peer, data| {
                         proxy.handle(now, Incoming { peer, data });
                     });
                 }
@@ -375,7 +381,9 @@ pub async fn serve(
             }
         }
         let done = Instant::now();
-        proxy.note_busy(done, done.saturating_duration_since(woke));
+        let began = backlog_since.map_or(woke, |at| at.min(woke));
+        proxy.note_busy(done, done.saturating_duration_since(began));
+        backlog_since = left_input.then_some(done);
     }
 }
 
@@ -426,8 +434,9 @@ impl UdpListener {
     }
 
     /// Reads what is queued on the socket, up to [`BATCH`] datagrams, without
-    /// waiting; reaching "would block" re-arms the runtime's readiness for it.
-    fn read_batch(&self, buf: &mut [u8], mut handle: impl FnMut(Peer, Bytes)) {
+    /// waiting; reaching "would block" re-arms the runtime's readiness for it. True
+    /// when it stopped at the batch's end with datagrams perhaps left.
+    fn read_batch(&self, buf: &mut [u8], mut handle: impl FnMut(Peer, Bytes)) -> bool {
         for _ in 0..BATCH {
             match self.socket.try_recv_from(buf) {
                 Ok((n, from)) => handle(Peer::udp(from), Bytes::copy_from_slice(&buf[..n])),
@@ -437,10 +446,11 @@ impl UdpListener {
                     if e.kind() != io::ErrorKind::WouldBlock {
                         debug!(error = %e, "UDP receive failed");
                     }
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 }
 

@@ -25,6 +25,9 @@ const WINDOW: Duration = Duration::from_millis(200);
 /// no traffic and learn nothing.
 const MIN_ADMITTED: f64 = 0.05;
 
+/// A busy share at which the core had no idle time worth the name.
+const SATURATED: f64 = 0.98;
+
 /// The most the admitted share grows per window: it falls as fast as the busy share
 /// says, and climbs back in steps, so that callers held back do not all return at once.
 const MAX_STEP_UP: f64 = 0.1;
@@ -91,9 +94,6 @@ impl OwnOverload {
 
     /// The core spent `busy` handling input, ending at `now`.
     pub(crate) fn note_busy(&mut self, now: Instant, busy: Duration) {
-        if !self.settings.feedback {
-            return;
-        }
         let start = *self.window_start.get_or_insert(now);
         self.busy += busy;
         let elapsed = now.saturating_duration_since(start);
@@ -104,11 +104,18 @@ impl OwnOverload {
         self.window_start = Some(now);
         self.busy = Duration::ZERO;
         self.last_busy = share;
+        if !self.settings.feedback {
+            return;
+        }
         let target = self.settings.target;
         // The occupancy rule: admit in proportion to how far the busy share is from
-        // the target.
+        // the target. A share of 1 says only "at least saturated", and input queued
+        // meanwhile still has to be worked off: halve then, which a load of twice what
+        // the core can do needs at once.
         let scaled = self.admitted * target / share.max(0.01);
-        let admitted = if share > target {
+        let admitted = if share >= SATURATED {
+            self.admitted / 2.0
+        } else if share > target {
             scaled
         } else {
             scaled.min(self.admitted + MAX_STEP_UP)
@@ -237,12 +244,10 @@ mod tests {
         let mut c = started(t);
         run(&mut c, &mut t, 0.5, 5);
         assert_eq!(c.load().reduction, 0, "under the target: nothing asked");
+        run(&mut c, &mut t, 0.95, 1);
+        assert_eq!(c.load().reduction, 5, "0.9 / 0.95 of what was admitted");
         run(&mut c, &mut t, 1.0, 1);
-        assert_eq!(
-            c.load().reduction,
-            10,
-            "saturated: 0.9 of what was admitted"
-        );
+        assert_eq!(c.load().reduction, 53, "saturated: half of it");
         run(&mut c, &mut t, 1.0, 100);
         assert_eq!(c.load().reduction, 95, "never below the floor");
         assert!((c.load().busy - 1.0).abs() < 1e-9);
@@ -266,12 +271,12 @@ mod tests {
         run(&mut c, &mut t, 1.0, 1);
         assert_eq!(
             c.feedback_hop(hop).unwrap(),
-            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc=10;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;oc=50;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
         );
         // A wall clock stepped back still moves the sequence on.
         c.set_wall_clock(t, 0);
         run(&mut c, &mut t, 1.0, 1);
-        assert_eq!(c.load().reduction, 19);
+        assert_eq!(c.load().reduction, 75);
         assert_eq!(c.seq_ms, 1_700_000_000_601);
     }
 
@@ -286,14 +291,22 @@ mod tests {
     }
 
     #[test]
-    fn off_it_never_asks_nor_sheds() {
+    fn off_it_measures_but_never_asks_nor_sheds() {
         let mut c = OwnOverload::new(OwnOverloadSettings {
             feedback: false,
             ..controller().settings
         });
         let mut t = Instant::now();
+        c.note_busy(t, Duration::ZERO);
         run(&mut c, &mut t, 1.0, 10);
-        assert_eq!(c.load(), CoreLoad::default());
+        assert_eq!(
+            c.load(),
+            CoreLoad {
+                busy: 1.0,
+                reduction: 0
+            },
+            "measured all the same"
+        );
         assert!(!c.sheds(0));
     }
 

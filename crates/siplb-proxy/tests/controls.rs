@@ -289,9 +289,10 @@ fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_oth
     let (_, fwd) = out.iter().find(|(to, _)| *to == addr(DST1)).unwrap();
     assert_eq!(fwd.vias().count(), 2);
 
-    // Saturated for three windows: 0.9^3 of new calls admitted, 27 % asked off.
-    busy(&mut rig, 1.0, 3);
-    assert_eq!(rig.proxy.core_load().reduction, 27);
+    // Busy 95 % of three windows against a target of 90 %: (0.9 / 0.95)^3 of new
+    // calls admitted, 15 % asked off.
+    busy(&mut rig, 0.95, 3);
+    assert_eq!(rig.proxy.core_load().reduction, 15);
     // The destination's answer goes back with siplb's own feedback for the caller in
     // place of the caller's announcement, and siplb's Via, with the destination's
     // feedback, stays with siplb.
@@ -306,7 +307,7 @@ fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_oth
     assert_eq!(ok.vias().count(), 1);
     assert!(
         top_via(ok).ends_with(
-            ";branch=z9hG4bK-o1;oc=27;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
+            ";branch=z9hG4bK-o1;oc=15;oc-algo=\"loss\";oc-validity=2000;oc-seq=1700000000.600"
         ),
         "{}",
         top_via(ok)
@@ -336,7 +337,7 @@ fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_oth
         }
     }
     assert_eq!(rig.proxy.stats().rejected_shed, shed);
-    assert!((20..=90).contains(&shed), "about 27 % of 200: {shed}");
+    assert!((10..=60).contains(&shed), "about 15 % of 200: {shed}");
     assert_eq!(rig.proxy.calls(), calls + 200 - shed as usize);
 
     // Idle again: the reduction returns in steps, and then ends at the callers.
@@ -346,7 +347,7 @@ fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_oth
     let out = rig.sent();
     let trying = out.iter().find(|(_, m)| m.status() == Some(100)).unwrap();
     assert!(
-        top_via(&trying.1).contains(";oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq=1700000001.200"),
+        top_via(&trying.1).contains(";oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq=1700000001.000"),
         "{}",
         top_via(&trying.1)
     );
