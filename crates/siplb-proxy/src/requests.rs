@@ -93,12 +93,6 @@ impl Proxy {
                     &[("Retry-After", "5")],
                 );
             }
-            Method::Invite if self.sheds(&msg) => {
-                // RFC 7339 section 5.10.2: no Retry-After, which would keep the caller
-                // away from every call for that long.
-                self.stats.rejected_shed += 1;
-                self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[]);
-            }
             Method::Invite => self.on_initial_invite(now, msg, key, peer),
             Method::Options if self.addressed_to_me(&msg) => {
                 self.reply_stateless(
@@ -188,6 +182,15 @@ impl Proxy {
         if self.call_keys.contains_key(&key) {
             // Same call, new transaction (a forked or resent INVITE with a new branch).
             self.reply_stateless(&msg, peer, 482, "Loop Detected", &[]);
+            return;
+        }
+        // After the checks that answer a bad request 4xx, which a caller must hear
+        // whatever the load, before anything is kept.
+        if self.sheds(&msg) {
+            // RFC 7339 section 5.10.2: no Retry-After, which would keep the caller
+            // away from every call for that long.
+            self.stats.rejected_shed += 1;
+            self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[]);
             return;
         }
         if self.calls.len() >= self.settings.max_calls {

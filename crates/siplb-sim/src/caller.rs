@@ -107,6 +107,16 @@ impl CallerCall {
         }
     }
 
+    /// The caller's Via: odd callers announce RFC 7339 overload control, so that
+    /// siplb's feedback to them, and its absence for the others, is checked.
+    fn via(&self, proto: Proto, branch: &str) -> String {
+        let mut via = sip::via(proto, self.me, branch);
+        if announces_oc(self.idx) {
+            via.push_str(";oc");
+        }
+        via
+    }
+
     fn from(&self) -> String {
         format!("<sip:caller@{}>;tag={}", self.me, self.from_tag)
     }
@@ -140,7 +150,7 @@ impl CallerCall {
         self.invite = Request {
             method: "INVITE",
             uri: &uri,
-            via: sip::via(self.proto, self.me, &self.invite_branch),
+            via: self.via(self.proto, &self.invite_branch),
             routes: &routes,
             from: self.from(),
             to: self.to(None),
@@ -317,7 +327,7 @@ impl CallerCall {
         let data = Request {
             method: "CANCEL",
             uri: &uri,
-            via: sip::via(self.proto, self.me, &self.invite_branch),
+            via: self.via(self.proto, &self.invite_branch),
             routes: &routes,
             from: self.from(),
             to: self.to(None),
@@ -410,7 +420,7 @@ impl CallerCall {
         let data = Request {
             method,
             uri: &target,
-            via: sip::via(proto, self.me, &branch),
+            via: self.via(proto, &branch),
             routes: &routes,
             from: self.from(),
             to: self.to(Some(tag)),
@@ -609,7 +619,7 @@ impl CallerCall {
         let data = Request {
             method: "ACK",
             uri: &d.target,
-            via: sip::via(proto, self.me, &branch),
+            via: self.via(proto, &branch),
             routes: &routes,
             from: self.from(),
             to: self.to(Some(tag)),
@@ -636,7 +646,7 @@ impl CallerCall {
         let data = Request {
             method: "ACK",
             uri: &uri,
-            via: sip::via(self.proto, self.me, &self.invite_branch),
+            via: self.via(self.proto, &self.invite_branch),
             routes: &routes,
             from: self.from(),
             to,
@@ -681,4 +691,18 @@ impl CallerCall {
 
 fn hold(ms: u16) -> Duration {
     Duration::from_millis(u64::from(ms % 20_000))
+}
+
+/// Whether caller call `idx` announces overload control in its Via.
+pub(crate) fn announces_oc(idx: usize) -> bool {
+    idx % 2 == 1
+}
+
+/// The call index in a branch of one of the callers' requests (`z9hG4bKc{idx}...`).
+pub(crate) fn call_of_branch(branch: &str) -> Option<usize> {
+    let digits = branch.strip_prefix("z9hG4bKc")?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }

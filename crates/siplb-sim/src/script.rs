@@ -59,6 +59,10 @@ pub struct Knobs {
     /// modulo 101; 0: none), valid 2 s.
     #[serde(default)]
     pub overload_pct: u8,
+    /// The share of virtual time siplb's core reports busy (modulo 101; 0: none),
+    /// which its own overload control turns into feedback and shedding.
+    #[serde(default)]
+    pub core_busy_pct: u8,
 }
 
 /// One call, from the caller's INVITE to its end.
@@ -275,6 +279,11 @@ impl Script {
             },
             overload_pct: if rng.chance(25) {
                 rng.pick(&[10, 50, 90, 100])
+            } else {
+                0
+            },
+            core_busy_pct: if rng.chance(20) {
+                rng.pick(&[95, 100])
             } else {
                 0
             },

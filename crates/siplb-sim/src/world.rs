@@ -16,7 +16,7 @@ use siplb_proxy::{
 use siplb_sip::{Frame, Limits, Message, StreamDecoder};
 
 use crate::callee::{self, Callee, Plan};
-use crate::caller::{self, CallerCall};
+use crate::caller::{self, CallerCall, announces_oc, call_of_branch};
 use crate::hostile;
 use crate::rng::{fingerprint, mix};
 use crate::script::{Answer, OpKind, Script, Target};
@@ -290,6 +290,10 @@ pub(crate) struct World {
     attempts_seen: HashSet<String>,
     /// When destination 2 (the one `max_cps` caps) got its new calls, last second.
     cps_window: VecDeque<Duration>,
+    /// The share of each step's virtual time the core reports busy (`core_busy_pct`),
+    /// and when it last reported.
+    busy_share: f64,
+    busy_noted: Duration,
     trace: Trace,
     failure: Option<String>,
     report: Report,
@@ -336,6 +340,8 @@ impl World {
             drains: HashMap::new(),
             attempts_seen: HashSet::new(),
             cps_window: VecDeque::new(),
+            busy_share: f64::from(script.config.core_busy_pct % 101) / 100.0,
+            busy_noted: Duration::ZERO,
             trace: Trace::new(400),
             failure: None,
             report: Report::default(),
@@ -847,6 +853,11 @@ impl World {
 
     /// Takes what the proxy produced and checks the invariants.
     fn after_step(&mut self) {
+        if self.busy_share > 0.0 {
+            let busy = (self.now - self.busy_noted).mul_f64(self.busy_share);
+            self.busy_noted = self.now;
+            self.proxy.note_busy(self.instant(), busy);
+        }
         let mut produced = 0usize;
         while let Some(Transmit { peer, data }) = self.proxy.poll_transmit() {
             produced += 1;
@@ -927,6 +938,7 @@ impl World {
         let Some(status) = msg.status() else {
             return;
         };
+        self.check_feedback(to, &msg);
         if status >= 200 {
             self.answered.insert((to, sip::branch(&msg)));
         }
@@ -961,6 +973,30 @@ impl World {
             self.report.answered += 1;
         } else {
             self.report.rejected += 1;
+        }
+    }
+
+    /// siplb's overload feedback is in every response to a caller that announced
+    /// overload control, and in none to the others (RFC 7339 section 5.2).
+    fn check_feedback(&mut self, to: SocketAddr, msg: &Message) {
+        if is_hostile(to) {
+            return;
+        }
+        let Ok(via) = msg.top_via() else {
+            return;
+        };
+        let Some(call) = via.branch().and_then(call_of_branch) else {
+            return;
+        };
+        let has_feedback = via
+            .params
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("oc") && v.is_some());
+        if has_feedback != announces_oc(call) {
+            self.violation(format!(
+                "a response to caller call {call} (overload control announced: {}) has feedback: {has_feedback}",
+                announces_oc(call)
+            ));
         }
     }
 

@@ -287,3 +287,149 @@ fn a_destination_asking_for_half_the_calls_gets_about_half_its_share() {
     assert!(report.success, "{}", report.output);
     assert_eq!(report.failed_calls, 0);
 }
+
+/// A cgroup with a CPU quota (cgroup v2 `cpu.max` where the cpu controller is on,
+/// else v1's cpu controller): how a test makes one process the box that is short of
+/// CPU. Its processes go back to the root group, and it is removed, on drop.
+struct CpuCap {
+    dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+impl CpuCap {
+    fn new(name: &str, quota_us: u32, period_us: u32) -> Option<CpuCap> {
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let v2_cpu = std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+        let (root, files) = if v2_cpu {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            (
+                v2.to_path_buf(),
+                vec![("cpu.max", format!("{quota_us} {period_us}"))],
+            )
+        } else {
+            (
+                std::path::PathBuf::from("/sys/fs/cgroup/cpu"),
+                vec![
+                    ("cpu.cfs_period_us", period_us.to_string()),
+                    ("cpu.cfs_quota_us", quota_us.to_string()),
+                ],
+            )
+        };
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).ok()?;
+        let cap = CpuCap { dir, root };
+        for (file, value) in files {
+            std::fs::write(cap.dir.join(file), value).ok()?;
+        }
+        Some(cap)
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    /// Lifts the cap off `pid`.
+    fn release(&self, pid: u32) {
+        let _ = std::fs::write(self.root.join("cgroup.procs"), pid.to_string());
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in pids.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A value of `/metrics` (the first sample of `name`, labels included in `name`).
+fn metric(mi: SocketAddr, name: &str) -> f64 {
+    http_get((mi.ip(), mi.port()), "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[test]
+fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks() {
+    let test = 45;
+    let Some(cap) = CpuCap::new(&format!("siplb-e2e-{}", std::process::id()), 2_000, 100_000)
+    else {
+        assert!(
+            std::env::var_os("SIPLB_REQUIRE_ALL_TESTS").is_none(),
+            "no writable cgroup CPU controller (run as root), and SIPLB_REQUIRE_ALL_TESTS (CI) lets no test be skipped"
+        );
+        eprintln!("skipped: no writable cgroup CPU controller (run as root)");
+        return;
+    };
+    let dir = scratch("overload-45");
+    // The back: siplb as a process on 127.0.45.11, held to 2 % of a core, in front of
+    // two SIPp destinations.
+    let url = format!("sqlite://{}", dir.join("back.db").display());
+    destination_table(
+        &url,
+        "load_balancer",
+        &[(ip(test, 21), "pstn=100000"), (ip(test, 22), "pstn=100000")],
+    );
+    let back_sip = SocketAddr::new(ip(test, 11), 5060);
+    let back_mi = SocketAddr::new(ip(test, 11), 8888);
+    let config = dir.join("back.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{back_sip}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[management]\nlisten = \"{back_mi}\"\n[[route]]\nmatch = {{ ruri_user = \"^[0-9]+$\" }}\nbalance = {{ group = 1, resources = \"pstn\" }}\n"
+        ),
+    )
+    .unwrap();
+    let back = Node::start(&config, dir.join("back.log"));
+    let _uas = uas_at(&dir, &[ip(test, 21), ip(test, 22)]);
+    // The front: siplb in this process, whose one destination (127.0.45.11) is the
+    // back, and which announces overload control on what it sends there.
+    let front = Lb::start(test, &[(1, "pstn=100000", "uas:0")], "", "");
+    assert_eq!(&*front.destination(1).uri, format!("sip:{back_sip}"));
+    cap.add(back.pid());
+
+    // Far more calls than the capped back can set up.
+    let calls = uac_to(
+        &dir,
+        "uac",
+        front.addr,
+        ip(test, 100),
+        5060,
+        "100",
+        (600, 150, 1000),
+    );
+    let (mut asked, mut heard) = (0.0f64, 0u8);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        asked = asked.max(metric(back_mi, "siplb_overload_feedback_percent"));
+        heard = heard.max(front.destination(1).overload.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(asked > 0.0, "the back never asked for fewer calls");
+    assert!(heard > 0, "the front never heard it");
+    assert!(
+        front.balancer.diverted() > 0,
+        "the front sent every call on regardless"
+    );
+    // Uncapped, the back works off what it queued; every call ends and every load
+    // returns to 0 on both.
+    cap.release(back.pid());
+    let report = calls.finish(Duration::from_secs(60));
+    eprintln!(
+        "back asked for up to {asked}% fewer, front heard up to {heard}%, {} calls diverted; {} calls completed, {} refused",
+        front.balancer.diverted(),
+        report.successful_calls,
+        report.failed_calls
+    );
+    assert!(report.successful_calls > 0, "{}", report.output);
+    assert!(report.failed_calls > 0, "{}", report.output);
+    wait_until(Duration::from_secs(40), || {
+        front.total_load("pstn") == 0 && loads(&format!("http://{back_mi}/mi")) == (0, 0)
+    });
+    assert!(metric(back_mi, "siplb_core_busy_ratio") < 1.0);
+}

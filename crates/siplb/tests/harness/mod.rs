@@ -575,6 +575,10 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`-TERM`, `-KILL`) and waits for the process to end.
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
         self.send(sig);
