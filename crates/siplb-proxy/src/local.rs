@@ -17,7 +17,7 @@ use siplb_txn::{ServerKey, prehash};
 use tracing::debug;
 
 use crate::addr::Peer;
-use crate::own_overload::announces_support;
+use crate::own_overload::sender_announces;
 use crate::proxy::Proxy;
 use crate::slab::Id;
 
@@ -309,13 +309,9 @@ impl Proxy {
         to_tag: Option<&str>,
         extra: &[(&str, &str)],
     ) -> bytes::Bytes {
-        let feedback = self
-            .own_overload
-            .enabled()
-            .then(|| request.top_via().ok())
+        let feedback = (self.own_overload.enabled() && sender_announces(request))
+            .then(|| request.via_hop(0))
             .flatten()
-            .filter(announces_support)
-            .and_then(|_| request.via_hop(0))
             .and_then(|hop| self.own_overload.feedback_hop(hop));
         build_response_with_top_via(request, code, reason, to_tag, extra, feedback.as_deref())
     }

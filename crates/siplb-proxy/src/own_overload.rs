@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use siplb_sip::Via;
+use siplb_sip::{Message, Via};
 
 use crate::settings::OwnOverloadSettings;
 
@@ -189,6 +189,26 @@ fn is_overload_param(name: &str) -> bool {
         .any(|p| name.eq_ignore_ascii_case(p))
 }
 
+/// The sender of `request` takes overload feedback (see [`announces_support`]). Most
+/// top Vias have no `oc` at all, which one scan of their bytes tells before any
+/// parameter is parsed.
+pub(crate) fn sender_announces(request: &Message) -> bool {
+    if let Some(params) = request.top_via_params_bytes()
+        && !mentions_oc(params)
+    {
+        return false;
+    }
+    request.top_via().is_ok_and(|via| announces_support(&via))
+}
+
+fn mentions_oc(params: &[u8]) -> bool {
+    memchr::memchr2_iter(b'o', b'O', params).any(|at| {
+        params
+            .get(at + 1)
+            .is_some_and(|c| c.eq_ignore_ascii_case(&b'c'))
+    })
+}
+
 /// The sender of a request with this top Via takes overload feedback with the loss
 /// algorithm: `oc` is present, and `oc-algo`, when given, lists `loss`.
 pub(crate) fn announces_support(via: &Via<'_>) -> bool {
@@ -308,6 +328,27 @@ mod tests {
             "measured all the same"
         );
         assert!(!c.sheds(0));
+    }
+
+    #[test]
+    fn the_quick_look_never_misses_an_announcement() {
+        let request = |p: &str| {
+            Message::parse(format!(
+                "INVITE sip:x@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa{p}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@192.0.2.9>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            ))
+            .unwrap()
+        };
+        for (p, yes) in [
+            (";oc", true),
+            (";rport;OC", true),
+            (";rport", false),
+            (";doc=1", false),
+            (";oc;oc-algo=\"rate\"", false),
+        ] {
+            assert_eq!(sender_announces(&request(p)), yes, "{p}");
+        }
+        assert!(!mentions_oc(b";branch=z9hG4bKa;rport"));
+        assert!(mentions_oc(b";branch=z9hG4bKoC1"));
     }
 
     #[test]

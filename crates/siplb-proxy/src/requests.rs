@@ -14,7 +14,7 @@ use crate::call::{
     Attempt, Balancing, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target,
 };
 use crate::keys::CallKey;
-use crate::own_overload::announces_support;
+use crate::own_overload::sender_announces;
 use crate::proxy::Proxy;
 use crate::routing;
 use crate::settings::RouteAction;
@@ -113,9 +113,7 @@ impl Proxy {
     /// take no overload feedback is turned away, the share the others are asked to
     /// hold back; callers that take it hold back themselves.
     fn sheds(&mut self, msg: &Message) -> bool {
-        if self.own_overload.load().reduction == 0
-            || msg.top_via().is_ok_and(|via| announces_support(&via))
-        {
+        if self.own_overload.load().reduction == 0 || sender_announces(msg) {
             return false;
         }
         let draw = self.tokens.next_u64();

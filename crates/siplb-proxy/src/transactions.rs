@@ -15,7 +15,7 @@ use siplb_txn::{
 
 use crate::addr::Peer;
 use crate::agenda::{Agenda, Due, Slot};
-use crate::own_overload::announces_support;
+use crate::own_overload::sender_announces;
 use crate::proxy::{Transmit, Work};
 use crate::slab::{Id, Slab};
 
@@ -97,7 +97,7 @@ impl Transactions {
             tx,
             peer,
             request: keep_request.then(|| request.clone()),
-            caller_oc: request.top_via().is_ok_and(|via| announces_support(&via)),
+            caller_oc: sender_announces(request),
             timer: None,
         });
         self.server_keys.insert(key, id);

@@ -283,6 +283,12 @@ impl Message {
         self.vias().next().unwrap_or(Err(ViaError::Protocol))
     }
 
+    /// The parameters of the topmost Via hop as bytes, from its first `;` (`None`
+    /// when validation did not keep them): for a quick look before any parsing.
+    pub fn top_via_params_bytes(&self) -> Option<&[u8]> {
+        self.top_via.map(|t| self.slice(t.params))
+    }
+
     fn cached_via(&self, t: TopVia) -> Option<Via<'_>> {
         Some(Via {
             transport: self.str_of(t.transport)?,
