@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use siplb_sip::{Message, Via};
+use tracing::{info, warn};
 
 use crate::settings::OwnOverloadSettings;
 
@@ -122,6 +123,18 @@ impl OwnOverload {
         };
         self.admitted = admitted.clamp(MIN_ADMITTED, 1.0);
         let percent = percent_of(1.0 - self.admitted);
+        if percent > 0 && self.percent == 0 {
+            warn!(
+                busy = share,
+                reduction = percent,
+                "core overloaded: asking callers for fewer new calls, shedding those of callers without overload control"
+            );
+        } else if percent == 0 && self.percent > 0 {
+            info!(
+                busy = share,
+                "core no longer overloaded: all new calls admitted"
+            );
+        }
         if percent != self.percent {
             self.percent = percent;
             // Values that change carry a new, larger sequence number, or the caller
