@@ -234,3 +234,30 @@ fn management_token() {
     let e = error_of("[management]\ntoken = 42\n");
     assert!(e.contains("token"), "{e}");
 }
+
+#[test]
+fn overload_control_is_on_by_default_and_its_bounds_name_the_section() {
+    let s = Config::embedded_default().unwrap().settings();
+    assert!(s.overload.feedback);
+    assert!((s.overload.target - 0.9).abs() < 1e-9);
+    assert_eq!(s.overload.validity, Duration::from_secs(2));
+    let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n\n[overload]\nfeedback = false\nbusy_target = 75\nvalidity = \"500ms\"\n";
+    let s = Config::parse(text).unwrap().settings();
+    assert!(!s.overload.feedback);
+    assert!((s.overload.target - 0.75).abs() < 1e-9);
+    assert_eq!(s.overload.validity, Duration::from_millis(500));
+    for (bad, key) in [
+        ("busy_target = 100", "overload.busy_target"),
+        ("busy_target = 5", "overload.busy_target"),
+        ("validity = \"10ms\"", "overload.validity"),
+    ] {
+        let text = format!("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n\n[overload]\n{bad}\n");
+        match Config::parse(&text) {
+            Err(ConfigError::Invalid { line, message }) => {
+                assert_eq!(line, 4, "{bad}");
+                assert!(message.starts_with(key), "{message}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
