@@ -158,21 +158,9 @@ impl OwnOverload {
     /// `hop` (the caller's Via, as it sent it) with siplb's feedback in place of the
     /// overload parameters it carried.
     pub(crate) fn feedback_hop(&self, hop: &str) -> Option<String> {
-        let via = Via::parse(hop).ok()?;
-        let params_at = hop.len() - via.params.as_str().len();
-        let mut out = String::with_capacity(hop.len() + 64);
-        out.push_str(&hop[..params_at]);
-        for (name, value) in via.params.iter() {
-            if is_overload_param(name) {
-                continue;
-            }
-            out.push(';');
-            out.push_str(name);
-            if let Some(v) = value {
-                out.push('=');
-                out.push_str(v);
-            }
-        }
+        let mut out = Via::parse(hop)
+            .ok()?
+            .text_without_params(hop, is_overload_param);
         // Not overloaded: a reduction of 0 that holds no time, which ends any in force
         // (section 5.2), under the sequence number of the last change.
         let validity = if self.percent == 0 {

@@ -296,20 +296,9 @@ impl<'m> Editor<'m> {
         if hop.host.ip() == Some(ip) && !wants_rport {
             return Ok(self);
         }
-        let params_at = hop_text.len() - hop.params.as_str().len();
-        let mut out = String::with_capacity(hop_text.len() + 40);
-        out.push_str(&hop_text[..params_at]);
-        for (name, value) in hop.params.iter() {
-            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
-                continue;
-            }
-            out.push(';');
-            out.push_str(name);
-            if let Some(v) = value {
-                out.push('=');
-                out.push_str(v);
-            }
-        }
+        let mut out = hop.text_without_params(hop_text, |name| {
+            name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport")
+        });
         let _ = write!(out, ";received={ip}");
         if wants_rport {
             let _ = write!(out, ";rport={port}");

@@ -73,6 +73,24 @@ impl<'a> Via<'a> {
         })
     }
 
+    /// `hop`, the text this hop was parsed from, without the parameters `drop` names:
+    /// what precedes the parameters as received, each kept one as `;name[=value]`. For
+    /// rewriting some of a hop's parameters (`received`/`rport`, overload feedback).
+    pub fn text_without_params(&self, hop: &str, drop: impl Fn(&str) -> bool) -> String {
+        let params_at = hop.len().saturating_sub(self.params.as_str().len());
+        let mut out = String::with_capacity(hop.len() + 64);
+        out.push_str(hop.get(..params_at).unwrap_or(hop));
+        for (name, value) in self.params.iter().filter(|(name, _)| !drop(name)) {
+            out.push(';');
+            out.push_str(name);
+            if let Some(v) = value {
+                out.push('=');
+                out.push_str(v);
+            }
+        }
+        out
+    }
+
     /// The branch parameter, an opaque token compared byte for byte.
     pub fn branch(&self) -> Option<&'a str> {
         self.params.get("branch").flatten()
