@@ -242,11 +242,7 @@ pub async fn serve(
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
-    // The core's overload control measures the share of wall time it had work: each
-    // turn from its wake-up to its end and, after a turn that left input unread, the
-    // gap before the next one too. So a core kept off the CPU (other processes, a CPU
-    // quota) while input waits shows as busy as one with too much to do.
-    let mut backlog_since: Option<Instant> = None;
+    let mut busy = BusyMeter::default();
     proxy.start(Instant::now());
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -381,9 +377,26 @@ pub async fn serve(
             }
         }
         let done = Instant::now();
-        let began = backlog_since.map_or(woke, |at| at.min(woke));
-        proxy.note_busy(done, done.saturating_duration_since(began));
-        backlog_since = left_input.then_some(done);
+        proxy.note_busy(done, busy.turn(woke, done, left_input));
+    }
+}
+
+/// What the core's overload control measures: the share of wall time the core had
+/// work. Each turn counts from its wake-up to its end and, after a turn that left input
+/// unread, the gap before the next one too, so that a core kept off the CPU (other
+/// processes, a CPU quota) while input waits shows as busy as one with too much to do.
+#[derive(Debug, Default)]
+struct BusyMeter {
+    /// The end of the last turn, when it left input unread.
+    backlog_since: Option<Instant>,
+}
+
+impl BusyMeter {
+    /// A turn from `woke` to `done`: how long the core had work up to `done`.
+    fn turn(&mut self, woke: Instant, done: Instant, left_input: bool) -> std::time::Duration {
+        let began = self.backlog_since.map_or(woke, |at| at.min(woke));
+        self.backlog_since = left_input.then_some(done);
+        done.saturating_duration_since(began)
     }
 }
 
@@ -480,5 +493,26 @@ async fn send_udp(sockets: &[UdpListener], to: SocketAddr, data: &[u8]) {
     };
     if let Err(e) = sent {
         debug!(%to, error = %e, "UDP send failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn input_left_unread_makes_the_gap_before_the_next_turn_busy() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut meter = BusyMeter::default();
+        // Input all read: the wait that follows is idle.
+        assert_eq!(meter.turn(t0, t0 + ms(2), false), ms(2));
+        assert_eq!(meter.turn(t0 + ms(10), t0 + ms(11), true), ms(1));
+        // Input was waiting from the end of the last turn: kept off the CPU or not,
+        // the core had work all along.
+        assert_eq!(meter.turn(t0 + ms(40), t0 + ms(41), false), ms(30));
+        assert_eq!(meter.turn(t0 + ms(50), t0 + ms(51), false), ms(1));
     }
 }

@@ -432,4 +432,8 @@ fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks
         front.total_load("pstn") == 0 && loads(&format!("http://{back_mi}/mi")) == (0, 0)
     });
     assert!(metric(back_mi, "siplb_core_busy_ratio") < 1.0);
+    assert!(
+        back.log_text().contains("core overloaded"),
+        "entering overload is logged"
+    );
 }
