@@ -375,3 +375,22 @@ fn with_feedback_off_an_overloaded_core_neither_asks_nor_sheds() {
     }
     assert!(rig.sent().iter().all(|(_, m)| m.status() != Some(503)));
 }
+
+/// The smallest INVITE siplb answers gets a reply a few dozen bytes larger (the reply
+/// copies its routing fields and adds a To tag, and, for a caller that announced
+/// overload control, the feedback): a bounded overhead, never a multiple of what a
+/// large request sends (README, trust model).
+#[test]
+fn a_rejection_outgrows_the_smallest_request_by_a_bounded_few_bytes() {
+    let mut rig = two_destinations();
+    for (n, via) in ["", ";oc"].into_iter().enumerate() {
+        let request = format!(
+            "INVITE sip:nobody@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKsmall{n}{via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:n@c>\r\nCall-ID: small{n}\r\nCSeq: 1 INVITE\r\n\r\n"
+        );
+        rig.feed_bytes(CALLER, bytes::Bytes::from(request.clone()));
+        let replies: Vec<_> = std::iter::from_fn(|| rig.proxy.poll_transmit()).collect();
+        assert_eq!(replies.len(), 1, "{via}");
+        let (asked, got) = (request.len(), replies[0].data.len());
+        assert!(got <= asked + 100, "{via}: {got} bytes for {asked}");
+    }
+}
