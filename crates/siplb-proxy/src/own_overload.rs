@@ -3,9 +3,9 @@
 //! and turns away the same share of new calls from callers that did not (section
 //! 5.10.2), so that what it does take it finishes.
 //!
-//! The signal is how busy the core thread is: the driver reports the time it spent
-//! handling input (not waiting for it) and the controller compares that share of wall
-//! time, per window, with a target. Wall time, not CPU time: a core starved of CPU by
+//! The signal is how busy the core thread is: the driver reports the time it had work
+//! (handling input, or with input left waiting) and the controller compares that share
+//! of wall time, per window, with a target. Wall time, not CPU time: a core starved of CPU by
 //! other processes or a quota is as overloaded as one with too much to do, and shows
 //! it the same way, as time spent not waiting.
 
