@@ -156,6 +156,11 @@ pub struct Management {
     /// Without a token, the host names a request's `Host` header may carry besides
     /// loopback ones (so that no web page can reach the interface by DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// The live dashboard at `GET /` (on by default).
+    pub dashboard: bool,
+    /// Without a token, whether the dashboard's page may enable, disable, drain and
+    /// resize (off by default: the page only watches). With a token, the token decides.
+    pub dashboard_writes: bool,
 }
 
 impl Default for Management {
@@ -164,6 +169,8 @@ impl Default for Management {
             listen: "127.0.0.1:8888".to_owned(),
             token: None,
             allowed_hosts: Vec::new(),
+            dashboard: true,
+            dashboard_writes: false,
         }
     }
 }
@@ -175,6 +182,8 @@ impl std::fmt::Debug for Management {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("dashboard", &self.dashboard)
+            .field("dashboard_writes", &self.dashboard_writes)
             .finish()
     }
 }

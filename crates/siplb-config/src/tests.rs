@@ -193,6 +193,16 @@ fn errors_name_the_key_and_line() {
 }
 
 #[test]
+fn management_dashboard() {
+    let c = Config::parse("").unwrap();
+    assert!(c.management.dashboard && !c.management.dashboard_writes);
+    let c = Config::parse("[management]\ndashboard = false\ndashboard_writes = true\n").unwrap();
+    assert!(!c.management.dashboard && c.management.dashboard_writes);
+    let e = error_of("[management]\ndashboard_writes = \"yes\"\n");
+    assert!(e.contains("dashboard_writes"), "{e}");
+}
+
+#[test]
 fn management_token() {
     let c = Config::embedded_default().unwrap();
     assert_eq!(c.management.token, None);

@@ -55,7 +55,33 @@ pub fn method_names() -> impl Iterator<Item = &'static str> {
     METHODS.iter().map(|(name, _)| *name)
 }
 
+/// What a request may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Everything.
+    Full,
+    /// Only methods that change nothing: a page in a browser, without a token, when the
+    /// operator has not turned the dashboard's writes on.
+    ReadOnly,
+}
+
+fn read_only() -> RpcError {
+    RpcError::new(
+        403,
+        "Read-only: set [management] token, or dashboard_writes = true",
+    )
+}
+
 impl Method {
+    /// Whether this method, with this many parameters, changes state.
+    fn changes_something(self, params: usize) -> bool {
+        match self {
+            Self::Reload | Self::Resize | Self::Drain | Self::EndCall => true,
+            Self::Status => params == 2,
+            Self::List | Self::Calls | Self::Which | Self::Version | Self::Uptime => false,
+        }
+    }
+
     fn lookup(name: &str) -> Option<Self> {
         METHODS.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
     }
@@ -180,7 +206,18 @@ fn non_empty(attrs: Option<&str>) -> Option<&str> {
 }
 
 fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
-    let destinations = snapshot
+    to_json(&List {
+        destinations: listed(snapshot),
+    })
+}
+
+/// `lb_list`'s entries as a JSON array, for the dashboard.
+pub(crate) fn list_value(snapshot: &[DestinationSnapshot]) -> Value {
+    serde_json::to_value(listed(snapshot)).unwrap_or_default()
+}
+
+fn listed(snapshot: &[DestinationSnapshot]) -> Vec<ListedDestination<'_>> {
+    snapshot
         .iter()
         .map(|d| ListedDestination {
             uri: &d.uri,
@@ -204,26 +241,34 @@ fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
             last_probe: d.last_probe,
             probe_rtt_ms: d.probe_rtt.map(|t| (t.as_secs_f64() * 1e6).round() / 1e3),
         })
-        .collect();
-    to_json(&List { destinations })
+        .collect()
 }
 
 impl MiState {
     /// Runs one JSON-RPC request body and returns the reply text, or `None` for a
     /// notification (a request without `id`), which is run all the same.
     pub async fn handle_rpc(&self, body: &[u8]) -> Option<String> {
+        self.handle_rpc_with(body, Access::Full).await
+    }
+
+    /// [`Self::handle_rpc`], refusing every method that changes something when `access`
+    /// is [`Access::ReadOnly`].
+    pub(crate) async fn handle_rpc_with(&self, body: &[u8], access: Access) -> Option<String> {
         let request = match rpc::parse_request(body) {
             Ok(request) => request,
             Err(rejected) => return Some(rpc::rejected_reply(&rejected)),
         };
-        let outcome = self.execute(&request).await;
+        let outcome = self.execute(&request, access).await;
         let id = request.id?;
         Some(rpc::reply(&id, outcome))
     }
 
-    async fn execute(&self, request: &Request) -> Result<String, RpcError> {
+    async fn execute(&self, request: &Request, access: Access) -> Result<String, RpcError> {
         let method = Method::lookup(&request.method).ok_or_else(RpcError::method_not_found)?;
         let (recipe, values) = params::bind(method.recipes(), request.params()?)?;
+        if access == Access::ReadOnly && method.changes_something(values.len()) {
+            return Err(read_only());
+        }
         match (method, values.as_slice()) {
             (Method::List, []) => list(&self.balancer.snapshot()),
             (Method::Status, [id]) => self.status_get(destination_id(id)?),

@@ -67,6 +67,7 @@
 //! ```
 
 mod client;
+mod dashboard;
 mod dispatch;
 mod exposition;
 mod metrics;
@@ -79,9 +80,10 @@ pub use client::{
     CallOptions, CtlError, DEFAULT_TIMEOUT, DEFAULT_URL, call, call_with_options, call_with_params,
     call_with_token, params_from_args, post_json,
 };
+pub use dashboard::{EventLog, Pulse, PulseSource};
 pub use dispatch::method_names;
 pub use exposition::{Exposition, Kind, METRICS_CONTENT_TYPE};
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
 pub use state::{
-    BoxFuture, CallInfo, CallsSource, MetricsSource, MiState, Reloader, StatusListener,
+    BoxFuture, CallInfo, CallsSource, Dashboard, MetricsSource, MiState, Reloader, StatusListener,
 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -21,8 +21,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::dashboard::EventBody;
+use crate::dispatch::Access;
 use crate::exposition::METRICS_CONTENT_TYPE;
 use crate::state::MiState;
+
+/// A response: complete, or the dashboard's event stream.
+type Reply = Either<Full<Bytes>, EventBody>;
+
+/// The dashboard: one hand-written page, no build step, nothing fetched from elsewhere.
+const DASHBOARD_PAGE: &str = include_str!("../assets/dashboard.html");
 
 /// Limits of the management listener.
 #[derive(Clone, Debug)]
@@ -107,6 +115,10 @@ pub async fn serve_with(
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let options = Arc::new(options);
+    let sampler = state.dashboard.enabled.then(|| {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move { state.run_sampler().await })
+    });
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -157,6 +169,10 @@ pub async fn serve_with(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
+    state.board.close();
     if tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -202,7 +218,31 @@ async fn route(
     request: Request<Incoming>,
     state: &MiState,
     options: &ServeOptions,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
+    if state.dashboard.enabled && request.uri().path() == "/events" {
+        if let Some(refused) = refuse(&request, state) {
+            return refused.map(Either::Left);
+        }
+        if request.method() != Method::GET {
+            return method_not_allowed("GET").map(Either::Left);
+        }
+        // With a token, the token was checked: the page may do what the token may.
+        let writable = state.token.is_some() || state.dashboard.writes;
+        let mut response = Response::new(Either::Right(state.event_stream(writable)));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+    plain(request, state, options).await.map(Either::Left)
+}
+
+/// The answer to a request refused before anything else is looked at: a `Host` that
+/// is not allowed, or a missing or wrong token where one is needed.
+fn refuse(request: &Request<Incoming>, state: &MiState) -> Option<Response<Full<Bytes>>> {
     let path = request.uri().path();
     if !state.host_allowed(
         request
@@ -211,12 +251,12 @@ async fn route(
             .map(HeaderValue::as_bytes),
     ) {
         debug!(path, "management request for another host refused");
-        return respond_and_close(
+        return Some(respond_and_close(
             StatusCode::FORBIDDEN,
             "Forbidden: Host not allowed (set [management] token, or list it in allowed_hosts)\n",
-        );
+        ));
     }
-    let guarded = matches!(path, "/mi" | "/mi/" | "/metrics");
+    let guarded = matches!(path, "/mi" | "/mi/" | "/metrics" | "/events");
     if guarded
         && !state.authorized(
             request
@@ -226,9 +266,21 @@ async fn route(
         )
     {
         debug!(path, "management request without the right token refused");
-        return unauthorized();
+        return Some(unauthorized());
     }
-    match path {
+    None
+}
+
+async fn plain(
+    request: Request<Incoming>,
+    state: &MiState,
+    options: &ServeOptions,
+) -> Response<Full<Bytes>> {
+    if let Some(refused) = refuse(&request, state) {
+        return refused;
+    }
+    match request.uri().path() {
+        "/" if state.dashboard.enabled => read_only(&request, dashboard_page),
         "/mi" | "/mi/" => mi(request, state, options).await,
         "/metrics" if is_read(&request) => respond(
             StatusCode::OK,
@@ -244,6 +296,54 @@ async fn route(
     }
 }
 
+/// The page holds no data (that comes from `/events`), so it is served without a
+/// token; it may not be framed, so no other site can trick a click on its buttons.
+fn dashboard_page() -> Response<Full<Bytes>> {
+    let mut response = respond(StatusCode::OK, HTML, DASHBOARD_PAGE);
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+/// What a request to `/mi` may do. A browser names the page that sent a request in
+/// `Origin`: it must be this interface's own (a page elsewhere gets `403`), and without
+/// a token such a request only reads unless the operator turned the dashboard's writes
+/// on. Clients that are not browsers (`siplb ctl`, opensips-cli, scripts) send no
+/// `Origin` and keep full access. `None`: another site's page.
+fn access(request: &Request<Incoming>, state: &MiState) -> Option<Access> {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return Some(Access::Full);
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes);
+    if !same_origin(origin.as_bytes(), host) {
+        return None;
+    }
+    Some(if state.token.is_some() || state.dashboard.writes {
+        Access::Full
+    } else {
+        Access::ReadOnly
+    })
+}
+
+/// Whether `origin` (`http://host:port`) names the same authority as `host`.
+fn same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
+    let authority = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"));
+    matches!((authority, host), (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h))
+}
+
+const HTML: &str = "text/html; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
@@ -328,6 +428,10 @@ async fn mi(
     if request.method() != Method::POST {
         return method_not_allowed("POST");
     }
+    let Some(access) = access(&request, state) else {
+        debug!("management request from another site's page refused");
+        return respond_and_close(StatusCode::FORBIDDEN, "Forbidden: cross-origin request\n");
+    };
     if !is_json(request.headers().get(header::CONTENT_TYPE)) {
         return respond_and_close(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -350,7 +454,7 @@ async fn mi(
         }
         Err(_) => return respond_and_close(StatusCode::REQUEST_TIMEOUT, "Request Timeout\n"),
     };
-    match state.handle_rpc(&body).await {
+    match state.handle_rpc_with(&body, access).await {
         Some(reply) => respond(StatusCode::OK, JSON, reply),
         None => respond(StatusCode::ACCEPTED, TEXT, Bytes::new()),
     }
@@ -359,6 +463,29 @@ async fn mi(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_origin_only() {
+        assert!(same_origin(
+            b"http://127.0.0.1:8888",
+            Some(b"127.0.0.1:8888")
+        ));
+        assert!(same_origin(
+            b"https://LB.example.net",
+            Some(b"lb.example.net")
+        ));
+        assert!(!same_origin(
+            b"http://evil.example.com",
+            Some(b"127.0.0.1:8888")
+        ));
+        assert!(!same_origin(
+            b"http://127.0.0.1:8889",
+            Some(b"127.0.0.1:8888")
+        ));
+        assert!(!same_origin(b"null", Some(b"127.0.0.1:8888")));
+        assert!(!same_origin(b"http://", Some(b"")));
+        assert!(!same_origin(b"http://127.0.0.1:8888", None));
+    }
 
     #[test]
     fn json_content_types() {

@@ -10,6 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 use siplb_balance::Balancer;
 
+use crate::dashboard::{Board, EventLog, PulseSource};
+
 /// A boxed, sendable future, as [`Reloader::reload`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -120,6 +122,30 @@ pub struct MiState {
     /// Set when siplb drains before stopping: `/health` then answers 503, so a health
     /// checker in front (DNS SRV updater, keepalived, a load balancer) moves traffic away.
     pub(crate) draining: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The live dashboard at `GET /` (its data at `GET /events`).
+    pub(crate) dashboard: Dashboard,
+    pub(crate) pulse: Option<Arc<dyn PulseSource>>,
+    pub(crate) events: Option<Arc<EventLog>>,
+    pub(crate) board: Board,
+}
+
+/// Whether the dashboard is served, and what a page without a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dashboard {
+    /// `GET /` and `GET /events` are served (otherwise `404`).
+    pub enabled: bool,
+    /// Without a token, a page in a browser may change things (enable, disable, drain,
+    /// resize); otherwise it only watches. With a token, the token decides.
+    pub writes: bool,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            writes: false,
+        }
+    }
 }
 
 impl MiState {
@@ -137,7 +163,34 @@ impl MiState {
             token: None,
             allowed_hosts: Vec::new(),
             draining: None,
+            dashboard: Dashboard::default(),
+            pulse: None,
+            events: None,
+            board: Board::default(),
         }
+    }
+
+    /// Whether the dashboard is served, and whether a page without a token may change
+    /// things.
+    #[must_use]
+    pub fn with_dashboard(mut self, dashboard: Dashboard) -> Self {
+        self.dashboard = dashboard;
+        self
+    }
+
+    /// Sets where the dashboard reads the core's counters once a second.
+    #[must_use]
+    pub fn with_pulse(mut self, pulse: Arc<dyn PulseSource>) -> Self {
+        self.pulse = Some(pulse);
+        self
+    }
+
+    /// Sets the status events the dashboard shows (whoever publishes them pushes them
+    /// there too).
+    #[must_use]
+    pub fn with_event_log(mut self, events: Arc<EventLog>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Host names (without port) a request may name in its `Host` header besides

@@ -270,7 +270,7 @@ async fn wrong_method_path_and_content_type_get_complete_replies() {
     let reply = raw(&server, &post("/other", Some("application/json"), body)).await;
     assert_eq!(reply.status, 404);
     assert!(!reply.body.is_empty());
-    let reply = raw(&server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    let reply = raw(&server, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert_eq!(reply.status, 404);
 
     let reply = raw(&server, &post("/mi", Some("text/plain"), body)).await;

@@ -9,6 +9,31 @@ use siplb_net::Report;
 
 use crate::persist::PersistStats;
 
+/// The counters the dashboard charts, from the same report.
+pub(crate) fn pulse(r: &Report) -> siplb_mi::Pulse {
+    siplb_mi::Pulse {
+        calls_routed: r.stats.calls_routed,
+        failovers: r.stats.failovers,
+        rejected: rejections(r),
+        calls_up: r.calls as u64,
+    }
+}
+
+/// Calls siplb answered itself, by the cause the metrics and the dashboard name.
+fn rejections(r: &Report) -> Vec<(&'static str, u64)> {
+    let s = &r.stats;
+    vec![
+        ("full", s.rejected_no_capacity),
+        ("no_destination", s.rejected_no_destination),
+        ("unknown_resource", s.rejected_unknown_resource),
+        ("no_route", s.rejected_no_route),
+        ("limit", s.rejected_limit),
+        ("shed", s.rejected_shed),
+        ("cps", s.rejected_rate),
+        ("overload", s.rejected_overload),
+    ]
+}
+
 pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
     let s = &r.stats;
     let mut e = Exposition::new();
@@ -35,16 +60,7 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
         Kind::Counter,
         "Calls answered by siplb because nothing fits, by cause.",
         "cause",
-        &[
-            ("full", s.rejected_no_capacity),
-            ("no_destination", s.rejected_no_destination),
-            ("unknown_resource", s.rejected_unknown_resource),
-            ("no_route", s.rejected_no_route),
-            ("limit", s.rejected_limit),
-            ("shed", s.rejected_shed),
-            ("cps", s.rejected_rate),
-            ("overload", s.rejected_overload),
-        ],
+        &rejections(r),
     )
     .single(
         "siplb_tcp_connections_refused_total",

@@ -186,6 +186,9 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on management.listen {mi_addr}: {e}"))?;
         info!("management interface on http://{mi_addr}/mi");
+        if config.management.dashboard {
+            info!("dashboard on http://{mi_addr}/");
+        }
         if config.management.token.is_none()
             && mi_listener
                 .local_addr()
@@ -196,10 +199,16 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             );
         }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let event_log = Arc::new(siplb_mi::EventLog::default());
         let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
             .with_token(config.management.token.clone())
             .with_allowed_hosts(config.management.allowed_hosts.clone())
-            .with_draining_flag(Arc::clone(&draining));
+            .with_draining_flag(Arc::clone(&draining))
+            .with_dashboard(siplb_mi::Dashboard {
+                enabled: config.management.dashboard,
+                writes: config.management.dashboard_writes,
+            })
+            .with_event_log(Arc::clone(&event_log));
         // The management interface outlives the drain: an operator watches the calls
         // that are left, or ends them, until the SIP core has stopped.
         let (mi_stop_tx, mut mi_stop) = watch::channel(false);
@@ -215,6 +224,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         tokio::spawn(publish_status_changes(
             events_rx,
             config.events.webhook.clone(),
+            event_log,
         ));
         let links = CoreLinks {
             status_changes: Some(events_tx),
@@ -309,6 +319,13 @@ fn management_state(
             }
         }
     };
+    let pulse = {
+        let control = control.clone();
+        move || {
+            let control = control.clone();
+            async move { control.report().await.map(|r| metrics::pulse(&r)) }
+        }
+    };
     let listener = {
         let (balancer, events) = (Arc::clone(balancer), events.clone());
         move |id: u32, enabled: bool| {
@@ -329,6 +346,7 @@ fn management_state(
         .with_reloader(Arc::new(reload))
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
+        .with_pulse(Arc::new(pulse))
         .with_status_listener(Arc::new(listener))
 }
 
@@ -371,9 +389,12 @@ impl siplb_mi::CallsSource for CoreCalls {
 async fn publish_status_changes(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<siplb_proxy::StatusChange>,
     webhook: Option<String>,
+    dashboard: Arc<siplb_mi::EventLog>,
 ) {
     while let Some(change) = changes.recv().await {
-        let line = webhook::event_line(&change);
+        let event = webhook::event(&change);
+        let line = event.to_string();
+        dashboard.push(event);
         match &webhook {
             None => info!(event = %line, "status event"),
             Some(url) => {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use siplb_proxy::StatusChange;
 
-/// The event as one JSON line: `{"event":"E_LOAD_BALANCER_STATUS","group":1,
+/// The event, one JSON object (sent as one line): `{"event":"E_LOAD_BALANCER_STATUS","group":1,
 /// "uri":"sip:...","status":"disabled","id":2,"source":"failover","reason":"..."}`.
-pub(crate) fn event_line(change: &StatusChange) -> String {
+pub(crate) fn event(change: &StatusChange) -> serde_json::Value {
     // serde_json keeps insertion order here (feature `preserve_order`).
     serde_json::json!({
         "event": "E_LOAD_BALANCER_STATUS",
@@ -18,7 +18,6 @@ pub(crate) fn event_line(change: &StatusChange) -> String {
         "source": change.source.to_string(),
         "reason": change.reason,
     })
-    .to_string()
 }
 
 /// POSTs one event line and waits for a 2xx.
@@ -46,7 +45,7 @@ mod tests {
             reason: "no reply to \"probe\"\n".into(),
         };
         assert_eq!(
-            event_line(&e),
+            event(&e).to_string(),
             r#"{"event":"E_LOAD_BALANCER_STATUS","group":1,"uri":"sip:127.0.0.1:5072","status":"disabled","id":2,"source":"probe","reason":"no reply to \"probe\"\n"}"#
         );
     }

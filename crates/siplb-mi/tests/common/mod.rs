@@ -49,6 +49,15 @@ impl Server {
     }
 
     async fn start_guarded(options: ServeOptions, token: Option<&str>) -> Self {
+        let token = token.map(str::to_owned);
+        Self::start_configured(options, |state| state.with_token(token)).await
+    }
+
+    /// Serves the study case with a state `configure` finishes.
+    pub async fn start_configured(
+        options: ServeOptions,
+        configure: impl FnOnce(MiState) -> MiState,
+    ) -> Self {
         let (balancer, skipped) = Balancer::with_rows(study_rows());
         assert!(skipped.is_empty());
         let balancer = Arc::new(balancer);
@@ -60,9 +69,8 @@ impl Server {
                 Ok(())
             }
         };
-        let state = MiState::new(Arc::clone(&balancer))
-            .with_reloader(Arc::new(reloader))
-            .with_token(token.map(str::to_owned));
+        let state =
+            configure(MiState::new(Arc::clone(&balancer)).with_reloader(Arc::new(reloader)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,39 @@
+//! What siplb's test suites share.
+//!
+//! A test that needs a tool or a server this machine lacks must not pass silently:
+//! [`skip`] records it in the file `SIPLB_SKIPPED_LOG` names (which `scripts/test` reads
+//! to list the skipped tests in its summary and count them apart from the passed ones),
+//! and under `SIPLB_REQUIRE_ALL_TESTS` (CI) it fails the test instead.
+
+use std::io::Write as _;
+
+/// Whether this run lets no test be skipped (CI sets `SIPLB_REQUIRE_ALL_TESTS`).
+pub fn all_required() -> bool {
+    std::env::var_os("SIPLB_REQUIRE_ALL_TESTS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Reports the running test (named after its thread, as the test harness names it) as
+/// skipped for `reason`; the caller returns right after.
+///
+/// # Panics
+///
+/// Under `SIPLB_REQUIRE_ALL_TESTS`, always: there, a test that cannot run is a failure.
+#[allow(clippy::panic)]
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if all_required() {
+        panic!("{test}: {reason}, and SIPLB_REQUIRE_ALL_TESTS (CI) lets no test be skipped");
+    }
+    eprintln!("skipped: {test}: {reason}");
+    if let Some(path) = std::env::var_os("SIPLB_SKIPPED_LOG") {
+        // One short line per write, appended: lines from parallel tests do not interleave.
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = log.write_all(format!("{test}: {reason}\n").as_bytes());
+        }
+    }
+}
