@@ -3,8 +3,8 @@
 //! `mysql://root@127.0.0.1:3306/test`) and `SIPLB_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 //!
-//! A server that cannot be reached fails its tests; set `SIPLB_SKIP_DB_TESTS=1` to skip the
-//! MySQL and PostgreSQL tests instead (SQLite always runs). Every test works on its own
+//! A server that cannot be reached fails its tests; `SIPLB_SKIP_DB_TESTS=1` (or `mysql`,
+//! `postgres`) reports those tests skipped instead (SQLite always runs). Every test works on its own
 //! table, dropped at the end, so the tests run in parallel and can be repeated. They leave
 //! OpenSIPS' shared `version` table in place (without their rows) once it exists.
 //!
@@ -103,10 +103,6 @@ fn unique_table() -> String {
     format!("lbt_{}_{n}_{micros}", std::process::id())
 }
 
-fn skip_server_tests() -> bool {
-    std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1")
-}
-
 /// One test's database and table, plus a separate admin connection for setting up and
 /// inspecting behind the store's back.
 struct Db {
@@ -161,9 +157,10 @@ impl Db {
     }
 
     async fn server(backend: Backend, var: &str, default: &str) -> Option<Self> {
-        if skip_server_tests() {
+        let server = siplb_testkit::db_server_of(var);
+        if siplb_testkit::db_server_skipped(server) {
             siplb_testkit::skip(&format!(
-                "SIPLB_SKIP_DB_TESTS=1: the {backend} server is not tested"
+                "SIPLB_SKIP_DB_TESTS: no {server} server to test against"
             ));
             return None;
         }
@@ -178,7 +175,7 @@ impl Db {
             Ok(pool) => pool,
             Err(err) => panic!(
                 "cannot reach the {backend} test server at {url} ({var}): {err}; start it, \
-                 point {var} at one, or set SIPLB_SKIP_DB_TESTS=1"
+                 point {var} at one, or set SIPLB_SKIP_DB_TESTS={server}"
             ),
         };
         Some(Self {

@@ -37,3 +37,30 @@ pub fn skip(reason: &str) {
         }
     }
 }
+
+/// Whether the tests against the `kind` database server (`mysql` or `postgres`) are to
+/// be skipped: `SIPLB_SKIP_DB_TESTS` is `1` (both) or names it (`mysql`, `postgres`,
+/// `mysql,postgres`), as `scripts/test` sets it for a server it could not start.
+pub fn db_server_skipped(kind: &str) -> bool {
+    std::env::var("SIPLB_SKIP_DB_TESTS")
+        .is_ok_and(|v| v.trim() == "1" || v.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)))
+}
+
+/// The database server a test URL variable (`SIPLB_TEST_MYSQL_URL`,
+/// `SIPLB_TEST_POSTGRES_URL`) points at, as [`db_server_skipped`] names it.
+pub fn db_server_of(url_var: &str) -> &'static str {
+    if url_var.contains("MYSQL") {
+        "mysql"
+    } else {
+        "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_names() {
+        assert_eq!(super::db_server_of("SIPLB_TEST_MYSQL_URL"), "mysql");
+        assert_eq!(super::db_server_of("SIPLB_TEST_POSTGRES_URL"), "postgres");
+    }
+}

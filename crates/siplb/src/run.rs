@@ -179,6 +179,8 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             )));
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        #[cfg(unix)]
+        reload_on_hangup(table_reloader(&balancer, &store), stop_rx.clone())?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (control, control_rx) = siplb_net::control();
         let mi_addr = &config.management.listen;
@@ -293,18 +295,6 @@ fn management_state(
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
     persist_stats: &Arc<persist::PersistStats>,
 ) -> siplb_mi::MiState {
-    let reload = {
-        let (balancer, store) = (Arc::clone(balancer), Arc::clone(store));
-        move || {
-            let (balancer, store) = (Arc::clone(&balancer), Arc::clone(&store));
-            async move {
-                // Read everything first: on failure the table in force stays.
-                let count = load_table(&store, &balancer).await?;
-                info!(rows = count, "destination table reloaded");
-                Ok(())
-            }
-        }
-    };
     let calls = CoreCalls(control.clone());
     let metrics = {
         let (control, persist_stats) = (control.clone(), Arc::clone(persist_stats));
@@ -343,11 +333,51 @@ fn management_state(
     };
     siplb_mi::MiState::new(Arc::clone(balancer))
         .with_version(format!("siplb {}", env!("CARGO_PKG_VERSION")))
-        .with_reloader(Arc::new(reload))
+        .with_reloader(table_reloader(balancer, store))
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
         .with_pulse(Arc::new(pulse))
         .with_status_listener(Arc::new(listener))
+}
+
+/// Re-reads the destination table into the balancer (`lb_reload`, SIGHUP).
+fn table_reloader(balancer: &Arc<Balancer>, store: &Arc<Store>) -> Arc<dyn siplb_mi::Reloader> {
+    let (balancer, store) = (Arc::clone(balancer), Arc::clone(store));
+    Arc::new(move || {
+        let (balancer, store) = (Arc::clone(&balancer), Arc::clone(&store));
+        async move {
+            // Read everything first: on failure the table in force stays.
+            let count = load_table(&store, &balancer).await?;
+            info!(rows = count, "destination table reloaded");
+            Ok(())
+        }
+    })
+}
+
+/// SIGHUP re-reads the destination table, as `lb_reload` does (`systemctl reload`).
+#[cfg(unix)]
+fn reload_on_hangup(
+    reloader: Arc<dyn siplb_mi::Reloader>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before the listeners open: from here on SIGHUP no longer ends siplb.
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                hangup = hangups.recv() => if hangup.is_none() { return },
+                // Stopping: the store is released, so it can be closed cleanly.
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            info!("SIGHUP: reloading the destination table");
+            if let Err(error) = reloader.reload().await {
+                warn!(%error, "reload on SIGHUP failed; the table in force stays");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The proxy core's calls, for `lb_calls` and `lb_end_call`.

@@ -110,9 +110,10 @@ fn calls_survive_restarts_on_sqlite() {
 }
 
 fn server_url(var: &str, default: &str) -> Option<String> {
-    if std::env::var("SIPLB_SKIP_DB_TESTS").is_ok_and(|v| v == "1") {
+    let server = siplb_testkit::db_server_of(var);
+    if siplb_testkit::db_server_skipped(server) {
         siplb_testkit::skip(&format!(
-            "SIPLB_SKIP_DB_TESTS=1: the server of {var} is not tested"
+            "SIPLB_SKIP_DB_TESTS: no {server} server to test against"
         ));
         return None;
     }

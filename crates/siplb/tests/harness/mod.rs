@@ -517,6 +517,22 @@ pub fn binary_smoke(test: u8) {
         list.contains(r#""id":3,"group":1,"enabled":"no","auto-reenable":"off","Resources":[{"name":"vm","max":50,"load":0}]"#),
         "{list}"
     );
+    // SIGHUP (`systemctl reload`) re-reads the table too, and siplb goes on.
+    sql(
+        &url,
+        &[
+            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (9, 1, 'sip:127.0.0.1:5079', 'vm=5', 0)",
+        ],
+    );
+    node.send("-HUP");
+    wait_until(Duration::from_secs(5), || {
+        ctl(&["lb_list"]).contains(r#""uri":"sip:127.0.0.1:5079","id":9"#)
+    });
+    assert!(node.is_running());
+    assert!(
+        node.log_text()
+            .contains("SIGHUP: reloading the destination table")
+    );
     let metrics = http_get((ip(test, 1), 8888), "/metrics");
     // The three short calls all reached destination 2 before its first timeout, so
     // each failed over once; calls are counted once however many attempts they took:
@@ -590,7 +606,8 @@ impl Node {
         self.send("-TERM");
     }
 
-    fn send(&self, sig: &str) {
+    /// Sends a signal without waiting (`-HUP`, `-TERM`).
+    pub fn send(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status();
