@@ -114,3 +114,32 @@ fn a_reader_that_stops_early_is_no_error() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// The configurations the Debian package and the container image install pass
+/// `siplb check` (the unit runs it before starting), the container's once its
+/// entrypoint has filled in the SIP address.
+#[test]
+fn the_packaged_configurations_check() {
+    let packaging = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/");
+    let deb = std::fs::read_to_string(format!("{packaging}siplb.toml")).unwrap();
+    let (ok, out, err) = check(&deb);
+    assert!(ok, "{err}");
+    assert!(out.contains("sqlite:///var/lib/siplb/siplb.db"), "{out}");
+    let container = std::fs::read_to_string(format!("{packaging}container.toml"))
+        .unwrap()
+        .replace("@SIP_ADDRESS@", "192.0.2.10");
+    let (ok, out, err) = check(&container);
+    assert!(ok, "{err}");
+    assert!(out.contains("udp:192.0.2.10:5060"), "{out}");
+    // The unit starts what it checks, as the siplb user, and reloads with SIGHUP.
+    let unit = std::fs::read_to_string(format!("{packaging}siplb.service")).unwrap();
+    for line in [
+        "User=siplb",
+        "ExecStartPre=/usr/bin/siplb check --config /etc/siplb/siplb.toml",
+        "ExecStart=/usr/bin/siplb run --config /etc/siplb/siplb.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line}");
+    }
+}
