@@ -220,3 +220,95 @@ fn the_dashboard_shows_lb_list_and_its_buttons_change_it() {
     drop(held);
     drop(node);
 }
+
+/// A siplb on 127.0.`test`.1 with two destinations (no SIPp needed: nothing is called),
+/// its management interface configured by `management` (extra lines of
+/// `[management]`).
+fn quiet_node(test: u8, management: &str) -> (Node, SocketAddr, String, std::path::PathBuf) {
+    let dir = scratch(&format!("dashboard-{test}"));
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    destination_table(
+        &url,
+        "load_balancer",
+        &[(ip(test, 11), "vm=10"), (ip(test, 12), "vm=20")],
+    );
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi_listen = SocketAddr::new(ip(test, 1), 8888);
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"1s\"\n[database]\nurl = \"{url}\"\n\
+             [probing]\ninterval = \"0s\"\n[management]\nlisten = \"{mi_listen}\"\n{management}\n"
+        ),
+    )
+    .unwrap();
+    let node = Node::start(&config, dir.join("siplb.log"));
+    (node, mi_listen, format!("http://{mi_listen}/mi"), dir)
+}
+
+#[test]
+fn with_a_token_the_page_asks_for_it_and_without_one_it_only_watches() {
+    let Some(chromium) = browser::executable() else {
+        siplb_testkit::skip("no chromium (Debian package chromium; or set SIPLB_CHROMIUM)");
+        return;
+    };
+    // With a token: the page loads, finds /events closed to it, asks for the token,
+    // and once given it shows the rows and its buttons act.
+    let token = "dash-b0ard-Token";
+    let (node, mi_listen, mi, dir) = quiet_node(79, &format!("token = \"{token}\""));
+    let mut page = Browser::launch(&chromium, &dir);
+    page.navigate(&format!("http://{mi_listen}/"));
+    page.wait_for(
+        "getComputedStyle(document.getElementById('login')).display !== 'none'",
+        Duration::from_secs(10),
+    );
+    assert_eq!(page.eval("document.querySelectorAll('tr.dest').length"), 0);
+    page.type_into("#token", token);
+    page.click("#login button");
+    page.wait_for(
+        "document.querySelectorAll('tr.dest').length === 2",
+        Duration::from_secs(10),
+    );
+    page.click(r#"[data-toggle="1"]"#);
+    let with_token = |args: &[&str]| {
+        let out = harness::ctl_command(&mi, args)
+            .args(["--token", token])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(Duration::from_secs(5), || {
+        with_token(&["lb_status", "1"]).contains(r#""enable":"no""#)
+    });
+    drop(page);
+    drop(node);
+
+    // Without a token or dashboard_writes: the rows show, the buttons do not, the page
+    // says how to turn them on, and a write it sends anyway is refused.
+    let (node, mi_listen, mi, dir) = quiet_node(80, "");
+    let mut page = Browser::launch(&chromium, &dir);
+    page.navigate(&format!("http://{mi_listen}/"));
+    page.wait_for(
+        "document.querySelectorAll('tr.dest').length === 2",
+        Duration::from_secs(10),
+    );
+    assert_eq!(page.eval("window.siplb.writable"), false);
+    assert_eq!(
+        page.eval("document.querySelector('[data-toggle=\"1\"]').offsetParent === null"),
+        true,
+        "buttons hidden"
+    );
+    assert_eq!(
+        page.eval("getComputedStyle(document.getElementById('readonly-note')).display"),
+        "block"
+    );
+    page.eval("rpc('lb_status', ['1', '0']).then(() => true)");
+    page.wait_for(
+        "document.getElementById('message').textContent.includes('Read-only')",
+        Duration::from_secs(5),
+    );
+    assert_eq!(ctl(&mi, &["lb_status", "1"]), r#"{"enable":"yes"}"#);
+    drop(page);
+    drop(node);
+}
