@@ -54,6 +54,8 @@ impl Browser {
                 "--hide-scrollbars",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            // What the browser leaves in the temporary directory stays in the test's.
+            .env("TMPDIR", dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
