@@ -121,28 +121,43 @@ impl Browser {
         }
     }
 
+    /// Opens `url` and waits until the page has loaded (its script has run).
     pub fn navigate(&mut self, url: &str) {
         let reply = self.command("Page.navigate", json!({ "url": url }));
         assert!(reply.get("errorText").is_none(), "{url}: {reply}");
+        self.wait_for(
+            &format!(
+                "location.href === {} && document.readyState === 'complete'",
+                json!(url)
+            ),
+            Duration::from_secs(15),
+        );
     }
 
-    /// The value of a JavaScript expression in the page (promises awaited).
-    pub fn eval(&mut self, expression: &str) -> Value {
+    /// The value of a JavaScript expression in the page (promises awaited), or the
+    /// exception it threw.
+    pub fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
         let reply = self.command(
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
         );
-        assert!(
-            reply.get("exceptionDetails").is_none(),
-            "{expression}: {reply}"
-        );
-        reply["result"]["value"].clone()
+        match reply.get("exceptionDetails") {
+            Some(exception) => Err(exception.clone()),
+            None => Ok(reply["result"]["value"].clone()),
+        }
     }
 
-    /// Evaluates `expression` until it is true, at most `limit`.
+    /// The value of a JavaScript expression in the page, which must not throw.
+    pub fn eval(&mut self, expression: &str) -> Value {
+        self.try_eval(expression)
+            .unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    /// Evaluates `expression` until it is true, at most `limit` (an exception, e.g. an
+    /// element not there yet, counts as not yet).
     pub fn wait_for(&mut self, expression: &str, limit: Duration) {
         let start = Instant::now();
-        while self.eval(expression) != json!(true) {
+        while self.try_eval(expression).ok() != Some(json!(true)) {
             assert!(
                 start.elapsed() < limit,
                 "never true within {limit:?}: {expression}"
