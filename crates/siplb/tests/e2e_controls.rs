@@ -397,11 +397,13 @@ fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks
         ip(test, 100),
         5060,
         "100",
-        (600, 150, 1000),
+        (1200, 150, 1000),
     );
+    // Watched until the feedback has been asked for, heard and acted on (a slow machine
+    // takes longer to get there), while the caller still sends.
     let (mut asked, mut heard) = (0.0f64, 0u8);
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until {
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until && !(asked > 0.0 && heard > 0 && front.balancer.diverted() > 0) {
         asked = asked.max(metric(back_mi, "siplb_overload_feedback_percent"));
         heard = heard.max(front.destination(1).overload.unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
