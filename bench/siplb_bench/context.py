@@ -1,0 +1,27 @@
+"""The state one run of bench/compare carries from phase to phase, in one object passed
+explicitly: no module of the package keeps mutable state of its own, so that the signal
+handler, the error path and every phase end and count the same things."""
+
+import argparse
+from dataclasses import dataclass
+
+from siplb_bench.procs import Procs
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    procs: Procs    # every process the run started, ended by PID on the way out
+    binary: str     # the siplb under test
+    work: str       # the run's scratch directory (trial directories, configurations)
+    trials_run: int = 0  # numbers the trial directories and picks each caller's port
+
+    @property
+    def persist(self):
+        """siplb's [dialog] persist: on, as by default, unless --no-persist (to measure
+        what storing calls costs; Kamailio's configuration stores nothing)."""
+        return not self.args.no_persist
+
+    def next_trial(self):
+        self.trials_run += 1
+        return self.trials_run
