@@ -313,7 +313,10 @@ pub async fn serve(
                         }
                         Event::Closed { peer } => {
                             connections.remove(&peer);
-                            pending.remove(&peer);
+                            // Closed before it opened: what waited for it was never sent.
+                            if pending.remove(&peer).is_some_and(|queued| !queued.is_empty()) {
+                                proxy.handle_unreachable(now, Peer { transport: Transport::Tcp, addr: peer });
+                            }
                         }
                     }
                     if taken < BATCH {

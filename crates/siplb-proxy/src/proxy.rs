@@ -269,6 +269,33 @@ impl Proxy {
         }
     }
 
+    /// Nothing could be sent to `peer`: the driver could not open a TCP connection to it
+    /// (refused, timed out, over its connection limit), so what was queued for it is
+    /// gone. Every transaction still waiting on `peer` for a final response fails at
+    /// once (RFC 3261 17.1.4) instead of after its timeout: a call's attempt fails over
+    /// (and the destination is blamed), a relayed request is answered `503`, a probe
+    /// counts as failed.
+    pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
+        self.clock = now;
+        self.balancer.tick(now);
+        let waiting: Vec<Id> = self
+            .txns
+            .clients
+            .iter()
+            .filter(|(_, c)| c.peer == peer)
+            .map(|(id, _)| id)
+            .collect();
+        debug!(%peer, transactions = waiting.len(), "peer unreachable");
+        for id in waiting {
+            if let Some(c) = self.txns.clients.get_mut(id) {
+                c.tx.handle_transport_error();
+            }
+            self.txns
+                .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
+        }
+        self.drive(now);
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;

@@ -43,6 +43,45 @@ fn failover_releases_and_moves_on_then_service_full() {
 }
 
 #[test]
+fn an_unreachable_destination_fails_over_at_once() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:127.0.0.11:5060", "vm=5"),
+            (2, "sip:127.0.0.12:5060", "vm=2"),
+        ],
+        "[failover]\nmin_enabled = 0\n",
+    );
+    rig.feed(CALLER, &invite("VM_1", "unreachable-1"));
+    let first = rig.sent().pop().unwrap();
+    assert_eq!(first.0, addr(DST1));
+    // The driver could not reach destination 1 (a refused TCP connect, say): no
+    // waiting for the INVITE's timeout, the call moves on and 1 is blamed.
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr(DST1)));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].0, out[0].1.method().unwrap().as_str()),
+        (addr(DST2), "INVITE")
+    );
+    assert_eq!((rig.load(1), rig.load(2)), (0, 1));
+    assert!(!rig.balancer.destination(1).unwrap().enabled);
+    // An address nothing waits on changes nothing.
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.99:5060")));
+    assert!(rig.sent().is_empty());
+    assert_eq!((rig.load(1), rig.load(2)), (0, 1));
+    // Nor does destination 2's answer come to harm: the call completes there.
+    rig.feed_bytes(DST2, reply(&out[0].1, 200, "OK", "b"));
+    let to_caller: Vec<_> = rig
+        .sent()
+        .into_iter()
+        .filter(|(to, _)| *to == addr(CALLER))
+        .collect();
+    assert_eq!(status(&to_caller[0].1), 200);
+}
+
+#[test]
 fn four_hundreds_are_relayed_without_failover() {
     let mut rig = Rig::new(
         &[

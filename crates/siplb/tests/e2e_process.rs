@@ -234,3 +234,63 @@ fn operator_changes_while_calls_are_up() {
     let status = node.signal("-TERM");
     assert!(status.success());
 }
+
+/// A destination reached over TCP whose connection is refused (nothing listens there)
+/// fails at once: the call fails over to the next destination long before the INVITE
+/// timeout, and the refused one is disabled.
+#[test]
+fn a_refused_tcp_connection_fails_over_at_once() {
+    let test = 81;
+    let dir = scratch("refused-tcp-81");
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    db_init(&["--database", &url]);
+    sql(
+        &url,
+        &[
+            // Destination 1 has the most room, so it is tried first; nothing listens on
+            // its TCP port.
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{}:5060;transport=tcp', 'vm=50', 0)",
+                ip(test, 11)
+            ),
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{}:5060', 'vm=10', 0)",
+                ip(test, 12)
+            ),
+        ],
+    );
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi_listen = SocketAddr::new(ip(test, 1), 8888);
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"udp:{sip}\", \"tcp:{sip}\"]\ndrain = \"1s\"\n[database]\nurl = \"{url}\"\n\
+             [probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"60s\"\n\
+             [failover]\nmin_enabled = 0\n[management]\nlisten = \"{mi_listen}\"\n\
+             [[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n"
+        ),
+    )
+    .unwrap();
+    let node = Node::start(&config, dir.join("siplb.log"));
+    let _destination = uas_at(&dir, &[ip(test, 12)]);
+    // SIPp gives up on a call after 20 s without an answer: were the refused
+    // connection only noticed at the INVITE timeout (60 s), the call would fail.
+    let report = uac_to(&dir, "uac", sip, ip(test, 100), 5060, "VM_1", (1, 1, 200))
+        .finish(Duration::from_secs(30));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 1);
+    let list = harness::ctl(&format!("http://{mi_listen}/mi"), &["lb_list"]);
+    assert!(
+        list.contains(&format!(
+            r#""uri":"sip:{}:5060;transport=tcp","id":1,"group":1,"enabled":"no""#,
+            ip(test, 11)
+        )),
+        "{list}"
+    );
+    assert!(
+        node.log_text().contains("transport error"),
+        "{}",
+        node.log_text()
+    );
+}
