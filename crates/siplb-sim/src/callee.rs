@@ -109,7 +109,8 @@ pub(crate) struct Callee {
     /// Every (Call-ID, local tag) this destination ever put in a response.
     ever: HashSet<(String, String)>,
     byes: HashMap<String, Bye>,
-    outages: Vec<(Duration, Duration)>,
+    /// (from, to, refused): down between the two; refusing TCP connections, or hanging.
+    outages: Vec<(Duration, Duration, bool)>,
     next: u64,
     /// RFC 7339 feedback put in the top Via of every response: percent, and the
     /// `oc-seq` of the last one.
@@ -140,12 +141,19 @@ impl Callee {
         self.overload = Some((percent, std::cell::Cell::new(0)));
     }
 
-    pub(crate) fn add_outage(&mut self, from: Duration, to: Duration) {
-        self.outages.push((from, to));
+    pub(crate) fn add_outage(&mut self, from: Duration, to: Duration, refused: bool) {
+        self.outages.push((from, to, refused));
     }
 
     fn down(&self, now: Duration) -> bool {
-        self.outages.iter().any(|(a, b)| *a <= now && now < *b)
+        self.outages.iter().any(|(a, b, _)| *a <= now && now < *b)
+    }
+
+    /// Whether a TCP connection to it is refused at `now` (up, nothing listening).
+    pub(crate) fn refuses(&self, now: Duration) -> bool {
+        self.outages
+            .iter()
+            .any(|(a, b, refused)| *refused && *a <= now && now < *b)
     }
 
     /// When the outage in force at `now` ends: a box that hangs keeps its TCP
@@ -153,8 +161,8 @@ impl Callee {
     pub(crate) fn back_at(&self, now: Duration) -> Option<Duration> {
         self.outages
             .iter()
-            .filter(|(a, b)| *a <= now && now < *b)
-            .map(|(_, b)| *b)
+            .filter(|(a, b, _)| *a <= now && now < *b)
+            .map(|(_, b, _)| *b)
             .max()
     }
 

@@ -201,6 +201,11 @@ pub struct Outage {
     /// ms modulo 15 000: a destination down longer than that outlasts the
     /// retransmissions of requests relayed to it, and their callers give up.
     pub length: u16,
+    /// The box is up but nothing listens: a TCP connection to it is refused (and
+    /// siplb's driver says so at once) rather than hanging. Over UDP it is an outage
+    /// like the others (ICMP errors are not read).
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// A message a hostile or broken peer sends to siplb.
@@ -315,10 +320,18 @@ impl Script {
             })
             .collect();
         let outages = (0..rng.below(3))
-            .map(|_| Outage {
-                dest: rng.below(4) as u8,
-                at_ms: rng.below(u64::from(span)) as u32,
-                length: rng.below(15_000) as u16,
+            .map(|_| {
+                let (dest, at_ms) = (rng.below(4) as u8, rng.below(u64::from(span)) as u32);
+                let length = rng.below(15_000) as u16;
+                // Taken from what was drawn rather than drawn again, so that every seed
+                // keeps the rest of its script.
+                let refused = length % 3 == 0;
+                Outage {
+                    dest,
+                    at_ms,
+                    length,
+                    refused,
+                }
             })
             .collect();
         let hostile = (0..rng.below(6))

@@ -249,6 +249,9 @@ pub struct Report {
     pub lost: u64,
     pub disabled: u64,
     pub virtual_time: Duration,
+    /// The longest a scripted caller's INVITE waited for its final response (from its
+    /// first copy reaching siplb).
+    pub slowest_final: Duration,
 }
 
 /// Finals siplb sent for one INVITE transaction (by the caller's address and branch).
@@ -277,7 +280,8 @@ pub(crate) struct World {
     sends: HashMap<u64, u32>,
     drops: HashMap<u64, u8>,
     finals: HashMap<(SocketAddr, String), Finals>,
-    owed: HashSet<(SocketAddr, String)>,
+    /// INVITEs owed a final, and since when.
+    owed: HashMap<(SocketAddr, String), Duration>,
     /// Hostile requests that must get a final (by Call-ID), of this code if given.
     hostile_owed: HashMap<String, Option<u16>>,
     /// Every request siplb sent a final for, by its sender and branch.
@@ -332,7 +336,7 @@ impl World {
             sends: HashMap::new(),
             drops: HashMap::new(),
             finals: HashMap::new(),
-            owed: HashSet::new(),
+            owed: HashMap::new(),
             hostile_owed: HashMap::new(),
             answered: HashSet::new(),
             persisted: HashSet::new(),
@@ -361,7 +365,7 @@ impl World {
             let from = ms(outage.at_ms);
             let to = from + Duration::from_millis(u64::from(outage.length % 15_000));
             if let Some(c) = world.callees.get_mut(&addr) {
-                c.add_outage(from, to);
+                c.add_outage(from, to, outage.refused);
             }
         }
         for (i, call) in script.calls.iter().enumerate() {
@@ -693,6 +697,21 @@ impl World {
             self.now,
             format!("{from} -> {to} {proto:?}: {}", sip::first_line(&data)),
         );
+        if proto == Proto::Tcp && self.callees.get(&to).is_some_and(|c| c.refuses(self.now)) {
+            // Nothing listens there: the connection is refused, and the driver tells
+            // the core at once.
+            self.failed_at.insert(to, self.now);
+            self.trace
+                .push(self.now, format!("{to} refuses the TCP connection"));
+            self.proxy.handle_unreachable(
+                self.instant(),
+                Peer {
+                    transport: Transport::Tcp,
+                    addr: to,
+                },
+            );
+            return;
+        }
         if let Some(callee) = self.callees.get_mut(&to) {
             if proto == Proto::Tcp
                 && let Some(back) = callee.back_at(self.now)
@@ -810,7 +829,7 @@ impl World {
             let key = (from, sip::branch(&msg));
             // A copy of an INVITE already answered is owed nothing more.
             if !self.finals.contains_key(&key) {
-                self.owed.insert(key);
+                self.owed.entry(key).or_insert(self.now);
             }
         }
         let now = self.instant();
@@ -946,7 +965,9 @@ impl World {
             return;
         }
         let key = (to, sip::branch(&msg));
-        self.owed.remove(&key);
+        if let Some(since) = self.owed.remove(&key) {
+            self.report.slowest_final = self.report.slowest_final.max(self.now - since);
+        }
         let tag = msg.to_tag().map(str::to_owned);
         let f = self.finals.entry(key).or_default();
         let broken = if status < 300 {
@@ -1140,7 +1161,7 @@ impl World {
         for call_id in hostile.iter().take(3) {
             left.push(format!("no final for {call_id}"));
         }
-        let mut owed: Vec<_> = self.owed.iter().cloned().collect();
+        let mut owed: Vec<_> = self.owed.keys().cloned().collect();
         owed.sort();
         for (addr, branch) in owed.iter().take(3) {
             left.push(format!("no final for the INVITE {branch} of {addr}"));

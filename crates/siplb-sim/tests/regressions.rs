@@ -4,7 +4,7 @@
 
 #![allow(clippy::panic)]
 
-use siplb_sim::{Answer, Call, Ending, Hostile, HostileKind, Knobs, Net, Script, Target};
+use siplb_sim::{Answer, Call, Ending, Hostile, HostileKind, Knobs, Net, Outage, Script, Target};
 
 fn script(calls: Vec<Call>, hostile: Vec<Hostile>) -> Script {
     Script {
@@ -242,4 +242,42 @@ fn nothing_is_relayed_outside_the_world() {
         })
         .collect();
     clean(&script(calls, hostile));
+}
+
+/// A destination over TCP that refuses connections (up, nothing listening) fails each
+/// attempt sent to it at once, as the driver reports the refused connection: the calls
+/// fail over and are all answered, and the destination is blamed for it, fairly.
+#[test]
+fn a_destination_refusing_tcp_connections_is_failed_over() {
+    let calls: Vec<Call> = (0..10)
+        .map(|i| {
+            let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
+            c.at_ms = 1000 + 100 * i;
+            c
+        })
+        .collect();
+    let run = |refused: bool| {
+        let mut s = script(calls.clone(), Vec::new());
+        // Destination 3, the one reached over TCP.
+        s.outages.push(Outage {
+            dest: 2,
+            at_ms: 0,
+            length: 14_000,
+            refused,
+        });
+        let report = siplb_sim::run(&s).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(report.answered, 10, "{report:?}");
+        assert!(report.disabled >= 1, "{report:?}");
+        report
+    };
+    // A box that hangs is only given up on at the INVITE timeout (5 s); a refused
+    // connection costs its callers no such wait.
+    let (refused, hung) = (run(true), run(false));
+    assert!(
+        refused.slowest_final < std::time::Duration::from_secs(2)
+            && hung.slowest_final >= std::time::Duration::from_secs(5),
+        "slowest final: refused {:?}, hung {:?}",
+        refused.slowest_final,
+        hung.slowest_final
+    );
 }
