@@ -325,7 +325,7 @@ impl Script {
                 let length = rng.below(15_000) as u16;
                 // Taken from what was drawn rather than drawn again, so that every seed
                 // keeps the rest of its script.
-                let refused = length % 3 == 0;
+                let refused = length.is_multiple_of(3);
                 Outage {
                     dest,
                     at_ms,
