@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use browser::Browser;
-use harness::{Node, ctl, destination_table, ip, scratch, uac_to, uas_at, wait_until};
+use harness::{
+    Node, VM_ROUTE, ctl, destination_table, ip, node_config, scratch, uac_to, uas_at, wait_until,
+};
 use serde_json::Value;
 
 const TEST: u8 = 78;
@@ -116,16 +118,13 @@ fn the_dashboard_shows_lb_list_and_its_buttons_change_it() {
     let sip = SocketAddr::new(ip(TEST, 1), 5060);
     let mi_listen = SocketAddr::new(ip(TEST, 1), 8888);
     let mi = format!("http://{mi_listen}/mi");
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"1s\"\n[database]\nurl = \"{url}\"\n\
-             [probing]\ninterval = \"0s\"\n[management]\nlisten = \"{mi_listen}\"\ndashboard_writes = true\n\
-             [[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n"
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{sip}\"]\ndrain = \"1s\""),
+        &url,
+        mi_listen,
+        &format!("dashboard_writes = true\n{VM_ROUTE}"),
+    );
     let node = Node::start(&config, dir.join("siplb.log"));
     let _destinations = uas_at(&dir, &hosts);
     // Twelve voicemail calls held up while the page is watched, and three calls no
@@ -234,15 +233,13 @@ fn quiet_node(test: u8, management: &str) -> (Node, SocketAddr, String, std::pat
     );
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"1s\"\n[database]\nurl = \"{url}\"\n\
-             [probing]\ninterval = \"0s\"\n[management]\nlisten = \"{mi_listen}\"\n{management}\n"
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{sip}\"]\ndrain = \"1s\""),
+        &url,
+        mi_listen,
+        management,
+    );
     let node = Node::start(&config, dir.join("siplb.log"));
     (node, mi_listen, format!("http://{mi_listen}/mi"), dir)
 }

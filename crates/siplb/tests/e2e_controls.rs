@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Lb, Node, Sipp, ctl, ctl_command, destination_table, http_get, ip, scratch, uac_to, uas_at,
-    wait_until, webhook_receiver,
+    Lb, Node, Sipp, ctl, ctl_command, destination_table, http_get, ip, node_config, scratch,
+    uac_to, uas_at, wait_until, webhook_receiver,
 };
 use siplb_balance::DestinationRow;
 
@@ -60,14 +60,13 @@ fn a_drain_keeps_new_calls_away_and_wait_returns_when_the_last_call_ends() {
     let addr = SocketAddr::new(ip(test, 1), 5060);
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
     let mi = format!("http://{mi_listen}/mi");
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{addr}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[events]\nwebhook = \"http://{webhook}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{addr}\"]"),
+        &url,
+        mi_listen,
+        &format!("[events]\nwebhook = \"http://{webhook}/events\"\n{ROUTES}"),
+    );
     let node = Node::start(&config, dir.join("siplb.log"));
     let _uas = uas_at(&dir, &[ip(test, 11), ip(test, 12)]);
 
@@ -373,14 +372,13 @@ fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks
     );
     let back_sip = SocketAddr::new(ip(test, 11), 5060);
     let back_mi = SocketAddr::new(ip(test, 11), 8888);
-    let config = dir.join("back.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{back_sip}\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[management]\nlisten = \"{back_mi}\"\n[[route]]\nmatch = {{ ruri_user = \"^[0-9]+$\" }}\nbalance = {{ group = 1, resources = \"pstn\" }}\n"
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{back_sip}\"]"),
+        &url,
+        back_mi,
+        "[[route]]\nmatch = { ruri_user = \"^[0-9]+$\" }\nbalance = { group = 1, resources = \"pstn\" }\n",
+    );
     let back = Node::start(&config, dir.join("back.log"));
     let _uas = uas_at(&dir, &[ip(test, 21), ip(test, 22)]);
     // The front: siplb in this process, whose one destination (127.0.45.11) is the

@@ -15,7 +15,9 @@ mod harness;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{Node, db_init, http_get, ip, scratch, sql, uac_to, uas_at, wait_until};
+use harness::{
+    Node, VM_ROUTE, db_init, http_get, ip, node_config, scratch, sql, uac_to, uas_at, wait_until,
+};
 use serde_json::Value;
 
 const TEST: u8 = 20;
@@ -97,15 +99,13 @@ fn operator_changes_while_calls_are_up() {
         ],
     );
     let sip = SocketAddr::new(ip(TEST, 1), 5060);
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{sip}\"]\ndrain = \"2s\"\n[database]\nurl = \"{url}\"\n[management]\nlisten = \"{}:8888\"\n[probing]\ninterval = \"0s\"\n[[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n",
-            ip(TEST, 1)
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{sip}\"]\ndrain = \"2s\""),
+        &url,
+        SocketAddr::new(ip(TEST, 1), 8888),
+        VM_ROUTE,
+    );
     let mut node = Node::start(&config, dir.join("siplb.log"));
     let mi = Mi {
         url: format!("http://{}:8888/mi", ip(TEST, 1)),
@@ -261,17 +261,15 @@ fn a_refused_tcp_connection_fails_over_at_once() {
     );
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{sip}\", \"tcp:{sip}\"]\ndrain = \"1s\"\n[database]\nurl = \"{url}\"\n\
-             [probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"60s\"\n\
-             [failover]\nmin_enabled = 0\n[management]\nlisten = \"{mi_listen}\"\n\
-             [[route]]\nmatch = {{ ruri_user = \"^VM_\" }}\nbalance = {{ group = 1, resources = \"vm\" }}\n"
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{sip}\", \"tcp:{sip}\"]\ndrain = \"1s\""),
+        &url,
+        mi_listen,
+        &format!(
+            "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n{VM_ROUTE}"
         ),
-    )
-    .unwrap();
+    );
     let node = Node::start(&config, dir.join("siplb.log"));
     let _destination = uas_at(&dir, &[ip(test, 12)]);
     // SIPp gives up on a call after 20 s without an answer: were the refused

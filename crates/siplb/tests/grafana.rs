@@ -14,7 +14,7 @@ mod harness;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use harness::{Node, db_init, http_get, ip, scratch};
+use harness::{Node, db_init, http_get, ip, node_config, scratch};
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -65,15 +65,13 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--examples", "--database", &url]);
     let mi = SocketAddr::new(ip(test, 1), 8888);
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{}:5060\"]\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[management]\nlisten = \"{mi}\"\n",
-            ip(test, 1)
-        ),
-    )
-    .unwrap();
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{}:5060\"]", ip(test, 1)),
+        &url,
+        mi,
+        "",
+    );
     let _node = Node::start(&config, dir.join("siplb.log"));
     let metrics = http_get((mi.ip(), mi.port()), "/metrics");
     // A family is exported when its TYPE line is, samples or not (a histogram's

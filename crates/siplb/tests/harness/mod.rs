@@ -429,14 +429,15 @@ pub fn binary_smoke(test: u8) {
     let (webhook_addr, events) = webhook_receiver(ip(test, 1), 2);
     let mi = format!("http://{}:8888/mi", ip(test, 1));
     let mi_listen = SocketAddr::new(ip(test, 1), 8888);
-    let config = dir.join("siplb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sip]\nlisten = [\"udp:{addr}\"]\ndrain = \"2s\"\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n[management]\nlisten = \"{mi_listen}\"\n{ROUTES}"
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{addr}\"]\ndrain = \"2s\""),
+        &url,
+        mi_listen,
+        &format!(
+            "[transaction]\ninvite_timeout = \"1s\"\n[events]\nwebhook = \"http://{webhook_addr}/events\"\n{ROUTES}"
         ),
-    )
-    .unwrap();
+    );
     let check = Command::new(siplb)
         .args(["check", "--config"])
         .arg(&config)
@@ -561,6 +562,27 @@ pub fn binary_smoke(test: u8) {
     // SIGTERM stops it cleanly.
     let status = node.signal("-TERM");
     assert!(status.success(), "siplb exited with {status}");
+}
+
+/// Calls to `VM_...` users balanced on `vm` in group 1, and nothing else routed.
+pub const VM_ROUTE: &str =
+    "[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n";
+
+/// Writes `dir/siplb.toml` for a siplb process: `[sip]` holding `sip` (its `listen` line
+/// and any other key), the SQLite table at `url`, probing off, the management interface
+/// on `mi`, then `rest`, which may start with more `[management]` keys and go on with
+/// other sections and routes.
+pub fn node_config(dir: &Path, sip: &str, url: &str, mi: SocketAddr, rest: &str) -> PathBuf {
+    let config = dir.join("siplb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\n{sip}\n[database]\nurl = \"{url}\"\n[probing]\ninterval = \"0s\"\n\
+             [management]\nlisten = \"{mi}\"\n{rest}\n"
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// `siplb run --config` as a separate process, killed if the test ends early.
