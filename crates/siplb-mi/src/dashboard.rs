@@ -193,7 +193,7 @@ struct Snapshot<'a> {
 
 impl MiState {
     /// One snapshot, as the page gets it.
-    async fn snapshot(&self, totals: Option<&Pulse>, sample: Option<&Sample>) -> Bytes {
+    fn snapshot(&self, totals: Option<&Pulse>, sample: Option<&Sample>) -> Bytes {
         let destinations = crate::dispatch::list_value(&self.balancer.snapshot());
         let snapshot = Snapshot {
             t: unix_ms(),
@@ -229,7 +229,7 @@ impl MiState {
                 }
                 before = Some((pulse.clone(), now));
             }
-            let snapshot = self.snapshot(pulse.as_ref(), latest.as_ref()).await;
+            let snapshot = self.snapshot(pulse.as_ref(), latest.as_ref());
             if self.board.closed.load(Ordering::Relaxed) {
                 return;
             }

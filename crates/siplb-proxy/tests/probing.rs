@@ -144,3 +144,16 @@ fn attrs_can_set_a_destination_probe_interval() {
     // override (0, 3 and 6 s).
     assert_eq!(counts, [3, 7]);
 }
+
+/// A probe whose destination cannot be reached (the driver's refused connection)
+/// counts as a failed probe at once, without waiting for the probe timeout.
+#[test]
+fn an_unreachable_probe_target_fails_its_probe_at_once() {
+    let mut rig = probing_rig(&[(1, 2), (2, 2)], "");
+    rig.advance(Duration::from_millis(10));
+    assert_eq!(probes(&rig.sent()).len(), 2);
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr(DST1)));
+    assert!(!rig.balancer.destination(1).unwrap().enabled);
+    assert!(rig.balancer.destination(2).unwrap().enabled);
+}
