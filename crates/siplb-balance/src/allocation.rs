@@ -1,10 +1,12 @@
 //! The load one call holds on one destination, released exactly once.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::inline::InlineVec;
+use crate::names::NameTransport;
 use crate::resources::ResourceId;
 use crate::table::Destination;
 use crate::uri::Host;
@@ -67,6 +69,23 @@ impl Allocation {
     /// Host of the URI, for the transport layer to resolve.
     pub fn host(&self) -> &Host {
         &self.destination.host
+    }
+
+    /// For a URI naming a host: the addresses it resolved to, in the order to try them
+    /// (none for an IP literal, which the URI itself says how to reach).
+    pub fn addresses(&self) -> Option<Arc<[SocketAddr]>> {
+        self.destination
+            .name
+            .as_ref()
+            .map(|n| Arc::clone(&n.resolution().addresses))
+    }
+
+    /// How the URI asks to be reached (`sips:`, `transport=`), for a named destination.
+    pub fn transport(&self) -> NameTransport {
+        self.destination
+            .name
+            .as_ref()
+            .map_or(NameTransport::Udp, |n| n.name().transport)
     }
 
     /// Port of the URI; 0 when the URI has none.

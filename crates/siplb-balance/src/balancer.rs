@@ -12,6 +12,7 @@ use crate::allocation::Allocation;
 use crate::errors::{AttachError, DestinationNotFound, ResizeError};
 use crate::flags::Flags;
 use crate::matching;
+use crate::names::{NameCell, Names};
 use crate::overload::OverloadFeedback;
 use crate::rate::Clock;
 use crate::resources::ResourceRequest;
@@ -39,16 +40,14 @@ pub struct Balancer {
     clock: Clock,
     /// Calls passed over a destination that asked for fewer (RFC 7339).
     diverted: AtomicU64,
+    /// The host names the table uses and what they resolved to, kept across reloads.
+    names: Names,
 }
 
 impl Default for Balancer {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn no_resolver(_: &str) -> Vec<IpAddr> {
-    Vec::new()
 }
 
 impl Balancer {
@@ -60,6 +59,7 @@ impl Balancer {
             drains: AtomicBool::new(false),
             clock: Clock::default(),
             diverted: AtomicU64::new(0),
+            names: Names::default(),
         }
     }
 
@@ -78,19 +78,10 @@ impl Balancer {
     /// Capacities come from the new rows, so earlier resizes are lost, as in the reference.
     /// Calls up on a changed or removed destination keep counting where they were taken and
     /// release there; the new table does not see them.
+    ///
+    /// A destination whose URI names a host takes calls once its name has an address:
+    /// the driver resolves [`Balancer::names`] and publishes into them.
     pub fn reload(&self, rows: impl IntoIterator<Item = DestinationRow>) -> Vec<RowError> {
-        self.reload_with_resolver(rows, &mut no_resolver)
-    }
-
-    /// Like [`Balancer::reload`], with `resolve` giving the addresses of destinations whose
-    /// URI names a host, so that [`Balancer::is_destination`] and [`Balancer::count_call`]
-    /// can match them. It is called once per such row, under the reload, so it should answer
-    /// from a cache or a prior lookup rather than block on DNS.
-    pub fn reload_with_resolver(
-        &self,
-        rows: impl IntoIterator<Item = DestinationRow>,
-        resolve: &mut dyn FnMut(&str) -> Vec<IpAddr>,
-    ) -> Vec<RowError> {
         // Table order is id order, so that ties go to the lowest id (SPEC section 2)
         // whatever order the database returns rows in. The sort is stable: of two rows
         // with the same id, the first given still claims it.
@@ -98,9 +89,16 @@ impl Balancer {
         rows.sort_by_key(|r| r.id);
         let _one_at_a_time = self.reload.lock();
         let previous = self.table.load_full();
-        let (table, errors) = Table::build(rows, &previous, resolve);
+        let (table, errors) = Table::build(rows, &previous, &self.names);
         self.table.store(Arc::new(table));
         errors
+    }
+
+    /// The host names the current table uses (one cell per name, port and transport),
+    /// for the resolver to look up and publish into. A reload may add names; cells no
+    /// table uses any more are dropped here.
+    pub fn names(&self) -> Vec<Arc<NameCell>> {
+        self.names.live()
     }
 
     /// Chooses a destination of `group` offering every resource of `request` and takes its

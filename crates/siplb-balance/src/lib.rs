@@ -45,9 +45,10 @@
 //! # Matching by address
 //!
 //! [`Balancer::is_destination`] and [`Balancer::count_call`] match a call's source IP and port
-//! against destinations whose URI holds an IP literal. Host names match only through the
-//! addresses given by a resolver at reload ([`Balancer::reload_with_resolver`]); resolving
-//! them is the driver's job.
+//! against destinations whose URI holds an IP literal, or a host name through the addresses
+//! it last resolved to. Resolving is the driver's job: it looks up [`Balancer::names`] in the
+//! background and publishes each [`Resolution`] into its [`NameCell`]; a named destination
+//! is not a candidate for selection until its name has an address.
 //!
 //! # Example
 //!
@@ -77,6 +78,7 @@ mod errors;
 mod flags;
 mod inline;
 mod matching;
+mod names;
 mod overload;
 mod rate;
 mod resources;
@@ -93,6 +95,7 @@ pub use allocation::Allocation;
 pub use balancer::Balancer;
 pub use errors::{AttachError, DestinationNotFound, ResizeError};
 pub use flags::{Flags, FlagsError};
+pub use names::{Name, NameCell, NameTransport, Resolution};
 pub use overload::OverloadFeedback;
 pub use rate::MAX_CPS;
 pub use resources::{ResourceListError, ResourceRequest};

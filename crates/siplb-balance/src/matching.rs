@@ -1,8 +1,8 @@
 //! Finding a destination by a call's source address (`lb_is_destination`, `lb_count_call`).
 //!
 //! Matching is by IP address and port only; the transport is not compared, as in the
-//! reference. A destination whose URI names a host matches only the addresses its resolver
-//! returned at (re)load: this crate does no DNS, which belongs to the driver layer.
+//! reference. A destination whose URI names a host matches the addresses its name last
+//! resolved to: this crate does no DNS, which belongs to the driver layer.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +23,6 @@ pub(crate) fn find(
         group.is_none_or(|g| d.group == g)
             && (!only_enabled || d.status.is_enabled())
             && (port == 0 || d.port == 0 || port == d.port)
-            && d.addresses.contains(&ip)
+            && d.has_ip(ip)
     })
 }

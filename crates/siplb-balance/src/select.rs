@@ -181,7 +181,10 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
     for &member in &*group.members {
         let index = member as usize;
         let destination = &*table.destinations[index];
-        if !destination.status.takes_calls() || skip.iter().any(|s| s.contains(&destination.id)) {
+        if !destination.status.takes_calls()
+            || skip.iter().any(|s| s.contains(&destination.id))
+            || !destination.has_address()
+        {
             continue;
         }
         let Some(availability) = bottleneck::<M>(destination, request) else {

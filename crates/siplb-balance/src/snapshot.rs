@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::names::Resolution;
 use crate::status::DestinationStatus;
 use crate::table::Destination;
 use crate::uri::Host;
@@ -42,6 +43,8 @@ pub struct DestinationSnapshot {
     pub host: Host,
     /// Port of the URI, 0 when absent.
     pub port: u16,
+    /// For a URI naming a host: what it last resolved to, in the order they are tried.
+    pub resolution: Option<Arc<Resolution>>,
 }
 
 /// One resource of a destination.
@@ -100,6 +103,7 @@ impl DestinationSnapshot {
             description: d.description.clone(),
             host: d.host.clone(),
             port: d.port,
+            resolution: d.name.as_ref().map(|n| n.resolution()),
         }
     }
 }

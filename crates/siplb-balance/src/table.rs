@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::names::{Name, NameCell, Names};
 use crate::overload::OverloadCell;
 use crate::rate::{Window, max_cps};
 use crate::resources::{ResourceId, parse_capacities, registry};
@@ -46,9 +47,8 @@ pub(crate) struct Destination {
     pub(crate) uri: Arc<str>,
     pub(crate) host: Host,
     pub(crate) port: u16,
-    /// Addresses a call's source is matched against: the IP literal, or what the resolver
-    /// returned for a host name.
-    pub(crate) addresses: Box<[IpAddr]>,
+    /// For a URI naming a host: what the resolver last found for it.
+    pub(crate) name: Option<Arc<NameCell>>,
     pub(crate) probe_mode: i32,
     pub(crate) attrs: Option<Arc<str>>,
     pub(crate) description: Option<Arc<str>>,
@@ -74,6 +74,22 @@ impl Destination {
 
     pub(crate) fn slot_named(&self, name: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| &*s.name == name)
+    }
+
+    /// Whether siplb knows where to send it: always for an IP literal, once resolved for
+    /// a name.
+    pub(crate) fn has_address(&self) -> bool {
+        self.name.as_ref().is_none_or(|n| n.has_address())
+    }
+
+    /// Whether a message from `ip` (canonical) may come from it: its IP literal, or one of
+    /// the addresses its name resolved to.
+    pub(crate) fn has_ip(&self, ip: IpAddr) -> bool {
+        match (&self.host, &self.name) {
+            (Host::Ip(own), _) => own.to_canonical() == ip,
+            (Host::Name(_), Some(cell)) => cell.contains_ip(ip),
+            (Host::Name(_), None) => false,
+        }
     }
 
     fn same_identity(&self, row: &DestinationRow) -> bool {
@@ -124,7 +140,7 @@ impl Table {
     pub(crate) fn build(
         rows: impl IntoIterator<Item = DestinationRow>,
         previous: &Table,
-        resolve: &mut dyn FnMut(&str) -> Vec<IpAddr>,
+        names: &Names,
     ) -> (Table, Vec<RowError>) {
         let mut errors = Vec::new();
         let mut table = Table::default();
@@ -180,8 +196,6 @@ impl Table {
                     .filter(|w| w.cap() == cap)
                     .map_or_else(|| Arc::new(Window::new(cap)), Arc::clone)
             });
-            // Locked per row, not across the build: `resolve` is caller code and may parse
-            // requests, which interns names too.
             let mut registry = registry();
             let slots = capacities
                 .into_iter()
@@ -205,12 +219,13 @@ impl Table {
                 })
                 .collect();
             drop(registry);
-            let addresses = match &hostport.host {
-                Host::Ip(ip) => vec![ip.to_canonical()],
-                Host::Name(name) => resolve(name)
-                    .into_iter()
-                    .map(|a| a.to_canonical())
-                    .collect(),
+            let name = match &hostport.host {
+                Host::Ip(_) => None,
+                Host::Name(host) => Some(names.cell(Name {
+                    host: Arc::clone(host),
+                    port: hostport.port,
+                    transport: hostport.transport,
+                })),
             };
 
             let index = table.destinations.len();
@@ -223,7 +238,7 @@ impl Table {
                 uri: Arc::from(uri),
                 host: hostport.host,
                 port: hostport.port,
-                addresses: addresses.into(),
+                name,
                 probe_mode: row.probe_mode,
                 attrs: row.attrs.map(Arc::from),
                 description: row.description.map(Arc::from),

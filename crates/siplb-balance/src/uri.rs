@@ -8,6 +8,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use crate::names::NameTransport;
+
 /// The host part of a destination URI.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -55,22 +57,51 @@ pub(crate) struct HostPort {
     pub(crate) host: Host,
     /// 0 when the URI has no port: it then matches a source on any port.
     pub(crate) port: u16,
+    /// `sips:` or the `transport` parameter, for resolving a host name.
+    pub(crate) transport: NameTransport,
 }
 
-fn strip_scheme(uri: &str) -> Option<&str> {
+/// The text after the scheme, and whether the scheme is `sips`.
+fn strip_scheme(uri: &str) -> Option<(&str, bool)> {
     let (scheme, rest) = uri.split_once(':')?;
-    (scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")).then_some(rest)
+    if scheme.eq_ignore_ascii_case("sips") {
+        Some((rest, true))
+    } else {
+        scheme.eq_ignore_ascii_case("sip").then_some((rest, false))
+    }
+}
+
+/// `sips:` means TLS whatever the parameters say; otherwise `transport=tcp` or `tls`. Other
+/// transports (sctp, ws) are left to the SIP layer, which refuses them when sending.
+fn transport_of(secure: bool, params: &str) -> NameTransport {
+    if secure {
+        return NameTransport::Tls;
+    }
+    params
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("transport"))
+        .map_or(NameTransport::Udp, |(_, v)| {
+            let v = v.trim();
+            if v.eq_ignore_ascii_case("tcp") {
+                NameTransport::Tcp
+            } else if v.eq_ignore_ascii_case("tls") {
+                NameTransport::Tls
+            } else {
+                NameTransport::Udp
+            }
+        })
 }
 
 pub(crate) fn parse_dst_uri(uri: &str) -> Result<HostPort, UriError> {
-    let rest = strip_scheme(uri).ok_or(UriError::Scheme)?;
+    let (rest, secure) = strip_scheme(uri).ok_or(UriError::Scheme)?;
     // Headers may legitimately contain '@', so the user part is looked for before them only.
     let before_headers = rest.split('?').next().unwrap_or_default();
     let after_user = match before_headers.rfind('@') {
         Some(at) => &before_headers[at + 1..],
         None => before_headers,
     };
-    let hostport = after_user.split(';').next().unwrap_or_default();
+    let (hostport, params) = after_user.split_once(';').unwrap_or((after_user, ""));
 
     let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
         let (v6, after) = bracketed
@@ -111,7 +142,11 @@ pub(crate) fn parse_dst_uri(uri: &str) -> Result<HostPort, UriError> {
             .map_err(|_| UriError::InvalidPort { port: p.into() })?,
         Some(p) => return Err(UriError::InvalidPort { port: p.into() }),
     };
-    Ok(HostPort { host, port })
+    Ok(HostPort {
+        host,
+        port,
+        transport: transport_of(secure, params),
+    })
 }
 
 fn parse_host(host: &str) -> Result<Host, UriError> {
@@ -136,18 +171,19 @@ fn parse_host(host: &str) -> Result<Host, UriError> {
     if !labels_ok {
         return Err(invalid());
     }
-    Ok(Host::Name(Arc::from(host)))
+    Ok(Host::Name(Arc::from(host.to_ascii_lowercase())))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Host, HostPort, UriError, parse_dst_uri};
+    use super::{Host, HostPort, NameTransport, UriError, parse_dst_uri};
     use std::net::IpAddr;
 
     fn ip(host: &str, port: u16) -> HostPort {
         HostPort {
             host: Host::Ip(host.parse::<IpAddr>().unwrap()),
             port,
+            transport: NameTransport::Udp,
         }
     }
 
@@ -158,14 +194,23 @@ mod tests {
             ip("127.0.0.1", 5071)
         );
         assert_eq!(parse_dst_uri("sip:10.0.0.1").unwrap(), ip("10.0.0.1", 0));
-        assert_eq!(parse_dst_uri("SIPS:[::1]:5061").unwrap(), ip("::1", 5061));
+        assert_eq!(
+            parse_dst_uri("SIPS:[::1]:5061").unwrap(),
+            HostPort {
+                transport: NameTransport::Tls,
+                ..ip("::1", 5061)
+            }
+        );
         assert_eq!(
             parse_dst_uri("sip:[2001:db8::5]").unwrap(),
             ip("2001:db8::5", 0)
         );
         assert_eq!(
             parse_dst_uri("sip:gw@10.0.0.2:5080;transport=tcp?h=a@b").unwrap(),
-            ip("10.0.0.2", 5080)
+            HostPort {
+                transport: NameTransport::Tcp,
+                ..ip("10.0.0.2", 5080)
+            }
         );
         assert_eq!(parse_dst_uri("sip:10.0.0.3:0").unwrap(), ip("10.0.0.3", 0));
     }
@@ -173,11 +218,18 @@ mod tests {
     #[test]
     fn parses_host_names() {
         assert_eq!(
-            parse_dst_uri("sip:yate1.mycluster.net").unwrap(),
+            parse_dst_uri("sip:Yate1.MyCluster.net").unwrap(),
             HostPort {
                 host: Host::Name("yate1.mycluster.net".into()),
-                port: 0
+                port: 0,
+                transport: NameTransport::Udp,
             }
+        );
+        assert_eq!(
+            parse_dst_uri("sip:gw.example.com;lr;Transport=TLS")
+                .unwrap()
+                .transport,
+            NameTransport::Tls
         );
         assert_eq!(
             parse_dst_uri("sip:gw-2.example.com.:5060").unwrap().port,

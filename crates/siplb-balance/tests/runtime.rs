@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use siplb_balance::{
     AttachError, Balancer, DestinationNotFound, DestinationRow, DestinationStatus, FailoverDisable,
-    Flags, Host, Outcome, ResizeError, ResourceListError, ResourceRequest, RowFault, Session,
-    UriError,
+    Flags, Host, Name, NameTransport, Outcome, ResizeError, Resolution, ResourceListError,
+    ResourceRequest, RowFault, Session, UriError,
 };
 
 fn req(list: &str) -> ResourceRequest {
@@ -302,41 +302,105 @@ fn is_destination_matches_ip_port_group_and_status() {
 }
 
 #[test]
-fn resolver_lets_host_names_match() {
-    let b = Balancer::new();
-    let mut asked = Vec::new();
-    let errors = b.reload_with_resolver(
-        [DestinationRow::new(
-            5,
-            1,
-            "sip:gw.example.net:5060",
-            "pstn=1",
-        )],
-        &mut |host: &str| {
-            // A resolver may use the crate itself without deadlocking the reload.
-            assert!(ResourceRequest::parse("pstn").is_ok());
-            asked.push(host.to_owned());
-            vec![ip("192.0.2.7"), ip("::ffff:192.0.2.8")]
-        },
-    );
+fn host_names_take_calls_and_match_once_resolved() {
+    let (b, errors) = Balancer::with_rows([
+        DestinationRow::new(5, 1, "sip:GW.example.net:5060", "pstn=1"),
+        DestinationRow::new(6, 2, "sip:gw.example.net:5060", "pstn=1"),
+        DestinationRow::new(7, 2, "sip:gw.example.net;transport=tcp", "pstn=1"),
+    ]);
     assert!(errors.is_empty());
-    assert_eq!(asked, ["gw.example.net"]);
+    let mut names = b.names();
+    names.sort_by_key(|c| c.name().port);
+    let asked: Vec<Name> = names.iter().map(|c| c.name().clone()).collect();
+    // One cell per name, port and transport, whatever the case or the group.
+    assert_eq!(
+        asked,
+        [
+            Name {
+                host: "gw.example.net".into(),
+                port: 0,
+                transport: NameTransport::Tcp
+            },
+            Name {
+                host: "gw.example.net".into(),
+                port: 5060,
+                transport: NameTransport::Udp
+            },
+        ]
+    );
+    // Not resolved yet: no candidate, no match, and the listing says so.
+    assert!(matches!(
+        b.select(1, &req("pstn"), Flags::default(), &mut never),
+        Outcome::NoDestination
+    ));
+    assert!(
+        b.is_destination(ip("192.0.2.7"), 5060, None, false)
+            .is_none()
+    );
+    let five = b.destination(5).unwrap();
+    assert!(!five.resolution.as_ref().unwrap().done);
+
+    names[1].publish(Resolution {
+        addresses: vec![
+            "192.0.2.7:5060".parse().unwrap(),
+            "[::ffff:192.0.2.8]:5060".parse().unwrap(),
+        ]
+        .into(),
+        error: None,
+        done: true,
+    });
+    let Outcome::Selected(a) = b.select(1, &req("pstn"), Flags::default(), &mut never) else {
+        panic!("a resolved name is a candidate");
+    };
+    assert_eq!(a.addresses().unwrap().len(), 2);
+    assert_eq!(a.destination_id(), 5);
+    drop(a);
+    for source in ["192.0.2.7", "192.0.2.8"] {
+        assert_eq!(
+            b.is_destination(ip(source), 5060, None, true).unwrap().id,
+            5
+        );
+    }
+    assert!(
+        b.is_destination(ip("192.0.2.7"), 5061, None, true)
+            .is_none()
+    );
+    assert_eq!(
+        b.is_destination(ip("192.0.2.7"), 5060, Some(2), true)
+            .unwrap()
+            .id,
+        6,
+        "the same name in another group shares what it resolved to"
+    );
+
+    // A reload keeps what was resolved; a name no row uses any more is forgotten.
+    drop(names);
+    b.reload([DestinationRow::new(
+        5,
+        1,
+        "sip:gw.example.net:5060",
+        "pstn=1",
+    )]);
+    assert_eq!(b.names().len(), 1);
     assert_eq!(
         b.is_destination(ip("192.0.2.7"), 5060, None, true)
             .unwrap()
             .id,
         5
     );
-    assert_eq!(
-        b.is_destination(ip("192.0.2.8"), 5060, None, true)
-            .unwrap()
-            .id,
-        5
-    );
-    assert!(
-        b.is_destination(ip("192.0.2.7"), 5061, None, true)
-            .is_none()
-    );
+
+    // A name that stops resolving stops taking calls, and says why.
+    b.names()[0].publish(Resolution {
+        addresses: Vec::new().into(),
+        error: Some("no such name".into()),
+        done: true,
+    });
+    assert!(matches!(
+        b.select(1, &req("pstn"), Flags::default(), &mut never),
+        Outcome::NoDestination
+    ));
+    let listed = b.destination(5).unwrap().resolution.unwrap();
+    assert_eq!(listed.error.as_deref(), Some("no such name"));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use siplb_balance::NameTransport;
 use siplb_sip::{Host, Uri};
 use siplb_txn::Reliability;
 
@@ -99,7 +100,8 @@ pub enum PeerSyntaxError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetError {
     Uri,
-    /// siplb sends only to IP literals; names are resolved when the table loads.
+    /// A host name where an IP literal is needed (a relay), or a destination's name with
+    /// no address (left) to try.
     Unresolved(String),
     Transport(String),
 }
@@ -110,7 +112,7 @@ impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetError::Uri => f.write_str("not a SIP URI"),
-            TargetError::Unresolved(h) => write!(f, "host {h} is not an IP address"),
+            TargetError::Unresolved(h) => write!(f, "host {h} has no address to send to"),
             TargetError::Transport(t) => write!(f, "unsupported transport {t}"),
         }
     }
@@ -124,12 +126,7 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
         Host::V6(a) => IpAddr::V6(a),
         Host::Domain(d) => return Err(TargetError::Unresolved(d.to_owned())),
     };
-    let transport = match uri.param("transport").flatten() {
-        None => Transport::Udp,
-        Some(t) => t
-            .parse()
-            .map_err(|_| TargetError::Transport(t.to_owned()))?,
-    };
+    let transport = transport_of_uri(uri)?;
     let port = match uri.port {
         Some(0) | None => 5060,
         Some(p) => p,
@@ -140,11 +137,54 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
     })
 }
 
+fn transport_of_uri(uri: &Uri<'_>) -> Result<Transport, TargetError> {
+    match uri.param("transport").flatten() {
+        None => Ok(Transport::Udp),
+        Some(t) => t.parse().map_err(|_| TargetError::Transport(t.to_owned())),
+    }
+}
+
+/// The peer at `addr` (one its host name resolved to) over the transport a URI written
+/// out asks for.
+pub(crate) fn peer_at(text: &str, addr: SocketAddr) -> Result<Peer, TargetError> {
+    let uri = Uri::parse(text).map_err(|_| TargetError::Uri)?;
+    Ok(Peer {
+        transport: transport_of_uri(&uri)?,
+        addr,
+    })
+}
+
 /// The peer a SIP URI written out designates (as a route's `relay`): its IP literal
 /// and port (5060 by default) over its `transport` (UDP by default).
 pub fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
     let uri = Uri::parse(text).map_err(|_| TargetError::Uri)?;
     peer_of_uri(&uri)
+}
+
+/// The peer of a balanced destination's `index`-th address: its URI's IP literal (index
+/// 0 only), or the `index`-th address its host name resolved to, over the URI's transport.
+pub(crate) fn peer_of_destination(
+    allocation: &siplb_balance::Allocation,
+    index: usize,
+) -> Result<Peer, TargetError> {
+    let Some(addresses) = allocation.addresses() else {
+        return match index {
+            0 => peer_of_uri_text(allocation.uri()),
+            _ => Err(TargetError::Unresolved(allocation.uri().to_owned())),
+        };
+    };
+    let transport = match allocation.transport() {
+        NameTransport::Udp => Transport::Udp,
+        NameTransport::Tcp => Transport::Tcp,
+        NameTransport::Tls => return Err(TargetError::Transport("tls".to_owned())),
+    };
+    let addr = addresses
+        .get(index)
+        .ok_or_else(|| TargetError::Unresolved(allocation.host().to_string()))?;
+    Ok(Peer {
+        transport,
+        addr: *addr,
+    })
 }
 
 /// siplb's listeners, to pick the address it sends from and to recognise itself.

@@ -10,7 +10,7 @@ use siplb_sip::Message;
 use siplb_txn::{ClientEvent, Timers};
 use tracing::debug;
 
-use crate::addr::peer_of_uri_text;
+use crate::addr::{Peer, TargetError, peer_at, peer_of_uri_text};
 use crate::agenda::Due;
 use crate::events::{ChangeSource, NewStatus};
 use crate::proxy::Proxy;
@@ -77,14 +77,22 @@ impl Proxy {
                 now.saturating_duration_since(at) + Duration::from_millis(5) >= interval
             });
             if due && !pending {
-                self.send_probe(now, d.id, &d.uri);
+                // A name with no address yet is not probed: that is no answer from it.
+                let peer = match &d.resolution {
+                    None => peer_of_uri_text(&d.uri),
+                    Some(r) => match r.addresses.first() {
+                        Some(&addr) => peer_at(&d.uri, addr),
+                        None => continue,
+                    },
+                };
+                self.send_probe(now, d.id, &d.uri, peer);
             }
         }
         self.agenda.schedule(now + next_tick, Due::ProbeTick);
     }
 
-    fn send_probe(&mut self, now: Instant, id: u32, uri: &str) {
-        let peer = match peer_of_uri_text(uri) {
+    fn send_probe(&mut self, now: Instant, id: u32, uri: &str, peer: Result<Peer, TargetError>) {
+        let peer = match peer {
             Ok(p) => p,
             Err(e) => {
                 debug!(destination = id, uri, error = %e, "cannot probe");

@@ -224,6 +224,7 @@ impl Proxy {
                 n: 0,
                 peer,
                 destination: load.allocation().map(|a| a.destination_id()),
+                address: 0,
             },
             None => {
                 let mut env = call_env!(self, now);

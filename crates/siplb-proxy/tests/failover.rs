@@ -82,6 +82,86 @@ fn an_unreachable_destination_fails_over_at_once() {
 }
 
 #[test]
+fn a_named_destination_tries_its_next_address_before_it_fails() {
+    let mut rig = Rig::new(
+        &[
+            (1, "sip:gw.example.net", "vm=5"),
+            (2, "sip:127.0.0.12:5060", "vm=1"),
+        ],
+        "[failover]\nmin_enabled = 0\n",
+    );
+    // Not resolved yet: the call goes to the one destination siplb can reach.
+    rig.feed(CALLER, &invite("VM_1", "named-0"));
+    let out = rig.sent();
+    assert_eq!(out.last().unwrap().0, addr(DST2), "{out:?}");
+    assert_eq!((rig.load(1), rig.load(2)), (0, 1));
+
+    let names = rig.balancer.names();
+    assert_eq!(&*names[0].name().host, "gw.example.net");
+    names[0].publish(siplb_balance::Resolution {
+        addresses: vec![addr("127.0.0.21:5070"), addr("127.0.0.22:5080")].into(),
+        error: None,
+        done: true,
+    });
+    rig.feed(CALLER, &invite("VM_1", "named-1"));
+    let first = rig.sent().pop().unwrap();
+    assert_eq!(first.0, addr("127.0.0.21:5070"));
+    // The first address fails at the transport: the second address of the same
+    // destination gets the call, which keeps its load and blames nobody.
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.21:5070")));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].0, out[0].1.method().unwrap().as_str()),
+        (addr("127.0.0.22:5080"), "INVITE")
+    );
+    assert_eq!(rig.load(1), 1);
+    assert!(rig.balancer.destination(1).unwrap().enabled);
+    // It answers; the BYE goes to the address that answered.
+    rig.feed_bytes("127.0.0.22:5080", reply(&out[0].1, 200, "OK", "b"));
+    let ok = rig
+        .sent()
+        .into_iter()
+        .find(|(to, _)| *to == addr(CALLER))
+        .unwrap();
+    assert_eq!(status(&ok.1), 200);
+    rig.feed(
+        CALLER,
+        &format!(
+            "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-namedbye\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-named-1\nTo: <sip:VM_1@127.0.0.1>;tag=b\nCall-ID: named-1\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+        ),
+    );
+    let bye = rig.sent().pop().unwrap();
+    assert_eq!(
+        (bye.0, bye.1.method().unwrap().as_str()),
+        (addr("127.0.0.22:5080"), "BYE")
+    );
+
+    // Another call: both addresses fail at the transport, and only then is the
+    // destination failed, its load released, and the call moved on.
+    rig.feed(CALLER, &invite("VM_1", "named-2"));
+    assert_eq!(rig.sent().pop().unwrap().0, addr("127.0.0.21:5070"));
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.21:5070")));
+    assert_eq!(rig.sent().pop().unwrap().0, addr("127.0.0.22:5080"));
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.22:5080")));
+    let out = rig.sent();
+    let answer = out
+        .iter()
+        .find(|(to, m)| *to == addr(CALLER) && m.call_id() == Some("named-2"))
+        .unwrap();
+    assert_eq!(status(&answer.1), 500, "{out:?}");
+    assert_eq!(
+        rig.load(1),
+        0,
+        "the first call ended with its BYE, the last released"
+    );
+    assert!(!rig.balancer.destination(1).unwrap().enabled);
+}
+
+#[test]
 fn four_hundreds_are_relayed_without_failover() {
     let mut rig = Rig::new(
         &[

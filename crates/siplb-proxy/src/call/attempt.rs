@@ -5,7 +5,7 @@ use siplb_sip::Message;
 use tracing::{debug, info, warn};
 
 use super::{Call, Effect, Env, Load, Phase};
-use crate::addr::{Peer, peer_of_uri_text};
+use crate::addr::{Peer, peer_of_destination};
 use crate::agenda::CallTimer;
 use crate::call::dialogs::{Dialog, Dialogs};
 use crate::failures::Fault;
@@ -20,6 +20,8 @@ pub(crate) struct Target {
     pub(crate) peer: Peer,
     /// The destination whose load the attempt holds (none for a relay).
     pub(crate) destination: Option<u32>,
+    /// Which of the destination's addresses (its name's, in resolution order) `peer` is.
+    pub(crate) address: u8,
 }
 
 /// The attempt in flight.
@@ -76,7 +78,7 @@ pub(crate) fn first_target(
     match load {
         Load::Balanced(balancing) => loop {
             let chosen = match balancing.next(env.balancer, env.tokens, &mut env.stats.overflows) {
-                Choice::Chosen(a) => (a.destination_id(), peer_of_uri_text(a.uri())),
+                Choice::Chosen(a) => (a.destination_id(), peer_of_destination(a, 0)),
                 Choice::Exhausted(why) => return Err(why),
             };
             match chosen {
@@ -85,6 +87,7 @@ pub(crate) fn first_target(
                         n,
                         peer,
                         destination: Some(id),
+                        address: 0,
                     });
                 }
                 (id, Err(e)) => {
@@ -263,11 +266,49 @@ impl Call {
             self.end(env);
             return;
         }
+        if fault == Fault::Transport && self.next_address(env) {
+            return;
+        }
         info!(call_id = %self.key.call_id(), ?destination, reason = %fault, "destination failed; failing over");
         if let Some(id) = destination {
             env.out.push(Effect::Blame(id, fault));
         }
         self.fail_over(env);
+    }
+
+    /// The current attempt failed at the transport: sends the INVITE to the destination's
+    /// next address, if its name resolved to another (RFC 3263 section 4.3), keeping the
+    /// load it holds and blaming nobody yet. False when it has no other address.
+    fn next_address(&mut self, env: &mut Env<'_>) -> bool {
+        let Phase::Attempting { attempt, .. } = &self.phase else {
+            return false;
+        };
+        let Load::Balanced(balancing) = &self.load else {
+            return false;
+        };
+        let Some(allocation) = balancing.current() else {
+            return false;
+        };
+        let previous = attempt.target;
+        let Some(address) = previous.address.checked_add(1) else {
+            return false;
+        };
+        let Ok(peer) = peer_of_destination(allocation, usize::from(address)) else {
+            return false;
+        };
+        let target = Target {
+            n: previous.n.saturating_add(1),
+            peer,
+            address,
+            ..previous
+        };
+        info!(call_id = %self.key.call_id(), destination = ?target.destination, from = %previous.peer, to = %peer, "address failed at the transport; trying the destination's next address");
+        self.phase = Phase::Attempting {
+            attempt: Attempt::new(target),
+            ending: None,
+        };
+        env.out.push(Effect::Forward(target));
+        true
     }
 
     /// Releases the failed attempt's load and forwards to the best destination not
