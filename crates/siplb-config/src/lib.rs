@@ -2,6 +2,7 @@
 //! before anything starts. Unknown keys and bad values are errors that name the key
 //! and the line; `siplb check` runs exactly this code.
 
+mod dns;
 mod duration;
 mod listen;
 mod route;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use siplb_proxy::{Peer, Settings, Transport};
 
+pub use dns::Dns;
 pub use route::{Action, Balance, Count, Match, Overflow, Pattern, Reply, Route};
 
 /// The embedded default: what `siplb run` uses without `--config`.
@@ -56,6 +58,8 @@ pub struct Config {
     pub tcp: Tcp,
     #[serde(default)]
     pub overload: Overload,
+    #[serde(default)]
+    pub dns: Dns,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
     /// `routes` in the core's terms, compiled once by validation.
@@ -413,6 +417,12 @@ impl Config {
     fn validate(&mut self, text: &str) -> Result<(), ConfigError> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let invalid = |line: usize, message: String| ConfigError::Invalid { line, message };
+        if self.dns.timeout.is_zero() || self.dns.timeout > Duration::from_secs(30) {
+            return Err(invalid(
+                section_line(text, "dns"),
+                "dns.timeout: must be above 0 and at most 30s".into(),
+            ));
+        }
         if self.sip.listen.is_empty() {
             return Err(invalid(
                 1,

@@ -193,6 +193,26 @@ fn errors_name_the_key_and_line() {
 }
 
 #[test]
+fn dns_servers_and_timeout() {
+    let c = Config::parse("").unwrap();
+    assert!(c.dns.servers.is_empty());
+    assert_eq!(c.dns.timeout, Duration::from_secs(2));
+    let c = Config::parse(
+        "[dns]\nservers = [\"127.0.0.1:5353\", \"10.0.0.53\", \"[::1]:53\"]\ntimeout = \"500ms\"\n",
+    )
+    .unwrap();
+    let servers: Vec<String> = c.dns.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["127.0.0.1:5353", "10.0.0.53:53", "[::1]:53"]);
+    assert_eq!(c.dns.timeout, Duration::from_millis(500));
+    let e = error_of("[dns]\nservers = [\"ns1.example.net\"]\n");
+    assert!(e.contains("line 2") && e.contains("ns1.example.net"), "{e}");
+    let e = error_of("[dns]\ntimeout = \"0s\"\n");
+    assert!(e.contains("dns.timeout"), "{e}");
+    let e = error_of("[dns]\nserver = []\n");
+    assert!(e.contains("server"), "{e}");
+}
+
+#[test]
 fn management_dashboard() {
     let c = Config::parse("").unwrap();
     assert!(c.management.dashboard && !c.management.dashboard_writes);

@@ -161,6 +161,12 @@ struct ListedDestination<'a> {
     /// Average probe round-trip time, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_rtt_ms: Option<f64>,
+    /// For a URI naming a host: the addresses it resolved to, in the order tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addresses: Option<Vec<String>>,
+    /// Why the name has no (fresh) address; `"not resolved yet"` before its first lookup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolve_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -240,6 +246,18 @@ fn listed(snapshot: &[DestinationSnapshot]) -> Vec<ListedDestination<'_>> {
             overload: d.overload,
             last_probe: d.last_probe,
             probe_rtt_ms: d.probe_rtt.map(|t| (t.as_secs_f64() * 1e6).round() / 1e3),
+            addresses: d
+                .resolution
+                .as_ref()
+                .map(|r| r.addresses.iter().map(ToString::to_string).collect()),
+            resolve_error: d
+                .resolution
+                .as_ref()
+                .and_then(|r| match (&r.error, r.done) {
+                    (Some(e), _) => Some(e.to_string()),
+                    (None, false) => Some("not resolved yet".to_owned()),
+                    (None, true) => None,
+                }),
         })
         .collect()
 }

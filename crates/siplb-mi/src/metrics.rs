@@ -98,6 +98,17 @@ pub(crate) fn render(
         "The reduction of new calls the destination asked for (RFC 7339), 0 when none.",
         |d| d.overload.unwrap_or(0),
     );
+    per_destination(
+        &mut e,
+        snapshot,
+        "siplb_destination_addresses",
+        "Addresses siplb may send the destination's calls to: 1 for an IP address, what its host name resolved to otherwise (0: not a candidate).",
+        |d| {
+            d.resolution
+                .as_ref()
+                .map_or(1, |r| u8::try_from(r.addresses.len()).unwrap_or(u8::MAX))
+        },
+    );
     e.single(
         "siplb_overload_diverted_total",
         Kind::Counter,

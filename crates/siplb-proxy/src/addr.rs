@@ -100,9 +100,10 @@ pub enum PeerSyntaxError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetError {
     Uri,
-    /// A host name where an IP literal is needed (a relay), or a destination's name with
-    /// no address (left) to try.
+    /// A host name where an IP literal is needed (a relay).
     Unresolved(String),
+    /// A destination's name with no address (left) to try.
+    NoAddress(String),
     Transport(String),
 }
 
@@ -112,7 +113,8 @@ impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetError::Uri => f.write_str("not a SIP URI"),
-            TargetError::Unresolved(h) => write!(f, "host {h} has no address to send to"),
+            TargetError::Unresolved(h) => write!(f, "host {h} is not an IP address"),
+            TargetError::NoAddress(h) => write!(f, "host {h} has no address (left) to send to"),
             TargetError::Transport(t) => write!(f, "unsupported transport {t}"),
         }
     }
@@ -170,7 +172,7 @@ pub(crate) fn peer_of_destination(
     let Some(addresses) = allocation.addresses() else {
         return match index {
             0 => peer_of_uri_text(allocation.uri()),
-            _ => Err(TargetError::Unresolved(allocation.uri().to_owned())),
+            _ => Err(TargetError::NoAddress(allocation.uri().to_owned())),
         };
     };
     let transport = match allocation.transport() {
@@ -180,7 +182,7 @@ pub(crate) fn peer_of_destination(
     };
     let addr = addresses
         .get(index)
-        .ok_or_else(|| TargetError::Unresolved(allocation.host().to_string()))?;
+        .ok_or_else(|| TargetError::NoAddress(allocation.host().to_string()))?;
     Ok(Peer {
         transport,
         addr: *addr,

@@ -7,6 +7,10 @@
 
 use std::io::Write as _;
 
+mod dnsmasq;
+
+pub use dnsmasq::Dnsmasq;
+
 /// Whether this run lets no test be skipped (CI sets `SIPLB_REQUIRE_ALL_TESTS`).
 pub fn all_required() -> bool {
     std::env::var_os("SIPLB_REQUIRE_ALL_TESTS").is_some_and(|v| !v.is_empty() && v != "0")

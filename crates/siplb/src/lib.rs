@@ -6,6 +6,7 @@
 pub mod ctl;
 mod journal;
 mod metrics;
+mod names;
 mod persist;
 pub mod plan;
 pub mod run;

@@ -149,6 +149,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             .map_err(|e| format!("cannot load the destination table: {e}"))?;
         info!(rows = count, database = %redact(&url), "destination table loaded");
         warn_about_routes(&config, &balancer);
+        let names = crate::names::start_resolver(&balancer, &config.dns).await?;
 
         let mut proxy = Proxy::new(settings.clone(), Arc::clone(&balancer));
         let store = Arc::new(store);
@@ -180,7 +181,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(unix)]
-        reload_on_hangup(table_reloader(&balancer, &store), stop_rx.clone())?;
+        reload_on_hangup(table_reloader(&balancer, &store, &names), stop_rx.clone())?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (control, control_rx) = siplb_net::control();
         let mi_addr = &config.management.listen;
@@ -202,7 +203,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let event_log = Arc::new(siplb_mi::EventLog::default());
-        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats)
+        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats, &names)
             .with_token(config.management.token.clone())
             .with_allowed_hosts(config.management.allowed_hosts.clone())
             .with_draining_flag(Arc::clone(&draining))
@@ -294,6 +295,7 @@ fn management_state(
     control: &siplb_net::Control,
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
     persist_stats: &Arc<persist::PersistStats>,
+    names: &siplb_dns::Kick,
 ) -> siplb_mi::MiState {
     let calls = CoreCalls(control.clone());
     let metrics = {
@@ -333,7 +335,7 @@ fn management_state(
     };
     siplb_mi::MiState::new(Arc::clone(balancer))
         .with_version(format!("siplb {}", env!("CARGO_PKG_VERSION")))
-        .with_reloader(table_reloader(balancer, store))
+        .with_reloader(table_reloader(balancer, store, names))
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
         .with_pulse(Arc::new(pulse))
@@ -341,13 +343,19 @@ fn management_state(
 }
 
 /// Re-reads the destination table into the balancer (`lb_reload`, SIGHUP).
-fn table_reloader(balancer: &Arc<Balancer>, store: &Arc<Store>) -> Arc<dyn siplb_mi::Reloader> {
-    let (balancer, store) = (Arc::clone(balancer), Arc::clone(store));
+/// New host names start resolving at once.
+fn table_reloader(
+    balancer: &Arc<Balancer>,
+    store: &Arc<Store>,
+    names: &siplb_dns::Kick,
+) -> Arc<dyn siplb_mi::Reloader> {
+    let (balancer, store, names) = (Arc::clone(balancer), Arc::clone(store), names.clone());
     Arc::new(move || {
-        let (balancer, store) = (Arc::clone(&balancer), Arc::clone(&store));
+        let (balancer, store, names) = (Arc::clone(&balancer), Arc::clone(&store), names.clone());
         async move {
             // Read everything first: on failure the table in force stays.
             let count = load_table(&store, &balancer).await?;
+            names.names_changed();
             info!(rows = count, "destination table reloaded");
             Ok(())
         }
