@@ -1062,6 +1062,7 @@ mod tests {
                     destination_id: 1,
                     uri: "sip:127.0.0.1:5071".into(),
                     resources: vec!["vm".into()],
+                    address: Some("udp:127.0.0.1:5071".into()),
                     state: "confirmed".into(),
                     age_secs: 3,
                 },
@@ -1070,6 +1071,7 @@ mod tests {
                     destination_id: 4,
                     uri: "sip:127.0.0.1:5074".into(),
                     resources: vec!["vm".into(), "pstn".into()],
+                    address: None,
                     state: "early".into(),
                     age_secs: 0,
                 },
@@ -1088,6 +1090,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"lb_calls","params":{},"id":1}"#,
         );
         assert!(all.contains(r#""callid":"a@h""#) && all.contains(r#""callid":"b@h""#));
+        assert!(
+            all.contains(r#""resources":["vm"],"address":"udp:127.0.0.1:5071","state""#),
+            "{all}"
+        );
     }
 
     #[test]

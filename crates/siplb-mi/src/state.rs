@@ -51,6 +51,10 @@ pub struct CallInfo {
     pub uri: String,
     /// The resources it holds there.
     pub resources: Vec<String>,
+    /// Where its INVITE went, `transport:ip:port` (the address that answered, once
+    /// answered): which address of a destination named by host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Dialog state, in the proxy core's words (`early`, `confirmed`...).
     pub state: String,
     /// Seconds since the call was routed.

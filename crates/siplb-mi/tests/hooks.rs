@@ -36,6 +36,7 @@ impl CallsSource for Core {
                 destination_id: 7,
                 uri: "sip:127.0.0.1:5077".into(),
                 resources: vec!["pstn".into()],
+                address: None,
                 state: "confirmed".into(),
                 age_secs: 12,
             }]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use siplb_balance::ResourceRequest;
 use tracing::info;
 
+use crate::addr::Peer;
 use crate::agenda::{CallTimer, Due};
 use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Phase};
 use crate::keys::CallKey;
@@ -21,6 +22,9 @@ pub struct CallSummary {
     pub destination: Option<u32>,
     pub uri: Option<String>,
     pub resources: Vec<String>,
+    /// Where the call's INVITE went (the address that answered, once answered): for a
+    /// destination named by host, which of its addresses.
+    pub peer: Peer,
     /// `early` until answered, then `confirmed`.
     pub state: &'static str,
     pub age: Duration,
@@ -40,6 +44,10 @@ impl Proxy {
                     resources: allocation
                         .map(|a| a.resources().map(str::to_owned).collect())
                         .unwrap_or_default(),
+                    peer: match &call.phase {
+                        Phase::Attempting { attempt, .. } => attempt.target.peer,
+                        Phase::Answered { callee, .. } => *callee,
+                    },
                     state: if call.is_answered() {
                         "confirmed"
                     } else {

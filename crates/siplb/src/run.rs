@@ -404,6 +404,7 @@ impl siplb_mi::CallsSource for CoreCalls {
                         destination_id: c.destination?,
                         uri: c.uri.unwrap_or_default(),
                         resources: c.resources,
+                        address: Some(c.peer.to_string()),
                         state: c.state.to_owned(),
                         age_secs: c.age.as_secs(),
                     })
