@@ -23,6 +23,8 @@ pub struct ProbeState {
     pub(crate) pending: bool,
     pub(crate) sent_at: Option<Instant>,
     pub(crate) last_sent: Option<Instant>,
+    /// Which of a named destination's addresses the pending probe went to.
+    pub(crate) address: usize,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
     /// The last final status (408 for a timeout, 503 for a transport error).
@@ -85,13 +87,20 @@ impl Proxy {
                         None => continue,
                     },
                 };
-                self.send_probe(now, d.id, &d.uri, peer);
+                self.send_probe(now, d.id, &d.uri, peer, 0);
             }
         }
         self.agenda.schedule(now + next_tick, Due::ProbeTick);
     }
 
-    fn send_probe(&mut self, now: Instant, id: u32, uri: &str, peer: Result<Peer, TargetError>) {
+    fn send_probe(
+        &mut self,
+        now: Instant,
+        id: u32,
+        uri: &str,
+        peer: Result<Peer, TargetError>,
+        address: usize,
+    ) {
         let peer = match peer {
             Ok(p) => p,
             Err(e) => {
@@ -125,6 +134,7 @@ impl Proxy {
         };
         let state = self.probes.entry(id).or_default();
         state.pending = true;
+        state.address = address;
         state.sent_at = Some(now);
         state.last_sent = Some(now);
         state.sent += 1;
@@ -145,10 +155,26 @@ impl Proxy {
         let status = match event {
             ClientEvent::Final(r) => r.status().unwrap_or(500),
             ClientEvent::Timeout => 408,
+            ClientEvent::TransportError if self.probe_next_address(now, id) => return,
             ClientEvent::TransportError => 503,
             _ => return,
         };
         self.probe_result(now, id, status);
+    }
+
+    /// A probe failed at the transport: a destination named by host is probed on its
+    /// next address, as its calls would be, before the probe counts as failed.
+    fn probe_next_address(&mut self, now: Instant, id: u32) -> bool {
+        let next = self.probes.get(&id).map_or(1, |p| p.address + 1);
+        let Some(d) = self.balancer.destination(id) else {
+            return false;
+        };
+        let Some(&addr) = d.resolution.as_ref().and_then(|r| r.addresses.get(next)) else {
+            return false;
+        };
+        debug!(destination = id, %addr, "probe failed at the transport; probing the next address");
+        self.send_probe(now, id, &d.uri, peer_at(&d.uri, addr), next);
+        true
     }
 
     fn probe_result(&mut self, now: Instant, id: u32, status: u16) {

@@ -157,3 +157,47 @@ fn an_unreachable_probe_target_fails_its_probe_at_once() {
     assert!(!rig.balancer.destination(1).unwrap().enabled);
     assert!(rig.balancer.destination(2).unwrap().enabled);
 }
+
+/// A destination named by host is probed on its next address when the first fails at
+/// the transport, as its calls would be: it is disabled only when every address fails.
+#[test]
+fn a_named_destination_is_probed_on_its_next_address() {
+    let text =
+        "[probing]\ninterval = \"1s\"\ntimeout = \"500ms\"\nfrom = \"sip:prober@127.0.0.1\"\n";
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], text);
+    let mut row = DestinationRow::new(1, 1, "sip:gw.example.net", "vm=5");
+    row.probe_mode = 2;
+    assert!(rig.balancer.reload([row]).is_empty());
+    rig.balancer.names()[0].publish(siplb_balance::Resolution {
+        addresses: vec![addr("127.0.0.21:5060"), addr("127.0.0.22:5060")].into(),
+        error: None,
+        done: true,
+    });
+    rig.proxy.start(rig.now);
+    rig.advance(Duration::from_millis(10));
+    let sent = probes(&rig.sent());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, addr("127.0.0.21:5060"));
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.21:5060")));
+    let again = probes(&rig.sent());
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].0, addr("127.0.0.22:5060"));
+    assert!(rig.balancer.destination(1).unwrap().enabled);
+    rig.feed_bytes("127.0.0.22:5060", reply(&again[0].1, 200, "OK", "p"));
+    let d = rig.balancer.destination(1).unwrap();
+    assert!(d.enabled);
+    assert_eq!(d.last_probe, Some(200));
+
+    // A later round: both addresses refuse; only then is the probe a failure.
+    rig.advance(Duration::from_secs(2));
+    assert_eq!(probes(&rig.sent())[0].0, addr("127.0.0.21:5060"));
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.21:5060")));
+    assert_eq!(probes(&rig.sent())[0].0, addr("127.0.0.22:5060"));
+    rig.proxy
+        .handle_unreachable(rig.now, siplb_proxy::Peer::udp(addr("127.0.0.22:5060")));
+    let d = rig.balancer.destination(1).unwrap();
+    assert!(!d.enabled);
+    assert_eq!(d.last_probe, Some(503));
+}

@@ -63,6 +63,11 @@ pub struct Knobs {
     /// which its own overload control turns into feedback and shedding.
     #[serde(default)]
     pub core_busy_pct: u8,
+    /// Destination 3 named by host (modulo 3): 0 by its IP address; 1 by a name that
+    /// resolves to that address; 2 by a name whose first address refuses TCP
+    /// connections (a box without its SIP process), its second being the destination.
+    #[serde(default)]
+    pub dns: u8,
 }
 
 /// One call, from the caller's INVITE to its end.
@@ -292,6 +297,7 @@ impl Script {
             } else {
                 0
             },
+            dns: rng.pick(&[0, 0, 1, 2]),
         };
         let calls = (0..calls).map(|_| random_call(&mut rng, span)).collect();
         let ops = (0..rng.below(12))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use siplb_balance::{Balancer, DestinationRow};
+use siplb_balance::{Balancer, DestinationRow, Resolution};
 use siplb_config::Config;
 use siplb_proxy::{
     ChangeSource, CoreEvent, DialogChange, Incoming, NewStatus, Peer, Proxy, Transmit, Transport,
@@ -39,6 +39,11 @@ pub(crate) const DESTINATIONS: [SocketAddr; 4] = [
 /// Gateways of group 2 (ids 5 and 6) that send calls into siplb; the second is in
 /// the table with port 0 (any).
 pub(crate) const GATEWAYS: [SocketAddr; 2] = [v4(127, 0, 0, 21, 5060), v4(127, 0, 0, 22, 5062)];
+/// The first address destination 3's name resolves to under `Knobs::dns` 2: the box
+/// is up, nothing listens, TCP connections are refused.
+pub(crate) const REFUSING: SocketAddr = v4(127, 0, 0, 33, 5070);
+/// Destination 3's name.
+const NAME_OF_3: &str = "gw3.sim.example";
 /// Where `relay` routes send.
 pub(crate) const RELAY: SocketAddr = v4(127, 0, 0, 50, 5060);
 /// Source of hostile messages.
@@ -73,7 +78,7 @@ const BLAME_WINDOW: Duration = Duration::from_secs(40);
 const STEP_OUTPUT_LIMIT: usize = 2000;
 
 /// The table the world starts with (variant 0) and the variants `lb_reload` swaps in.
-pub(crate) fn table(variant: u8, max_cps: u8) -> Vec<DestinationRow> {
+pub(crate) fn table(variant: u8, max_cps: u8, dns: u8) -> Vec<DestinationRow> {
     let row = |id, group, uri: &str, res: &str, mode| DestinationRow {
         probe_mode: mode,
         ..DestinationRow::new(id, group, uri, res)
@@ -86,6 +91,9 @@ pub(crate) fn table(variant: u8, max_cps: u8) -> Vec<DestinationRow> {
         row(5, 2, "sip:127.0.0.21:5060", "pstn=1000", 0),
         row(6, 2, "sip:127.0.0.22:0", "pstn=1000", 0),
     ];
+    if !dns.is_multiple_of(3) {
+        rows[2].dst_uri = format!("sip:{NAME_OF_3};transport=tcp");
+    }
     let cap = max_cps % 6;
     if cap > 0 {
         rows[1].attrs = Some(format!("max_cps={cap}"));
@@ -248,6 +256,9 @@ pub struct Report {
     pub messages: u64,
     pub lost: u64,
     pub disabled: u64,
+    /// TCP connections refused (outages with `refused`, and destination 3's first
+    /// address under `Knobs::dns` 2).
+    pub refused: u64,
     pub virtual_time: Duration,
     /// The longest a scripted caller's INVITE waited for its final response (from its
     /// first copy reaching siplb).
@@ -312,7 +323,22 @@ impl World {
         };
         let settings = config.settings();
         let balancer = Arc::new(Balancer::new());
-        balancer.reload(table(0, script.config.max_cps));
+        let k = script.config;
+        balancer.reload(table(0, k.max_cps, k.dns));
+        // What siplb-dns would publish; the name keeps it across reloads.
+        for cell in balancer.names() {
+            if &*cell.name().host == NAME_OF_3 {
+                let addresses = match k.dns % 3 {
+                    2 => vec![REFUSING, DESTINATIONS[2]],
+                    _ => vec![DESTINATIONS[2]],
+                };
+                cell.publish(Resolution {
+                    addresses: addresses.into(),
+                    error: None,
+                    done: true,
+                });
+            }
+        }
         let proxy = Proxy::with_seed(settings, Arc::clone(&balancer), script.seed);
         let mut world = World {
             t0: Instant::now(),
@@ -578,9 +604,11 @@ impl World {
                 format!("lb_resize {id} {name} {} -> {r:?}", capacity % 8)
             }
             OpKind::Reload { variant } => {
-                let errors = self
-                    .balancer
-                    .reload(table(variant, self.script.config.max_cps));
+                let errors = self.balancer.reload(table(
+                    variant,
+                    self.script.config.max_cps,
+                    self.script.config.dns,
+                ));
                 format!("lb_reload variant {} -> {errors:?}", variant % 3)
             }
             OpKind::EndCall { call } => {
@@ -697,7 +725,22 @@ impl World {
             self.now,
             format!("{from} -> {to} {proto:?}: {}", sip::first_line(&data)),
         );
+        if proto == Proto::Tcp && to == REFUSING {
+            // Not a destination's failure: siplb must try the destination's next address.
+            self.report.refused += 1;
+            self.trace
+                .push(self.now, format!("{to} refuses the TCP connection"));
+            self.proxy.handle_unreachable(
+                self.instant(),
+                Peer {
+                    transport: Transport::Tcp,
+                    addr: to,
+                },
+            );
+            return;
+        }
         if proto == Proto::Tcp && self.callees.get(&to).is_some_and(|c| c.refuses(self.now)) {
+            self.report.refused += 1;
             // Nothing listens there: the connection is refused, and the driver tells
             // the core at once.
             self.failed_at.insert(to, self.now);

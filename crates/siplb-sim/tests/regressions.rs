@@ -281,3 +281,37 @@ fn a_destination_refusing_tcp_connections_is_failed_over() {
         hung.slowest_final
     );
 }
+
+/// Destination 3 named by host, its name resolving first to an address that refuses
+/// TCP connections, then to the destination itself: each attempt goes on to the next
+/// address of the same destination, the calls are answered there, and the destination
+/// is neither blamed nor disabled (the world would see a disabled destination that
+/// never failed). The same calls by IP address take the same destinations.
+#[test]
+fn a_named_destination_tries_its_next_address() {
+    let calls: Vec<Call> = (0..10)
+        .map(|i| {
+            let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
+            c.at_ms = 1000 + 100 * i;
+            c
+        })
+        .collect();
+    let run = |dns: u8| {
+        let mut s = script(calls.clone(), Vec::new());
+        s.config.dns = dns;
+        siplb_sim::run(&s).unwrap_or_else(|f| {
+            panic!(
+                "{f}\nscript: {}",
+                serde_json::to_string(&s).unwrap_or_default()
+            )
+        })
+    };
+    let (by_ip, named, refusing_first) = (run(0), run(1), run(2));
+    for report in [&by_ip, &named, &refusing_first] {
+        assert_eq!(report.answered, 10, "{report:?}");
+        assert_eq!(report.disabled, 0, "{report:?}");
+    }
+    assert_eq!((by_ip.refused, named.refused), (0, 0));
+    // Destination 3 took calls, each first tried on the refusing address.
+    assert!(refusing_first.refused >= 1, "{refusing_first:?}");
+}
