@@ -7,6 +7,7 @@
 //! it), opened on demand otherwise.
 
 mod control;
+mod icmp;
 mod tcp;
 
 pub use control::{Control, ControlReceiver, Report, control};
@@ -46,6 +47,10 @@ pub(crate) enum Event {
     },
     Closed {
         peer: SocketAddr,
+    },
+    /// ICMP said `peer` cannot be reached (a UDP port where nothing listens).
+    Unreachable {
+        peer: Peer,
     },
 }
 
@@ -136,6 +141,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_RECV_BUFFER / 2);
     socket.set_nonblocking(true)?;
+    icmp::enable(&socket, addr.is_ipv6());
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -238,6 +244,9 @@ pub async fn serve(
         .into_iter()
         .map(UdpListener::new)
         .collect::<io::Result<Vec<_>>>()?;
+    for listener in &udp {
+        tokio::spawn(icmp::watch(Arc::clone(&listener.socket), events_tx.clone()));
+    }
     let mut buf = vec![0u8; 65_536];
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
@@ -311,6 +320,7 @@ pub async fn serve(
                             }
                             connections.insert(peer, tx);
                         }
+                        Event::Unreachable { peer } => proxy.handle_unreachable(now, peer),
                         Event::Closed { peer } => {
                             connections.remove(&peer);
                             // Closed before it opened: what waited for it was never sent.
@@ -436,7 +446,7 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
 /// A UDP listener with its address family looked up once (`local_addr` is a system
 /// call, and sends pick their socket by family).
 struct UdpListener {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     v4: bool,
 }
 
@@ -444,7 +454,7 @@ impl UdpListener {
     fn new(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
         let v4 = socket.local_addr()?.is_ipv4();
         Ok(UdpListener {
-            socket: UdpSocket::from_std(socket)?,
+            socket: Arc::new(UdpSocket::from_std(socket)?),
             v4,
         })
     }
@@ -456,12 +466,18 @@ impl UdpListener {
         for _ in 0..BATCH {
             match self.socket.try_recv_from(buf) {
                 Ok((n, from)) => handle(Peer::udp(from), Bytes::copy_from_slice(&buf[..n])),
-                // ICMP port unreachable from an earlier send surfaces here on Linux.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // An ICMP error from an earlier send surfaces once as the socket's
+                // error; `icmp::watch` reads its details from the error queue.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::HostUnreachable
+                            | io::ErrorKind::NetworkUnreachable
+                    ) => {}
                 Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        debug!(error = %e, "UDP receive failed");
-                    }
+                    debug!(error = %e, "UDP receive failed");
                     return false;
                 }
             }

@@ -206,9 +206,9 @@ pub struct Outage {
     /// ms modulo 15 000: a destination down longer than that outlasts the
     /// retransmissions of requests relayed to it, and their callers give up.
     pub length: u16,
-    /// The box is up but nothing listens: a TCP connection to it is refused (and
-    /// siplb's driver says so at once) rather than hanging. Over UDP it is an outage
-    /// like the others (ICMP errors are not read).
+    /// The box is up but nothing listens: a TCP connection to it is refused, a UDP
+    /// datagram answered with ICMP port unreachable, and siplb's driver says so at once
+    /// rather than waiting for a timeout.
     #[serde(default)]
     pub refused: bool,
 }

@@ -739,17 +739,20 @@ impl World {
             );
             return;
         }
-        if proto == Proto::Tcp && self.callees.get(&to).is_some_and(|c| c.refuses(self.now)) {
+        if self.callees.get(&to).is_some_and(|c| c.refuses(self.now)) {
             self.report.refused += 1;
-            // Nothing listens there: the connection is refused, and the driver tells
-            // the core at once.
+            // Nothing listens there: a TCP connection is refused, a UDP datagram comes
+            // back as ICMP port unreachable, and the driver tells the core at once.
             self.failed_at.insert(to, self.now);
-            self.trace
-                .push(self.now, format!("{to} refuses the TCP connection"));
+            let (transport, what) = match proto {
+                Proto::Tcp => (Transport::Tcp, "refuses the TCP connection"),
+                Proto::Udp => (Transport::Udp, "answers ICMP port unreachable"),
+            };
+            self.trace.push(self.now, format!("{to} {what}"));
             self.proxy.handle_unreachable(
                 self.instant(),
                 Peer {
-                    transport: Transport::Tcp,
+                    transport,
                     addr: to,
                 },
             );

@@ -315,3 +315,40 @@ fn a_named_destination_tries_its_next_address() {
     // Destination 3 took calls, each first tried on the refusing address.
     assert!(refusing_first.refused >= 1, "{refusing_first:?}");
 }
+
+/// The same over UDP: a destination whose port is closed answers ICMP port
+/// unreachable, which the driver reads off the socket's error queue; its attempts fail
+/// at once instead of at the INVITE timeout.
+#[test]
+fn a_closed_udp_port_is_failed_over_at_once() {
+    let calls: Vec<Call> = (0..8)
+        .map(|i| {
+            let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
+            c.at_ms = 1000 + 100 * i;
+            c
+        })
+        .collect();
+    let run = |refused: bool| {
+        let mut s = script(calls.clone(), Vec::new());
+        // Destination 2, the largest, reached over UDP; the others hold 9 calls.
+        s.outages.push(Outage {
+            dest: 1,
+            at_ms: 0,
+            length: 14_000,
+            refused,
+        });
+        let report = siplb_sim::run(&s).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(report.answered, 8, "{report:?}");
+        assert!(report.disabled >= 1, "{report:?}");
+        report
+    };
+    let (refused, hung) = (run(true), run(false));
+    assert!(refused.refused >= 1, "{refused:?}");
+    assert!(
+        refused.slowest_final < std::time::Duration::from_secs(2)
+            && hung.slowest_final >= std::time::Duration::from_secs(5),
+        "slowest final: refused {:?}, hung {:?}",
+        refused.slowest_final,
+        hung.slowest_final
+    );
+}

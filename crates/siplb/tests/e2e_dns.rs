@@ -190,6 +190,9 @@ fn srv_targets_fail_over_inside_the_destination() {
         // The first target refuses TCP connections (nothing listens on 5070).
         "srv-host=_sip._tcp.pbx.mycluster.net,a.mycluster.net,5070,10,0".to_owned(),
         "srv-host=_sip._tcp.pbx.mycluster.net,b.mycluster.net,5060,20,0".to_owned(),
+        // Over UDP, the first target's closed port answers ICMP port unreachable.
+        "srv-host=_sip._udp.pbx-udp.mycluster.net,a.mycluster.net,5070,10,0".to_owned(),
+        "srv-host=_sip._udp.pbx-udp.mycluster.net,b.mycluster.net,5060,20,0".to_owned(),
     ];
     let Some(_dns) = Dnsmasq::start(server, "mycluster.net", &records, &dir) else {
         return;
@@ -200,6 +203,11 @@ fn srv_targets_fail_over_inside_the_destination() {
         "uas-b-tcp",
         &["-sn", "uas", "-aa", "-t", "t1", "-i", &b, "-p", "5060"],
     );
+    let _destination_udp = Sipp::spawn(
+        &dir,
+        "uas-b-udp",
+        &["-sn", "uas", "-aa", "-i", &b, "-p", "5060"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--database", &url]);
@@ -207,16 +215,18 @@ fn srv_targets_fail_over_inside_the_destination() {
         &url,
         &[
             "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:pbx.mycluster.net;transport=tcp', 'vm=10', 0)",
+            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 2, 'sip:pbx-udp.mycluster.net', 'vm=10', 0)",
         ],
     );
-    // One destination only: were the refused address to fail the destination, the
-    // call would get "Service full".
+    // One destination per group: were the failing address to fail the destination,
+    // the call would get "Service full". The INVITE timeout is far beyond SIPp's
+    // patience, so only the transport error (refused connection, ICMP) moves a call.
     let (node, sip, mi_addr) = start_node(
         &dir,
         test,
         &url,
         server,
-        "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n",
+        "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^UDP_\" }\nbalance = { group = 2, resources = \"vm\" }\n",
     );
     let pbx = destination(mi_addr, 1);
     assert_eq!(
@@ -224,27 +234,51 @@ fn srv_targets_fail_over_inside_the_destination() {
         serde_json::json!([format!("{}:5070", ip(test, 11)), format!("{b}:5060")]),
         "{pbx}"
     );
-    let caller = uac_to(&dir, "uac", sip, ip(test, 100), 5060, "VM_1", (2, 10, 3000));
+    let callers = [
+        uac_to(
+            &dir,
+            "uac-tcp",
+            sip,
+            ip(test, 100),
+            5060,
+            "VM_1",
+            (2, 10, 3000),
+        ),
+        uac_to(
+            &dir,
+            "uac-udp",
+            sip,
+            ip(test, 100),
+            5061,
+            "UDP_1",
+            (2, 10, 3000),
+        ),
+    ];
     wait_until(Duration::from_secs(10), || {
-        vm_loads(mi_addr).get(&1) == Some(&2)
+        let loads = vm_loads(mi_addr);
+        loads.get(&1) == Some(&2) && loads.get(&2) == Some(&2)
     });
-    // The calls are up on the second address.
+    // The calls are up on the second address of each.
     let calls = mi(mi_addr, &["lb_calls"]);
-    let addresses: Vec<&str> = calls["Calls"]
+    let mut addresses: Vec<&str> = calls["Calls"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c["address"].as_str().unwrap())
         .collect();
-    let expected = format!("tcp:{b}:5060");
-    assert_eq!(addresses, [expected.as_str(); 2], "{calls}");
-    let report = caller.finish(Duration::from_secs(30));
-    assert!(report.success, "{}", report.output);
-    assert_eq!(report.successful_calls, 2);
+    addresses.sort_unstable();
+    let (tcp, udp) = (format!("tcp:{b}:5060"), format!("udp:{b}:5060"));
+    assert_eq!(addresses, [&tcp, &tcp, &udp, &udp], "{calls}");
+    for caller in callers {
+        let report = caller.finish(Duration::from_secs(30));
+        assert!(report.success, "{}", report.output);
+        assert_eq!(report.successful_calls, 2);
+    }
     wait_until(Duration::from_secs(5), || {
-        vm_loads(mi_addr).get(&1) == Some(&0)
+        vm_loads(mi_addr).values().all(|&l| l == 0)
     });
     assert_eq!(destination(mi_addr, 1)["enabled"], "yes");
+    assert_eq!(destination(mi_addr, 2)["enabled"], "yes");
     assert!(
         node.log_text()
             .contains("trying the destination's next address"),

@@ -292,3 +292,67 @@ fn a_refused_tcp_connection_fails_over_at_once() {
         node.log_text()
     );
 }
+
+/// A UDP destination whose port is closed (the box is up, its SIP process is not):
+/// the ICMP port unreachable that comes back fails the attempt at once, and the call
+/// fails over long before `invite_timeout`.
+#[test]
+fn a_closed_udp_port_fails_over_at_once() {
+    let test = 82;
+    let dir = scratch("closed-udp-82");
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    db_init(&["--database", &url]);
+    sql(
+        &url,
+        &[
+            // Destination 1 has the most room, so it is tried first; nothing listens
+            // on its port.
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{}:5060', 'vm=50', 0)",
+                ip(test, 11)
+            ),
+            &format!(
+                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{}:5060', 'vm=10', 0)",
+                ip(test, 12)
+            ),
+        ],
+    );
+    let sip = SocketAddr::new(ip(test, 1), 5060);
+    let mi_listen = SocketAddr::new(ip(test, 1), 8888);
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"udp:{sip}\"]\ndrain = \"1s\""),
+        &url,
+        mi_listen,
+        &format!(
+            "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n{VM_ROUTE}"
+        ),
+    );
+    let node = Node::start(&config, dir.join("siplb.log"));
+    let _destination = uas_at(&dir, &[ip(test, 12)]);
+    let started = std::time::Instant::now();
+    let report = uac_to(&dir, "uac", sip, ip(test, 100), 5060, "VM_1", (1, 1, 200))
+        .finish(Duration::from_secs(30));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 1);
+    // SIPp gives up on a call after 20 s without an answer, and the INVITE timeout is
+    // 60 s: only the ICMP error can have moved the call on this soon.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let list = harness::ctl(&format!("http://{mi_listen}/mi"), &["lb_list"]);
+    assert!(
+        list.contains(&format!(
+            r#""uri":"sip:{}:5060","id":1,"group":1,"enabled":"no""#,
+            ip(test, 11)
+        )),
+        "{list}"
+    );
+    assert!(
+        node.log_text().contains("transport error"),
+        "{}",
+        node.log_text()
+    );
+}
