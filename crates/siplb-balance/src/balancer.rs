@@ -12,7 +12,7 @@ use crate::allocation::Allocation;
 use crate::errors::{AttachError, DestinationNotFound, ResizeError};
 use crate::flags::Flags;
 use crate::matching;
-use crate::names::{NameCell, Names};
+use crate::names::{Name, NameCell, Names};
 use crate::overload::OverloadFeedback;
 use crate::rate::Clock;
 use crate::resources::ResourceRequest;
@@ -99,6 +99,12 @@ impl Balancer {
     /// table uses any more are dropped here.
     pub fn names(&self) -> Vec<Arc<NameCell>> {
         self.names.live()
+    }
+
+    /// The cell of `name`, looked up and refreshed like the table's own names for as
+    /// long as the caller holds it (a relay target named by host).
+    pub fn name_cell(&self, name: Name) -> Arc<NameCell> {
+        self.names.cell(name)
     }
 
     /// Chooses a destination of `group` offering every resource of `request` and takes its

@@ -60,6 +60,21 @@ pub struct Name {
     pub transport: NameTransport,
 }
 
+impl Name {
+    /// What a SIP URI written out asks to resolve: `None` for an IP literal.
+    pub fn of_uri(uri: &str) -> Result<Option<Name>, crate::UriError> {
+        let hostport = crate::uri::parse_dst_uri(uri.trim())?;
+        Ok(match hostport.host {
+            crate::Host::Ip(_) => None,
+            crate::Host::Name(host) => Some(Name {
+                host,
+                port: hostport.port,
+                transport: hostport.transport,
+            }),
+        })
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.port {

@@ -230,10 +230,27 @@ fn resources(list: &str) -> Result<siplb_balance::ResourceRequest, String> {
     siplb_balance::ResourceRequest::parse(list).map_err(|e| e.to_string())
 }
 
-/// Where a `relay` sends: a SIP URI with an IP address (names are not resolved).
-fn relay_target(uri: &str) -> Result<siplb_proxy::Peer, String> {
+/// Where a `relay` sends: a SIP URI with an IP address, or a host name that siplb
+/// resolves in the background as it does the table's.
+fn relay_target(uri: &str) -> Result<siplb_proxy::Relay, String> {
     if let Err(e) = siplb_sip::Uri::parse(uri) {
         return Err(format!("relay: `{uri}` is not a SIP URI: {e}"));
     }
-    siplb_proxy::peer_of_uri_text(uri).map_err(|e| format!("relay: {e}"))
+    match siplb_proxy::peer_of_uri_text(uri) {
+        Ok(peer) => Ok(siplb_proxy::Relay::Address(peer)),
+        Err(siplb_proxy::TargetError::Unresolved(_)) => {
+            let name = siplb_balance::Name::of_uri(uri)
+                .map_err(|e| format!("relay: `{uri}`: {e}"))?
+                .ok_or_else(|| format!("relay: `{uri}` has no host"))?;
+            let transport = match name.transport {
+                siplb_balance::NameTransport::Udp => siplb_proxy::Transport::Udp,
+                siplb_balance::NameTransport::Tcp => siplb_proxy::Transport::Tcp,
+                siplb_balance::NameTransport::Tls => {
+                    return Err(format!("relay: `{uri}`: SIP over TLS is not supported yet"));
+                }
+            };
+            Ok(siplb_proxy::Relay::Name { name, transport })
+        }
+        Err(e) => Err(format!("relay: {e}")),
+    }
 }

@@ -164,13 +164,23 @@ fn errors_name_the_key_and_line() {
     );
     assert!(e.contains("resource"), "{e}");
 
-    // Names are not resolved: a relay target must be an IP address, said with its line.
+    // A relay target may be named by host, but not over TLS yet: said with its line.
     let e = error_of(
-        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nrelay = \"sip:gw.example.com\"\n",
+        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nrelay = \"sips:gw.example.com\"\n",
     );
     assert!(
-        e.contains("line 4") && e.contains("route #2") && e.contains("not an IP address"),
+        e.contains("line 4") && e.contains("route #2") && e.contains("TLS"),
         "{e}"
+    );
+    let c =
+        Config::parse("[[route]]\nrelay = \"sip:GW.example.com:5080;transport=tcp\"\n").unwrap();
+    assert_eq!(
+        c.settings().routes[0]
+            .action
+            .relay()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("tcp:gw.example.com:5080 (by DNS)")
     );
 
     let e = error_of("[failover]\nfull_reply = { code = 200, reason = \"OK\" }\n");

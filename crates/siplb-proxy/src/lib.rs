@@ -34,6 +34,7 @@ mod own_overload;
 mod persist;
 mod probe;
 mod proxy;
+mod relay;
 mod requests;
 mod responses;
 mod routing;
@@ -52,5 +53,7 @@ pub use persist::{DialogChange, PersistedCall, RestoreError};
 pub use probe::ProbeState;
 pub use proxy::{Incoming, Proxy, Transmit};
 pub use routing::RouteMatch;
-pub use settings::{GroupChoice, OwnOverloadSettings, Probing, Route, RouteAction, Settings};
+pub use settings::{
+    GroupChoice, OwnOverloadSettings, Probing, Relay, Route, RouteAction, Settings,
+};
 pub use stats::{Histogram, SETUP_BUCKETS, Stats};

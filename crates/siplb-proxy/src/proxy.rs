@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_balance::Balancer;
+use siplb_balance::{Balancer, NameCell};
 use siplb_sip::{Datagram, Message, parse_datagram};
 use siplb_txn::{ClientEvent, Prehashed, ServerKey};
 use tracing::{debug, error};
@@ -39,7 +39,7 @@ use crate::local::Rejections;
 use crate::own_overload::{CoreLoad, OwnOverload};
 use crate::persist::DialogChange;
 use crate::probe::ProbeState;
-use crate::settings::Settings;
+use crate::settings::{Relay, Settings};
 use crate::slab::{Id, Slab};
 use crate::stats::Stats;
 use crate::tokens::Tokens;
@@ -110,6 +110,9 @@ pub struct Proxy {
     pub(crate) own_overload: OwnOverload,
     /// The time of the input being handled (for work that has no `now` of its own).
     pub(crate) clock: Instant,
+    /// What relay targets named by host resolved to, kept resolved by whoever resolves
+    /// the balancer's names.
+    pub(crate) relay_names: Vec<Arc<NameCell>>,
 }
 
 impl Proxy {
@@ -126,6 +129,13 @@ impl Proxy {
 
     fn with_tokens(settings: Settings, balancer: Arc<Balancer>, tokens: Tokens) -> Proxy {
         let own_overload = OwnOverload::new(settings.overload.clone());
+        let relay_names = settings
+            .relay_targets()
+            .filter_map(|r| match r {
+                Relay::Name { name, .. } => Some(balancer.name_cell(name.clone())),
+                Relay::Address(_) => None,
+            })
+            .collect();
         Proxy {
             listeners: Listeners::new(settings.listen.clone()),
             settings,
@@ -148,6 +158,7 @@ impl Proxy {
             rejections: Rejections::default(),
             own_overload,
             clock: Instant::now(),
+            relay_names,
         }
     }
 

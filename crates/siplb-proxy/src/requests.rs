@@ -217,6 +217,18 @@ impl Proxy {
             } => (self.count_call(&msg, peer, group, &request), Some(relay)),
             RouteAction::Relay(relay) => (Load::None, Some(relay)),
         };
+        let fixed = match fixed.map(|relay| (self.relay_peer(&relay), relay)) {
+            None => None,
+            Some((Some(peer), _)) => Some(peer),
+            Some((None, relay)) => {
+                // Its name has no address (yet): nothing to send to. A count taken goes
+                // back with `load`.
+                warn!(call_id, %relay, "relay target has no address; answering 503");
+                self.stats.count_rejection(Rejection::NoDestination);
+                self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[]);
+                return;
+            }
+        };
         // The first destination is chosen before anything is kept: a call nothing can
         // take gets its answer once, statelessly.
         let target = match fixed {

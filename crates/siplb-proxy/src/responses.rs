@@ -109,7 +109,7 @@ impl Proxy {
         self.balancer
             .is_destination(peer.addr.ip(), peer.addr.port(), None, false)
             .is_some()
-            || self.settings.relay_targets().any(|t| t.addr == peer.addr)
+            || self.is_relay_target(peer.addr)
     }
 
     pub(crate) fn on_client_event(

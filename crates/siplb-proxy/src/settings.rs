@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use siplb_balance::{Flags, ResourceRequest};
+use siplb_balance::{Flags, Name, ResourceRequest};
 use siplb_sip::Limits;
 use siplb_txn::Timers;
 
-use crate::addr::Peer;
+use crate::addr::{Peer, Transport};
 use crate::routing::RouteMatch;
 
 /// A group a balanced call may go to, with what it asks of it.
@@ -19,6 +19,26 @@ pub struct GroupChoice {
     pub group: u32,
     pub request: ResourceRequest,
     pub flags: Flags,
+}
+
+/// Where a `relay` route sends: an address, or a host name resolved in the
+/// background like the table's (its first address is used).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relay {
+    Address(Peer),
+    Name { name: Name, transport: Transport },
+}
+
+impl std::fmt::Display for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Relay::Address(peer) => write!(f, "{peer}"),
+            Relay::Name { name, transport } => match name.port {
+                0 => write!(f, "{transport}:{} (by DNS)", name.host),
+                port => write!(f, "{transport}:{}:{port} (by DNS)", name.host),
+            },
+        }
+    }
 }
 
 /// What a route does with the requests it matches.
@@ -34,9 +54,9 @@ pub enum RouteAction {
     CountAndRelay {
         group: u32,
         request: ResourceRequest,
-        relay: Peer,
+        relay: Relay,
     },
-    Relay(Peer),
+    Relay(Relay),
     Reply {
         code: u16,
         reason: String,
@@ -114,13 +134,20 @@ pub struct Probing {
     pub successes_to_enable: u32,
 }
 
+impl RouteAction {
+    /// Where it relays to, for a `relay` route (with or without `count`).
+    pub fn relay(&self) -> Option<&Relay> {
+        match self {
+            RouteAction::CountAndRelay { relay, .. } | RouteAction::Relay(relay) => Some(relay),
+            _ => None,
+        }
+    }
+}
+
 impl Settings {
     /// Where `relay` routes send: with the destination table, the only places new
     /// calls go.
-    pub(crate) fn relay_targets(&self) -> impl Iterator<Item = &Peer> + '_ {
-        self.routes.iter().filter_map(|r| match &r.action {
-            RouteAction::CountAndRelay { relay, .. } | RouteAction::Relay(relay) => Some(relay),
-            _ => None,
-        })
+    pub(crate) fn relay_targets(&self) -> impl Iterator<Item = &Relay> + '_ {
+        self.routes.iter().filter_map(|r| r.action.relay())
     }
 }

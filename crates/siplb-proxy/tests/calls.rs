@@ -253,3 +253,44 @@ fn a_timed_out_request_does_not_hold_up_shutdown() {
     assert!(rig.proxy.transactions() > 0);
     assert!(rig.proxy.is_idle());
 }
+
+/// A relay target named by host: `503` while its name has no address (and a count
+/// taken goes back), then relayed to the address it resolved to, whose answer is
+/// taken.
+#[test]
+fn a_relay_target_named_by_host_is_sent_to_its_address() {
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=5")],
+        "[[route]]\nmatch = { ruri_user = \"^R_\" }\nrelay = \"sip:relay.example.net:5080\"\n",
+    );
+    rig.feed(CALLER, &invite("R_1", "relay-1"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 503));
+
+    let cells = rig.balancer.names();
+    assert_eq!(
+        cells.len(),
+        1,
+        "the relay's name is resolved like the table's"
+    );
+    assert_eq!(cells[0].name().port, 5080);
+    cells[0].publish(siplb_balance::Resolution {
+        addresses: vec![addr("127.0.0.50:5080")].into(),
+        error: None,
+        done: true,
+    });
+    rig.feed(CALLER, &invite("R_1", "relay-2"));
+    let fwd = rig.sent().pop().unwrap();
+    assert_eq!(
+        (fwd.0, fwd.1.method().unwrap().as_str()),
+        (addr("127.0.0.50:5080"), "INVITE")
+    );
+    rig.feed_bytes("127.0.0.50:5080", reply(&fwd.1, 200, "OK", "r"));
+    let to_caller: Vec<_> = rig
+        .sent()
+        .into_iter()
+        .filter(|(to, _)| *to == addr(CALLER))
+        .collect();
+    assert_eq!(status(&to_caller[0].1), 200);
+}

@@ -149,9 +149,9 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             .map_err(|e| format!("cannot load the destination table: {e}"))?;
         info!(rows = count, database = %redact(&url), "destination table loaded");
         warn_about_routes(&config, &balancer);
-        let names = crate::names::start_resolver(&balancer, &config.dns).await?;
-
+        // The core first: its relay targets named by host join the names to resolve.
         let mut proxy = Proxy::new(settings.clone(), Arc::clone(&balancer));
+        let names = crate::names::start_resolver(&balancer, &config.dns).await?;
         let store = Arc::new(store);
         // Calls stored before a restart come back, with their load, before any traffic.
         let persist_stats = Arc::new(persist::PersistStats::default());

@@ -187,6 +187,7 @@ fn srv_targets_fail_over_inside_the_destination() {
     let records = vec![
         format!("host-record=a.mycluster.net,{}", ip(test, 11)),
         format!("host-record=b.mycluster.net,{}", ip(test, 12)),
+        format!("host-record=relay.mycluster.net,{}", ip(test, 12)),
         // The first target refuses TCP connections (nothing listens on 5070).
         "srv-host=_sip._tcp.pbx.mycluster.net,a.mycluster.net,5070,10,0".to_owned(),
         "srv-host=_sip._tcp.pbx.mycluster.net,b.mycluster.net,5060,20,0".to_owned(),
@@ -226,7 +227,7 @@ fn srv_targets_fail_over_inside_the_destination() {
         test,
         &url,
         server,
-        "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^UDP_\" }\nbalance = { group = 2, resources = \"vm\" }\n",
+        "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^UDP_\" }\nbalance = { group = 2, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^R_\" }\nrelay = \"sip:relay.mycluster.net\"\n",
     );
     let pbx = destination(mi_addr, 1);
     assert_eq!(
@@ -279,6 +280,19 @@ fn srv_targets_fail_over_inside_the_destination() {
     });
     assert_eq!(destination(mi_addr, 1)["enabled"], "yes");
     assert_eq!(destination(mi_addr, 2)["enabled"], "yes");
+    // A relay target named by host, resolved like the table's names.
+    let report = uac_to(
+        &dir,
+        "uac-relay",
+        sip,
+        ip(test, 100),
+        5062,
+        "R_1",
+        (1, 1, 200),
+    )
+    .finish(Duration::from_secs(20));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 1);
     assert!(
         node.log_text()
             .contains("trying the destination's next address"),
