@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use siplb_proxy::{Peer, Settings, Transport};
 
-pub use dns::Dns;
+pub use dns::{Dns, Tls};
 pub use route::{Action, Balance, Count, Match, Overflow, Pattern, Reply, Route};
 
 /// The embedded default: what `siplb run` uses without `--config`.
@@ -60,6 +60,8 @@ pub struct Config {
     pub overload: Overload,
     #[serde(default)]
     pub dns: Dns,
+    #[serde(default)]
+    pub tls: Tls,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
     /// `routes` in the core's terms, compiled once by validation.
@@ -421,6 +423,29 @@ impl Config {
             return Err(invalid(
                 section_line(text, "dns"),
                 "dns.timeout: must be above 0 and at most 30s".into(),
+            ));
+        }
+        let tls_listener = self
+            .sip
+            .listen
+            .iter()
+            .any(|l| l.transport == Transport::Tls);
+        if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
+            return Err(invalid(
+                section_line(text, "tls"),
+                "tls.certificate and tls.private_key go together".into(),
+            ));
+        }
+        if tls_listener && self.tls.certificate.is_none() {
+            return Err(invalid(
+                section_line(text, "sip"),
+                "sip.listen: a tls: listener needs tls.certificate and tls.private_key".into(),
+            ));
+        }
+        if self.tls.verify_client && self.tls.ca_certificates.is_none() {
+            return Err(invalid(
+                section_line(text, "tls"),
+                "tls.verify_client needs tls.ca_certificates".into(),
             ));
         }
         if self.sip.listen.is_empty() {

@@ -245,9 +245,7 @@ fn relay_target(uri: &str) -> Result<siplb_proxy::Relay, String> {
             let transport = match name.transport {
                 siplb_balance::NameTransport::Udp => siplb_proxy::Transport::Udp,
                 siplb_balance::NameTransport::Tcp => siplb_proxy::Transport::Tcp,
-                siplb_balance::NameTransport::Tls => {
-                    return Err(format!("relay: `{uri}`: SIP over TLS is not supported yet"));
-                }
+                siplb_balance::NameTransport::Tls => siplb_proxy::Transport::Tls,
             };
             Ok(siplb_proxy::Relay::Name { name, transport })
         }

@@ -164,13 +164,22 @@ fn errors_name_the_key_and_line() {
     );
     assert!(e.contains("resource"), "{e}");
 
-    // A relay target may be named by host, but not over TLS yet: said with its line.
+    // A relay target may be named by host; one that is no URI is said with its line.
     let e = error_of(
-        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nrelay = \"sips:gw.example.com\"\n",
+        "[[route]]\nreply = { code = 404, reason = \"x\" }\n\n[[route]]\nrelay = \"gw.example.com\"\n",
     );
     assert!(
-        e.contains("line 4") && e.contains("route #2") && e.contains("TLS"),
+        e.contains("line 4") && e.contains("route #2") && e.contains("relay"),
         "{e}"
+    );
+    let c = Config::parse("[[route]]\nrelay = \"sips:gw.example.com\"\n").unwrap();
+    assert_eq!(
+        c.settings().routes[0]
+            .action
+            .relay()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("tls:gw.example.com (by DNS)")
     );
     let c =
         Config::parse("[[route]]\nrelay = \"sip:GW.example.com:5080;transport=tcp\"\n").unwrap();
@@ -220,6 +229,21 @@ fn dns_servers_and_timeout() {
     assert!(e.contains("dns.timeout"), "{e}");
     let e = error_of("[dns]\nserver = []\n");
     assert!(e.contains("server"), "{e}");
+}
+
+#[test]
+fn tls_listeners_need_a_certificate() {
+    let e = error_of("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n");
+    assert!(e.contains("tls.certificate"), "{e}");
+    let e = error_of("[tls]\ncertificate = \"a.pem\"\n");
+    assert!(e.contains("go together") && e.contains("line 1"), "{e}");
+    let e = error_of("[tls]\nverify_client = true\n");
+    assert!(e.contains("ca_certificates"), "{e}");
+    let c = Config::parse(
+        "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[tls]\ncertificate = \"a.pem\"\nprivate_key = \"a.key\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.settings().listen[1].to_string(), "tls:127.0.0.1:5061");
 }
 
 #[test]

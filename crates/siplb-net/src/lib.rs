@@ -9,9 +9,11 @@
 mod control;
 mod icmp;
 mod tcp;
+mod tls;
 
 pub use control::{Control, ControlReceiver, Report, control};
 pub use tcp::{TcpLimits, TcpStats};
+pub use tls::{ServerNames, Tls, TlsFiles};
 
 use std::collections::HashMap;
 use std::io;
@@ -40,13 +42,13 @@ pub(crate) enum Event {
         peer: Peer,
         error: Box<ParseError>,
     },
-    /// A TCP connection is up; messages for `peer` go into `tx`.
+    /// A TCP or TLS connection is up; messages for `peer` go into `tx`.
     Connected {
-        peer: SocketAddr,
+        peer: Peer,
         tx: mpsc::Sender<Bytes>,
     },
     Closed {
-        peer: SocketAddr,
+        peer: Peer,
     },
     /// ICMP said `peer` cannot be reached (a UDP port where nothing listens).
     Unreachable {
@@ -62,6 +64,7 @@ pub(crate) enum Event {
 pub struct Bound {
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
 }
 
 impl Bound {
@@ -70,6 +73,7 @@ impl Bound {
     pub fn bind(endpoints: &[Peer]) -> io::Result<Bound> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let mut tls = Vec::new();
         for e in endpoints {
             let named = |err: io::Error| {
                 io::Error::new(err.kind(), format!("{}:{}: {err}", e.transport, e.addr))
@@ -77,9 +81,10 @@ impl Bound {
             match e.transport {
                 Transport::Udp => udp.push(bind_udp(e.addr).map_err(named)?),
                 Transport::Tcp => tcp.push(bind_tcp(e.addr).map_err(named)?),
+                Transport::Tls => tls.push(bind_tcp(e.addr).map_err(named)?),
             }
         }
-        Ok(Bound { udp, tcp })
+        Ok(Bound { udp, tcp, tls })
     }
 
     /// The addresses actually bound (ports chosen by the OS filled in).
@@ -100,7 +105,15 @@ impl Bound {
                 transport: Transport::Tcp,
                 addr,
             });
-        udp.chain(tcp).collect()
+        let tls = self
+            .tls
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|addr| Peer {
+                transport: Transport::Tls,
+                addr,
+            });
+        udp.chain(tcp).chain(tls).collect()
     }
 }
 
@@ -119,6 +132,9 @@ pub struct Options {
     /// Where changes to the stored calls go (the persistence task, which polls: a
     /// std channel's send wakes no one).
     pub dialog_changes: Option<std::sync::mpsc::Sender<DialogChange>>,
+    /// Certificates for TLS listeners and destinations; without, TLS listeners are
+    /// refused at start and TLS destinations fail at the transport.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Receive buffer asked for on UDP listeners: a burst that arrives while the core is
@@ -225,6 +241,7 @@ pub async fn serve(
         status_changes,
         control,
         dialog_changes,
+        tls,
     } = options;
     let mut control = control.map(|c| c.0);
     let tcp_stats = Arc::new(TcpStats::default());
@@ -237,6 +254,22 @@ pub async fn serve(
             events_tx.clone(),
             limits,
             Arc::clone(&slots),
+            None,
+        ));
+    }
+    if !bound.tls.is_empty() && tls.as_ref().and_then(|t| t.acceptor()).is_none() {
+        return Err(io::Error::other(
+            "a TLS listener needs [tls] certificate and private_key",
+        ));
+    }
+    for listener in bound.tls {
+        let listener = TcpListener::from_std(listener)?;
+        tokio::spawn(tcp::accept_loop(
+            listener,
+            events_tx.clone(),
+            limits,
+            Arc::clone(&slots),
+            tls.clone(),
         ));
     }
     let udp = bound
@@ -248,8 +281,8 @@ pub async fn serve(
         tokio::spawn(icmp::watch(Arc::clone(&listener.socket), events_tx.clone()));
     }
     let mut buf = vec![0u8; 65_536];
-    let mut connections: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
-    let mut pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+    let mut connections: HashMap<Peer, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut pending: HashMap<Peer, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
     let mut busy = BusyMeter::default();
     proxy.start(Instant::now());
@@ -325,7 +358,7 @@ pub async fn serve(
                             connections.remove(&peer);
                             // Closed before it opened: what waited for it was never sent.
                             if pending.remove(&peer).is_some_and(|queued| !queued.is_empty()) {
-                                proxy.handle_unreachable(now, Peer { transport: Transport::Tcp, addr: peer });
+                                proxy.handle_unreachable(now, peer);
                             }
                         }
                     }
@@ -367,19 +400,20 @@ pub async fn serve(
         while let Some(Transmit { peer, data }) = proxy.poll_transmit() {
             match peer.transport {
                 Transport::Udp => send_udp(&udp, peer.addr, &data).await,
-                Transport::Tcp => {
-                    if let Some(tx) = connections.get(&peer.addr) {
+                Transport::Tcp | Transport::Tls => {
+                    if let Some(tx) = connections.get(&peer) {
                         if tx.try_send(data).is_err() {
                             warn!(%peer, "TCP connection backlog full or closed; message dropped");
                         }
                     } else {
-                        let queue = pending.entry(peer.addr).or_default();
+                        let queue = pending.entry(peer).or_default();
                         if queue.is_empty() {
                             tokio::spawn(tcp::connect(
-                                peer.addr,
+                                peer,
                                 events_tx.clone(),
                                 limits,
                                 Arc::clone(&slots),
+                                tls.clone(),
                             ));
                         }
                         if queue.len() < 64 {

@@ -1,7 +1,9 @@
 //! TCP connections: accepted or opened on demand, framed with the stream decoder,
 //! within bounds: connections in all and per source address, an idle timeout, and a
 //! deadline for a message once begun (a peer that sends half a message and stops
-//! cannot hold a connection, or the memory of its buffer, for ever).
+//! cannot hold a connection, or the memory of its buffer, for ever). TLS connections
+//! are TCP connections with a handshake first (`tls.rs` holds the certificates); the
+//! same bounds count them together.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,12 +14,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use siplb_proxy::{Peer, Transport};
 use siplb_sip::{Frame, Limits, StreamDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::Event;
+use crate::tls::Tls;
+
+/// How long a TLS handshake may take, either way.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds on TCP connections (`[tcp]` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,17 +116,44 @@ impl Slots {
     }
 }
 
+/// Accepts connections on a TCP listener, or with `tls`, a TLS one.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     events: mpsc::Sender<Event>,
     limits: Limits,
     slots: Arc<Slots>,
+    tls: Option<Arc<Tls>>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match slots.take(Some(peer.ip())) {
                 Some(slot) => {
-                    tokio::spawn(run(stream, peer, events.clone(), limits, slot));
+                    let _ = stream.set_nodelay(true);
+                    let events = events.clone();
+                    match &tls {
+                        None => {
+                            tokio::spawn(run(
+                                stream,
+                                Peer {
+                                    transport: Transport::Tcp,
+                                    addr: peer,
+                                },
+                                events,
+                                limits,
+                                slot,
+                            ));
+                        }
+                        Some(tls) => {
+                            tokio::spawn(accept_tls(
+                                Arc::clone(tls),
+                                stream,
+                                peer,
+                                events,
+                                limits,
+                                slot,
+                            ));
+                        }
+                    }
                 }
                 None => {
                     // Closed at once: no reply is owed to a connection, and the
@@ -139,40 +172,97 @@ pub(crate) async fn accept_loop(
     }
 }
 
+async fn accept_tls(
+    tls: Arc<Tls>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    events: mpsc::Sender<Event>,
+    limits: Limits,
+    slot: Slot,
+) {
+    let Some(acceptor) = tls.acceptor() else {
+        return;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let peer = Peer {
+                transport: Transport::Tls,
+                addr,
+            };
+            run(stream, peer, events, limits, slot).await;
+        }
+        Ok(Err(e)) => debug!(%addr, error = %e, "TLS handshake with a caller failed"),
+        Err(_) => debug!(%addr, "TLS handshake with a caller timed out"),
+    }
+}
+
+/// Opens a connection to `peer` (TCP, or TLS with `tls`), then runs it; if it cannot
+/// be opened, the core hears `Closed` for it, which fails what waited for it.
 pub(crate) async fn connect(
-    peer: SocketAddr,
+    peer: Peer,
     events: mpsc::Sender<Event>,
     limits: Limits,
     slots: Arc<Slots>,
+    tls: Option<Arc<Tls>>,
 ) {
     let Some(slot) = slots.take(None) else {
         warn!(%peer, "no TCP connection opened: connection limit");
         let _ = events.send(Event::Closed { peer }).await;
         return;
     };
-    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await {
+    let stream =
+        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TCP connect failed");
+                let _ = events.send(Event::Closed { peer }).await;
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TCP connect timed out");
+                let _ = events.send(Event::Closed { peer }).await;
+                return;
+            }
+        };
+    let _ = stream.set_nodelay(true);
+    if peer.transport != Transport::Tls {
+        run(stream, peer, events, limits, slot).await;
+        return;
+    }
+    // A certificate that does not verify is a transport failure like a refused
+    // connection: the attempt fails over; nothing is ever sent in the clear.
+    let handshake = tls.as_ref().and_then(|tls| {
+        let name = tls.server_name(peer.addr)?;
+        Some(tls.connector().connect(name, stream))
+    });
+    let outcome = match handshake {
+        Some(handshake) => tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await,
+        None => {
+            warn!(%peer, "no TLS configuration or server name for the destination");
+            let _ = events.send(Event::Closed { peer }).await;
+            return;
+        }
+    };
+    match outcome {
         Ok(Ok(stream)) => run(stream, peer, events, limits, slot).await,
         Ok(Err(e)) => {
-            debug!(%peer, error = %e, "TCP connect failed");
+            warn!(%peer, error = %e, "TLS handshake with a destination failed");
             let _ = events.send(Event::Closed { peer }).await;
         }
         Err(_) => {
-            debug!(%peer, "TCP connect timed out");
+            warn!(%peer, "TLS handshake with a destination timed out");
             let _ = events.send(Event::Closed { peer }).await;
         }
     }
 }
 
 /// Reads and frames one connection; writes what the core sends to its peer.
-async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    events: mpsc::Sender<Event>,
-    limits: Limits,
-    slot: Slot,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+async fn run<S>(stream: S, from: Peer, events: mpsc::Sender<Event>, limits: Limits, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let peer = from;
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
     if events
         .send(Event::Connected {
@@ -186,7 +276,8 @@ async fn run(
     }
     let writer_task = tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
-            if writer.write_all(&data).await.is_err() {
+            // TLS holds what is written until flushed; TCP's flush does nothing.
+            if writer.write_all(&data).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -194,10 +285,6 @@ async fn run(
     let bounds = slot.slots.limits;
     let mut decoder = StreamDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
-    let from = Peer {
-        transport: Transport::Tcp,
-        addr: peer,
-    };
     // When the message under way must be complete.
     let mut message_due: Option<Instant> = None;
     'read: loop {

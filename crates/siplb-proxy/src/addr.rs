@@ -12,6 +12,8 @@ use siplb_txn::Reliability;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 26.2), `sips:` URIs or `;transport=tls`.
+    Tls,
 }
 
 impl fmt::Display for Transport {
@@ -19,6 +21,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -26,12 +29,14 @@ impl fmt::Display for Transport {
 impl std::str::FromStr for Transport {
     type Err = PeerSyntaxError;
 
-    /// `udp` or `tcp`, in any case (as in a URI's `transport` parameter).
+    /// `udp`, `tcp` or `tls`, in any case (as in a URI's `transport` parameter).
     fn from_str(s: &str) -> Result<Transport, PeerSyntaxError> {
         if s.eq_ignore_ascii_case("udp") {
             Ok(Transport::Udp)
         } else if s.eq_ignore_ascii_case("tcp") {
             Ok(Transport::Tcp)
+        } else if s.eq_ignore_ascii_case("tls") {
+            Ok(Transport::Tls)
         } else {
             Err(PeerSyntaxError::Transport(s.to_owned()))
         }
@@ -57,7 +62,7 @@ impl Peer {
     pub(crate) fn reliability(&self) -> Reliability {
         match self.transport {
             Transport::Udp => Reliability::Unreliable,
-            Transport::Tcp => Reliability::Reliable,
+            Transport::Tcp | Transport::Tls => Reliability::Reliable,
         }
     }
 }
@@ -90,7 +95,7 @@ impl std::str::FromStr for Peer {
 pub enum PeerSyntaxError {
     #[error("`{0}` is not like \"udp:127.0.0.1:5060\"")]
     Shape(String),
-    #[error("`{0}` is not a supported transport (udp, tcp)")]
+    #[error("`{0}` is not a supported transport (udp, tcp, tls)")]
     Transport(String),
     #[error("`{0}` is not an address:port (IPv6 in brackets)")]
     Address(String),
@@ -140,6 +145,9 @@ pub(crate) fn peer_of_uri(uri: &Uri<'_>) -> Result<Peer, TargetError> {
 }
 
 fn transport_of_uri(uri: &Uri<'_>) -> Result<Transport, TargetError> {
+    if uri.scheme == siplb_sip::Scheme::Sips {
+        return Ok(Transport::Tls);
+    }
     match uri.param("transport").flatten() {
         None => Ok(Transport::Udp),
         Some(t) => t.parse().map_err(|_| TargetError::Transport(t.to_owned())),
@@ -178,7 +186,7 @@ pub(crate) fn peer_of_destination(
     let transport = match allocation.transport() {
         NameTransport::Udp => Transport::Udp,
         NameTransport::Tcp => Transport::Tcp,
-        NameTransport::Tls => return Err(TargetError::Transport("tls".to_owned())),
+        NameTransport::Tls => Transport::Tls,
     };
     let addr = addresses
         .get(index)

@@ -24,6 +24,7 @@ impl Proxy {
         let transport = match peer.transport {
             Transport::Udp => "SIP/2.0/UDP ",
             Transport::Tcp => "SIP/2.0/TCP ",
+            Transport::Tls => "SIP/2.0/TLS ",
         };
         let mut via = String::with_capacity(96 + host_port.len());
         for part in [
@@ -44,6 +45,7 @@ impl Proxy {
         let params = match peer.transport {
             Transport::Udp => ";lr>",
             Transport::Tcp => ";transport=tcp;lr>",
+            Transport::Tls => ";transport=tls;lr>",
         };
         let mut rr = String::with_capacity(32 + host_port.len());
         for part in ["<sip:", host_port, params] {

@@ -193,7 +193,9 @@ impl Proxy {
 fn same_source(sent_to: &Peer, from: &Peer) -> bool {
     match (sent_to.transport, from.transport) {
         (Transport::Udp, Transport::Udp) => sent_to.addr == from.addr,
-        (Transport::Tcp, Transport::Tcp) => sent_to.addr.ip() == from.addr.ip(),
+        (Transport::Tcp, Transport::Tcp) | (Transport::Tls, Transport::Tls) => {
+            sent_to.addr.ip() == from.addr.ip()
+        }
         _ => false,
     }
 }

@@ -936,7 +936,8 @@ impl World {
             self.check_new_attempt(peer.addr, &data);
             let proto = match peer.transport {
                 Transport::Udp => Proto::Udp,
-                Transport::Tcp => Proto::Tcp,
+                // The world has no TLS peer; a stream is a stream to its network.
+                Transport::Tcp | Transport::Tls => Proto::Tcp,
             };
             self.trace.push(
                 self.now,

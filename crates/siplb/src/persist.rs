@@ -49,6 +49,7 @@ fn parse_peer(text: &str) -> Option<Peer> {
     let transport = match transport {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
         _ => return None,
     };
     let addr: SocketAddr = addr.parse().ok()?;

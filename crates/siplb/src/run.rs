@@ -152,6 +152,13 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         // The core first: its relay targets named by host join the names to resolve.
         let mut proxy = Proxy::new(settings.clone(), Arc::clone(&balancer));
         let names = crate::names::start_resolver(&balancer, &config.dns).await?;
+        let tls_files = crate::names::tls_files(&config.tls);
+        let tls = crate::names::start_tls(&balancer, &tls_files)?;
+        let refresh = crate::names::Refresh {
+            names,
+            tls: Arc::clone(&tls),
+            tls_files,
+        };
         let store = Arc::new(store);
         // Calls stored before a restart come back, with their load, before any traffic.
         let persist_stats = Arc::new(persist::PersistStats::default());
@@ -181,7 +188,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(unix)]
-        reload_on_hangup(table_reloader(&balancer, &store, &names), stop_rx.clone())?;
+        reload_on_hangup(table_reloader(&balancer, &store, &refresh), stop_rx.clone())?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (control, control_rx) = siplb_net::control();
         let mi_addr = &config.management.listen;
@@ -203,7 +210,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let event_log = Arc::new(siplb_mi::EventLog::default());
-        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats, &names)
+        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats, &refresh)
             .with_token(config.management.token.clone())
             .with_allowed_hosts(config.management.allowed_hosts.clone())
             .with_draining_flag(Arc::clone(&draining))
@@ -233,6 +240,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             status_changes: Some(events_tx),
             control: Some(control_rx),
             dialog_changes,
+            tls: Some(tls),
         };
         let served = match start_core(&settings, tcp, config.sip.drain, proxy, links, stop_rx) {
             Ok(core) => core.finished().await.map_err(|e| e.to_string()),
@@ -258,6 +266,7 @@ pub struct CoreLinks {
     pub status_changes: Option<tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>>,
     pub control: Option<siplb_net::ControlReceiver>,
     pub dialog_changes: Option<std::sync::mpsc::Sender<siplb_proxy::DialogChange>>,
+    pub tls: Option<Arc<siplb_net::Tls>>,
 }
 
 /// Binds the listeners the settings name and runs the SIP core on them, on a thread
@@ -282,6 +291,7 @@ pub fn start_core(
         status_changes: links.status_changes,
         control: links.control,
         dialog_changes: links.dialog_changes,
+        tls: links.tls,
     };
     siplb_net::spawn(proxy, bound, options, stop)
         .map_err(|e| format!("cannot start the proxy core: {e}"))
@@ -295,7 +305,7 @@ fn management_state(
     control: &siplb_net::Control,
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
     persist_stats: &Arc<persist::PersistStats>,
-    names: &siplb_dns::Kick,
+    refresh: &crate::names::Refresh,
 ) -> siplb_mi::MiState {
     let calls = CoreCalls(control.clone());
     let metrics = {
@@ -335,7 +345,7 @@ fn management_state(
     };
     siplb_mi::MiState::new(Arc::clone(balancer))
         .with_version(format!("siplb {}", env!("CARGO_PKG_VERSION")))
-        .with_reloader(table_reloader(balancer, store, names))
+        .with_reloader(table_reloader(balancer, store, refresh))
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
         .with_pulse(Arc::new(pulse))
@@ -343,20 +353,22 @@ fn management_state(
 }
 
 /// Re-reads the destination table into the balancer (`lb_reload`, SIGHUP).
-/// New host names start resolving at once.
+/// New host names start resolving at once; certificates are read again (new
+/// connections get them, established ones go on).
 fn table_reloader(
     balancer: &Arc<Balancer>,
     store: &Arc<Store>,
-    names: &siplb_dns::Kick,
+    refresh: &crate::names::Refresh,
 ) -> Arc<dyn siplb_mi::Reloader> {
-    let (balancer, store, names) = (Arc::clone(balancer), Arc::clone(store), names.clone());
+    let (balancer, store, refresh) = (Arc::clone(balancer), Arc::clone(store), refresh.clone());
     Arc::new(move || {
-        let (balancer, store, names) = (Arc::clone(&balancer), Arc::clone(&store), names.clone());
+        let (balancer, store, refresh) =
+            (Arc::clone(&balancer), Arc::clone(&store), refresh.clone());
         async move {
             // Read everything first: on failure the table in force stays.
             let count = load_table(&store, &balancer).await?;
-            names.names_changed();
             info!(rows = count, "destination table reloaded");
+            refresh.after_reload()?;
             Ok(())
         }
     })
