@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         // The same plan as `run` builds, so check finds the same faults.
         Command::Check { config } => load(config.as_ref())
             .and_then(plan::Plan::new)
-            .and_then(|p| check(&p.config)),
+            .and_then(|p| run::check_tls(&p.config).and_then(|()| check(&p.config))),
         Command::Run { config } => {
             let embedded = config.is_none();
             load(config.as_ref())

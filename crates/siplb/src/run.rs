@@ -108,6 +108,12 @@ fn warn_about_routes(config: &Config, balancer: &Balancer) {
     }
 }
 
+/// Reads the `[tls]` files as `run` does (for `siplb check`).
+pub fn check_tls(config: &Config) -> Result<(), String> {
+    let files = crate::names::tls_files(&config.tls);
+    siplb_net::Tls::load(&files, Arc::new(|_| None)).map(|_| ())
+}
+
 pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
     init_logging();
     let Plan {

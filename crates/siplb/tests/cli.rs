@@ -57,9 +57,15 @@ fn check_names_the_key_and_line_of_each_fault() {
             "[[route]]\nbalance = { group = 1, resources = \"vm\", flags = \"q\" }\n",
             "balance.flags",
         ),
+        ("[[route]]\nrelay = \"gw.example.com\"\n", "not a SIP URI"),
         (
-            "[[route]]\nrelay = \"sip:gw.example.com\"\n",
-            "not an IP address",
+            "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n",
+            "tls.certificate",
+        ),
+        // The certificate files are read, as `run` reads them.
+        (
+            "[tls]\ncertificate = \"/nonexistent/siplb.pem\"\nprivate_key = \"/nonexistent/siplb.key\"\n",
+            "tls.certificate: /nonexistent/siplb.pem",
         ),
         ("[database]\ntable = \"x y\"\n", "database.table"),
         ("[database]\nurl = \"redis://127.0.0.1\"\n", "database.url"),

@@ -98,15 +98,16 @@ fn start_node(
     (Node::start(&config, dir.join("siplb.log")), sip, mi_addr)
 }
 
-/// Places `calls` held calls, waits until they are all up, returns the loads, then
-/// waits for them to end and checks that every load is back to 0.
+/// Places `calls` held calls, waits until they are all up, returns the loads and the
+/// destination of each call in the order they were placed (SIPp numbers its Call-IDs),
+/// then waits for them to end and checks that every load is back to 0.
 fn loads_of_held_calls(
     dir: &Path,
     test: u8,
     sip: SocketAddr,
     mi_addr: SocketAddr,
     calls: u32,
-) -> BTreeMap<u64, u64> {
+) -> (BTreeMap<u64, u64>, Vec<u64>) {
     let caller = uac_to(
         dir,
         "uac",
@@ -120,13 +121,25 @@ fn loads_of_held_calls(
         vm_loads(mi_addr).values().sum::<u64>() == u64::from(calls)
     });
     let loads = vm_loads(mi_addr);
+    let mut order: Vec<(u64, u64)> = mi(mi_addr, &["lb_calls"])["Calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["callid"].as_str().unwrap();
+            let n = id.split('-').next().unwrap().parse::<u64>().unwrap();
+            (n, c["destination_id"].as_u64().unwrap())
+        })
+        .collect();
+    order.sort_unstable();
+    let sequence = order.into_iter().map(|(_, d)| d).collect();
     let report = caller.finish(Duration::from_secs(30));
     assert!(report.success, "{}", report.output);
     assert_eq!(report.successful_calls, u64::from(calls));
     wait_until(Duration::from_secs(5), || {
         vm_loads(mi_addr).values().all(|&l| l == 0)
     });
-    loads
+    (loads, sequence)
 }
 
 #[test]
@@ -171,8 +184,12 @@ fn the_tutorial_table_by_name_routes_as_by_address() {
         let status = node.signal("-TERM");
         assert!(status.success(), "siplb exited with {status}");
     }
-    assert_eq!(runs[0], runs[1], "the same destinations took the calls");
-    assert!(runs[0].values().all(|&l| l > 0), "{:?}", runs[0]);
+    assert_eq!(
+        runs[0], runs[1],
+        "the same destinations took the calls, in the same order"
+    );
+    assert_eq!(runs[0].1.len(), 15);
+    assert!(runs[0].0.values().all(|&l| l > 0), "{:?}", runs[0]);
     // siplb asked the DNS server (SRV, then A/AAAA) for the names.
     let asked = dns.log_text();
     assert!(asked.contains("_sip._udp.yate1.mycluster.net"), "{asked}");

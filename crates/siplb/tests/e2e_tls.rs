@@ -525,3 +525,92 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
     ));
     drop(rt);
 }
+
+/// With `verify_client`, a caller over TLS must show a certificate signed by
+/// `ca_certificates`: one without gets nothing answered, one with is served.
+#[test]
+fn verify_client_asks_callers_for_a_certificate() {
+    use pki_types::pem::PemObject;
+    let test = 97;
+    let dir = scratch("tls-verify-client-97");
+    let authority = ca(&dir, "a");
+    let (cert, key) = leaf(
+        &authority,
+        &dir,
+        "siplb",
+        &[&ip(test, 1).to_string()],
+        false,
+    );
+    let (client_cert, client_key) = leaf(&authority, &dir, "phone", &["phone.example.net"], false);
+    let url = format!("sqlite://{}", dir.join("siplb.db").display());
+    db_init(&["--database", &url]);
+    let tls_at = SocketAddr::new(ip(test, 1), 5061);
+    let mi_addr = SocketAddr::new(ip(test, 1), 8888);
+    let config = node_config(
+        &dir,
+        &format!("listen = [\"tls:{tls_at}\"]\ndrain = \"1s\""),
+        &url,
+        mi_addr,
+        &format!(
+            "[tls]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificates = \"{}\"\nverify_client = true\n",
+            cert.display(),
+            key.display(),
+            authority.pem.display()
+        ),
+    );
+    let _node = Node::start(&config, dir.join("siplb.log"));
+    let rt = runtime();
+    let roots = client_config(&authority.pem);
+    let options = format!(
+        "OPTIONS sip:{tls_at};transport=tls SIP/2.0\nVia: SIP/2.0/TLS {};branch=z9hG4bK-vc\nMax-Forwards: 70\nFrom: <sip:phone@{}>;tag=v1\nTo: <sip:{tls_at}>\nCall-ID: verify-client\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+        ip(test, 100),
+        ip(test, 100)
+    )
+    .replace('\n', "\r\n");
+    let ask = |config: Arc<rustls::ClientConfig>| {
+        let options = options.clone();
+        async move {
+            let stream = TcpStream::connect(tls_at).await.ok()?;
+            let name = pki_types::ServerName::IpAddress(ip(test, 1).into());
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .ok()?;
+            tls.write_all(options.as_bytes()).await.ok()?;
+            tls.flush().await.ok()?;
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+        }
+    };
+    assert_eq!(
+        rt.block_on(ask(Arc::clone(&roots))),
+        None,
+        "served without a certificate"
+    );
+    let chain: Vec<_> = pki_types::CertificateDer::pem_file_iter(&client_cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut store = rustls::RootCertStore::empty();
+    for c in pki_types::CertificateDer::pem_file_iter(&authority.pem).unwrap() {
+        store.add(c.unwrap()).unwrap();
+    }
+    let with_certificate = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_client_auth_cert(
+                chain,
+                pki_types::PrivateKeyDer::from_pem_file(&client_key).unwrap(),
+            )
+            .unwrap(),
+    );
+    let answer = rt.block_on(ask(with_certificate)).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+    drop(rt);
+}
