@@ -97,6 +97,17 @@ mod linux {
     }
 }
 
+/// Whether a socket call failed only to report an ICMP error for an earlier datagram
+/// (with `IP_RECVERR` on, the kernel hands it to the next receive or send, once).
+pub(crate) fn is_pending_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::HostUnreachable
+            | std::io::ErrorKind::NetworkUnreachable
+    )
+}
+
 /// Turns ICMP error reporting on for a UDP socket.
 pub(crate) fn enable(socket: &socket2::Socket, v6: bool) {
     #[cfg(target_os = "linux")]

@@ -503,13 +503,7 @@ impl UdpListener {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // An ICMP error from an earlier send surfaces once as the socket's
                 // error; `icmp::watch` reads its details from the error queue.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::HostUnreachable
-                            | io::ErrorKind::NetworkUnreachable
-                    ) => {}
+                Err(e) if icmp::is_pending_error(&e) => {}
                 Err(e) => {
                     debug!(error = %e, "UDP receive failed");
                     return false;
@@ -540,7 +534,14 @@ async fn send_udp(sockets: &[UdpListener], to: SocketAddr, data: &[u8]) {
         return;
     };
     let socket = &listener.socket;
-    let sent = match socket.try_send_to(data, to) {
+    let mut sent = socket.try_send_to(data, to);
+    if sent.as_ref().is_err_and(icmp::is_pending_error) {
+        // An ICMP error for an earlier datagram (to anyone) is reported by the next
+        // call on the socket, this send, which it fails; reporting it cleared it, so
+        // the datagram goes out on a second try. `icmp::watch` has its details.
+        sent = socket.try_send_to(data, to);
+    }
+    let sent = match sent {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(data, to).await,
         other => other,
     };
