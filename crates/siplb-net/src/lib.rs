@@ -89,31 +89,13 @@ impl Bound {
 
     /// The addresses actually bound (ports chosen by the OS filled in).
     pub fn local_endpoints(&self) -> Vec<Peer> {
-        let udp = self
-            .udp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(|addr| Peer {
-                transport: Transport::Udp,
-                addr,
-            });
-        let tcp = self
-            .tcp
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(|addr| Peer {
-                transport: Transport::Tcp,
-                addr,
-            });
-        let tls = self
-            .tls
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .map(|addr| Peer {
-                transport: Transport::Tls,
-                addr,
-            });
-        udp.chain(tcp).chain(tls).collect()
+        let of = |transport, addr: io::Result<SocketAddr>| {
+            addr.ok().map(|addr| Peer { transport, addr })
+        };
+        let udp = self.udp.iter().map(|s| of(Transport::Udp, s.local_addr()));
+        let tcp = self.tcp.iter().map(|s| of(Transport::Tcp, s.local_addr()));
+        let tls = self.tls.iter().map(|s| of(Transport::Tls, s.local_addr()));
+        udp.chain(tcp).chain(tls).flatten().collect()
     }
 }
 
