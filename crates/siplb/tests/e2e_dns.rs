@@ -17,7 +17,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Node, Sipp, db_init, ip, node_config, scratch, sql, uac_to, uas_at, wait_until};
+use harness::{
+    Node, Sipp, ctl_json, db_init, insert_destinations, ip, listed, node_config, scratch, uac_to,
+    uas_at, wait_until,
+};
 use serde_json::Value;
 use siplb_testkit::Dnsmasq;
 
@@ -25,30 +28,20 @@ use siplb_testkit::Dnsmasq;
 /// destinations written as `host` gives them.
 fn tutorial_table(url: &str, host: impl Fn(u8) -> String) {
     db_init(&["--database", url]);
-    let rows = [
-        (1, "vm=50; pstn=32"),
-        (2, "vm=100"),
-        (3, "vm=50"),
-        (4, "vm=10;pstn=64"),
-    ];
-    let inserts: Vec<String> = rows
-        .iter()
-        .map(|(id, resources)| {
-            format!(
-                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES ({id}, 1, 'sip:{}', '{resources}', 0)",
-                host(*id)
-            )
-        })
-        .collect();
-    sql(url, &inserts.iter().map(String::as_str).collect::<Vec<_>>());
-}
-
-fn mi(mi: SocketAddr, args: &[&str]) -> Value {
-    serde_json::from_str(&harness::ctl(&format!("http://{mi}/mi"), args)).unwrap()
+    let uris: Vec<String> = (1..=4).map(|id| format!("sip:{}", host(id))).collect();
+    insert_destinations(
+        url,
+        &[
+            (1, 1, &uris[0], "vm=50; pstn=32"),
+            (2, 1, &uris[1], "vm=100"),
+            (3, 1, &uris[2], "vm=50"),
+            (4, 1, &uris[3], "vm=10;pstn=64"),
+        ],
+    );
 }
 
 fn destinations(mi_addr: SocketAddr) -> Vec<Value> {
-    mi(mi_addr, &["lb_list"])["Destinations"]
+    ctl_json(mi_addr, &["lb_list"])["Destinations"]
         .as_array()
         .unwrap()
         .clone()
@@ -68,13 +61,6 @@ fn vm_loads(mi_addr: SocketAddr) -> BTreeMap<u64, u64> {
             (d["id"].as_u64().unwrap(), vm["load"].as_u64().unwrap())
         })
         .collect()
-}
-
-fn destination(mi_addr: SocketAddr, id: u64) -> Value {
-    destinations(mi_addr)
-        .into_iter()
-        .find(|d| d["id"] == id)
-        .unwrap()
 }
 
 const RELATIVE_VM: &str = "[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\", flags = \"r\" }\n";
@@ -121,7 +107,7 @@ fn loads_of_held_calls(
         vm_loads(mi_addr).values().sum::<u64>() == u64::from(calls)
     });
     let loads = vm_loads(mi_addr);
-    let mut order: Vec<(u64, u64)> = mi(mi_addr, &["lb_calls"])["Calls"]
+    let mut order: Vec<(u64, u64)> = ctl_json(mi_addr, &["lb_calls"])["Calls"]
         .as_array()
         .unwrap()
         .iter()
@@ -171,7 +157,7 @@ fn the_tutorial_table_by_name_routes_as_by_address() {
         });
         let (mut node, sip, mi_addr) = start_node(&run_dir, test, &url, server, RELATIVE_VM);
         if by_name {
-            let yate3 = destination(mi_addr, 3);
+            let yate3 = listed(mi_addr, 3);
             assert_eq!(yate3["uri"], "sip:yate3.mycluster.net");
             assert_eq!(
                 yate3["addresses"],
@@ -229,11 +215,11 @@ fn srv_targets_fail_over_inside_the_destination() {
     std::thread::sleep(Duration::from_millis(300));
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--database", &url]);
-    sql(
+    insert_destinations(
         &url,
         &[
-            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:pbx.mycluster.net;transport=tcp', 'vm=10', 0)",
-            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 2, 'sip:pbx-udp.mycluster.net', 'vm=10', 0)",
+            (1, 1, "sip:pbx.mycluster.net;transport=tcp", "vm=10"),
+            (2, 2, "sip:pbx-udp.mycluster.net", "vm=10"),
         ],
     );
     // One destination per group: were the failing address to fail the destination,
@@ -246,7 +232,7 @@ fn srv_targets_fail_over_inside_the_destination() {
         server,
         "[transaction]\ninvite_timeout = \"60s\"\n[failover]\nmin_enabled = 0\n[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^UDP_\" }\nbalance = { group = 2, resources = \"vm\" }\n[[route]]\nmatch = { ruri_user = \"^R_\" }\nrelay = \"sip:relay.mycluster.net\"\n",
     );
-    let pbx = destination(mi_addr, 1);
+    let pbx = listed(mi_addr, 1);
     assert_eq!(
         pbx["addresses"],
         serde_json::json!([format!("{}:5070", ip(test, 11)), format!("{b}:5060")]),
@@ -277,7 +263,7 @@ fn srv_targets_fail_over_inside_the_destination() {
         loads.get(&1) == Some(&2) && loads.get(&2) == Some(&2)
     });
     // The calls are up on the second address of each.
-    let calls = mi(mi_addr, &["lb_calls"]);
+    let calls = ctl_json(mi_addr, &["lb_calls"]);
     let mut addresses: Vec<&str> = calls["Calls"]
         .as_array()
         .unwrap()
@@ -295,8 +281,8 @@ fn srv_targets_fail_over_inside_the_destination() {
     wait_until(Duration::from_secs(5), || {
         vm_loads(mi_addr).values().all(|&l| l == 0)
     });
-    assert_eq!(destination(mi_addr, 1)["enabled"], "yes");
-    assert_eq!(destination(mi_addr, 2)["enabled"], "yes");
+    assert_eq!(listed(mi_addr, 1)["enabled"], "yes");
+    assert_eq!(listed(mi_addr, 2)["enabled"], "yes");
     // A relay target named by host, resolved like the table's names.
     let report = uac_to(
         &dir,
@@ -326,14 +312,12 @@ fn names_that_change_vanish_and_come_back() {
     let _destinations = uas_at(&dir, &[ip(test, 11), ip(test, 12), ip(test, 13)]);
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--database", &url]);
-    sql(
+    let second = format!("sip:{}:5060", ip(test, 12));
+    insert_destinations(
         &url,
         &[
-            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:yate1.mycluster.net', 'vm=100', 0)",
-            &format!(
-                "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (2, 1, 'sip:{}:5060', 'vm=5', 0)",
-                ip(test, 12)
-            ),
+            (1, 1, "sip:yate1.mycluster.net", "vm=100"),
+            (2, 1, &second, "vm=5"),
         ],
     );
     // The DNS server is not there yet: siplb starts all the same and routes to what it
@@ -345,7 +329,7 @@ fn names_that_change_vanish_and_come_back() {
         server,
         "[[route]]\nmatch = { ruri_user = \"^VM_\" }\nbalance = { group = 1, resources = \"vm\" }\n",
     );
-    let yate1 = destination(mi_addr, 1);
+    let yate1 = listed(mi_addr, 1);
     assert_eq!(yate1["addresses"], serde_json::json!([]), "{yate1}");
     assert!(yate1["resolve_error"].is_string(), "{yate1}");
     let one_call = |name: &str| {
@@ -381,12 +365,11 @@ fn names_that_change_vanish_and_come_back() {
     };
     let at = |h: u8| format!("udp:{}:5060", ip(test, h));
     wait_until(Duration::from_secs(15), || {
-        destination(mi_addr, 1)["addresses"]
-            == serde_json::json!([format!("{}:5060", ip(test, 11))])
+        listed(mi_addr, 1)["addresses"] == serde_json::json!([format!("{}:5060", ip(test, 11))])
     });
     let first = held("uac-held-11", 5061);
     let address_of_calls = || -> Vec<String> {
-        mi(mi_addr, &["lb_calls"])["Calls"]
+        ctl_json(mi_addr, &["lb_calls"])["Calls"]
             .as_array()
             .unwrap()
             .iter()
@@ -399,8 +382,7 @@ fn names_that_change_vanish_and_come_back() {
     // The record changes: new calls follow within its TTL; the call up stays where it is.
     dns.restart(&[format!("host-record=yate1.mycluster.net,{}", ip(test, 13))]);
     wait_until(Duration::from_secs(10), || {
-        destination(mi_addr, 1)["addresses"]
-            == serde_json::json!([format!("{}:5060", ip(test, 13))])
+        listed(mi_addr, 1)["addresses"] == serde_json::json!([format!("{}:5060", ip(test, 13))])
     });
     let second = held("uac-held-13", 5062);
     wait_until(Duration::from_secs(10), || {
@@ -417,7 +399,7 @@ fn names_that_change_vanish_and_come_back() {
     // calls go to destination 2.
     dns.restart(&[format!("host-record=other.mycluster.net,{}", ip(test, 13))]);
     wait_until(Duration::from_secs(15), || {
-        let d = destination(mi_addr, 1);
+        let d = listed(mi_addr, 1);
         d["addresses"] == serde_json::json!([]) && d["resolve_error"].is_string()
     });
     let third = held("uac-held-2", 5063);
@@ -427,7 +409,7 @@ fn names_that_change_vanish_and_come_back() {
     // It comes back.
     dns.restart(&[format!("host-record=yate1.mycluster.net,{}", ip(test, 11))]);
     wait_until(Duration::from_secs(15), || {
-        destination(mi_addr, 1).get("resolve_error").is_none()
+        listed(mi_addr, 1).get("resolve_error").is_none()
     });
     one_call("uac-after");
     wait_until(Duration::from_secs(5), || {

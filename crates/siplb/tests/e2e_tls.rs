@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use harness::{Node, db_init, ip, node_config, scratch, sql, uac_to, wait_until};
+use harness::{
+    Node, ctl_json, db_init, insert_destinations, ip, listed, node_config, scratch, uac_to,
+    wait_until,
+};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use serde_json::Value;
 use siplb_sip::{Frame, Limits, Message, StreamDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -171,20 +173,6 @@ async fn tls_destination(
     }
 }
 
-fn mi(mi: SocketAddr, args: &[&str]) -> Value {
-    serde_json::from_str(&harness::ctl(&format!("http://{mi}/mi"), args)).unwrap()
-}
-
-fn destination(mi_addr: SocketAddr, id: u64) -> Value {
-    mi(mi_addr, &["lb_list"])["Destinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == id)
-        .unwrap()
-        .clone()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -235,23 +223,21 @@ fn tls_destinations_are_verified_and_fail_over() {
     }
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--database", &url]);
-    let rows = [
-        (1, format!("sips:{}:5061", ip(test, 11)), 50),
-        (2, format!("sip:{}:5061;transport=tls", ip(test, 12)), 40),
-        // No port: no SRV record for _sips._tcp, so A on 5061.
-        (3, "sips:wrong.mycluster.net".to_owned(), 35),
-        (4, "sips:tlsgw.mycluster.net".to_owned(), 30),
-        (5, format!("sips:{}:5061", ip(test, 15)), 30),
-    ];
-    let inserts: Vec<String> = rows
-        .iter()
-        .map(|(id, uri, vm)| {
-            format!("INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES ({id}, 1, '{uri}', 'vm={vm}', 0)")
-        })
-        .collect();
-    sql(
+    let (first, second, fifth) = (
+        format!("sips:{}:5061", ip(test, 11)),
+        format!("sip:{}:5061;transport=tls", ip(test, 12)),
+        format!("sips:{}:5061", ip(test, 15)),
+    );
+    insert_destinations(
         &url,
-        &inserts.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[
+            (1, 1, &first, "vm=50"),
+            (2, 1, &second, "vm=40"),
+            // No port: no SRV record for _sips._tcp, so A on 5061.
+            (3, 1, "sips:wrong.mycluster.net", "vm=35"),
+            (4, 1, "sips:tlsgw.mycluster.net", "vm=30"),
+            (5, 1, &fifth, "vm=30"),
+        ],
     );
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let mi_addr = SocketAddr::new(ip(test, 1), 8888);
@@ -288,11 +274,7 @@ fn tls_destinations_are_verified_and_fail_over() {
         assert_eq!(got(bad), (0, 0, 0));
     }
     for (id, enabled) in [(1, "no"), (2, "no"), (3, "no"), (4, "yes"), (5, "yes")] {
-        assert_eq!(
-            destination(mi_addr, id)["enabled"],
-            enabled,
-            "destination {id}"
-        );
+        assert_eq!(listed(mi_addr, id)["enabled"], enabled, "destination {id}");
     }
     let log = node.log_text();
     assert!(
@@ -379,13 +361,8 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
     std::thread::sleep(Duration::from_millis(300));
     let url = format!("sqlite://{}", dir.join("siplb.db").display());
     db_init(&["--database", &url]);
-    sql(
-        &url,
-        &[&format!(
-            "INSERT INTO load_balancer (id, group_id, dst_uri, resources, probe_mode) VALUES (1, 1, 'sip:{}:5060', 'vm=10', 0)",
-            ip(test, 11)
-        )],
-    );
+    let uri = format!("sip:{}:5060", ip(test, 11));
+    insert_destinations(&url, &[(1, 1, &uri, "vm=10")]);
     let sip = SocketAddr::new(ip(test, 1), 5060);
     let tls_at = SocketAddr::new(ip(test, 1), 5061);
     let mi_addr = SocketAddr::new(ip(test, 1), 8888);
@@ -465,7 +442,7 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
         tls.flush().await.unwrap();
     });
     wait_until(Duration::from_secs(5), || {
-        destination(mi_addr, 1)["Resources"][0]["load"] == 1
+        listed(mi_addr, 1)["Resources"][0]["load"] == 1
     });
     // The destination hangs up: its BYE comes to the caller over TLS, along the route
     // set it kept; the caller's 200 goes back to it and the load is released.
@@ -482,7 +459,7 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
         tls.flush().await.unwrap();
     });
     wait_until(Duration::from_secs(5), || {
-        destination(mi_addr, 1)["Resources"][0]["load"] == 0
+        listed(mi_addr, 1)["Resources"][0]["load"] == 0
     });
 
     // Certificate rotation: a new authority, new files in the same place, lb_reload.
@@ -496,7 +473,7 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
     );
     std::fs::copy(&new_cert, &cert).unwrap();
     std::fs::copy(&new_key, &key).unwrap();
-    assert_eq!(mi(mi_addr, &["lb_reload"]), "OK");
+    assert_eq!(ctl_json(mi_addr, &["lb_reload"]), "OK");
     assert!(node.log_text().contains("TLS certificates read again"));
     // New connections get the new certificate: the old authority no longer verifies it.
     assert!(rt.block_on(connect(&first.pem)).is_err());

@@ -678,17 +678,51 @@ pub fn db_init(args: &[&str]) {
 /// 1, group 1, port 5060).
 pub fn destination_table(url: &str, table: &str, rows: &[(std::net::IpAddr, &str)]) {
     db_init(&["--database", url, "--table", table]);
+    let uris: Vec<String> = rows
+        .iter()
+        .map(|(host, _)| format!("sip:{host}:5060"))
+        .collect();
+    let rows: Vec<(u32, u32, &str, &str)> = rows
+        .iter()
+        .zip(&uris)
+        .zip(1..)
+        .map(|(((_, resources), uri), id)| (id, 1, uri.as_str(), *resources))
+        .collect();
+    insert_destinations_into(url, table, &rows);
+}
+
+/// Inserts unprobed destinations, `(id, group, dst_uri, resources)`, into the table
+/// `siplb db init` made at `url` (`load_balancer`).
+pub fn insert_destinations(url: &str, rows: &[(u32, u32, &str, &str)]) {
+    insert_destinations_into(url, "load_balancer", rows);
+}
+
+fn insert_destinations_into(url: &str, table: &str, rows: &[(u32, u32, &str, &str)]) {
     let inserts: Vec<String> = rows
         .iter()
-        .enumerate()
-        .map(|(i, (host, resources))| {
+        .map(|(id, group, uri, resources)| {
             format!(
-                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES ({}, 1, 'sip:{host}:5060', '{resources}', 0)",
-                i + 1
+                "INSERT INTO {table} (id, group_id, dst_uri, resources, probe_mode) VALUES ({id}, {group}, '{uri}', '{resources}', 0)"
             )
         })
         .collect();
     sql(url, &inserts.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// [`ctl`] against the management interface at `mi`, its answer as JSON.
+pub fn ctl_json(mi: SocketAddr, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ctl(&format!("http://{mi}/mi"), args)).unwrap()
+}
+
+/// The `lb_list` entry of destination `id`.
+pub fn listed(mi: SocketAddr, id: u64) -> serde_json::Value {
+    ctl_json(mi, &["lb_list"])["Destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap()
+        .clone()
 }
 
 /// `siplb ctl --compact --url MI ARGS...`, which must succeed: its output, trimmed.
