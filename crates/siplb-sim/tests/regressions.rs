@@ -244,35 +244,38 @@ fn nothing_is_relayed_outside_the_world() {
     clean(&script(calls, hostile));
 }
 
-/// A destination over TCP that refuses connections (up, nothing listening) fails each
-/// attempt sent to it at once, as the driver reports the refused connection: the calls
-/// fail over and are all answered, and the destination is blamed for it, fairly.
-#[test]
-fn a_destination_refusing_tcp_connections_is_failed_over() {
-    let calls: Vec<Call> = (0..10)
+/// `calls` calls 100 ms apart, each held 5 s.
+fn held_calls(calls: u32) -> Vec<Call> {
+    (0..calls)
         .map(|i| {
             let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
             c.at_ms = 1000 + 100 * i;
             c
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `calls` held calls while destination `dest` (index) is down for 14 s, once with
+/// nothing listening there (`refused`: the driver reports it at once) and once hanging:
+/// every call is answered elsewhere and the destination is blamed either way, but only
+/// the hung one makes callers wait for the INVITE timeout (5 s).
+fn refused_fails_over_at_once(dest: u8, calls: u32) {
+    let calls = held_calls(calls);
     let run = |refused: bool| {
         let mut s = script(calls.clone(), Vec::new());
-        // Destination 3, the one reached over TCP.
         s.outages.push(Outage {
-            dest: 2,
+            dest,
             at_ms: 0,
             length: 14_000,
             refused,
         });
         let report = siplb_sim::run(&s).unwrap_or_else(|f| panic!("{f}"));
-        assert_eq!(report.answered, 10, "{report:?}");
+        assert_eq!(report.answered, calls.len(), "{report:?}");
         assert!(report.disabled >= 1, "{report:?}");
         report
     };
-    // A box that hangs is only given up on at the INVITE timeout (5 s); a refused
-    // connection costs its callers no such wait.
     let (refused, hung) = (run(true), run(false));
+    assert!(refused.refused >= 1, "{refused:?}");
     assert!(
         refused.slowest_final < std::time::Duration::from_secs(2)
             && hung.slowest_final >= std::time::Duration::from_secs(5),
@@ -282,6 +285,15 @@ fn a_destination_refusing_tcp_connections_is_failed_over() {
     );
 }
 
+/// A destination over TCP that refuses connections (up, nothing listening) fails each
+/// attempt sent to it at once, as the driver reports the refused connection: the calls
+/// fail over and are all answered, and the destination is blamed for it, fairly.
+#[test]
+fn a_destination_refusing_tcp_connections_is_failed_over() {
+    // Destination 3, the one reached over TCP.
+    refused_fails_over_at_once(2, 10);
+}
+
 /// Destination 3 named by host, its name resolving first to an address that refuses
 /// TCP connections, then to the destination itself: each attempt goes on to the next
 /// address of the same destination, the calls are answered there, and the destination
@@ -289,13 +301,7 @@ fn a_destination_refusing_tcp_connections_is_failed_over() {
 /// never failed). The same calls by IP address take the same destinations.
 #[test]
 fn a_named_destination_tries_its_next_address() {
-    let calls: Vec<Call> = (0..10)
-        .map(|i| {
-            let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
-            c.at_ms = 1000 + 100 * i;
-            c
-        })
-        .collect();
+    let calls = held_calls(10);
     let run = |dns: u8| {
         let mut s = script(calls.clone(), Vec::new());
         s.config.dns = dns;
@@ -321,34 +327,6 @@ fn a_named_destination_tries_its_next_address() {
 /// at once instead of at the INVITE timeout.
 #[test]
 fn a_closed_udp_port_is_failed_over_at_once() {
-    let calls: Vec<Call> = (0..8)
-        .map(|i| {
-            let mut c = call(Target::Vm, Ending::Bye(5000), vec![answer_at_once()]);
-            c.at_ms = 1000 + 100 * i;
-            c
-        })
-        .collect();
-    let run = |refused: bool| {
-        let mut s = script(calls.clone(), Vec::new());
-        // Destination 2, the largest, reached over UDP; the others hold 9 calls.
-        s.outages.push(Outage {
-            dest: 1,
-            at_ms: 0,
-            length: 14_000,
-            refused,
-        });
-        let report = siplb_sim::run(&s).unwrap_or_else(|f| panic!("{f}"));
-        assert_eq!(report.answered, 8, "{report:?}");
-        assert!(report.disabled >= 1, "{report:?}");
-        report
-    };
-    let (refused, hung) = (run(true), run(false));
-    assert!(refused.refused >= 1, "{refused:?}");
-    assert!(
-        refused.slowest_final < std::time::Duration::from_secs(2)
-            && hung.slowest_final >= std::time::Duration::from_secs(5),
-        "slowest final: refused {:?}, hung {:?}",
-        refused.slowest_final,
-        hung.slowest_final
-    );
+    // Destination 2, the largest, reached over UDP; the others hold 9 calls.
+    refused_fails_over_at_once(1, 8);
 }
