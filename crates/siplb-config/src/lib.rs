@@ -6,6 +6,7 @@ mod dns;
 mod duration;
 mod listen;
 mod route;
+mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,8 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use siplb_proxy::{Peer, Settings, Transport};
 
-pub use dns::{Dns, Tls};
+pub use dns::Dns;
 pub use route::{Action, Balance, Count, Match, Overflow, Pattern, Reply, Route};
+pub use tls::Tls;
 
 /// The embedded default: what `siplb run` uses without `--config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");

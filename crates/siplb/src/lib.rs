@@ -10,6 +10,7 @@ mod names;
 mod persist;
 pub mod plan;
 pub mod run;
+mod tls;
 mod webhook;
 
 /// Prints to standard output. A reader that stops early (`siplb ctl lb_list | head`)

@@ -110,7 +110,7 @@ fn warn_about_routes(config: &Config, balancer: &Balancer) {
 
 /// Reads the `[tls]` files as `run` does (for `siplb check`).
 pub fn check_tls(config: &Config) -> Result<(), String> {
-    let files = crate::names::tls_files(&config.tls);
+    let files = crate::tls::tls_files(&config.tls);
     siplb_net::Tls::load(&files, Arc::new(|_| None)).map(|_| ())
 }
 
@@ -158,9 +158,9 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         // The core first: its relay targets named by host join the names to resolve.
         let mut proxy = Proxy::new(settings.clone(), Arc::clone(&balancer));
         let names = crate::names::start_resolver(&balancer, &config.dns).await?;
-        let tls_files = crate::names::tls_files(&config.tls);
-        let tls = crate::names::start_tls(&balancer, &tls_files)?;
-        let refresh = crate::names::Refresh {
+        let tls_files = crate::tls::tls_files(&config.tls);
+        let tls = crate::tls::start_tls(&balancer, &tls_files)?;
+        let refresh = Refresh {
             names,
             tls: Arc::clone(&tls),
             tls_files,
@@ -311,7 +311,7 @@ fn management_state(
     control: &siplb_net::Control,
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
     persist_stats: &Arc<persist::PersistStats>,
-    refresh: &crate::names::Refresh,
+    refresh: &Refresh,
 ) -> siplb_mi::MiState {
     let calls = CoreCalls(control.clone());
     let metrics = {
@@ -359,12 +359,32 @@ fn management_state(
 }
 
 /// Re-reads the destination table into the balancer (`lb_reload`, SIGHUP).
+/// What a reload (`lb_reload`, SIGHUP) refreshes beside the table: new names are
+/// looked up at once, certificates read again.
+#[derive(Clone, Debug)]
+pub(crate) struct Refresh {
+    pub(crate) names: siplb_dns::Kick,
+    pub(crate) tls: Arc<siplb_net::Tls>,
+    pub(crate) tls_files: siplb_net::TlsFiles,
+}
+
+impl Refresh {
+    pub(crate) fn after_reload(&self) -> Result<(), String> {
+        self.names.names_changed();
+        if self.tls_files.certificate.is_some() || self.tls_files.ca_certificates.is_some() {
+            self.tls.reload(&self.tls_files)?;
+            info!("TLS certificates read again");
+        }
+        Ok(())
+    }
+}
+
 /// New host names start resolving at once; certificates are read again (new
 /// connections get them, established ones go on).
 fn table_reloader(
     balancer: &Arc<Balancer>,
     store: &Arc<Store>,
-    refresh: &crate::names::Refresh,
+    refresh: &Refresh,
 ) -> Arc<dyn siplb_mi::Reloader> {
     let (balancer, store, refresh) = (Arc::clone(balancer), Arc::clone(store), refresh.clone());
     Arc::new(move || {
