@@ -343,8 +343,10 @@ fn angle(value: &[u8]) -> String {
 /// A caller over TLS (a rustls client checking siplb's certificate), a destination over
 /// UDP (SIPp): the INVITE, its 200 back over TLS with siplb record-routed twice (TLS
 /// facing the caller, UDP facing the destination), the ACK and the BYE along the route
-/// set the caller built. Then the certificate is replaced and `lb_reload` read: a new
-/// connection gets the new one, the one already up goes on.
+/// set the caller built; the INVITE carries a preloaded Route naming siplb, as from a
+/// phone with siplb as its outbound proxy. Then the certificate is replaced and
+/// `lb_reload` read: a new connection gets the new one, the one already up goes on; a
+/// connection that sends garbage is closed and the other still served.
 #[test]
 fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
     let test = 96;
@@ -397,8 +399,10 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
         .expect("siplb's certificate verifies");
     let local = rt.block_on(async { tls.get_ref().0.local_addr().unwrap() });
     let mut decoder = StreamDecoder::new(Limits::default());
+    // As a phone with siplb as its outbound proxy sends it: a preloaded Route naming
+    // siplb's TLS listener, which siplb consumes (RFC 3261 16.4).
     let invite = format!(
-        "INVITE sip:VM_1@{tls_at};transport=tls SIP/2.0\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls-inv\nMax-Forwards: 70\nFrom: <sip:alice@{me}>;tag=a1\nTo: <sip:VM_1@{}>\nCall-ID: tls-call-1\nCSeq: 1 INVITE\nContact: <sip:alice@{local};transport=tls>\nContent-Length: 0\n\n",
+        "INVITE sip:VM_1@{tls_at};transport=tls SIP/2.0\nVia: SIP/2.0/TLS {local};branch=z9hG4bK-tls-inv\nRoute: <sip:{tls_at};transport=tls;lr>\nMax-Forwards: 70\nFrom: <sip:alice@{me}>;tag=a1\nTo: <sip:VM_1@{}>\nCall-ID: tls-call-1\nCSeq: 1 INVITE\nContact: <sip:alice@{local};transport=tls>\nContent-Length: 0\n\n",
         ip(test, 1)
     );
     let ok = rt.block_on(exchange(&mut tls, &mut decoder, &invite, 200));
@@ -498,6 +502,29 @@ fn a_tls_caller_reaches_a_udp_destination_and_certificates_rotate() {
         &mut tls,
         &mut decoder,
         &options(local, "old"),
+        200,
+    ));
+    // Garbage from a caller over TLS gets that connection closed (after a 400 when one
+    // can be routed), and harms no other.
+    rt.block_on(async {
+        fresh
+            .write_all(b"NOT SIP AT ALL\r\n\r\n\x00\x01\x02\r\n\r\n")
+            .await
+            .unwrap();
+        fresh.flush().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), fresh.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the connection that sent garbage stayed open"),
+            }
+        }
+    });
+    rt.block_on(exchange(
+        &mut tls,
+        &mut decoder,
+        &options(local, "after-garbage"),
         200,
     ));
     drop(rt);
