@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::inline::InlineVec;
+use crate::ledger::{Booking, Ledger, Take, TakeKind};
 use crate::names::NameTransport;
 use crate::resources::ResourceId;
 use crate::table::Destination;
@@ -24,11 +25,24 @@ pub struct Allocation {
     destination: Arc<Destination>,
     /// Indices into the destination's slots, in request order.
     slots: InlineVec<u8, 8>,
+    /// In a cluster: the ledger that counts it in the shared store.
+    booking: Option<Booking>,
+}
+
+/// Who to tell about an allocation being made (a cluster's ledger) and how it is made.
+pub(crate) struct Report<'a> {
+    pub(crate) ledger: Option<&'a Arc<dyn Ledger>>,
+    pub(crate) ticket: u64,
+    pub(crate) kind: TakeKind,
 }
 
 impl Allocation {
     /// Takes one unit of every requested resource, or nothing if the destination lacks one.
-    pub(crate) fn take(destination: &Arc<Destination>, request: &[ResourceId]) -> Option<Self> {
+    pub(crate) fn take(
+        destination: &Arc<Destination>,
+        request: &[ResourceId],
+        report: Report<'_>,
+    ) -> Option<Self> {
         let mut slots = InlineVec::new();
         for &resource in request {
             let index = destination.slot_index(resource)?;
@@ -40,10 +54,40 @@ impl Allocation {
                 .load
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let booking = report.ledger.map(|ledger| {
+            ledger.taken(Take {
+                ticket: report.ticket,
+                kind: report.kind,
+                destination: destination.id,
+                resources: slots
+                    .as_slice()
+                    .iter()
+                    .map(|&i| {
+                        let slot = &destination.slots[usize::from(i)];
+                        (Arc::clone(&slot.name), slot.capacity())
+                    })
+                    .collect(),
+            });
+            Booking {
+                ledger: Arc::clone(ledger),
+                ticket: report.ticket,
+                kind: report.kind,
+            }
+        });
         Some(Self {
             destination: Arc::clone(destination),
             slots,
+            booking,
         })
+    }
+
+    /// In a cluster, for a call chosen by load: the ticket the shared store's answer
+    /// will name, which the call must wait for before it goes out.
+    pub fn reservation(&self) -> Option<u64> {
+        self.booking
+            .as_ref()
+            .filter(|b| b.kind == TakeKind::Reserve)
+            .map(|b| b.ticket)
     }
 
     /// Gives the load back now instead of at drop.
@@ -114,6 +158,9 @@ impl Drop for Allocation {
                 .load
                 .fetch_sub(1, Ordering::Relaxed);
             debug_assert!(previous > 0, "load released more often than taken");
+        }
+        if let Some(booking) = &self.booking {
+            booking.ledger.released(booking.ticket);
         }
     }
 }

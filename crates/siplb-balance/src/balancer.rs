@@ -1,16 +1,17 @@
 //! The shared handle: the current table behind an `ArcSwap`, and every operation on it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::allocation::Allocation;
+use crate::allocation::{Allocation, Report};
 use crate::errors::{AttachError, DestinationNotFound, ResizeError};
 use crate::flags::Flags;
+use crate::ledger::{Ledger, TakeKind};
 use crate::matching;
 use crate::names::{Name, NameCell, Names};
 use crate::overload::OverloadFeedback;
@@ -18,6 +19,7 @@ use crate::rate::Clock;
 use crate::resources::ResourceRequest;
 use crate::row::{DestinationRow, RowError};
 use crate::select::{self, Live, Outcome};
+use crate::shared::SharedState;
 use crate::snapshot::{DestinationInfo, DestinationSnapshot};
 use crate::status::{DestinationStatus, FailoverDisable};
 use crate::table::{Destination, Table};
@@ -42,6 +44,12 @@ pub struct Balancer {
     diverted: AtomicU64,
     /// The host names the table uses and what they resolved to, kept across reloads.
     names: Names,
+    /// In a cluster: where allocations are reported to be counted cluster-wide.
+    ledger: OnceLock<Arc<dyn Ledger>>,
+    /// The ticket of the next allocation reported to the ledger.
+    tickets: AtomicU64,
+    /// Whether this node sends the probes (in a cluster, one node does).
+    prober: AtomicBool,
 }
 
 impl Default for Balancer {
@@ -60,7 +68,45 @@ impl Balancer {
             clock: Clock::default(),
             diverted: AtomicU64::new(0),
             names: Names::default(),
+            ledger: OnceLock::new(),
+            tickets: AtomicU64::new(1),
+            prober: AtomicBool::new(true),
         }
+    }
+
+    /// Makes this balancer a cluster node's: every allocation from now on is reported
+    /// to `ledger`. Set once, before any call; a second ledger is refused (returned).
+    pub fn set_ledger(&self, ledger: Arc<dyn Ledger>) -> Result<(), Arc<dyn Ledger>> {
+        self.ledger.set(ledger)
+    }
+
+    /// Whether allocations are reported to a cluster's ledger.
+    pub fn is_clustered(&self) -> bool {
+        self.ledger.get().is_some()
+    }
+
+    fn report(&self, kind: TakeKind) -> Report<'_> {
+        let ledger = self.ledger.get();
+        Report {
+            ledger,
+            ticket: if ledger.is_some() {
+                self.tickets.fetch_add(1, Ordering::Relaxed)
+            } else {
+                0
+            },
+            kind,
+        }
+    }
+
+    /// Whether this node probes destinations. Always, alone; in a cluster, the node the
+    /// cluster chose (the others learn the results through the shared status).
+    pub fn probes_here(&self) -> bool {
+        self.prober.load(Ordering::Relaxed)
+    }
+
+    /// Sets whether this node probes (see [`Balancer::probes_here`]).
+    pub fn set_probes_here(&self, probes: bool) {
+        self.prober.store(probes, Ordering::Relaxed);
     }
 
     /// A balancer loaded with `rows`; also returns the rows that were skipped.
@@ -137,6 +183,7 @@ impl Balancer {
             Live {
                 now: self.clock.nanos(),
                 diverted: &self.diverted,
+                report: self.report(TakeKind::Reserve),
             },
         )
     }
@@ -304,6 +351,37 @@ impl Balancer {
         drained
     }
 
+    /// Every destination's status and capacities, for the other nodes of a cluster.
+    pub fn shared_states(&self) -> Vec<(u32, SharedState)> {
+        self.table
+            .load()
+            .destinations
+            .iter()
+            .map(|d| (d.id, SharedState::of(d)))
+            .collect()
+    }
+
+    /// Gives destination `id` the status and capacities another node published;
+    /// returns whether anything changed here.
+    pub fn apply_shared(&self, id: u32, state: &SharedState) -> Result<bool, DestinationNotFound> {
+        let changed = self.with_destination(id, |_, d| state.apply(d))?;
+        if state.status.draining {
+            self.drains.store(true, Ordering::SeqCst);
+        }
+        Ok(changed)
+    }
+
+    /// Sets, for every resource of every destination, how many calls the other nodes
+    /// of the cluster hold on it (`remote(id, resource)`).
+    pub fn set_remote_loads(&self, remote: impl Fn(u32, &str) -> u32) {
+        for d in &self.table.load().destinations {
+            for slot in &*d.slots {
+                slot.remote
+                    .store(remote(d.id, &slot.name), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A destination's current state (`lb_status id`).
     pub fn status(&self, id: u32) -> Result<DestinationStatus, DestinationNotFound> {
         self.with_destination(id, |_, d| d.status.get())
@@ -351,7 +429,7 @@ impl Balancer {
         let table = self.table.load();
         let destination = matching::find(&table, ip, port, group, false)
             .ok_or(AttachError::NoMatchingDestination)?;
-        attach(destination, request)
+        attach(destination, request, self.report(TakeKind::Count))
     }
 
     /// Re-creates the load of a call that was up before a restart (a persisted dialog), on
@@ -359,7 +437,7 @@ impl Balancer {
     pub fn restore(&self, id: u32, request: &ResourceRequest) -> Result<Allocation, AttachError> {
         let table = self.table.load();
         let destination = table.destination(id).ok_or(DestinationNotFound { id })?;
-        attach(destination, request)
+        attach(destination, request, self.report(TakeKind::Counted))
     }
 }
 
@@ -371,8 +449,9 @@ fn is_idle(d: &Destination) -> bool {
 fn attach(
     destination: &Arc<Destination>,
     request: &ResourceRequest,
+    report: Report<'_>,
 ) -> Result<Allocation, AttachError> {
-    Allocation::take(destination, request.ids()).ok_or_else(|| {
+    Allocation::take(destination, request.ids(), report).ok_or_else(|| {
         let resource = request
             .names()
             .zip(request.ids())

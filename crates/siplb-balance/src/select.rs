@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::sync::atomic::{self, AtomicU64};
 
-use crate::allocation::Allocation;
+use crate::allocation::{Allocation, Report};
 use crate::flags::Flags;
 use crate::inline::InlineVec;
 use crate::resources::ResourceId;
@@ -231,10 +231,11 @@ fn scan<M: Measure, T: TieBreaker + ?Sized>(
 
 /// What a selection reads and counts beside the table: the balancer's clock and its
 /// count of calls diverted by overload feedback.
-#[derive(Clone, Copy)]
 pub(crate) struct Live<'a> {
     pub(crate) now: u64,
     pub(crate) diverted: &'a AtomicU64,
+    /// Who to tell about the allocation, if one is made.
+    pub(crate) report: Report<'a>,
 }
 
 /// Selects among `group`, skipping destinations whose id is in `tried`, and takes the
@@ -282,7 +283,7 @@ pub(crate) fn select<T: TieBreaker + ?Sized>(
             spared.push(destination.id);
             continue;
         }
-        return match Allocation::take(destination, request) {
+        return match Allocation::take(destination, request, live.report) {
             Some(allocation) => {
                 if let Some(window) = &destination.rate {
                     window.record(now);

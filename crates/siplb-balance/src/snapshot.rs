@@ -54,8 +54,10 @@ pub struct ResourceSnapshot {
     pub name: Arc<str>,
     /// Current capacity (the row's value, or the last resize).
     pub max: u32,
-    /// Calls currently holding it.
+    /// Calls currently holding it (in a cluster, every node's).
     pub load: u32,
+    /// Of those, this node's calls.
+    pub local: u32,
 }
 
 /// Identity of a destination found by address (`lb_is_destination`).
@@ -96,6 +98,7 @@ impl DestinationSnapshot {
                     name: Arc::clone(&s.name),
                     max: s.capacity(),
                     load: s.load(),
+                    local: s.local(),
                 })
                 .collect(),
             attrs: d.attrs.clone(),

@@ -102,6 +102,33 @@ impl StatusCell {
         self.0.swap(bits, Ordering::Relaxed) != bits
     }
 
+    /// Takes the status another node of the cluster gave the destination. Returns
+    /// whether it changed here; a drain taken on starts unreported.
+    pub(crate) fn set_shared(&self, status: DestinationStatus) -> bool {
+        let mut bits = 0;
+        if !status.enabled {
+            bits |= DISABLED;
+        }
+        if !status.auto_reenable {
+            bits |= NO_REENABLE;
+        }
+        if status.draining {
+            bits |= DRAINING;
+        }
+        let before = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let reported = if status.draining {
+                    old & DRAIN_REPORTED
+                } else {
+                    0
+                };
+                Some(bits | reported)
+            })
+            .unwrap_or_default();
+        before & !DRAIN_REPORTED != bits
+    }
+
     pub(crate) fn enable_by_probe(&self) -> bool {
         self.0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {

@@ -27,7 +27,10 @@ pub(crate) struct Slot {
     pub(crate) resource: ResourceId,
     pub(crate) name: Arc<str>,
     pub(crate) capacity: AtomicU32,
+    /// This node's calls on it.
     pub(crate) load: Arc<AtomicU32>,
+    /// In a cluster, the other nodes' calls on it, as last read from the shared store.
+    pub(crate) remote: Arc<AtomicU32>,
 }
 
 impl Slot {
@@ -35,7 +38,14 @@ impl Slot {
         self.capacity.load(Ordering::Relaxed)
     }
 
+    /// Every node's calls on it: what selection and listings go by.
     pub(crate) fn load(&self) -> u32 {
+        self.local()
+            .saturating_add(self.remote.load(Ordering::Relaxed))
+    }
+
+    /// This node's calls on it.
+    pub(crate) fn local(&self) -> u32 {
         self.load.load(Ordering::Relaxed)
     }
 }
@@ -203,9 +213,9 @@ impl Table {
                     let (resource, name) = registry.intern(name);
                     // Counters follow the resource name, so calls up keep counting on a
                     // resource that survives; a new resource starts at zero.
-                    let load = old
-                        .and_then(|o| o.slot(resource))
-                        .map_or_else(Arc::default, |s| Arc::clone(&s.load));
+                    let old_slot = old.and_then(|o| o.slot(resource));
+                    let load = old_slot.map_or_else(Arc::default, |s| Arc::clone(&s.load));
+                    let remote = old_slot.map_or_else(Arc::default, |s| Arc::clone(&s.remote));
                     if table.offered.len() <= resource.index() {
                         table.offered.resize(resource.index() + 1, false);
                     }
@@ -215,6 +225,7 @@ impl Table {
                         name,
                         capacity: AtomicU32::new(capacity),
                         load,
+                        remote,
                     }
                 })
                 .collect();

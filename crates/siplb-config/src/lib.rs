@@ -2,6 +2,7 @@
 //! before anything starts. Unknown keys and bad values are errors that name the key
 //! and the line; `siplb check` runs exactly this code.
 
+mod cluster;
 mod dns;
 mod duration;
 mod listen;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use siplb_proxy::{Peer, Settings, Transport};
 
+pub use cluster::Cluster;
 pub use dns::Dns;
 pub use route::{Action, Balance, Count, Match, Overflow, Pattern, Reply, Route};
 pub use tls::Tls;
@@ -64,6 +66,9 @@ pub struct Config {
     pub dns: Dns,
     #[serde(default)]
     pub tls: Tls,
+    /// Absent: one node, no shared store.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Spanned<Route>>,
     /// `routes` in the core's terms, compiled once by validation.
@@ -380,6 +385,10 @@ impl Config {
         let t = &self.transaction;
         Settings {
             listen: self.sip.listen.clone(),
+            aliases: self
+                .cluster
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.addresses.clone()),
             timers: siplb_txn::Timers {
                 t2: t.t2,
                 t4: t.t4,
@@ -407,7 +416,8 @@ impl Config {
                 failures_to_disable: self.probing.failures_to_disable,
                 successes_to_enable: self.probing.successes_to_enable,
             },
-            persist_dialogs: self.dialog.persist,
+            // A cluster stores its answered calls in the shared store for adoption.
+            persist_dialogs: self.dialog.persist || self.cluster.is_some(),
             max_calls: self.sip.max_calls,
             max_transactions: self.sip.max_transactions,
             overload: siplb_proxy::OwnOverloadSettings {
@@ -426,6 +436,9 @@ impl Config {
                 section_line(text, "dns"),
                 "dns.timeout: must be above 0 and at most 30s".into(),
             ));
+        }
+        if let Some(problem) = self.cluster.as_ref().and_then(Cluster::problem) {
+            return Err(invalid(section_line(text, "cluster"), problem));
         }
         let tls_listener = self
             .sip

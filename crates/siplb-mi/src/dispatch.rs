@@ -26,6 +26,7 @@ enum Method {
     Which,
     Version,
     Uptime,
+    Cluster,
 }
 
 /// Every name answered, in the order `which` lists them. `opensips-cli` refuses locally a
@@ -48,6 +49,7 @@ const METHODS: &[(&str, Method)] = &[
     ("which", Method::Which),
     ("version", Method::Version),
     ("uptime", Method::Uptime),
+    ("cluster", Method::Cluster),
 ];
 
 /// Every method name answered, in the order `which` lists them.
@@ -78,7 +80,12 @@ impl Method {
         match self {
             Self::Reload | Self::Resize | Self::Drain | Self::EndCall => true,
             Self::Status => params == 2,
-            Self::List | Self::Calls | Self::Which | Self::Version | Self::Uptime => false,
+            Self::List
+            | Self::Calls
+            | Self::Which
+            | Self::Version
+            | Self::Uptime
+            | Self::Cluster => false,
         }
     }
 
@@ -88,7 +95,7 @@ impl Method {
 
     fn recipes(self) -> &'static [Recipe] {
         match self {
-            Self::Reload | Self::List | Self::Version | Self::Uptime => &[&[]],
+            Self::Reload | Self::List | Self::Version | Self::Uptime | Self::Cluster => &[&[]],
             Self::Resize => &[&["destination_id", "res_name", "new_capacity"]],
             Self::Status => &[&["destination_id"], &["destination_id", "new_status"]],
             Self::Drain => &[&["destination_id"]],
@@ -173,7 +180,11 @@ struct ListedDestination<'a> {
 struct ListedResource<'a> {
     name: &'a str,
     max: u32,
+    /// In a cluster, every node's calls.
     load: u32,
+    /// In a cluster: this node's share of `load`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_load: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -211,18 +222,18 @@ fn non_empty(attrs: Option<&str>) -> Option<&str> {
     attrs.filter(|a| !a.is_empty())
 }
 
-fn list(snapshot: &[DestinationSnapshot]) -> Result<String, RpcError> {
+fn list(snapshot: &[DestinationSnapshot], clustered: bool) -> Result<String, RpcError> {
     to_json(&List {
-        destinations: listed(snapshot),
+        destinations: listed(snapshot, clustered),
     })
 }
 
 /// `lb_list`'s entries as a JSON array, for the dashboard.
 pub(crate) fn list_value(snapshot: &[DestinationSnapshot]) -> Value {
-    serde_json::to_value(listed(snapshot)).unwrap_or_default()
+    serde_json::to_value(listed(snapshot, false)).unwrap_or_default()
 }
 
-fn listed(snapshot: &[DestinationSnapshot]) -> Vec<ListedDestination<'_>> {
+fn listed(snapshot: &[DestinationSnapshot], clustered: bool) -> Vec<ListedDestination<'_>> {
     snapshot
         .iter()
         .map(|d| ListedDestination {
@@ -238,6 +249,7 @@ fn listed(snapshot: &[DestinationSnapshot]) -> Vec<ListedDestination<'_>> {
                     name: &r.name,
                     max: r.max,
                     load: r.load,
+                    node_load: clustered.then_some(r.local),
                 })
                 .collect(),
             attrs: non_empty(d.attrs.as_deref()),
@@ -288,7 +300,14 @@ impl MiState {
             return Err(read_only());
         }
         match (method, values.as_slice()) {
-            (Method::List, []) => list(&self.balancer.snapshot()),
+            (Method::List, []) => list(&self.balancer.snapshot(), self.balancer.is_clustered()),
+            (Method::Cluster, []) => match &self.cluster {
+                Some(cluster) => to_json(&cluster.describe()),
+                None => Err(RpcError::new(
+                    404,
+                    "Not in a cluster ([cluster] is not configured)",
+                )),
+            },
             (Method::Status, [id]) => self.status_get(destination_id(id)?),
             (Method::Status, [id, status]) => {
                 let id = destination_id(id)?;

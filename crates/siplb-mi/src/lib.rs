@@ -85,5 +85,6 @@ pub use dispatch::method_names;
 pub use exposition::{Exposition, Kind, METRICS_CONTENT_TYPE};
 pub use server::{DEFAULT_LISTEN, ServeOptions, serve, serve_with};
 pub use state::{
-    BoxFuture, CallInfo, CallsSource, Dashboard, MetricsSource, MiState, Reloader, StatusListener,
+    BoxFuture, CallInfo, CallsSource, ClusterSource, Dashboard, MetricsSource, MiState, Reloader,
+    StatusListener,
 };

@@ -291,7 +291,15 @@ async fn plain(
         "/health" if state.is_draining() => read_only(&request, || {
             respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining")
         }),
-        "/health" => read_only(&request, || respond(StatusCode::OK, TEXT, "ok")),
+        "/health" => {
+            // Still serving: a node without its cluster's store routes on its own view,
+            // which a health checker must not take it out of rotation for.
+            let note = state.cluster.as_ref().and_then(|c| c.degraded());
+            read_only(&request, || match &note {
+                Some(why) => respond(StatusCode::OK, TEXT, format!("ok (alone: {why})")),
+                None => respond(StatusCode::OK, TEXT, "ok"),
+            })
+        }
         _ => respond(StatusCode::NOT_FOUND, TEXT, "Not Found\n"),
     }
 }

@@ -131,6 +131,17 @@ pub struct MiState {
     pub(crate) pulse: Option<Arc<dyn PulseSource>>,
     pub(crate) events: Option<Arc<EventLog>>,
     pub(crate) board: Board,
+    /// In a cluster: the `cluster` method's answer and what `/health` adds.
+    pub(crate) cluster: Option<Arc<dyn ClusterSource>>,
+}
+
+/// What a node of a cluster tells the management interface.
+pub trait ClusterSource: Send + Sync {
+    /// The `cluster` method's answer: the nodes, their state, the store's.
+    fn describe(&self) -> serde_json::Value;
+    /// Why the node routes on its own view, if it does (the shared store is away):
+    /// `/health` says so.
+    fn degraded(&self) -> Option<String>;
 }
 
 /// Whether the dashboard is served, and what a page without a token may do.
@@ -171,7 +182,15 @@ impl MiState {
             pulse: None,
             events: None,
             board: Board::default(),
+            cluster: None,
         }
+    }
+
+    /// Makes the node's cluster visible: the `cluster` method, `/health`.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterSource>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Whether the dashboard is served, and whether a page without a token may change

@@ -1,7 +1,7 @@
 //! Questions other tasks (the management interface) put to the proxy core's task,
 //! answered between two messages: exact, and no lock on the hot path.
 
-use siplb_proxy::{CallSummary, ProbeState, Stats};
+use siplb_proxy::{CallSummary, PersistedCall, ProbeState, Stats};
 use tokio::sync::{mpsc, oneshot};
 
 /// A snapshot of the core's counters and probe results.
@@ -24,6 +24,7 @@ pub(crate) enum Query {
     Report(oneshot::Sender<Report>),
     EndCall(String, oneshot::Sender<usize>),
     CheckDrains(oneshot::Sender<()>),
+    Restore(Vec<PersistedCall>, oneshot::Sender<usize>),
 }
 
 /// A handle to ask the running core; cheap to clone.
@@ -73,6 +74,16 @@ impl Control {
         if self.tx.send(Query::CheckDrains(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Brings calls stored elsewhere into the core (a cluster adopting a dead node's
+    /// calls); how many came back.
+    pub async fn restore(&self, calls: Vec<PersistedCall>) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Query::Restore(calls, tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Counters and probe results; `None` when the core is not running.

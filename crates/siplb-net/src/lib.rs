@@ -117,6 +117,16 @@ pub struct Options {
     /// Certificates for TLS listeners and destinations; without, TLS listeners are
     /// refused at start and TLS destinations fail at the transport.
     pub tls: Option<Arc<Tls>>,
+    /// In a cluster: where the shared store's answers to reservations come from
+    /// (ticket, granted), and where changes to the stored calls go too.
+    pub cluster: Option<ClusterLinks>,
+}
+
+/// The core's links to a cluster's driver (siplb-cluster).
+#[derive(Debug)]
+pub struct ClusterLinks {
+    pub reservations: mpsc::UnboundedReceiver<(u64, bool)>,
+    pub dialog_changes: mpsc::UnboundedSender<DialogChange>,
 }
 
 /// Receive buffer asked for on UDP listeners: a burst that arrives while the core is
@@ -224,7 +234,12 @@ pub async fn serve(
         control,
         dialog_changes,
         tls,
+        cluster,
     } = options;
+    let (mut reservations, cluster_dialogs) = match cluster {
+        Some(c) => (Some(c.reservations), Some(c.dialog_changes)),
+        None => (None, None),
+    };
     let mut control = control.map(|c| c.0);
     let tcp_stats = Arc::new(TcpStats::default());
     let slots = tcp::Slots::new(tcp_limits, Arc::clone(&tcp_stats));
@@ -315,6 +330,21 @@ pub async fn serve(
                 woke = Instant::now();
                 answer(&mut proxy, &tcp_stats, query);
             }
+            Some((ticket, granted)) = async {
+                match reservations.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                woke = Instant::now();
+                proxy.handle_reservation(woke, ticket, granted);
+                while let Ok((ticket, granted)) = reservations.as_mut().map_or(
+                    Err(mpsc::error::TryRecvError::Empty),
+                    mpsc::UnboundedReceiver::try_recv,
+                ) {
+                    proxy.handle_reservation(woke, ticket, granted);
+                }
+            }
             Some(event) = events.recv() => {
                 let now = Instant::now();
                 woke = now;
@@ -368,6 +398,9 @@ pub async fn serve(
             // A listener that has gone (shutting down) just misses the event.
             match event {
                 CoreEvent::Dialog(change) => {
+                    if let Some(tx) = &cluster_dialogs {
+                        let _ = tx.send(change.clone());
+                    }
                     if let Some(tx) = &dialog_changes {
                         let _ = tx.send(change);
                     }
@@ -436,6 +469,18 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
         }
         control::Query::EndCall(call_id, reply) => {
             let _ = reply.send(proxy.end_calls_with_id(Instant::now(), &call_id));
+        }
+        control::Query::Restore(calls, reply) => {
+            let now = Instant::now();
+            let mut restored = 0;
+            for call in calls {
+                let call_id = call.call_id.clone();
+                match proxy.restore_call(now, call) {
+                    Ok(()) => restored += 1,
+                    Err(e) => warn!(call_id, error = %e, "call not restored"),
+                }
+            }
+            let _ = reply.send(restored);
         }
         control::Query::CheckDrains(reply) => {
             proxy.report_drains();

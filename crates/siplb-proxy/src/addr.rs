@@ -204,12 +204,27 @@ pub(crate) struct Listeners {
     /// `host:port` of each listener, written once: every forwarded request carries
     /// it in its Via, and every INVITE in its Record-Route.
     host_ports: Vec<String>,
+    /// Addresses that are siplb's own without a listener here (the other nodes of a
+    /// cluster).
+    aliases: Vec<SocketAddr>,
 }
 
 impl Listeners {
     pub(crate) fn new(listen: Vec<Peer>) -> Listeners {
         let host_ports = listen.iter().map(|l| host_port(l.addr)).collect();
-        Listeners { listen, host_ports }
+        Listeners {
+            listen,
+            host_ports,
+            aliases: Vec::new(),
+        }
+    }
+
+    pub(crate) fn with_aliases(mut self, aliases: &[SocketAddr]) -> Listeners {
+        self.aliases = aliases
+            .iter()
+            .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
+            .collect();
+        self
     }
 
     /// The listener that sends to `peer` (same transport and address family), with
@@ -241,6 +256,9 @@ impl Listeners {
     /// True when sending to `addr` would reach siplb itself.
     pub(crate) fn is_my_address(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
+        if self.aliases.contains(&SocketAddr::new(ip, addr.port())) {
+            return true;
+        }
         self.listen.iter().any(|l| {
             l.addr.port() == addr.port()
                 && (canonical(l.addr.ip()) == ip

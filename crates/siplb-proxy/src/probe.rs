@@ -55,7 +55,14 @@ impl Proxy {
     pub(crate) fn probe_tick(&mut self, now: Instant) {
         let global = self.settings.probing.interval;
         let mut next_tick = global;
-        for d in self.balancer.snapshot() {
+        // In a cluster one node probes; the others learn its results from the shared
+        // status.
+        let destinations = if self.balancer.probes_here() {
+            self.balancer.snapshot()
+        } else {
+            Vec::new()
+        };
+        for d in destinations {
             let wanted = match ProbeMode::from_raw(d.probe_mode) {
                 ProbeMode::Never => false,
                 // Operator-disabled destinations are left alone until the operator acts.

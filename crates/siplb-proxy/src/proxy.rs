@@ -32,7 +32,7 @@ use tracing::{debug, error};
 
 use crate::addr::{Listeners, Peer};
 use crate::agenda::{Agenda, Due};
-use crate::call::{Call, Effect, Input, call_env};
+use crate::call::{Call, Effect, Input, Phase, call_env};
 use crate::events::{CoreEvent, StatusChange};
 use crate::keys::CallKey;
 use crate::local::Rejections;
@@ -113,6 +113,9 @@ pub struct Proxy {
     /// What relay targets named by host resolved to, kept resolved by whoever resolves
     /// the balancer's names.
     pub(crate) relay_names: Vec<Arc<NameCell>>,
+    /// In a cluster: calls waiting for the shared store to grant their destination's
+    /// room, by reservation ticket.
+    pub(crate) reserving: HashMap<u64, Id>,
 }
 
 impl Proxy {
@@ -137,7 +140,7 @@ impl Proxy {
             })
             .collect();
         Proxy {
-            listeners: Listeners::new(settings.listen.clone()),
+            listeners: Listeners::new(settings.listen.clone()).with_aliases(&settings.aliases),
             settings,
             balancer,
             txns: Transactions::default(),
@@ -159,6 +162,7 @@ impl Proxy {
             own_overload,
             clock: Instant::now(),
             relay_names,
+            reserving: HashMap::new(),
         }
     }
 
@@ -307,6 +311,19 @@ impl Proxy {
         self.drive(now);
     }
 
+    /// The shared store of a cluster answered reservation `ticket` (see
+    /// [`siplb_balance::TakeKind::Reserve`]): the call waiting for it goes on, to its
+    /// destination or, refused, to another. A call that ended meanwhile is gone, and
+    /// its answer is dropped.
+    pub fn handle_reservation(&mut self, now: Instant, ticket: u64, granted: bool) {
+        self.clock = now;
+        self.balancer.tick(now);
+        if let Some(id) = self.reserving.remove(&ticket) {
+            self.call_input(now, id, Input::Reservation { ticket, granted });
+            self.drive(now);
+        }
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
@@ -405,6 +422,11 @@ impl Proxy {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
+                Effect::Forward(target) if target.reservation.is_some() => {
+                    if let Some(ticket) = target.reservation {
+                        self.reserving.insert(ticket, id);
+                    }
+                }
                 Effect::Forward(target) => {
                     if let Err(why) = self.forward_attempt(now, id, target) {
                         self.work.push_back(Work::Call {
@@ -459,6 +481,11 @@ impl Proxy {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
+        if let Phase::Attempting { attempt, .. } = &call.phase
+            && let Some(ticket) = attempt.target.reservation
+        {
+            self.reserving.remove(&ticket);
+        }
         for slot in call.timers.iter().flatten() {
             self.agenda.cancel(*slot);
         }

@@ -237,6 +237,7 @@ impl Proxy {
                 peer,
                 destination: load.allocation().map(|a| a.destination_id()),
                 address: 0,
+                reservation: None,
             },
             None => {
                 let mut env = call_env!(self, now);

@@ -75,6 +75,10 @@ pub struct Route {
 pub struct Settings {
     /// The listeners SIP is served on.
     pub listen: Vec<Peer>,
+    /// Other addresses that are siplb's own for routing: in a cluster, every node's
+    /// (a Route naming any of them is consumed, so a call another node set up is routed
+    /// by whichever node its request reaches).
+    pub aliases: Vec<std::net::SocketAddr>,
     pub timers: Timers,
     pub dialog_timeout: Duration,
     /// What a caller gets when no destination can take the call.

@@ -5,6 +5,9 @@
 pub struct Stats {
     pub calls_routed: u64,
     pub failovers: u64,
+    /// New calls whose destination the cluster's shared store found full when it was
+    /// asked to reserve (another node took the last slot first); they chose again.
+    pub reservations_refused: u64,
     pub destinations_disabled: u64,
     pub destinations_enabled: u64,
     /// Drains that ended (their last call did).

@@ -3,6 +3,7 @@
 //! core on its thread), and the command-line helpers. A library so that the
 //! end-to-end tests start the SIP core through the same wiring as `siplb run`.
 
+mod cluster;
 pub mod ctl;
 mod journal;
 mod metrics;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::plan::Plan;
-use crate::{journal, metrics, persist, webhook};
+use crate::{cluster, journal, metrics, persist, webhook};
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -166,6 +166,33 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             tls_files,
         };
         let store = Arc::new(store);
+        let (control, control_rx) = siplb_net::control();
+        let mut reloader = table_reloader(&balancer, &store, &refresh);
+        // [cluster]: from here on the balancer reports every allocation to the node's
+        // driver, and the node's calls stored in the cluster come back first.
+        let mut node = None;
+        let mut cluster_links = None;
+        let mut restored_from_cluster = false;
+        if let Some(c) = &config.cluster {
+            let settings = cluster::settings(c);
+            let (reservations_tx, reservations) = tokio::sync::mpsc::unbounded_channel();
+            let hooks = cluster::hooks(reservations_tx, &control, &reloader);
+            let started = siplb_cluster::Cluster::start(settings.clone(), Arc::clone(&balancer), hooks)?;
+            match siplb_cluster::stored_calls(&settings).await {
+                Ok(calls) => {
+                    let restored = cluster::restore(&mut proxy, calls);
+                    info!(calls = restored, node = c.node, "calls stored in the cluster restored");
+                    restored_from_cluster = true;
+                }
+                Err(error) => warn!(%error, "cluster store unreachable at start: routing on this node's own view until it is back"),
+            }
+            cluster_links = Some(siplb_net::ClusterLinks {
+                reservations,
+                dialog_changes: cluster::dialog_sink(&started),
+            });
+            reloader = cluster::shared_reloader(reloader, started.clone());
+            node = Some(started);
+        }
         // Calls stored before a restart come back, with their load, before any traffic.
         let persist_stats = Arc::new(persist::PersistStats::default());
         let mut persister = None;
@@ -173,14 +200,22 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         if config.dialog.persist {
             let table = dialog_table;
             let mut journal = journal::Journal::new(&config.dialog.journal);
-            let restored = persist::restore(&store, &table, &mut journal, &mut proxy)
-                .await
-                .map_err(|e| format!("cannot read stored calls: {e}"))?;
-            info!(
-                calls = restored,
-                table = table.as_str(),
-                "stored calls restored"
-            );
+            if restored_from_cluster {
+                // The cluster's copy is the one that knows what other nodes adopted.
+                store
+                    .init_dialogs(&table)
+                    .await
+                    .map_err(|e| format!("cannot read stored calls: {e}"))?;
+            } else {
+                let restored = persist::restore(&store, &table, &mut journal, &mut proxy)
+                    .await
+                    .map_err(|e| format!("cannot read stored calls: {e}"))?;
+                info!(
+                    calls = restored,
+                    table = table.as_str(),
+                    "stored calls restored"
+                );
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             dialog_changes = Some(tx);
             persister = Some(tokio::spawn(persist::run(
@@ -194,9 +229,8 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(unix)]
-        reload_on_hangup(table_reloader(&balancer, &store, &refresh), stop_rx.clone())?;
+        reload_on_hangup(Arc::clone(&reloader), stop_rx.clone())?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (control, control_rx) = siplb_net::control();
         let mi_addr = &config.management.listen;
         let mi_listener = tokio::net::TcpListener::bind(mi_addr)
             .await
@@ -216,7 +250,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         }
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let event_log = Arc::new(siplb_mi::EventLog::default());
-        let mi = management_state(&balancer, &store, &control, &events_tx, &persist_stats, &refresh)
+        let mut mi = management_state(&balancer, reloader, &control, &events_tx, &persist_stats, node.as_ref())
             .with_token(config.management.token.clone())
             .with_allowed_hosts(config.management.allowed_hosts.clone())
             .with_draining_flag(Arc::clone(&draining))
@@ -225,6 +259,10 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
                 writes: config.management.dashboard_writes,
             })
             .with_event_log(Arc::clone(&event_log));
+        if let Some(node) = &node {
+            mi = mi.with_cluster(Arc::new(cluster::ClusterInfo(node.clone())));
+            node.serve();
+        }
         // The management interface outlives the drain: an operator watches the calls
         // that are left, or ends them, until the SIP core has stopped.
         let (mi_stop_tx, mut mi_stop) = watch::channel(false);
@@ -247,6 +285,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             control: Some(control_rx),
             dialog_changes,
             tls: Some(tls),
+            cluster: cluster_links,
         };
         let served = match start_core(&settings, tcp, config.sip.drain, proxy, links, stop_rx) {
             Ok(core) => core.finished().await.map_err(|e| e.to_string()),
@@ -273,6 +312,7 @@ pub struct CoreLinks {
     pub control: Option<siplb_net::ControlReceiver>,
     pub dialog_changes: Option<std::sync::mpsc::Sender<siplb_proxy::DialogChange>>,
     pub tls: Option<Arc<siplb_net::Tls>>,
+    pub cluster: Option<siplb_net::ClusterLinks>,
 }
 
 /// Binds the listeners the settings name and runs the SIP core on them, on a thread
@@ -298,6 +338,7 @@ pub fn start_core(
         control: links.control,
         dialog_changes: links.dialog_changes,
         tls: links.tls,
+        cluster: links.cluster,
     };
     siplb_net::spawn(proxy, bound, options, stop)
         .map_err(|e| format!("cannot start the proxy core: {e}"))
@@ -307,23 +348,29 @@ pub fn start_core(
 /// the proxy core (calls and counters, asked through `control`).
 fn management_state(
     balancer: &Arc<Balancer>,
-    store: &Arc<Store>,
+    reloader: Arc<dyn siplb_mi::Reloader>,
     control: &siplb_net::Control,
     events: &tokio::sync::mpsc::UnboundedSender<siplb_proxy::StatusChange>,
     persist_stats: &Arc<persist::PersistStats>,
-    refresh: &Refresh,
+    node: Option<&siplb_cluster::Cluster>,
 ) -> siplb_mi::MiState {
     let calls = CoreCalls(control.clone());
     let metrics = {
         let (control, persist_stats) = (control.clone(), Arc::clone(persist_stats));
+        let node = node.cloned();
         move || {
             let (control, persist_stats) = (control.clone(), Arc::clone(&persist_stats));
+            let node = node.clone();
             async move {
-                control
+                let core = control
                     .report()
                     .await
                     .map(|r| metrics::render(&r, &persist_stats))
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                match node {
+                    Some(node) => core + &cluster::render(&node.view()),
+                    None => core,
+                }
             }
         }
     };
@@ -351,7 +398,7 @@ fn management_state(
     };
     siplb_mi::MiState::new(Arc::clone(balancer))
         .with_version(format!("siplb {}", env!("CARGO_PKG_VERSION")))
-        .with_reloader(table_reloader(balancer, store, refresh))
+        .with_reloader(reloader)
         .with_calls(Arc::new(calls))
         .with_metrics(Arc::new(metrics))
         .with_pulse(Arc::new(pulse))

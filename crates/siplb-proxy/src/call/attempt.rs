@@ -22,6 +22,9 @@ pub(crate) struct Target {
     pub(crate) destination: Option<u32>,
     /// Which of the destination's addresses (its name's, in resolution order) `peer` is.
     pub(crate) address: u8,
+    /// In a cluster: the ticket of the reservation the shared store must grant before
+    /// the INVITE goes out (none once granted, and alone or for relays).
+    pub(crate) reservation: Option<u64>,
 }
 
 /// The attempt in flight.
@@ -78,19 +81,24 @@ pub(crate) fn first_target(
     match load {
         Load::Balanced(balancing) => loop {
             let chosen = match balancing.next(env.balancer, env.tokens, &mut env.stats.overflows) {
-                Choice::Chosen(a) => (a.destination_id(), peer_of_destination(a, 0)),
+                Choice::Chosen(a) => (
+                    a.destination_id(),
+                    peer_of_destination(a, 0),
+                    a.reservation(),
+                ),
                 Choice::Exhausted(why) => return Err(why),
             };
             match chosen {
-                (id, Ok(peer)) => {
+                (id, Ok(peer), reservation) => {
                     return Ok(Target {
                         n,
                         peer,
                         destination: Some(id),
                         address: 0,
+                        reservation,
                     });
                 }
-                (id, Err(e)) => {
+                (id, Err(e), _) => {
                     warn!(destination = id, error = %e, "destination cannot be reached; trying the next");
                     env.out.push(Effect::Blame(id, Fault::Unreachable(e)));
                 }
@@ -300,6 +308,7 @@ impl Call {
             n: previous.n.saturating_add(1),
             peer,
             address,
+            reservation: None,
             ..previous
         };
         info!(call_id = %self.key.call_id(), destination = ?target.destination, from = %previous.peer, to = %peer, "address failed at the transport; trying the destination's next address");
@@ -311,13 +320,39 @@ impl Call {
         true
     }
 
+    /// The shared store answered the reservation of the current attempt: granted, the
+    /// INVITE goes out; refused (another node took the last slot), the call chooses
+    /// again among the destinations not tried yet, blaming none.
+    pub(super) fn on_reservation(&mut self, env: &mut Env<'_>, ticket: u64, granted: bool) {
+        let Phase::Attempting { attempt, .. } = &mut self.phase else {
+            return;
+        };
+        if attempt.target.reservation != Some(ticket) {
+            return;
+        }
+        attempt.target.reservation = None;
+        if granted {
+            env.out.push(Effect::Forward(attempt.target));
+            return;
+        }
+        env.stats.reservations_refused += 1;
+        debug!(call_id = %self.key.call_id(), destination = ?attempt.target.destination, "the cluster has no room there any more; choosing again");
+        self.choose_again(env, true);
+    }
+
     /// Releases the failed attempt's load and forwards to the best destination not
     /// tried yet, or answers `full_reply` when none is left.
     fn fail_over(&mut self, env: &mut Env<'_>) {
+        env.stats.failovers += 1;
+        self.choose_again(env, false);
+    }
+
+    /// `after_refusal`: the last destination had no room left cluster-wide, so a call
+    /// with none left is turned away for want of capacity.
+    fn choose_again(&mut self, env: &mut Env<'_>, after_refusal: bool) {
         let Phase::Attempting { attempt, .. } = &self.phase else {
             return;
         };
-        env.stats.failovers += 1;
         let n = attempt.target.n.saturating_add(1);
         match first_target(&mut self.load, env, n) {
             Ok(target) => {
@@ -329,6 +364,10 @@ impl Call {
                 env.out.push(Effect::Forward(target));
             }
             Err(rejection) => {
+                let rejection = match rejection {
+                    Rejection::NoDestination if after_refusal => Rejection::NoCapacity,
+                    other => other,
+                };
                 warn!(call_id = %self.key.call_id(), outcome = %rejection, "no destination left for call");
                 env.stats.count_rejection(rejection);
                 self.observe_setup(env);

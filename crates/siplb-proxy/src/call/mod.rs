@@ -112,6 +112,11 @@ pub(crate) enum Input {
     Timer(CallTimer),
     /// `lb_end_call`.
     Operator,
+    /// The shared store's answer to the reservation with this ticket (a cluster).
+    Reservation {
+        ticket: u64,
+        granted: bool,
+    },
 }
 
 /// What a call asks the proxy to do, in order, after a transition.
@@ -235,6 +240,7 @@ impl Call {
             Input::Cancel => self.on_cancel(env),
             Input::Timer(t) => self.on_timer(env, t),
             Input::Operator => self.on_operator(env),
+            Input::Reservation { ticket, granted } => self.on_reservation(env, ticket, granted),
         }
     }
 
@@ -256,6 +262,13 @@ impl Call {
         let Phase::Attempting { attempt, .. } = &mut self.phase else {
             return;
         };
+        if attempt.target.reservation.is_some() {
+            // Still waiting for the cluster's room: the INVITE never went out, so
+            // there is nothing to cancel downstream.
+            env.out.push(Effect::Reply(487, "Request Terminated"));
+            self.end(env);
+            return;
+        }
         if attempt.provisional && !attempt.cancel_sent {
             attempt.cancel_sent = true;
             if let Some(client) = attempt.client {

@@ -1,0 +1,51 @@
+//! Where a node of a cluster reports the load its calls take and give back, so that the
+//! shared store counts every node's calls (siplb-cluster keeps that store).
+//!
+//! The balancer calls the ledger from the allocation's own constructor and destructor,
+//! so a call's load reaches the cluster exactly as often as it is taken and released
+//! locally, by construction. Without a ledger (one node) nothing of this runs.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Receives every take and release of this node's allocations, in the order they
+/// happen on the thread that makes them (the core's).
+pub trait Ledger: Send + Sync + fmt::Debug {
+    /// An allocation was taken. Must not block: called under the group's lock.
+    fn taken(&self, take: Take);
+    /// The allocation with this ticket was released.
+    fn released(&self, ticket: u64);
+}
+
+/// How an allocation came to be, which says what the shared store does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeKind {
+    /// Chosen by load for a new call: the store must confirm that the cluster still has
+    /// room (another node may have taken the last slot), and the call waits for it.
+    Reserve,
+    /// A call that arrived from a destination, counted against it whatever its room.
+    Count,
+    /// A call the store already counts (restored after a restart, adopted from a dead
+    /// node): recorded as this node's without counting it again.
+    Counted,
+}
+
+/// One allocation, as the ledger sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Take {
+    /// Unique per balancer; the release names it.
+    pub ticket: u64,
+    pub kind: TakeKind,
+    /// The destination's `id`.
+    pub destination: u32,
+    /// Each resource held and the destination's capacity of it when taken.
+    pub resources: Vec<(Arc<str>, u32)>,
+}
+
+/// An allocation's entry in the ledger: released through it on drop.
+#[derive(Debug)]
+pub(crate) struct Booking {
+    pub(crate) ledger: Arc<dyn Ledger>,
+    pub(crate) ticket: u64,
+    pub(crate) kind: TakeKind,
+}
