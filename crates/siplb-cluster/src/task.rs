@@ -401,7 +401,12 @@ impl Driver {
             return Ok(());
         };
         let timeout = s.node_timeout.max(Duration::from_secs(1));
-        let dialogs: Vec<(String, Option<String>)> = self.dialogs.drain().collect();
+        // Kept until written: a beat that fails writes them at the next.
+        let dialogs: Vec<(String, Option<String>)> = self
+            .dialogs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let counts = self.book.counts();
         let beat = {
             let mut store = store.clone();
@@ -417,6 +422,7 @@ impl Driver {
                 .await
                 .map_err(|_| "the store did not answer in time".to_owned())??
         };
+        self.dialogs.clear();
         self.with_view(|v| {
             v.store_up = true;
             v.store_error = None;
