@@ -4,7 +4,8 @@
 //! Keys, under the configured prefix P: `P:nodes` (node -> last heartbeat, ms of the
 //! store's clock), `P:load:NODE` (`id:resource` -> calls of NODE), `P:calls:NODE`
 //! (call -> stored call, for adoption), `P:status` (id -> shared status and
-//! capacities), `P:reload` (a counter a reload bumps). Scripts reach keys they
+//! capacities), `P:reload` (a counter a reload bumps), `P:addr` (node -> its SIP
+//! address), `P:adopted` (dead node -> the node that adopted its calls). Scripts reach keys they
 //! compute, which a single Redis (or a primary with replicas) allows; Redis Cluster
 //! would need the keys under one hash slot.
 
@@ -38,14 +39,17 @@ for i = 3, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
-/// ARGV: P, me. The heartbeat: `me` is alive now. Returns the store's time, every
-/// node with its heartbeat, loads and number of stored calls, the shared statuses
-/// and the reload counter.
+/// ARGV: P, me, my SIP address. The heartbeat: `me` is alive now (and adopted by no
+/// one). Returns the store's time, every node with its heartbeat, loads and number of
+/// stored calls, the shared statuses, the reload counter, the nodes' addresses and
+/// who adopted whom.
 pub(crate) const BEAT: &str = r"
 local prefix, me = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', prefix .. ':nodes', me, now)
+redis.call('HSET', prefix .. ':addr', me, ARGV[3])
+redis.call('HDEL', prefix .. ':adopted', me)
 local nodes = redis.call('HGETALL', prefix .. ':nodes')
 local listed = {}
 for i = 1, #nodes, 2 do
@@ -55,7 +59,8 @@ for i = 1, #nodes, 2 do
     redis.call('HLEN', prefix .. ':calls:' .. n)})
 end
 return {now, listed, redis.call('HGETALL', prefix .. ':status'),
-  tonumber(redis.call('GET', prefix .. ':reload') or '0')}
+  tonumber(redis.call('GET', prefix .. ':reload') or '0'),
+  redis.call('HGETALL', prefix .. ':addr'), redis.call('HGETALL', prefix .. ':adopted')}
 ";
 
 /// ARGV: P, me, dead, timeout in ms. If `dead` is still silent for longer than the
@@ -78,6 +83,7 @@ for i = 1, #calls, 2 do
 end
 redis.call('DEL', prefix .. ':load:' .. dead, prefix .. ':calls:' .. dead)
 redis.call('HDEL', prefix .. ':nodes', dead)
+redis.call('HSET', prefix .. ':adopted', dead, me)
 return calls
 ";
 

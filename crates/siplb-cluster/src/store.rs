@@ -35,6 +35,10 @@ pub struct Beat {
     pub status: Vec<(u32, String)>,
     /// The reload counter.
     pub reload: i64,
+    /// Every node's SIP address, as it published it (dead ones' kept).
+    pub addresses: Vec<(String, String)>,
+    /// Dead node -> the node that adopted its calls.
+    pub adopted: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -65,7 +69,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
-type BeatReply = (i64, Vec<(String, i64, Vec<String>, u64)>, Vec<String>, i64);
+type BeatReply = (
+    i64,
+    Vec<(String, i64, Vec<String>, u64)>,
+    Vec<String>,
+    i64,
+    Vec<String>,
+    Vec<String>,
+);
 
 fn pairs(flat: Vec<String>) -> impl Iterator<Item = (String, String)> {
     let mut it = flat.into_iter();
@@ -177,10 +188,12 @@ impl Store {
         cmd.query_async::<i64>(&mut self.conn).await.map(drop)
     }
 
-    /// The heartbeat: says this node is alive and reads every node's state back.
-    pub async fn beat(&mut self) -> Result<Beat, RedisError> {
-        let (now_ms, listed, status, reload): BeatReply = self
+    /// The heartbeat: says this node is alive at SIP `address` and reads every node's
+    /// state back.
+    pub async fn beat(&mut self, address: &str) -> Result<Beat, RedisError> {
+        let (now_ms, listed, status, reload, addresses, adopted): BeatReply = self
             .script(&self.shas.beat)
+            .arg(address)
             .query_async(&mut self.conn)
             .await?;
         let nodes = listed
@@ -205,6 +218,8 @@ impl Store {
             nodes,
             status,
             reload,
+            addresses: pairs(addresses).collect(),
+            adopted: pairs(adopted).collect(),
         })
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use siplb_balance::{Balancer, Ledger, SharedState, Take};
-use siplb_proxy::{DialogChange, PersistedCall};
+use siplb_proxy::{DialogChange, Handovers, PersistedCall, Peer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -28,6 +28,9 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub node_timeout: Duration,
     pub reserve_timeout: Duration,
+    /// This node's SIP address, where another node hands over requests of calls this
+    /// node adopted.
+    pub address: Option<Peer>,
 }
 
 /// What the node's driver does to the rest of the process.
@@ -38,6 +41,8 @@ pub struct Hooks {
     pub restore: Box<dyn Fn(Vec<PersistedCall>) -> BoxFuture<usize> + Send + Sync>,
     /// Reloads the destination table (another node reloaded).
     pub reload: Box<dyn Fn() -> BoxFuture<Result<(), String>> + Send + Sync>,
+    /// The core's table of dead nodes' addresses and their adopters.
+    pub handovers: Arc<Handovers>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -408,6 +413,7 @@ impl Driver {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let counts = self.book.counts();
+        let address = s.address.map(|a| a.to_string()).unwrap_or_default();
         let beat = {
             let mut store = store.clone();
             let work: BoxFuture<Result<Beat, String>> = Box::pin(async move {
@@ -416,7 +422,7 @@ impl Driver {
                     .await
                     .map_err(|e| e.to_string())?;
                 store.rewrite(&counts).await.map_err(|e| e.to_string())?;
-                store.beat().await.map_err(|e| e.to_string())
+                store.beat(&address).await.map_err(|e| e.to_string())
             });
             tokio::time::timeout(timeout, work)
                 .await
@@ -479,6 +485,21 @@ impl Driver {
             v.nodes = nodes;
             v.prober = lead;
         });
+
+        // Requests of calls a dead node had go to the node that adopted them.
+        let address_of = |node: &str| {
+            beat.addresses
+                .iter()
+                .find(|(n, _)| n == node)
+                .and_then(|(_, a)| a.parse::<Peer>().ok())
+        };
+        let handovers = beat
+            .adopted
+            .iter()
+            .filter(|(_, by)| *by != me)
+            .filter_map(|(dead, by)| Some((address_of(dead)?.addr, address_of(by)?)))
+            .collect();
+        self.hooks.handovers.set(handovers);
 
         // Statuses and capacities.
         let local: Vec<(u32, String)> = self

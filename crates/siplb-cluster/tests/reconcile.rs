@@ -191,7 +191,7 @@ impl World {
         let node = &mut self.nodes[i];
         if node.alive && node.reachable {
             node.store.rewrite(&node.book.counts()).await.unwrap();
-            node.store.beat().await.unwrap();
+            node.store.beat("udp:127.0.0.1:5060").await.unwrap();
         }
     }
 
@@ -378,7 +378,7 @@ impl World {
                 .await
                 .unwrap();
         }
-        let _ = self.admin.beat().await;
+        drop(self.admin.clone());
     }
 }
 

@@ -1,7 +1,9 @@
 //! Requests within a dialog (ACK, BYE, re-INVITE...), loose-routed or not: matched to
 //! their call by Call-ID and tags, whatever Route they carry, and sent only to the
 //! call's other party. A request for no call siplb knows gets `481` and goes nowhere:
-//! siplb's Route on it is no licence to relay it to its Request-URI.
+//! siplb's Route on it is no licence to relay it to its Request-URI. In a cluster, the
+//! one exception: a request whose Route names a dead node goes to the node that adopted
+//! that node's calls (`handover.rs`).
 
 use std::time::Instant;
 
@@ -42,6 +44,12 @@ impl Proxy {
                 None => (None, Side::Caller, to_tag),
             }
         };
+        let known = id.is_some_and(|id| self.calls.get(id).is_some());
+        if !known && let Some(adopter) = self.handover(&msg, peer) {
+            debug!(call_id, method = method.as_str(), %adopter, "request of a dead node's call: to the node that adopted it");
+            self.forward_in_dialog(now, msg, key, peer, adopter, false);
+            return;
+        }
         let decision = match id.and_then(|id| self.calls.get_mut(id).map(|c| (id, c))) {
             None => {
                 debug!(
@@ -67,8 +75,30 @@ impl Proxy {
         match decision {
             InDialog::Drop => {}
             InDialog::Reply(code, reason) => self.reply_stateless(&msg, peer, code, reason, &[]),
-            InDialog::Forward(target) => self.forward_in_dialog(now, msg, key, peer, target),
+            InDialog::Forward(target) => self.forward_in_dialog(now, msg, key, peer, target, true),
         }
+    }
+
+    /// The node that adopted the call of this request, when one of siplb's Routes on it
+    /// names a dead node of the cluster whose calls another node adopted. Never for a
+    /// request that comes from another node: two nodes must not hand it back and forth.
+    fn handover(&self, msg: &Message, peer: Peer) -> Option<Peer> {
+        let handovers = self.handovers.as_ref()?;
+        if self.listeners.is_my_address(peer.addr) {
+            return None;
+        }
+        msg.routes()
+            .map_while(|r| r.ok().and_then(|r| r.uri().ok()))
+            .take_while(|u| self.listeners.is_me(u))
+            .filter_map(|u| {
+                let ip = u.host.ip()?;
+                let port = match u.port {
+                    None | Some(0) => 5060,
+                    Some(p) => p,
+                };
+                handovers.get(std::net::SocketAddr::new(ip, port))
+            })
+            .next()
     }
 
     /// Sends an in-dialog request on to `target`: siplb's own Routes come off, its Via
@@ -81,20 +111,27 @@ impl Proxy {
         key: Option<ServerKey>,
         peer: Peer,
         target: Peer,
+        consume_routes: bool,
     ) {
         let is_ack = msg.method() == Some(Method::Ack);
         if let Err(refusal) = self.admit(&msg) {
             self.refuse(&msg, peer, refusal);
             return;
         }
-        if self.listeners.is_my_address(target.addr) {
+        // A handover goes to another node of the cluster, which is one of siplb's own
+        // addresses by design, and which consumes the Routes itself.
+        if consume_routes && self.listeners.is_my_address(target.addr) {
             return;
         }
         let Some(via) = self.via_for(&target) else {
             self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[]);
             return;
         };
-        let (mine, _) = self.own_routes(&msg);
+        let mine = if consume_routes {
+            self.own_routes(&msg).0
+        } else {
+            0
+        };
         let mut edit = msg.edit();
         if edit.pop_routes(mine).is_err() {
             self.reply_stateless(&msg, peer, 400, "Bad Request", &[]);

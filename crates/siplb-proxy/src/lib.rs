@@ -25,6 +25,7 @@ mod call;
 mod events;
 mod failures;
 mod forward;
+mod handover;
 mod in_dialog;
 mod keys;
 mod lifecycle;
@@ -47,6 +48,7 @@ mod transactions;
 
 pub use addr::{Peer, PeerSyntaxError, TargetError, Transport, peer_of_uri_text};
 pub use events::{ChangeSource, CoreEvent, NewStatus, StatusChange};
+pub use handover::Handovers;
 pub use lifecycle::CallSummary;
 pub use own_overload::CoreLoad;
 pub use persist::{DialogChange, PersistedCall, RestoreError};

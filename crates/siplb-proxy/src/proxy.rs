@@ -116,6 +116,8 @@ pub struct Proxy {
     /// In a cluster: calls waiting for the shared store to grant their destination's
     /// room, by reservation ticket.
     pub(crate) reserving: HashMap<u64, Id>,
+    /// In a cluster: where requests of dead nodes' calls adopted elsewhere go.
+    pub(crate) handovers: Option<Arc<crate::Handovers>>,
 }
 
 impl Proxy {
@@ -163,7 +165,14 @@ impl Proxy {
             clock: Instant::now(),
             relay_names,
             reserving: HashMap::new(),
+            handovers: None,
         }
+    }
+
+    /// In a cluster: the table of dead nodes' addresses and the nodes that adopted their
+    /// calls, which the cluster's driver keeps.
+    pub fn set_handovers(&mut self, handovers: Arc<crate::Handovers>) {
+        self.handovers = Some(handovers);
     }
 
     /// Starts the periodic work that does not wait for a message: probing and

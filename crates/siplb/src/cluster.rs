@@ -8,7 +8,10 @@ use siplb_cluster::{Cluster, View};
 use siplb_mi::{Exposition, Kind};
 
 /// `[cluster]` in the driver's terms.
-pub(crate) fn settings(c: &siplb_config::Cluster) -> siplb_cluster::Settings {
+pub(crate) fn settings(
+    c: &siplb_config::Cluster,
+    listen: &[siplb_proxy::Peer],
+) -> siplb_cluster::Settings {
     siplb_cluster::Settings {
         redis: c.redis.clone(),
         node: c.node.clone(),
@@ -16,6 +19,9 @@ pub(crate) fn settings(c: &siplb_config::Cluster) -> siplb_cluster::Settings {
         heartbeat: c.heartbeat,
         node_timeout: c.node_timeout,
         reserve_timeout: c.reserve_timeout,
+        // Where other nodes hand over requests of calls this node adopted: the first
+        // listener with a concrete address.
+        address: listen.iter().copied().find(|l| !l.addr.ip().is_unspecified()),
     }
 }
 
@@ -131,6 +137,7 @@ pub(crate) fn hooks(
     reservations: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
     control: &siplb_net::Control,
     reloader: &Arc<dyn siplb_mi::Reloader>,
+    handovers: &Arc<siplb_proxy::Handovers>,
 ) -> siplb_cluster::Hooks {
     let (control, reloader) = (control.clone(), Arc::clone(reloader));
     siplb_cluster::Hooks {
@@ -143,6 +150,7 @@ pub(crate) fn hooks(
             let reloader = Arc::clone(&reloader);
             Box::pin(async move { reloader.reload().await })
         }),
+        handovers: Arc::clone(handovers),
     }
 }
 

@@ -174,9 +174,11 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         let mut cluster_links = None;
         let mut restored_from_cluster = false;
         if let Some(c) = &config.cluster {
-            let settings = cluster::settings(c);
+            let settings = cluster::settings(c, &settings.listen);
             let (reservations_tx, reservations) = tokio::sync::mpsc::unbounded_channel();
-            let hooks = cluster::hooks(reservations_tx, &control, &reloader);
+            let handovers = Arc::new(siplb_proxy::Handovers::default());
+            proxy.set_handovers(Arc::clone(&handovers));
+            let hooks = cluster::hooks(reservations_tx, &control, &reloader, &handovers);
             let started = siplb_cluster::Cluster::start(settings.clone(), Arc::clone(&balancer), hooks)?;
             match siplb_cluster::stored_calls(&settings).await {
                 Ok(calls) => {

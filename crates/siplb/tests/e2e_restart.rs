@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{
-    Node, destination_table, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until,
+    Node, Relay, destination_table, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until,
 };
 
 fn loads(mi: &str) -> Vec<u64> {
@@ -134,63 +134,6 @@ fn calls_survive_restarts_on_postgresql() {
         "postgres://postgres@127.0.0.1:5432/test",
     ) {
         restart_keeps_calls(23, &url);
-    }
-}
-
-/// A TCP relay in front of the database that can be cut and restored, to play a
-/// database outage.
-struct Relay {
-    port: u16,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target: SocketAddr) -> Relay {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, open2) = (up.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut list = open2.lock().unwrap();
-                for s in [&client, &server] {
-                    list.push(s.try_clone().unwrap());
-                }
-                drop(list);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, up, open }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

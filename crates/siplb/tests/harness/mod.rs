@@ -599,7 +599,10 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_siplb"))
             .args(["run", "--config"])
             .arg(config)
-            .env("SIPLB_LOG", "info")
+            .env(
+                "SIPLB_LOG",
+                std::env::var("SIPLB_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -875,4 +878,61 @@ pub fn uac_to(
             "20000",
         ],
     )
+}
+
+/// A TCP relay in front of a server (a database, Redis) that can be cut and
+/// restored, to play an outage.
+pub struct Relay {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut list = open2.lock().unwrap();
+                for s in [&client, &server] {
+                    list.push(s.try_clone().unwrap());
+                }
+                drop(list);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up, open }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
