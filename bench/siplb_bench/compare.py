@@ -80,7 +80,7 @@ def memory_phase(bench):
     targets = sorted(args.memory_calls)
     log(f"memory: siplb RSS with 0, {', '.join(str(n) for n in targets)} calls up at {args.memory_rate} calls/s")
     p, _pids = start_siplb(procs, bench.binary, bench.work, name="siplb-memory", workers=args.workers,
-                           capacity=max(targets) * 2, persist=bench.persist)
+                           capacity=max(targets) * 2, persist=bench.persist, cluster=bench.cluster)
     d = os.path.join(bench.work, "memory")
     os.makedirs(d)
     time.sleep(1.0)
@@ -151,6 +151,8 @@ def parse_args():
                     help="worker threads of siplb's runtime beside its SIP core thread (default: cores)")
     ap.add_argument("--no-persist", action="store_true",
                     help="run siplb with [dialog] persist = false (what storing calls costs)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="run siplb as a one-node [cluster] on the Redis at 127.0.0.1:6379 (what clustering costs)")
     ap.add_argument("--kamailio-children", type=int, default=4,
                     help="Kamailio's children= (UDP worker processes; default 4, as a tuned operator runs it on this box)")
     ap.add_argument("--kamailio-default", action="store_true",

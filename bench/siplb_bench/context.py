@@ -22,6 +22,12 @@ class Bench:
         what storing calls costs; Kamailio's configuration stores nothing)."""
         return not self.args.no_persist
 
+    @property
+    def cluster(self):
+        """Run siplb as a one-node [cluster] on the local Redis (--cluster): what sharing
+        the load costs per call (a reservation per new call, a release per ended one)."""
+        return self.args.cluster
+
     def next_trial(self):
         self.trials_run += 1
         return self.trials_run

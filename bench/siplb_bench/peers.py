@@ -91,9 +91,10 @@ def siplb_binary(args):
 # ---------------------------------------------------------------- the balancers
 
 def start_siplb(procs, binary, work, name="siplb", port=SIPLB[1], wrapper=(), workers=2, capacity=CAPACITY,
-                *, persist):
+                *, persist, cluster=False):
     """A siplb in WORK/NAME in front of the four destinations. `persist` is its [dialog]
-    persist (what storing calls costs is measured by turning it off)."""
+    persist (what storing calls costs is measured by turning it off); `cluster` makes it
+    a one-node [cluster] on the local Redis (what sharing the load costs)."""
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     db = os.path.join(d, "siplb.db")
@@ -119,7 +120,7 @@ interval = "0s"
 
 [dialog]
 persist = {"true" if persist else "false"}
-
+{cluster_section(name) if cluster else ""}
 [[route]]
 match = {{ ruri_user = "^[0-9]+$" }}
 balance = {{ group = 1, resources = "pstn" }}
@@ -134,6 +135,16 @@ reply = {{ code = 404, reason = "Not found" }}
     p = procs.start(name, [*wrapper, binary, "run", "--config", cfg], d, env=env)
     wait_bound(SIPLB[0], port, p, name, timeout=60 if wrapper else 15)
     return p, [p.pid]
+
+
+def cluster_section(name):
+    """[cluster] for a one-node cluster on the machine's Redis, under keys of its own."""
+    return f"""
+[cluster]
+redis = "redis://127.0.0.1:6379/0"
+node = "{name}"
+prefix = "siplb-bench-{os.getpid()}"
+"""
 
 
 def kamailio_cfg(children, modules, ip, port, dir):

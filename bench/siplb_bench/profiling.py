@@ -36,7 +36,7 @@ def profile_phase(bench, results):
     cg = os.path.join(d, "callgrind.out")
     p, pids = start_siplb(procs, binary, work, name="siplb-callgrind",
                           wrapper=("valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}",
-                                   "--dump-instr=no", "--separate-threads=no"), persist=bench.persist)
+                                   "--dump-instr=no", "--separate-threads=no"), persist=bench.persist, cluster=bench.cluster)
     log(f"profile: callgrind, {args.profile_calls} calls at {args.profile_rate}/s")
     time.sleep(2)
     run(["callgrind_control", "--zero", str(p.pid)])  # leave start-up out
@@ -64,7 +64,7 @@ def profile_phase(bench, results):
     out["callgrind"] = path
     # perf: real speed, all threads, kernel included; and how many context switches and
     # system calls a call costs.
-    p, pids = start_siplb(procs, binary, work, name="siplb-perf", workers=args.workers, persist=bench.persist)
+    p, pids = start_siplb(procs, binary, work, name="siplb-perf", workers=args.workers, persist=bench.persist, cluster=bench.cluster)
     perf_data = os.path.join(d, "perf.data")
     rec = procs.start("perf", ["perf", "record", "-F", "999", "-g", "-p", str(p.pid), "-o", perf_data], d)
     pstat = procs.start("perf-stat", ["perf", "stat", "-x", ",", "-o", os.path.join(d, "perf-stat.csv"),
@@ -92,7 +92,7 @@ def profile_phase(bench, results):
         procs.stop(kp)
         kcounters = read_perf_counters(os.path.join(d, "perf-stat-kamailio.csv"))
     # strace: which system calls (its overhead makes this run slow: fewer calls, lower rate).
-    p, pids = start_siplb(procs, binary, work, name="siplb-strace", workers=args.workers, persist=bench.persist)
+    p, pids = start_siplb(procs, binary, work, name="siplb-strace", workers=args.workers, persist=bench.persist, cluster=bench.cluster)
     st_out = os.path.join(d, "strace.txt")
     tr = procs.start("strace", ["strace", "-c", "-f", "-o", st_out, "-p", str(p.pid)], d)
     time.sleep(1)
@@ -151,7 +151,7 @@ def heap_profile(bench, results):
     binary = os.path.join(target, "release", "siplb")
     data = os.path.join(d, "heaptrack.siplb")
     p, _pids = start_siplb(procs, binary, work, name="siplb-heaptrack", workers=args.workers, capacity=calls * 2,
-                           wrapper=("heaptrack", "-o", data), persist=bench.persist)
+                           wrapper=("heaptrack", "-o", data), persist=bench.persist, cluster=bench.cluster)
     # heaptrack runs siplb as its child: signal and measure that one.
     child = next(x for x in session_members(p.pid) if open(f"/proc/{x}/comm").read().strip() == "siplb")
     log(f"profile: heaptrack, {calls} long calls at {rate}/s")

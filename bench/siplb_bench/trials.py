@@ -121,7 +121,7 @@ class Balancer:
     def start(self):
         b = self.bench
         if self.name == "siplb":
-            return start_siplb(b.procs, b.binary, b.work, workers=b.args.workers, persist=b.persist)
+            return start_siplb(b.procs, b.binary, b.work, workers=b.args.workers, persist=b.persist, cluster=b.cluster)
         if self.name == "kamailio":
             return start_kamailio(b.procs, b.work, children=b.args.kamailio_children,
                                   tuned=not b.args.kamailio_default)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use siplb_balance::{Balancer, Ledger, SharedState, Take};
-use siplb_proxy::{DialogChange, Handovers, PersistedCall, Peer};
+use siplb_proxy::{DialogChange, Handovers, Peer, PersistedCall};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 

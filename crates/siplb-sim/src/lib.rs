@@ -35,6 +35,7 @@ mod hostile;
 mod rng;
 mod script;
 mod sip;
+mod store;
 mod trace;
 mod world;
 

@@ -68,6 +68,12 @@ pub struct Knobs {
     /// connections (a box without its SIP process), its second being the destination.
     #[serde(default)]
     pub dns: u8,
+    /// A node of a cluster (modulo 4): 0 alone; 1 a store that grants reservations in
+    /// 2 ms; 2 the same with another node holding all but one slot of destination 1,
+    /// unknown to this node's view, so that the store refuses; 3 a store away, each
+    /// reservation let through unconfirmed after 250 ms.
+    #[serde(default)]
+    pub cluster: u8,
 }
 
 /// One call, from the caller's INVITE to its end.
@@ -298,6 +304,7 @@ impl Script {
                 0
             },
             dns: rng.pick(&[0, 0, 1, 2]),
+            cluster: rng.pick(&[0, 0, 0, 1, 2, 3]),
         };
         let calls = (0..calls).map(|_| random_call(&mut rng, span)).collect();
         let ops = (0..rng.below(12))

@@ -159,6 +159,11 @@ pub(crate) enum Event {
     Callee(SocketAddr, callee::Timer),
     /// `lb_end_call` on a scripted call.
     EndCall(usize),
+    /// The cluster's store answers a reservation.
+    Reservation {
+        ticket: u64,
+        granted: bool,
+    },
     Op(usize),
     Hostile(usize),
 }
@@ -263,6 +268,8 @@ pub struct Report {
     /// The longest a scripted caller's INVITE waited for its final response (from its
     /// first copy reaching siplb).
     pub slowest_final: Duration,
+    /// In a cluster: reservations the store refused (`Knobs::cluster` 2).
+    pub reservations_refused: u64,
 }
 
 /// Finals siplb sent for one INVITE transaction (by the caller's address and branch).
@@ -303,6 +310,8 @@ pub(crate) struct World {
     drains: HashMap<u32, bool>,
     /// Branches of the INVITE attempts siplb has sent to destinations.
     attempts_seen: HashSet<String>,
+    /// Calls whose attempt went to destination 3's first, refusing address.
+    first_address_tried: HashSet<String>,
     /// When destination 2 (the one `max_cps` caps) got its new calls, last second.
     cps_window: VecDeque<Duration>,
     /// The share of each step's virtual time the core reports busy (`core_busy_pct`),
@@ -313,6 +322,8 @@ pub(crate) struct World {
     failure: Option<String>,
     report: Report,
     effects: Vec<Effect>,
+    /// In a cluster: the shared store, simulated.
+    store: Option<crate::store::SimStore>,
 }
 
 impl World {
@@ -338,6 +349,11 @@ impl World {
                     done: true,
                 });
             }
+        }
+        let store = crate::store::Mode::of(k.cluster).map(crate::store::SimStore::new);
+        if let Some(store) = &store {
+            let ledger: Arc<dyn siplb_balance::Ledger> = store.ledger.clone();
+            let _ = balancer.set_ledger(ledger);
         }
         let proxy = Proxy::with_seed(settings, Arc::clone(&balancer), script.seed);
         let mut world = World {
@@ -369,6 +385,7 @@ impl World {
             loads: HashMap::new(),
             drains: HashMap::new(),
             attempts_seen: HashSet::new(),
+            first_address_tried: HashSet::new(),
             cps_window: VecDeque::new(),
             busy_share: f64::from(script.config.core_busy_pct % 101) / 100.0,
             busy_noted: Duration::ZERO,
@@ -376,6 +393,7 @@ impl World {
             failure: None,
             report: Report::default(),
             effects: Vec::new(),
+            store,
         };
         for addr in DESTINATIONS.iter().chain([&RELAY]) {
             world.callees.insert(*addr, Callee::new(*addr));
@@ -486,6 +504,7 @@ impl World {
             self.after_step();
         }
         self.report.virtual_time = self.now;
+        self.report.reservations_refused = self.proxy.stats().reservations_refused;
         if self.failure.is_none() {
             self.check_end();
         }
@@ -529,6 +548,17 @@ impl World {
                 }
             }
             Event::EndCall(i) => self.end_call(i),
+            Event::Reservation { ticket, granted } => {
+                if let Some(store) = &mut self.store {
+                    store.pending -= 1;
+                }
+                self.trace.push(
+                    self.now,
+                    format!("store: reservation {ticket} granted={granted}"),
+                );
+                self.proxy
+                    .handle_reservation(self.instant(), ticket, granted);
+            }
             Event::Op(i) => self.operate(i),
             Event::Hostile(i) => {
                 if let Some(h) = self.script.hostile.get(i) {
@@ -990,6 +1020,29 @@ impl World {
             }
         }
         self.check_loads();
+        self.answer_reservations();
+    }
+
+    /// Carries the ledger's reports to the simulated store and schedules its answers.
+    fn answer_reservations(&mut self) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        match store.drain() {
+            Ok(answers) => {
+                for a in answers {
+                    let at = self.now + a.after;
+                    self.push(
+                        at,
+                        Event::Reservation {
+                            ticket: a.ticket,
+                            granted: a.granted,
+                        },
+                    );
+                }
+            }
+            Err(broken) => self.violation(broken),
+        }
     }
 
     /// Every INVITE transaction gets one final: one non-2xx (resent identically), or
@@ -1088,9 +1141,6 @@ impl World {
     /// A new attempt siplb sends to a destination: never to one draining, and never
     /// more than its `max_cps` in any second.
     fn check_new_attempt(&mut self, to: SocketAddr, data: &Bytes) {
-        let Some(i) = DESTINATIONS.iter().position(|d| *d == to) else {
-            return;
-        };
         if !data.starts_with(b"INVITE ") {
             return;
         }
@@ -1102,6 +1152,19 @@ impl World {
         }
         let branch = sip::branch(&msg);
         if !self.attempts_seen.insert(branch) {
+            return;
+        }
+        let call_id = msg.call_id().unwrap_or_default().to_owned();
+        if to == REFUSING {
+            // Destination 3 chosen, tried at its first address: its next address is
+            // the same call on the same destination, not a new one.
+            self.first_address_tried.insert(call_id);
+            return;
+        }
+        let Some(i) = DESTINATIONS.iter().position(|d| *d == to) else {
+            return;
+        };
+        if to == DESTINATIONS[2] && self.first_address_tried.remove(&call_id) {
             return;
         }
         let id = i as u32 + 1;
@@ -1197,6 +1260,17 @@ impl World {
         }
         if !self.persisted.is_empty() {
             left.push(format!("{} stored calls", self.persisted.len()));
+        }
+        if let Some(store) = &self.store {
+            if store.pending != 0 {
+                left.push(format!("{} reservations unanswered", store.pending));
+            }
+            if store.booked() != 0 {
+                left.push(format!(
+                    "{} allocations booked in the store",
+                    store.booked()
+                ));
+            }
         }
         for d in self.balancer.snapshot() {
             if d.draining && self.drains.get(&d.id) == Some(&false) {

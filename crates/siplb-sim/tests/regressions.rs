@@ -330,3 +330,32 @@ fn a_closed_udp_port_is_failed_over_at_once() {
     // Destination 2, the largest, reached over UDP; the others hold 9 calls.
     refused_fails_over_at_once(1, 8);
 }
+
+/// A node of a cluster: each new call waits for the shared store's reservation. A
+/// store that answers at once changes nothing; one that refuses what this node's stale
+/// view would grant (another node holds all but one slot of destination 1) sends the
+/// call to the next destination, blaming none; one that is away lets every call
+/// through after the reserve timeout. Every call is answered, every ticket answered
+/// and released (the world checks), no destination disabled.
+#[test]
+fn a_cluster_store_that_refuses_sends_the_call_elsewhere() {
+    // 12 held calls; this node's view has 15 vm slots, the store 12.
+    let calls = held_calls(12);
+    for cluster in [1, 2, 3] {
+        let mut s = script(calls.clone(), Vec::new());
+        s.config.cluster = cluster;
+        let report = siplb_sim::run(&s).unwrap_or_else(|f| {
+            panic!(
+                "cluster {cluster}: {f}\nscript: {}",
+                serde_json::to_string(&s).unwrap_or_default()
+            )
+        });
+        assert_eq!(report.answered, 12, "cluster {cluster}: {report:?}");
+        assert_eq!(report.disabled, 0, "cluster {cluster}: {report:?}");
+        assert_eq!(
+            report.reservations_refused > 0,
+            cluster == 2,
+            "cluster {cluster}: {report:?}"
+        );
+    }
+}

@@ -21,7 +21,10 @@ pub(crate) fn settings(
         reserve_timeout: c.reserve_timeout,
         // Where other nodes hand over requests of calls this node adopted: the first
         // listener with a concrete address.
-        address: listen.iter().copied().find(|l| !l.addr.ip().is_unspecified()),
+        address: listen
+            .iter()
+            .copied()
+            .find(|l| !l.addr.ip().is_unspecified()),
     }
 }
 

@@ -28,8 +28,7 @@ const REDIS: &str = "127.0.0.1:6379";
 
 /// The machine's Redis, or the test reports itself skipped (a failure under CI).
 fn redis_here() -> bool {
-    if std::net::TcpStream::connect_timeout(&REDIS.parse().unwrap(), Duration::from_secs(1))
-        .is_ok()
+    if std::net::TcpStream::connect_timeout(&REDIS.parse().unwrap(), Duration::from_secs(1)).is_ok()
     {
         return true;
     }
@@ -152,7 +151,10 @@ impl Cluster {
             .iter()
             .map(|d| {
                 let r = &d["Resources"][0];
-                (r["load"].as_u64().unwrap(), r["node_load"].as_u64().unwrap())
+                (
+                    r["load"].as_u64().unwrap(),
+                    r["node_load"].as_u64().unwrap(),
+                )
             })
             .collect()
     }
@@ -184,18 +186,18 @@ impl Cluster {
     fn wait_for_loads(&self, expected: &[u64], limit: Duration) {
         let up = self.up();
         let settled = || {
-            up.iter().all(|&n| {
-                self.loads(n).iter().map(|l| l.0).collect::<Vec<_>>() == expected
-            }) && {
-                let shares: Vec<Vec<u64>> = up
-                    .iter()
-                    .map(|&n| self.loads(n).iter().map(|l| l.1).collect())
-                    .collect();
-                (0..expected.len()).all(|i| {
-                    // A dead node's calls are counted but no running node's share.
-                    shares.iter().map(|s| s[i]).sum::<u64>() <= expected[i]
-                })
-            }
+            up.iter()
+                .all(|&n| self.loads(n).iter().map(|l| l.0).collect::<Vec<_>>() == expected)
+                && {
+                    let shares: Vec<Vec<u64>> = up
+                        .iter()
+                        .map(|&n| self.loads(n).iter().map(|l| l.1).collect())
+                        .collect();
+                    (0..expected.len()).all(|i| {
+                        // A dead node's calls are counted but no running node's share.
+                        shares.iter().map(|s| s[i]).sum::<u64>() <= expected[i]
+                    })
+                }
         };
         let start = Instant::now();
         while !settled() {
@@ -275,7 +277,10 @@ fn three_nodes_hold_the_capacity_cluster_wide_and_share_status_and_reloads() {
     let refusals: u64 = (1..=3)
         .map(|n| cluster.view(n)["reservations"]["refused"].as_u64().unwrap())
         .sum();
-    assert!(refusals > 0, "another node took the last slot first, at times");
+    assert!(
+        refusals > 0,
+        "another node took the last slot first, at times"
+    );
 
     // Disabled through node 1: node 2's next calls skip it.
     let _ = ctl_json(cluster.mi(1), &["lb_status", "1", "0"]);
@@ -283,7 +288,10 @@ fn three_nodes_hold_the_capacity_cluster_wide_and_share_status_and_reloads() {
     wait_until(Duration::from_secs(2), || {
         cluster.listed(2, 1)["enabled"] == "no" && cluster.listed(3, 1)["enabled"] == "no"
     });
-    assert!(start.elapsed() < Duration::from_secs(1), "within a heartbeat or so");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "within a heartbeat or so"
+    );
     let held = uac_to(
         &cluster.dir,
         "uac-after-disable",
@@ -529,13 +537,7 @@ fn a_dead_nodes_calls_are_adopted_and_ended_through_any_survivor() {
         return;
     }
     let test = 111;
-    let mut cluster = Cluster::start(
-        test,
-        3,
-        &[(1, "vm=10")],
-        REDIS,
-        "node_timeout = \"1s\"",
-    );
+    let mut cluster = Cluster::start(test, 3, &[(1, "vm=10")], REDIS, "node_timeout = \"1s\"");
     let _callee = Callee::start(SocketAddr::new(ip(test, 11), 5060));
     wait_until(Duration::from_secs(5), || {
         cluster.view(2)["Nodes"].as_array().unwrap().len() == 3
@@ -566,7 +568,11 @@ fn a_dead_nodes_calls_are_adopted_and_ended_through_any_survivor() {
             == 4
     });
     cluster.wait_for_loads(&[4], Duration::from_secs(2));
-    let adopter = if cluster.view(2)["adopted_calls"] == 4 { 2 } else { 3 };
+    let adopter = if cluster.view(2)["adopted_calls"] == 4 {
+        2
+    } else {
+        3
+    };
     let other = 5 - adopter;
 
     // The floating address of node 1 moved to some survivor: BYEs, with node 1's
@@ -654,7 +660,11 @@ fn a_store_outage_fails_no_call_and_the_counts_heal() {
         "the store reads 0 too"
     );
     let unconfirmed: u64 = (1..=2)
-        .map(|n| cluster.view(n)["reservations"]["unconfirmed"].as_u64().unwrap())
+        .map(|n| {
+            cluster.view(n)["reservations"]["unconfirmed"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert!(unconfirmed > 0, "calls went on without the store");
 }
@@ -665,13 +675,7 @@ fn a_node_restarted_with_calls_up_rejoins_without_counting_them_twice() {
         return;
     }
     let test = 113;
-    let mut cluster = Cluster::start(
-        test,
-        2,
-        &[(1, "vm=20")],
-        REDIS,
-        "node_timeout = \"10s\"",
-    );
+    let mut cluster = Cluster::start(test, 2, &[(1, "vm=20")], REDIS, "node_timeout = \"10s\"");
     let _uas = uas_at(&cluster.dir, &[ip(test, 11)]);
     // Six calls through node 1 that end (SIPp sends their BYEs) after the restart.
     let calls = uac_to(

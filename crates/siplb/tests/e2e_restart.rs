@@ -18,7 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{
-    Node, Relay, destination_table, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at, wait_until,
+    Node, Relay, destination_table, http_get, http_get_reply, ip, scratch, sql, uac_to, uas_at,
+    wait_until,
 };
 
 fn loads(mi: &str) -> Vec<u64> {

@@ -331,8 +331,20 @@ impl Call {
             return;
         }
         attempt.target.reservation = None;
-        if granted {
+        // Disabled or drained while the store answered: the INVITE has not left yet, so
+        // the call goes elsewhere, as it would have had it come a moment later.
+        let still_open = attempt.target.destination.is_none_or(|id| {
+            env.balancer
+                .status(id)
+                .is_ok_and(|s| s.enabled && !s.draining)
+        });
+        if granted && still_open {
             env.out.push(Effect::Forward(attempt.target));
+            return;
+        }
+        if granted {
+            debug!(call_id = %self.key.call_id(), destination = ?attempt.target.destination, "the destination stopped taking calls while the store answered; choosing again");
+            self.choose_again(env, false);
             return;
         }
         env.stats.reservations_refused += 1;
