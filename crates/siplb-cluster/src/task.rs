@@ -264,6 +264,21 @@ impl Driver {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
+        // Joins before the first call is reserved, if the store answers.
+        let s = &self.settings;
+        let timeout = s.reserve_timeout.max(Duration::from_millis(500));
+        match Store::connect(&s.redis, &s.prefix, &s.node, timeout).await {
+            Ok(store) => {
+                self.connected(store);
+                if let Err(e) = self.beat(&mut ops).await {
+                    self.store_down(&e);
+                }
+            }
+            Err(e) => self.store_down(&e.to_string()),
+        }
+        // Connecting runs beside the loop: a store that does not answer (a blackholed
+        // network) must not hold up the reservations, which go on unconfirmed.
+        let mut connecting: Option<tokio::task::JoinHandle<Result<Store, String>>> = None;
         loop {
             tokio::select! {
                 received = ops.recv_many(&mut batch, BATCH) => {
@@ -272,13 +287,57 @@ impl Driver {
                     }
                     self.handle(&mut batch).await;
                 }
+                Some(joined) = async {
+                    match connecting.as_mut() {
+                        Some(handle) => Some(handle.await),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    connecting = None;
+                    match joined {
+                        Ok(Ok(store)) => {
+                            self.connected(store);
+                            if let Err(e) = self.beat(&mut ops).await {
+                                self.store_down(&e);
+                            }
+                        }
+                        Ok(Err(e)) => self.store_down(&e),
+                        Err(e) => self.store_down(&e.to_string()),
+                    }
+                }
                 _ = tick.tick() => {
-                    if let Err(e) = self.beat(&mut ops).await {
-                        self.store_down(&e);
+                    if self.store.is_some() {
+                        if let Err(e) = self.beat(&mut ops).await {
+                            self.store_down(&e);
+                        }
+                    } else if connecting.is_none() {
+                        let s = &self.settings;
+                        let (url, prefix, node) = (s.redis.clone(), s.prefix.clone(), s.node.clone());
+                        let timeout = s.reserve_timeout.max(Duration::from_millis(500));
+                        connecting = Some(tokio::spawn(async move {
+                            Store::connect(&url, &prefix, &node, timeout)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }));
                     }
                 }
             }
         }
+    }
+
+    /// The store answers (again): the next beat writes this node's counts over its
+    /// entry.
+    fn connected(&mut self, store: Store) {
+        self.store = Some(store);
+        if self.down_logged {
+            info!("cluster store reachable again: this node's counts written over its entry");
+            self.down_logged = false;
+        }
+        self.with_view(|v| {
+            v.reconciliations += 1;
+            v.store_up = true;
+            v.store_error = None;
+        });
     }
 
     fn with_view(&self, f: impl FnOnce(&mut View)) {
@@ -381,27 +440,11 @@ impl Driver {
         }
     }
 
-    /// Connects if need be, then: stored calls written, this node's counts written over
+    /// Stored calls written, this node's counts written over
     /// its entry, the heartbeat, the others' loads read into the balancer, statuses and
     /// reloads shared, dead nodes adopted.
     async fn beat(&mut self, ops: &mut mpsc::UnboundedReceiver<Op>) -> Result<(), String> {
         let s = &self.settings;
-        if self.store.is_none() {
-            let timeout = s.reserve_timeout.max(Duration::from_millis(500));
-            let store = Store::connect(&s.redis, &s.prefix, &s.node, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.store = Some(store);
-            if self.down_logged {
-                info!("cluster store reachable again: this node's counts written over its entry");
-                self.down_logged = false;
-            }
-            self.with_view(|v| {
-                v.reconciliations += 1;
-                v.store_up = true;
-                v.store_error = None;
-            });
-        }
         let Some(mut store) = self.store.clone() else {
             return Ok(());
         };
