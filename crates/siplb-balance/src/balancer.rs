@@ -183,7 +183,12 @@ impl Balancer {
             Live {
                 now: self.clock.nanos(),
                 diverted: &self.diverted,
-                report: self.report(TakeKind::Reserve),
+                // Flag `n` takes calls past capacity: counted, not reserved.
+                report: self.report(if flags.allow_full {
+                    TakeKind::Count
+                } else {
+                    TakeKind::Reserve
+                }),
             },
         )
     }

@@ -11,14 +11,17 @@
 //! slow or away answers "go on" after `reserve_timeout`.
 
 mod book;
+mod heartbeat;
 mod records;
 mod scripts;
 mod status_sync;
 mod store;
 mod task;
+mod view;
 
 pub use book::{Book, Field, Step};
 pub use records::{decode as decode_call, encode as encode_call, key as call_key};
 pub use status_sync::{Decision, StatusSync};
 pub use store::{Beat, NodeBeat, RedisError, Store};
-pub use task::{Cluster, Hooks, NodeState, NodeView, Settings, View, stored_calls};
+pub use task::{Cluster, Hooks, Settings, stored_calls};
+pub use view::{NodeState, NodeView, View};

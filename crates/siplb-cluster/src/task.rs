@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use siplb_balance::{Balancer, Ledger, SharedState, Take};
+use siplb_balance::{Balancer, Ledger, Take};
 use siplb_proxy::{DialogChange, Handovers, Peer, PersistedCall};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -15,9 +15,10 @@ use tracing::{info, warn};
 use crate::book::{Book, Step};
 use crate::records;
 use crate::status_sync::StatusSync;
-use crate::store::{Beat, Store};
+use crate::store::Store;
+use crate::view::View;
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// How the node runs in the cluster (`[cluster]`).
 #[derive(Clone, Debug)]
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Hooks {
 }
 
 #[derive(Debug)]
-enum Op {
+pub(crate) enum Op {
     Take(Take),
     Release(u64),
     Dialog(DialogChange),
@@ -72,59 +73,6 @@ impl Ledger for ChannelLedger {
     fn released(&self, ticket: u64) {
         let _ = self.0.send(Op::Release(ticket));
     }
-}
-
-/// A node as the last heartbeat showed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeState {
-    /// This node.
-    Me,
-    Alive,
-    /// Silent for longer than `node_timeout`; its calls stay counted until adopted.
-    Dead,
-}
-
-impl NodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Me => "self",
-            NodeState::Alive => "alive",
-            NodeState::Dead => "dead",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeView {
-    pub name: String,
-    pub state: NodeState,
-    /// Since its last heartbeat, by the store's clock.
-    pub silent_for: Duration,
-    /// Answered calls it has stored (what a survivor would adopt).
-    pub stored_calls: u64,
-    /// Its load counters, summed.
-    pub load: u64,
-}
-
-/// What the node knows of the cluster, for `cluster`, `/health` and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct View {
-    pub node: String,
-    /// The last operation on the store succeeded.
-    pub store_up: bool,
-    /// Why the store is down.
-    pub store_error: Option<String>,
-    pub nodes: Vec<NodeView>,
-    /// This node sends the probes.
-    pub prober: bool,
-    pub reservations_granted: u64,
-    pub reservations_refused: u64,
-    /// Reservations let through without the store (it was down or slow).
-    pub reservations_unconfirmed: u64,
-    /// Calls adopted from dead nodes.
-    pub adopted_calls: u64,
-    /// Times the store came back and this node's counts were written over its entry.
-    pub reconciliations: u64,
 }
 
 /// A running node's handle; cheap to clone.
@@ -231,7 +179,7 @@ pub async fn stored_calls(settings: &Settings) -> Result<Vec<PersistedCall>, Str
         .collect())
 }
 
-fn wall_ms() -> i64 {
+pub(crate) fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -240,20 +188,20 @@ fn wall_ms() -> i64 {
 /// Reports at most this many at once to the store, in one round trip.
 const BATCH: usize = 512;
 
-struct Driver {
-    settings: Settings,
-    balancer: Arc<Balancer>,
-    hooks: Hooks,
-    store: Option<Store>,
-    book: Book,
+pub(crate) struct Driver {
+    pub(crate) settings: Settings,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) hooks: Hooks,
+    pub(crate) store: Option<Store>,
+    pub(crate) book: Book,
     /// Calls to store (`Some`) or forget (`None`) at the next beat, by key.
-    dialogs: HashMap<String, Option<String>>,
-    status: StatusSync,
+    pub(crate) dialogs: HashMap<String, Option<String>>,
+    pub(crate) status: StatusSync,
     /// The reload counter this node has acted on.
-    reload_seen: Option<i64>,
-    reload_pending: bool,
-    view: Arc<Mutex<View>>,
-    down_logged: bool,
+    pub(crate) reload_seen: Option<i64>,
+    pub(crate) reload_pending: bool,
+    pub(crate) view: Arc<Mutex<View>>,
+    pub(crate) down_logged: bool,
 }
 
 impl Driver {
@@ -340,11 +288,11 @@ impl Driver {
         });
     }
 
-    fn with_view(&self, f: impl FnOnce(&mut View)) {
+    pub(crate) fn with_view(&self, f: impl FnOnce(&mut View)) {
         f(&mut self.view.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
-    fn store_down(&mut self, error: &str) {
+    pub(crate) fn store_down(&mut self, error: &str) {
         self.store = None;
         if !self.down_logged {
             warn!(
@@ -363,7 +311,7 @@ impl Driver {
     }
 
     /// Carries reports to the store in their order, answering reservations.
-    async fn handle(&mut self, batch: &mut Vec<Op>) {
+    pub(crate) async fn handle(&mut self, batch: &mut Vec<Op>) {
         let mut steps = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             match op {
@@ -438,181 +386,5 @@ impl Driver {
                     .insert(records::key(&call_id, &caller_tag), None);
             }
         }
-    }
-
-    /// Stored calls written, this node's counts written over
-    /// its entry, the heartbeat, the others' loads read into the balancer, statuses and
-    /// reloads shared, dead nodes adopted.
-    async fn beat(&mut self, ops: &mut mpsc::UnboundedReceiver<Op>) -> Result<(), String> {
-        let s = &self.settings;
-        let Some(mut store) = self.store.clone() else {
-            return Ok(());
-        };
-        let timeout = s.node_timeout.max(Duration::from_secs(1));
-        // Kept until written: a beat that fails writes them at the next.
-        let dialogs: Vec<(String, Option<String>)> = self
-            .dialogs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let counts = self.book.counts();
-        let address = s.address.map(|a| a.to_string()).unwrap_or_default();
-        let beat = {
-            let mut store = store.clone();
-            let work: BoxFuture<Result<Beat, String>> = Box::pin(async move {
-                store
-                    .store_calls(dialogs)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                store.rewrite(&counts).await.map_err(|e| e.to_string())?;
-                store.beat(&address).await.map_err(|e| e.to_string())
-            });
-            tokio::time::timeout(timeout, work)
-                .await
-                .map_err(|_| "the store did not answer in time".to_owned())??
-        };
-        self.dialogs.clear();
-        self.with_view(|v| {
-            v.store_up = true;
-            v.store_error = None;
-        });
-        let me = self.settings.node.clone();
-        let timeout_ms = i64::try_from(self.settings.node_timeout.as_millis()).unwrap_or(i64::MAX);
-        let alive = |n: &crate::store::NodeBeat| beat.now_ms - n.beat_ms <= timeout_ms;
-
-        // The others' calls, dead nodes' included until adopted.
-        let mut remote: HashMap<(u32, &str), u32> = HashMap::new();
-        for node in beat.nodes.iter().filter(|n| n.name != me) {
-            for (field, count) in &node.loads {
-                *remote
-                    .entry((field.destination, &field.resource))
-                    .or_insert(0) += count;
-            }
-        }
-        self.balancer
-            .set_remote_loads(|id, resource| remote.get(&(id, resource)).copied().unwrap_or(0));
-
-        // One node probes: the first alive by name.
-        let leader = beat
-            .nodes
-            .iter()
-            .filter(|n| alive(n))
-            .map(|n| n.name.as_str())
-            .chain(std::iter::once(me.as_str()))
-            .min()
-            .unwrap_or(&me)
-            .to_owned();
-        let lead = leader == me;
-        self.balancer.set_probes_here(lead);
-
-        let nodes: Vec<crate::NodeView> = beat
-            .nodes
-            .iter()
-            .map(|n| crate::NodeView {
-                name: n.name.clone(),
-                state: if n.name == me {
-                    NodeState::Me
-                } else if alive(n) {
-                    NodeState::Alive
-                } else {
-                    NodeState::Dead
-                },
-                silent_for: Duration::from_millis(
-                    u64::try_from(beat.now_ms - n.beat_ms).unwrap_or(0),
-                ),
-                stored_calls: n.calls,
-                load: n.loads.iter().map(|(_, c)| u64::from(*c)).sum(),
-            })
-            .collect();
-        self.with_view(|v| {
-            v.nodes = nodes;
-            v.prober = lead;
-        });
-
-        // Requests of calls a dead node had go to the node that adopted them.
-        let address_of = |node: &str| {
-            beat.addresses
-                .iter()
-                .find(|(n, _)| n == node)
-                .and_then(|(_, a)| a.parse::<Peer>().ok())
-        };
-        let handovers = beat
-            .adopted
-            .iter()
-            .filter(|(_, by)| *by != me)
-            .filter_map(|(dead, by)| Some((address_of(dead)?.addr, address_of(by)?)))
-            .collect();
-        self.hooks.handovers.set(handovers);
-
-        // Statuses and capacities.
-        let local: Vec<(u32, String)> = self
-            .balancer
-            .shared_states()
-            .into_iter()
-            .map(|(id, state)| (id, state.encode()))
-            .collect();
-        let remote_status: HashMap<u32, String> = beat.status.iter().cloned().collect();
-        let decision = self.status.step(&local, &remote_status);
-        for (id, text) in &decision.apply {
-            if let Some(state) = SharedState::decode(text)
-                && let Ok(true) = self.balancer.apply_shared(*id, &state)
-            {
-                info!(destination = id, state = %text, "status and capacities taken from the cluster");
-            }
-        }
-        store
-            .publish_status(&decision.publish)
-            .await
-            .map_err(|e| e.to_string())?;
-
-        // Reloads.
-        if self.reload_pending {
-            self.reload_pending = false;
-            let counter = store.bump_reload().await.map_err(|e| e.to_string())?;
-            self.reload_seen = Some(counter);
-        } else {
-            match self.reload_seen {
-                None => self.reload_seen = Some(beat.reload),
-                Some(seen) if beat.reload > seen => {
-                    self.reload_seen = Some(beat.reload);
-                    info!("another node reloaded the destination table; reloading");
-                    if let Err(error) = (self.hooks.reload)().await {
-                        warn!(%error, "reload asked by the cluster failed; the table in force stays");
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-
-        // Dead nodes: the leader adopts their calls.
-        if lead {
-            for dead in beat.nodes.iter().filter(|n| n.name != me && !alive(n)) {
-                let Some(stored) = store
-                    .adopt(&dead.name, self.settings.node_timeout)
-                    .await
-                    .map_err(|e| e.to_string())?
-                else {
-                    continue;
-                };
-                let now = wall_ms();
-                let calls: Vec<PersistedCall> = stored
-                    .iter()
-                    .filter_map(|text| records::decode(text, now).ok())
-                    .collect();
-                let count = calls.len();
-                let restored = (self.hooks.restore)(calls).await;
-                warn!(node = %dead.name, calls = count, restored, "node silent for longer than node_timeout: its calls adopted");
-                self.with_view(|v| v.adopted_calls += u64::try_from(restored).unwrap_or(0));
-                // The restored calls' reports are queued: into the book before the next
-                // counts are written.
-                let mut batch = Vec::new();
-                while let Ok(op) = ops.try_recv() {
-                    batch.push(op);
-                }
-                self.handle(&mut batch).await;
-            }
-        }
-        self.store = Some(store);
-        Ok(())
     }
 }
