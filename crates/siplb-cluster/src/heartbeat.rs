@@ -204,8 +204,10 @@ impl Driver {
             let now = wall_ms();
             let calls: Vec<PersistedCall> = stored
                 .iter()
-                .filter_map(|text| records::decode(text, now).ok())
+                .filter_map(|(_, text)| records::decode(text, now).ok())
                 .collect();
+            // They are this node's stored calls now.
+            self.stored.extend(stored);
             let count = calls.len();
             let restored = (self.hooks.restore)(calls).await;
             warn!(node = %dead.name, calls = count, restored, "node silent for longer than node_timeout: its calls adopted");

@@ -224,29 +224,58 @@ impl Store {
     }
 
     /// Takes over `dead`'s counts and stored calls if it has been silent longer than
-    /// `timeout`; returns the calls' stored values, or `None` when it is alive again
-    /// or was adopted by another node first.
+    /// `timeout`; returns the calls (key, stored value), or `None` when it is alive
+    /// again or was adopted by another node first.
     pub async fn adopt(
         &mut self,
         dead: &str,
         timeout: Duration,
-    ) -> Result<Option<Vec<String>>, RedisError> {
+    ) -> Result<Option<Vec<(String, String)>>, RedisError> {
         let calls: Option<Vec<String>> = self
             .script(&self.shas.adopt)
             .arg(dead)
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
             .query_async(&mut self.conn)
             .await?;
-        Ok(calls.map(|flat| pairs(flat).map(|(_, value)| value).collect()))
+        Ok(calls.map(|flat| pairs(flat).collect()))
     }
 
-    /// This node's stored calls (after a restart).
-    pub async fn own_calls(&mut self) -> Result<Vec<String>, RedisError> {
+    /// This node's stored calls (key, stored value).
+    pub async fn own_calls(&mut self) -> Result<Vec<(String, String)>, RedisError> {
         let key = self.key("calls", &self.node);
-        redis::cmd("HVALS")
+        let flat: Vec<String> = redis::cmd("HGETALL")
             .arg(key)
             .query_async(&mut self.conn)
-            .await
+            .await?;
+        Ok(pairs(flat).collect())
+    }
+
+    /// Makes this node's stored calls exactly `calls` (after the store came back,
+    /// perhaps empty from a restart).
+    pub async fn replace_calls(
+        &mut self,
+        calls: impl ExactSizeIterator<Item = (String, String)>,
+    ) -> Result<(), RedisError> {
+        let key = self.key("calls", &self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&key).ignore();
+        let mut chunk = Vec::with_capacity(512);
+        let flush = |pipe: &mut redis::Pipeline, chunk: &mut Vec<(String, String)>| {
+            if !chunk.is_empty() {
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(std::mem::take(chunk))
+                    .ignore();
+            }
+        };
+        for call in calls {
+            chunk.push(call);
+            if chunk.len() == 512 {
+                flush(&mut pipe, &mut chunk);
+            }
+        }
+        flush(&mut pipe, &mut chunk);
+        pipe.query_async::<()>(&mut self.conn).await
     }
 
     /// Stores (`Some`) or forgets (`None`) this node's calls, by key.

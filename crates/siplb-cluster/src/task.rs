@@ -109,6 +109,8 @@ impl Cluster {
             store: None,
             book: Book::default(),
             dialogs: HashMap::new(),
+            stored: HashMap::new(),
+            reupload: None,
             status: StatusSync::default(),
             reload_seen: None,
             reload_pending: false,
@@ -169,7 +171,7 @@ pub async fn stored_calls(settings: &Settings) -> Result<Vec<PersistedCall>, Str
     let stored = store.own_calls().await.map_err(|e| e.to_string())?;
     Ok(stored
         .iter()
-        .filter_map(|text| match records::decode(text, now) {
+        .filter_map(|(_, text)| match records::decode(text, now) {
             Ok(call) => Some(call),
             Err(e) => {
                 warn!(error = %e, "a call stored in the cluster cannot be read; skipped");
@@ -196,6 +198,12 @@ pub(crate) struct Driver {
     pub(crate) book: Book,
     /// Calls to store (`Some`) or forget (`None`) at the next beat, by key.
     pub(crate) dialogs: HashMap<String, Option<String>>,
+    /// Every call this node has stored (its answered calls, adopted ones included), so
+    /// that a store that comes back, perhaps emptied by a restart, gets them again.
+    pub(crate) stored: HashMap<String, String>,
+    /// `stored` is to be written over the store's copy at the next beat; `None` before
+    /// the first connection, when the store's copy is read instead.
+    pub(crate) reupload: Option<bool>,
     pub(crate) status: StatusSync,
     /// The reload counter this node has acted on.
     pub(crate) reload_seen: Option<i64>,
@@ -277,6 +285,9 @@ impl Driver {
     /// entry.
     fn connected(&mut self, store: Store) {
         self.store = Some(store);
+        if self.reupload.is_some() {
+            self.reupload = Some(true);
+        }
         if self.down_logged {
             info!("cluster store reachable again: this node's counts written over its entry");
             self.down_logged = false;
@@ -375,15 +386,17 @@ impl Driver {
         match change {
             DialogChange::Upsert(call) => {
                 let key = records::key(&call.call_id, &call.caller_tag);
-                self.dialogs
-                    .insert(key, Some(records::encode(&call, wall_ms())));
+                let value = records::encode(&call, wall_ms());
+                self.stored.insert(key.clone(), value.clone());
+                self.dialogs.insert(key, Some(value));
             }
             DialogChange::Delete {
                 call_id,
                 caller_tag,
             } => {
-                self.dialogs
-                    .insert(records::key(&call_id, &caller_tag), None);
+                let key = records::key(&call_id, &caller_tag);
+                self.stored.remove(&key);
+                self.dialogs.insert(key, None);
             }
         }
     }

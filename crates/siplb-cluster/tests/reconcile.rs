@@ -88,6 +88,14 @@ struct World {
     admin: Store,
 }
 
+async fn connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 fn field(dest: u32) -> Field {
     Field {
         destination: dest,
@@ -128,19 +136,21 @@ impl World {
         world
     }
 
-    /// Counts in the store under `pattern` (`load:*`, `load:n1`), summed per field;
-    /// asserts none is negative.
-    async fn store_counts(&mut self, pattern: &str) -> BTreeMap<Field, i64> {
-        let mut conn = redis::Client::open(URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
+    /// A connection of the test's own, and the keys under `pattern` of this world.
+    async fn keys(&self, pattern: &str) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+        let mut conn = connection().await;
+        let keys = redis::cmd("KEYS")
             .arg(format!("{}:{pattern}", self.prefix))
             .query_async(&mut conn)
             .await
             .unwrap();
+        (conn, keys)
+    }
+
+    /// Counts in the store under `pattern` (`load:*`, `load:n1`), summed per field;
+    /// asserts none is negative.
+    async fn store_counts(&mut self, pattern: &str) -> BTreeMap<Field, i64> {
+        let (mut conn, keys) = self.keys(pattern).await;
         let mut totals = BTreeMap::new();
         for key in keys {
             let pairs: Vec<(String, i64)> = redis::cmd("HGETALL")
@@ -261,11 +271,7 @@ impl World {
                     return;
                 }
                 n.alive = false;
-                let mut conn = redis::Client::open(URL)
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
+                let mut conn = connection().await;
                 let () = redis::cmd("HSET")
                     .arg(format!("{}:nodes", self.prefix))
                     .arg(format!("n{node}"))
@@ -361,16 +367,7 @@ impl World {
     }
 
     async fn cleanup(&mut self) {
-        let mut conn = redis::Client::open(URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let (mut conn, keys) = self.keys("*").await;
         if !keys.is_empty() {
             let _: i64 = redis::cmd("DEL")
                 .arg(keys)

@@ -60,6 +60,16 @@ fn stored_load(prefix: &str, node: &str) -> i64 {
     counts.iter().map(|(_, n)| n).sum()
 }
 
+/// How many calls a node has stored.
+fn stored_calls(prefix: &str, node: &str) -> usize {
+    let client = redis::Client::open(format!("redis://{REDIS}/0")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("HLEN")
+        .arg(format!("{prefix}:calls:{node}"))
+        .query(&mut conn)
+        .unwrap()
+}
+
 /// A cluster of `count` siplb processes on 127.0.<test>.1..count, sharing the SQLite
 /// table in `dir` and the store at `redis`.
 struct Cluster {
@@ -210,6 +220,41 @@ impl Cluster {
         }
     }
 
+    /// One SIPp caller per node `1..=nodes`, each placing `calls` calls through it.
+    fn callers(&self, nodes: u8, calls: (u32, u32, u32)) -> Vec<Sipp> {
+        (1..=nodes)
+            .map(|n| {
+                uac_to(
+                    &self.dir,
+                    &format!("uac-{n}"),
+                    self.sip(n),
+                    ip(self.test, 100 + n),
+                    5062,
+                    "VM_1",
+                    calls,
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until node `n` lists `count` nodes.
+    fn wait_for_nodes(&self, n: u8, count: usize) {
+        wait_until(Duration::from_secs(5), || {
+            self.view(n)["Nodes"].as_array().unwrap().len() == count
+        });
+    }
+
+    /// Waits until node `n` sees `calls` answered calls stored by node `node`.
+    fn wait_for_stored(&self, n: u8, node: &str, calls: u64) {
+        wait_until(Duration::from_secs(3), || {
+            self.view(n)["Nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["name"] == node && d["stored_calls"] == calls)
+        });
+    }
+
     fn kill(&mut self, n: u8) {
         if let Some(mut node) = self.nodes[usize::from(n - 1)].take() {
             node.signal("-KILL");
@@ -232,9 +277,7 @@ fn three_nodes_hold_the_capacity_cluster_wide_and_share_status_and_reloads() {
     let test = 110;
     let cluster = Cluster::start(test, 3, &[(1, "vm=5"), (2, "vm=3")], REDIS, "");
     let _uas = uas_at(&cluster.dir, &[ip(test, 11), ip(test, 12)]);
-    wait_until(Duration::from_secs(5), || {
-        cluster.view(1)["Nodes"].as_array().unwrap().len() == 3
-    });
+    cluster.wait_for_nodes(1, 3);
     // Exactly one node probes.
     let probers = (1..=3)
         .filter(|&n| cluster.view(n)["prober"] == true)
@@ -243,19 +286,7 @@ fn three_nodes_hold_the_capacity_cluster_wide_and_share_status_and_reloads() {
 
     // 60 calls at once through three nodes for 8 slots: 8 answered, 52 turned away
     // "Service full", whichever node they reach.
-    let callers: Vec<Sipp> = (1..=3u8)
-        .map(|n| {
-            uac_to(
-                &cluster.dir,
-                &format!("uac-{n}"),
-                cluster.sip(n),
-                ip(test, 100 + n),
-                5062,
-                "VM_1",
-                (20, 100, 4000),
-            )
-        })
-        .collect();
+    let callers = cluster.callers(3, (20, 100, 4000));
     cluster.wait_for_loads(&[5, 3], Duration::from_secs(10));
     // Every node's share adds up to the cluster's load.
     let shares: Vec<Vec<(u64, u64)>> = (1..=3).map(|n| cluster.loads(n)).collect();
@@ -542,22 +573,14 @@ fn a_dead_nodes_calls_are_adopted_and_ended_through_any_survivor() {
     let test = 111;
     let mut cluster = Cluster::start(test, 3, &[(1, "vm=10")], REDIS, "node_timeout = \"1s\"");
     let _callee = Callee::start(SocketAddr::new(ip(test, 11), 5060));
-    wait_until(Duration::from_secs(5), || {
-        cluster.view(2)["Nodes"].as_array().unwrap().len() == 3
-    });
+    cluster.wait_for_nodes(2, 3);
     // Four calls up through node 1, stored in the cluster.
     let mut phone = Phone::new(SocketAddr::new(ip(test, 100), 5062));
     for n in 0..4 {
         phone.call(cluster.sip(1), n);
     }
     cluster.wait_for_loads(&[4], Duration::from_secs(5));
-    wait_until(Duration::from_secs(3), || {
-        cluster.view(2)["Nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "lb-1" && n["stored_calls"] == 4)
-    });
+    cluster.wait_for_stored(2, "lb-1", 4);
 
     // Node 1 dies. Its calls stay counted while it is only silent, then a survivor
     // adopts them.
@@ -608,23 +631,9 @@ fn a_store_outage_fails_no_call_and_the_counts_heal() {
         "",
     );
     let _uas = uas_at(&cluster.dir, &[ip(test, 11)]);
-    wait_until(Duration::from_secs(5), || {
-        cluster.view(1)["Nodes"].as_array().unwrap().len() == 2
-    });
+    cluster.wait_for_nodes(1, 2);
     // 120 calls of 3 s through both nodes; the store goes away for 2 s in the middle.
-    let callers: Vec<Sipp> = (1..=2u8)
-        .map(|n| {
-            uac_to(
-                &cluster.dir,
-                &format!("uac-{n}"),
-                cluster.sip(n),
-                ip(test, 100 + n),
-                5062,
-                "VM_1",
-                (60, 20, 3000),
-            )
-        })
-        .collect();
+    let callers = cluster.callers(2, (60, 20, 3000));
     std::thread::sleep(Duration::from_millis(1000));
     relay.cut();
     wait_until(Duration::from_secs(3), || {
@@ -635,6 +644,8 @@ fn a_store_outage_fails_no_call_and_the_counts_heal() {
         http_get((ip(test, 2), 8888), "/metrics").contains("siplb_cluster_store_up 0")
     });
     assert!(metrics.contains("siplb_cluster_store_up"), "{metrics}");
+    // As if Redis restarted empty meanwhile (it keeps nothing on disk here).
+    forget(&cluster.prefix);
     std::thread::sleep(Duration::from_millis(1500));
     relay.restore();
     wait_until(Duration::from_secs(5), || {
@@ -651,6 +662,18 @@ fn a_store_outage_fails_no_call_and_the_counts_heal() {
         let total = shares.iter().sum::<u64>();
         stored.iter().zip(&shares).all(|(s, l)| *s as u64 == *l)
             && (1..=2).all(|n| cluster.loads(n)[0].0 == total)
+    });
+    // And each node's answered calls are stored again, for adoption should it die.
+    wait_until(Duration::from_secs(3), || {
+        (1..=2).all(|n| {
+            let answered = ctl_json(cluster.mi(n), &["lb_calls"])["Calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["state"] == "confirmed")
+                .count();
+            answered > 0 && stored_calls(&cluster.prefix, &format!("lb-{n}")) == answered
+        })
     });
     for caller in callers {
         let report = caller.finish(Duration::from_secs(60));
@@ -691,13 +714,7 @@ fn a_node_restarted_with_calls_up_rejoins_without_counting_them_twice() {
         (6, 50, 6000),
     );
     cluster.wait_for_loads(&[6], Duration::from_secs(5));
-    wait_until(Duration::from_secs(3), || {
-        cluster.view(2)["Nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "lb-1" && n["stored_calls"] == 6)
-    });
+    cluster.wait_for_stored(2, "lb-1", 6);
     cluster.kill(1);
     let node = cluster.launch(1);
     assert!(
