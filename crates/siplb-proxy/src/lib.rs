@@ -58,4 +58,4 @@ pub use routing::RouteMatch;
 pub use settings::{
     GroupChoice, OwnOverloadSettings, Probing, Relay, Route, RouteAction, Settings,
 };
-pub use stats::{Histogram, SETUP_BUCKETS, Stats};
+pub use stats::{Histogram, RESERVATION_BUCKETS, SETUP_BUCKETS, Stats};

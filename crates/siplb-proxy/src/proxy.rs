@@ -115,7 +115,7 @@ pub struct Proxy {
     pub(crate) relay_names: Vec<Arc<NameCell>>,
     /// In a cluster: calls waiting for the shared store to grant their destination's
     /// room, by reservation ticket.
-    pub(crate) reserving: HashMap<u64, Id>,
+    pub(crate) reserving: HashMap<u64, (Id, Instant)>,
     /// In a cluster: where requests of dead nodes' calls adopted elsewhere go.
     pub(crate) handovers: Option<Arc<crate::Handovers>>,
 }
@@ -327,7 +327,11 @@ impl Proxy {
     pub fn handle_reservation(&mut self, now: Instant, ticket: u64, granted: bool) {
         self.clock = now;
         self.balancer.tick(now);
-        if let Some(id) = self.reserving.remove(&ticket) {
+        if let Some((id, since)) = self.reserving.remove(&ticket) {
+            self.stats.reservation_wait.observe_in(
+                &crate::stats::RESERVATION_BUCKETS,
+                now.saturating_duration_since(since),
+            );
             self.call_input(now, id, Input::Reservation { ticket, granted });
             self.drive(now);
         }
@@ -433,7 +437,7 @@ impl Proxy {
             match effect {
                 Effect::Forward(target) if target.reservation.is_some() => {
                     if let Some(ticket) = target.reservation {
-                        self.reserving.insert(ticket, id);
+                        self.reserving.insert(ticket, (id, now));
                     }
                 }
                 Effect::Forward(target) => {

@@ -8,6 +8,9 @@ pub struct Stats {
     /// New calls whose destination the cluster's shared store found full when it was
     /// asked to reserve (another node took the last slot first); they chose again.
     pub reservations_refused: u64,
+    /// How long new calls waited for the store's reservation (buckets:
+    /// [`RESERVATION_BUCKETS`]).
+    pub reservation_wait: Histogram,
     pub destinations_disabled: u64,
     pub destinations_enabled: u64,
     /// Drains that ended (their last call did).
@@ -62,11 +65,22 @@ pub struct Histogram {
     pub sum_micros: u64,
 }
 
+/// Upper bounds of the buckets of [`Stats::reservation_wait`], in seconds: a
+/// reservation is a round trip to the cluster's store, well under a millisecond on a
+/// LAN.
+pub const RESERVATION_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+
 impl Histogram {
     pub(crate) fn observe(&mut self, d: std::time::Duration) {
+        self.observe_in(&SETUP_BUCKETS, d);
+    }
+
+    pub(crate) fn observe_in(&mut self, bounds: &[f64; 10], d: std::time::Duration) {
         let secs = d.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter_mut().zip(SETUP_BUCKETS) {
-            if secs <= bound {
+        for (bucket, bound) in self.buckets.iter_mut().zip(bounds) {
+            if secs <= *bound {
                 *bucket += 1;
             }
         }

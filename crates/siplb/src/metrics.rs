@@ -161,24 +161,23 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             ("failure", s.probe_failures),
         ],
     );
-    let setup = "siplb_call_setup_seconds";
-    e.family(
-        setup,
-        Kind::Histogram,
+    histogram(
+        &mut e,
+        "siplb_call_setup_seconds",
         "Time from the INVITE to the first reply the caller sees from a destination.",
+        &siplb_proxy::SETUP_BUCKETS,
+        &s.setup,
     );
-    let bucket = format!("{setup}_bucket");
-    for (bound, count) in siplb_proxy::SETUP_BUCKETS.iter().zip(s.setup.buckets) {
-        e.sample(&bucket, &[("le", &bound.to_string())], count);
+    if s.reservation_wait.count > 0 {
+        histogram(
+            &mut e,
+            "siplb_cluster_reservation_wait_seconds",
+            "Time a new call waited for the cluster's store to reserve its destination's room.",
+            &siplb_proxy::RESERVATION_BUCKETS,
+            &s.reservation_wait,
+        );
     }
-    e.sample(&bucket, &[("le", "+Inf")], s.setup.count)
-        .sample(
-            &format!("{setup}_sum"),
-            &[],
-            s.setup.sum_micros as f64 / 1e6,
-        )
-        .sample(&format!("{setup}_count"), &[], s.setup.count)
-        .single(
+    e.single(
             "siplb_calls",
             Kind::Gauge,
             "Calls being set up or up.",
@@ -255,4 +254,22 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
         }
     }
     e.finish()
+}
+
+/// A Prometheus histogram from one of the core's.
+fn histogram(
+    e: &mut Exposition,
+    name: &str,
+    help: &str,
+    bounds: &[f64; 10],
+    h: &siplb_proxy::Histogram,
+) {
+    e.family(name, Kind::Histogram, help);
+    let bucket = format!("{name}_bucket");
+    for (bound, count) in bounds.iter().zip(h.buckets) {
+        e.sample(&bucket, &[("le", &bound.to_string())], count);
+    }
+    e.sample(&bucket, &[("le", "+Inf")], h.count)
+        .sample(&format!("{name}_sum"), &[], h.sum_micros as f64 / 1e6)
+        .sample(&format!("{name}_count"), &[], h.count);
 }

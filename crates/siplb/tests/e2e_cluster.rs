@@ -304,6 +304,15 @@ fn three_nodes_hold_the_capacity_cluster_wide_and_share_status_and_reloads() {
         refused += report.failed_calls;
     }
     assert_eq!((answered, refused), (8, 52));
+    // Every node measured how long its calls waited for their reservations.
+    for n in 1..=3 {
+        let metrics = http_get((ip(test, n), 8888), "/metrics");
+        let waited = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("siplb_cluster_reservation_wait_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(waited.is_some_and(|c| c > 0), "node {n}: {metrics}");
+    }
     cluster.wait_for_loads(&[0, 0], Duration::from_secs(5));
     let refusals: u64 = (1..=3)
         .map(|n| cluster.view(n)["reservations"]["refused"].as_u64().unwrap())
