@@ -14,6 +14,9 @@ use crate::store::{Beat, NodeBeat, Store};
 use crate::task::{BoxFuture, Driver, Op, wall_ms};
 use crate::view::{NodeState, NodeView};
 
+/// Stored calls: key, stored value.
+type StoredCalls = Vec<(String, String)>;
+
 impl Driver {
     /// Stored calls written, this node's counts written over its entry, the heartbeat;
     /// then the others' loads read into the balancer, statuses and reloads shared, and
@@ -34,21 +37,50 @@ impl Driver {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let counts = self.book.counts();
+        // The first time: the store's copy of the calls is this node's (the ones it
+        // restored). After an outage: this node's copy is written over the store's.
+        let first = self.reupload.is_none();
+        let reupload: Option<StoredCalls> = (self.reupload == Some(true)).then(|| {
+            self.stored
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
         let address = s.address.map(|a| a.to_string()).unwrap_or_default();
         let beat = {
             let mut store = store.clone();
-            let work: BoxFuture<Result<Beat, String>> = Box::pin(async move {
-                store
-                    .store_calls(dialogs)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let work: BoxFuture<Result<(Beat, StoredCalls), String>> = Box::pin(async move {
+                let known = if first {
+                    store.own_calls().await.map_err(|e| e.to_string())?
+                } else {
+                    Vec::new()
+                };
+                match reupload {
+                    Some(all) => store.replace_calls(all.into_iter()).await,
+                    None => store.store_calls(dialogs).await,
+                }
+                .map_err(|e| e.to_string())?;
                 store.rewrite(&counts).await.map_err(|e| e.to_string())?;
-                store.beat(&address).await.map_err(|e| e.to_string())
+                let beat = store.beat(&address).await.map_err(|e| e.to_string())?;
+                Ok((beat, known))
             });
             tokio::time::timeout(timeout, work)
                 .await
                 .map_err(|_| "the store did not answer in time".to_owned())??
         };
+        let (beat, known) = beat;
+        if first {
+            // Read before this beat's changes were written: they apply over it.
+            for (key, value) in known {
+                self.stored.entry(key).or_insert(value);
+            }
+            for (key, change) in &self.dialogs {
+                if change.is_none() {
+                    self.stored.remove(key);
+                }
+            }
+        }
+        self.reupload = Some(false);
         self.dialogs.clear();
         self.with_view(|v| {
             v.store_up = true;
