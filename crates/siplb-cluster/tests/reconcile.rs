@@ -205,6 +205,22 @@ impl World {
         }
     }
 
+    /// Node `by` restores `calls` (its own after a restart, or a dead node's): the
+    /// store counts them already.
+    fn take_over(&mut self, by: usize, calls: Vec<(u64, u32)>) {
+        for (_, dest) in calls {
+            let ticket = self.ticket();
+            let step = self.nodes[by].book.taken(Take {
+                ticket,
+                kind: TakeKind::Counted,
+                destination: dest,
+                resources: vec![(Arc::from("vm"), CAPACITY)],
+            });
+            assert_eq!(step, Step::Nothing);
+            self.nodes[by].calls.push((ticket, dest));
+        }
+    }
+
     fn ticket(&mut self) -> u64 {
         self.next_ticket += 1;
         self.next_ticket
@@ -318,17 +334,7 @@ impl World {
                 let calls = std::mem::take(&mut self.nodes[dead].calls);
                 self.nodes[dead].book = Book::default();
                 self.nodes[dead].dead_entry.clear();
-                for (_, dest) in calls {
-                    let ticket = self.ticket();
-                    let step = self.nodes[by].book.taken(Take {
-                        ticket,
-                        kind: TakeKind::Counted,
-                        destination: dest,
-                        resources: vec![(Arc::from("vm"), CAPACITY)],
-                    });
-                    assert_eq!(step, Step::Nothing);
-                    self.nodes[by].calls.push((ticket, dest));
-                }
+                self.take_over(by, calls);
                 self.beat(by).await;
             }
             Action::Restart { node } => {
@@ -341,16 +347,7 @@ impl World {
                 let calls = std::mem::take(&mut n.calls);
                 n.book = Book::default();
                 n.dead_entry.clear();
-                for (_, dest) in calls {
-                    let ticket = self.ticket();
-                    let _ = self.nodes[node].book.taken(Take {
-                        ticket,
-                        kind: TakeKind::Counted,
-                        destination: dest,
-                        resources: vec![(Arc::from("vm"), CAPACITY)],
-                    });
-                    self.nodes[node].calls.push((ticket, dest));
-                }
+                self.take_over(node, calls);
                 self.beat(node).await;
             }
             Action::Settle => self.settle().await,
