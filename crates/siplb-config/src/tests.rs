@@ -325,3 +325,57 @@ fn overload_control_is_on_by_default_and_its_bounds_name_the_section() {
         }
     }
 }
+
+#[test]
+fn cluster_section_defaults_addresses_and_faults() {
+    let c = Config::parse("").unwrap();
+    assert!(c.cluster.is_none(), "one node unless [cluster] is there");
+    assert!(c.settings().aliases.is_empty());
+    let c = Config::parse(
+        "[sip]\nlisten = [\"udp:10.0.0.11:5060\"]\n[cluster]\nredis = \"redis://10.0.0.20/0\"\n\
+         node = \"lb-a\"\naddresses = [\"sip:10.0.0.11:5060\", \"sip:10.0.0.12\", \"[::1]:5070\"]\n",
+    )
+    .unwrap();
+    let cluster = c.cluster.clone().unwrap();
+    assert_eq!(cluster.heartbeat, Duration::from_secs(1));
+    assert_eq!(cluster.node_timeout, Duration::from_secs(5));
+    assert_eq!(cluster.reserve_timeout, Duration::from_millis(250));
+    assert_eq!(cluster.prefix, "siplb");
+    let aliases: Vec<String> = c
+        .settings()
+        .aliases
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(aliases, ["10.0.0.11:5060", "10.0.0.12:5060", "[::1]:5070"]);
+    assert!(
+        c.settings().persist_dialogs,
+        "a cluster stores its calls for adoption"
+    );
+
+    let base = "[sip]\nlisten = [\"udp:10.0.0.11:5060\"]\n[cluster]\nredis = \"redis://h/0\"\n";
+    for (extra, key) in [
+        ("node = \"lb a\"", "cluster.node"),
+        (
+            "node = \"a\"\nheartbeat = \"1s\"\nnode_timeout = \"1s\"",
+            "cluster.node_timeout",
+        ),
+        ("node = \"a\"\nheartbeat = \"10ms\"", "cluster.heartbeat"),
+        (
+            "node = \"a\"\nreserve_timeout = \"0s\"",
+            "cluster.reserve_timeout",
+        ),
+        ("node = \"a\"\nprefix = \"a b\"", "cluster.prefix"),
+    ] {
+        let e = error_of(&format!("{base}{extra}\n"));
+        assert!(e.contains(key) && e.contains("line 3"), "{extra}: {e}");
+    }
+    let e = error_of("[cluster]\nredis = \"http://h\"\nnode = \"a\"\n");
+    assert!(e.contains("cluster.redis") && e.contains("line 1"), "{e}");
+    let e = error_of(&format!(
+        "{base}node = \"a\"\naddresses = [\"sip:lb-b.example\"]\n"
+    ));
+    assert!(e.contains("lb-b.example") && e.contains("line 6"), "{e}");
+    let e = error_of("[cluster]\nnode = \"a\"\n");
+    assert!(e.contains("redis"), "{e}");
+}
