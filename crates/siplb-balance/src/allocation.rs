@@ -25,8 +25,9 @@ pub struct Allocation {
     destination: Arc<Destination>,
     /// Indices into the destination's slots, in request order.
     slots: InlineVec<u8, 8>,
-    /// In a cluster: the ledger that counts it in the shared store.
-    booking: Option<Booking>,
+    /// In a cluster: the ledger that counts it in the shared store. Boxed: alone,
+    /// every call's allocation pays one null pointer for it, not the booking's size.
+    booking: Option<Box<Booking>>,
 }
 
 /// Who to tell about an allocation being made (a cluster's ledger) and how it is made.
@@ -68,11 +69,11 @@ impl Allocation {
                     })
                     .collect(),
             });
-            Booking {
+            Box::new(Booking {
                 ledger: Arc::clone(ledger),
                 ticket: report.ticket,
                 kind: report.kind,
-            }
+            })
         });
         Some(Self {
             destination: Arc::clone(destination),
