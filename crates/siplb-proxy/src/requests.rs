@@ -207,9 +207,10 @@ impl Proxy {
                 self.reply_stateless(&msg, peer, code, &reason, &[]);
                 return;
             }
-            RouteAction::Balance { first, overflow } => {
-                (Load::Balanced(Balancing::new(&first, overflow)), None)
-            }
+            RouteAction::Balance { first, overflow } => (
+                Load::Balanced(Box::new(Balancing::new(&first, overflow))),
+                None,
+            ),
             RouteAction::CountAndRelay {
                 group,
                 request,
@@ -299,7 +300,7 @@ impl Proxy {
             own_routes: u8::try_from(own_routes).unwrap_or(u8::MAX),
             load,
             phase: Phase::Attempting {
-                attempt: Attempt::new(target),
+                attempt: Box::new(Attempt::new(target)),
                 ending: None,
             },
             started: now,

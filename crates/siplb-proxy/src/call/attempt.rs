@@ -313,7 +313,7 @@ impl Call {
         };
         info!(call_id = %self.key.call_id(), destination = ?target.destination, from = %previous.peer, to = %peer, "address failed at the transport; trying the destination's next address");
         self.phase = Phase::Attempting {
-            attempt: Attempt::new(target),
+            attempt: Box::new(Attempt::new(target)),
             ending: None,
         };
         env.out.push(Effect::Forward(target));
@@ -370,7 +370,7 @@ impl Call {
             Ok(target) => {
                 debug!(call_id = %self.key.call_id(), destination = ?target.destination, peer = %target.peer, "routing decision (failover)");
                 self.phase = Phase::Attempting {
-                    attempt: Attempt::new(target),
+                    attempt: Box::new(Attempt::new(target)),
                     ending: None,
                 };
                 env.out.push(Effect::Forward(target));

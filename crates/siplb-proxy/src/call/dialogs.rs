@@ -58,9 +58,15 @@ impl Dialog {
 }
 
 /// The live dialogs of a call, and the tags of those that ended (a 2xx the callee
-/// resends after its dialog's BYE must not bring it back).
+/// resends after its dialog's BYE must not bring it back). The ended tags are boxed:
+/// nearly every call ends with its one dialog, and a call up keeps only a null
+/// pointer for them.
 #[derive(Debug, Default)]
-pub(crate) struct Dialogs(Vec<Dialog>, Vec<Box<str>>);
+#[allow(
+    clippy::box_collection,
+    reason = "one pointer in every call up, for a list nearly none has"
+)]
+pub(crate) struct Dialogs(Vec<Dialog>, Option<Box<Vec<Box<str>>>>);
 
 impl Dialogs {
     pub(crate) fn add(&mut self, d: Dialog) {
@@ -73,7 +79,10 @@ impl Dialogs {
     }
 
     pub(crate) fn ended(&self, tag: &str) -> bool {
-        self.1.iter().any(|t| &**t == tag)
+        self.1
+            .iter()
+            .flat_map(|ended| ended.iter())
+            .any(|t| &**t == tag)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -107,8 +116,9 @@ impl Dialogs {
         if let Some(i) = self.position(tag) {
             let d = self.0.remove(i);
             // Forks are few; a caller that makes more than this many is cut short.
-            if self.1.len() < 8 {
-                self.1.push(d.tag);
+            let ended = self.1.get_or_insert_default();
+            if ended.len() < 8 {
+                ended.push(d.tag);
             }
         }
     }
