@@ -189,29 +189,26 @@ impl Proxy {
         };
         let caller = &call.caller;
         let caller_peer = caller.peer;
-        let caller_from: String = caller.from.to_string();
-        let caller_target = if caller.target.is_empty() {
-            format!("sip:{}", crate::addr::host_port(caller_peer.addr))
-        } else {
-            caller.target.to_string()
+        let caller_from: String = caller.from_and_target.first().to_owned();
+        let caller_target = match caller.from_and_target.second() {
+            "" => format!("sip:{}", crate::addr::host_port(caller_peer.addr)),
+            target => target.to_owned(),
         };
         let caller_route: Vec<Box<str>> = caller.route.to_vec();
         let caller_cseq = caller.cseq.saturating_add(1);
         let callee_cseq = caller.callee_cseq.saturating_add(1);
         let call_id = call.key.call_id().to_owned();
-        let callee_to: String = if dialog.to.is_empty() {
-            format!(
+        let callee_to: String = match dialog.to_and_target.first() {
+            "" => format!(
                 "<sip:{}>;tag={}",
                 crate::addr::host_port(callee.addr),
                 dialog.tag
-            )
-        } else {
-            dialog.to.to_string()
+            ),
+            to => to.to_owned(),
         };
-        let callee_target = if dialog.target.is_empty() {
-            format!("sip:{}", crate::addr::host_port(callee.addr))
-        } else {
-            dialog.target.to_string()
+        let callee_target = match dialog.to_and_target.second() {
+            "" => format!("sip:{}", crate::addr::host_port(callee.addr)),
+            target => target.to_owned(),
         };
         debug!(call_id, tag = %dialog.tag, "siplb ends the dialog: BYE to both sides");
         // Towards the callee as if from the caller, towards the caller as if from the

@@ -8,7 +8,7 @@ use tracing::info;
 
 use crate::addr::Peer;
 use crate::agenda::{CallTimer, Due};
-use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Phase};
+use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Pair, Phase};
 use crate::keys::CallKey;
 use crate::persist::{DialogChange, PersistedCall, RestoreError};
 use crate::proxy::Proxy;
@@ -132,8 +132,7 @@ impl Proxy {
             key: key.clone(),
             caller: CallerSide {
                 peer: stored.caller,
-                from: Box::default(),
-                target: Box::default(),
+                from_and_target: Pair::default(),
                 route: Box::default(),
                 cseq: 1,
                 callee_cseq: 0,

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use crate::addr::Peer;
 use crate::call::{
-    Attempt, Balancing, Call, CallerSide, Effect, Load, Phase, Target, call_env, first_target,
+    Attempt, Balancing, Call, CallerSide, Effect, Load, Pair, Phase, Target, call_env, first_target,
 };
 use crate::keys::CallKey;
 use crate::own_overload::sender_announces;
@@ -272,18 +272,16 @@ impl Proxy {
         self.server_send(now, server, trying);
         let caller = CallerSide {
             peer,
-            from: msg
-                .header(siplb_sip::HeaderName::From)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .unwrap_or_default()
-                .into(),
-            target: msg
-                .contacts()
-                .next()
-                .and_then(Result::ok)
-                .map(|c| c.uri_text)
-                .unwrap_or_default()
-                .into(),
+            from_and_target: Pair::new(
+                msg.header(siplb_sip::HeaderName::From)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or_default(),
+                msg.contacts()
+                    .next()
+                    .and_then(Result::ok)
+                    .map(|c| c.uri_text)
+                    .unwrap_or_default(),
+            ),
             route: msg
                 .record_routes()
                 .filter_map(Result::ok)

@@ -4,7 +4,7 @@
 
 use siplb_sip::{Message, Method};
 
-use super::{Call, Effect, Ending, Env, Phase};
+use super::{Call, Effect, Ending, Env, Pair, Phase};
 use crate::addr::Peer;
 use crate::agenda::CallTimer;
 
@@ -15,10 +15,9 @@ pub(crate) struct Dialog {
     /// matches any).
     pub(crate) tag: Box<str>,
     pub(crate) acked: bool,
-    /// The 2xx's To field (callee URI and tag), for siplb's own BYE.
-    pub(crate) to: Box<str>,
-    /// The callee's Contact.
-    pub(crate) target: Box<str>,
+    /// The 2xx's To field (callee URI and tag), for siplb's own BYE, then the callee's
+    /// Contact.
+    pub(crate) to_and_target: Pair,
     /// Route from siplb towards the callee (proxies after siplb), nearest first.
     pub(crate) route: Box<[Box<str>]>,
 }
@@ -39,8 +38,7 @@ impl Dialog {
         Some(Dialog {
             tag: tag.into(),
             acked: false,
-            to: to.into(),
-            target: target.into(),
+            to_and_target: Pair::new(to, target),
             route: route.into(),
         })
     }
@@ -50,8 +48,7 @@ impl Dialog {
         Dialog {
             tag: tag.unwrap_or_default().into(),
             acked: true,
-            to: Box::default(),
-            target: Box::default(),
+            to_and_target: Pair::default(),
             route: Box::default(),
         }
     }

@@ -30,6 +30,7 @@
 mod attempt;
 mod balancing;
 mod dialogs;
+mod pair;
 
 use std::time::Instant;
 
@@ -48,6 +49,7 @@ use crate::tokens::Tokens;
 pub(crate) use attempt::{Attempt, Failure, Target, first_target};
 pub(crate) use balancing::Balancing;
 pub(crate) use dialogs::{Dialog, Dialogs, InDialog, Side};
+pub(crate) use pair::Pair;
 
 /// The load a call holds. Dropping it releases the load, exactly once.
 #[derive(Debug)]
@@ -183,10 +185,9 @@ pub(crate) use call_env;
 #[derive(Debug)]
 pub(crate) struct CallerSide {
     pub(crate) peer: Peer,
-    /// The From field as received, tag included.
-    pub(crate) from: Box<str>,
-    /// The caller's Contact, where siplb's own BYE goes.
-    pub(crate) target: Box<str>,
+    /// The From field as received, tag included, then the caller's Contact, where
+    /// siplb's own BYE goes.
+    pub(crate) from_and_target: Pair,
     /// Record-Route entries the INVITE brought (proxies before siplb), top first.
     pub(crate) route: Box<[Box<str>]>,
     /// The INVITE's CSeq, then the highest the caller used in the dialog.
