@@ -244,29 +244,19 @@ pub async fn serve(
     let tcp_stats = Arc::new(TcpStats::default());
     let slots = tcp::Slots::new(tcp_limits, Arc::clone(&tcp_stats));
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
-    for listener in bound.tcp {
-        let listener = TcpListener::from_std(listener)?;
-        tokio::spawn(tcp::accept_loop(
-            listener,
-            events_tx.clone(),
-            limits,
-            Arc::clone(&slots),
-            None,
-        ));
-    }
     if !bound.tls.is_empty() && tls.as_ref().and_then(|t| t.acceptor()).is_none() {
         return Err(io::Error::other(
             "a TLS listener needs [tls] certificate and private_key",
         ));
     }
-    for listener in bound.tls {
-        let listener = TcpListener::from_std(listener)?;
+    let streams = bound.tcp.into_iter().map(|l| (l, None));
+    for (listener, tls) in streams.chain(bound.tls.into_iter().map(|l| (l, tls.clone()))) {
         tokio::spawn(tcp::accept_loop(
-            listener,
+            TcpListener::from_std(listener)?,
             events_tx.clone(),
             limits,
             Arc::clone(&slots),
-            tls.clone(),
+            tls,
         ));
     }
     let udp = bound
@@ -471,16 +461,7 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
             let _ = reply.send(proxy.end_calls_with_id(Instant::now(), &call_id));
         }
         control::Query::Restore(calls, reply) => {
-            let now = Instant::now();
-            let mut restored = 0;
-            for call in calls {
-                let call_id = call.call_id.clone();
-                match proxy.restore_call(now, call) {
-                    Ok(()) => restored += 1,
-                    Err(e) => warn!(call_id, error = %e, "call not restored"),
-                }
-            }
-            let _ = reply.send(restored);
+            let _ = reply.send(proxy.restore_calls(Instant::now(), calls));
         }
         control::Query::CheckDrains(reply) => {
             proxy.report_drains();

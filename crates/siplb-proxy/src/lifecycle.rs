@@ -111,6 +111,21 @@ impl Proxy {
         self.dialog_event(DialogChange::Upsert(record));
     }
 
+    /// Brings back calls stored elsewhere (a cluster's store, after a restart or from
+    /// a dead node), each as [`Proxy::restore_call`]; how many came back. A call that
+    /// cannot be restored is logged and skipped.
+    pub fn restore_calls(&mut self, now: Instant, calls: Vec<PersistedCall>) -> usize {
+        let mut restored = 0;
+        for call in calls {
+            let call_id = call.call_id.clone();
+            match self.restore_call(now, call) {
+                Ok(()) => restored += 1,
+                Err(error) => tracing::warn!(call_id, %error, "stored call not restored"),
+            }
+        }
+        restored
+    }
+
     /// Brings back a call stored before a restart: its load is taken again on its
     /// destination (whatever the capacity), and its in-dialog requests are routed as
     /// before. Fails when the destination or a resource is gone from the table.

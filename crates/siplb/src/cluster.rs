@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use siplb_cluster::{Cluster, View};
+use siplb_cluster::{Cluster, NodeState, View};
 use siplb_mi::{Exposition, Kind};
 
 /// `[cluster]` in the driver's terms.
@@ -68,7 +68,7 @@ impl siplb_mi::ClusterSource for ClusterInfo {
 
 /// The node's part of `GET /metrics`.
 pub(crate) fn render(v: &View) -> String {
-    let count = |state| v.nodes.iter().filter(|n| n.state.as_str() == state).count() as u64;
+    let count = |state| v.nodes.iter().filter(|n| n.state == state).count() as u64;
     let mut e = Exposition::new();
     e.single(
         "siplb_cluster_store_up",
@@ -82,9 +82,9 @@ pub(crate) fn render(v: &View) -> String {
         "Nodes of the cluster by state at the last heartbeat (dead: silent, calls not adopted yet).",
         "state",
         &[
-            ("self", count("self")),
-            ("alive", count("alive")),
-            ("dead", count("dead")),
+            ("self", count(NodeState::Me)),
+            ("alive", count(NodeState::Alive)),
+            ("dead", count(NodeState::Dead)),
         ],
     )
     .single(
@@ -155,23 +155,6 @@ pub(crate) fn hooks(
         }),
         handovers: Arc::clone(handovers),
     }
-}
-
-/// Restores the node's calls stored in the cluster (before the core runs); how many.
-pub(crate) fn restore(
-    proxy: &mut siplb_proxy::Proxy,
-    calls: Vec<siplb_proxy::PersistedCall>,
-) -> usize {
-    let now = std::time::Instant::now();
-    let mut restored = 0;
-    for call in calls {
-        let call_id = call.call_id.clone();
-        match proxy.restore_call(now, call) {
-            Ok(()) => restored += 1,
-            Err(error) => tracing::warn!(call_id, %error, "stored call not restored"),
-        }
-    }
-    restored
 }
 
 /// Where the core's changes to answered calls go to be stored in the cluster.

@@ -182,7 +182,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
             let started = siplb_cluster::Cluster::start(settings.clone(), Arc::clone(&balancer), hooks)?;
             match siplb_cluster::stored_calls(&settings).await {
                 Ok(calls) => {
-                    let restored = cluster::restore(&mut proxy, calls);
+                    let restored = proxy.restore_calls(std::time::Instant::now(), calls);
                     info!(calls = restored, node = c.node, "calls stored in the cluster restored");
                     restored_from_cluster = true;
                 }
