@@ -147,3 +147,66 @@ fn a_cancel_while_waiting_ends_the_call_and_a_late_answer_is_dropped() {
         "nothing goes to the destination"
     );
 }
+
+/// A request of a call siplb does not know, whose Route names a dead node of the
+/// cluster whose calls another node adopted, goes to that node (a caller whose
+/// outbound proxy's floating address moved here); nothing else is handed over: not a
+/// request that came from another node (two nodes would hand it back and forth), not
+/// one whose Route names a live node or this node, nor one from a caller outside the
+/// cluster naming no dead node.
+#[test]
+fn requests_of_a_dead_nodes_calls_go_to_the_adopter_and_nowhere_else() {
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=5")],
+        "[cluster]\nredis = \"redis://127.0.0.1/0\"\nnode = \"a\"\n\
+         addresses = [\"sip:127.0.0.1:5060\", \"sip:127.0.0.2:5060\", \"sip:127.0.0.3:5060\"]\n",
+    );
+    let handovers = std::sync::Arc::new(siplb_proxy::Handovers::default());
+    handovers.set(
+        [(
+            addr("127.0.0.2:5060"),
+            siplb_proxy::Peer::udp(addr("127.0.0.3:5060")),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    rig.proxy.set_handovers(handovers);
+    let bye = |branch: &str, route: &str| {
+        format!(
+            "BYE sip:bob@127.0.0.11:5060 SIP/2.0
+Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{branch}
+Max-Forwards: 70
+Route: <sip:{route};lr>
+From: <sip:alice@127.0.0.100>;tag=a-dead
+To: <sip:VM_1@127.0.0.1>;tag=b-dead
+Call-ID: dead-node-call
+CSeq: 2 BYE
+Content-Length: 0
+
+"
+        )
+    };
+    // From the caller, naming the dead node: to the adopter, the Route left for it.
+    rig.feed(CALLER, &bye("h1", "127.0.0.2:5060"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, addr("127.0.0.3:5060"));
+    assert_eq!(out[0].1.method().unwrap().as_str(), "BYE");
+    assert_eq!(
+        out[0].1.routes().count(),
+        1,
+        "the adopter consumes its Route"
+    );
+    // The same from another node: no ping-pong, 481.
+    rig.feed("127.0.0.3:5060", &bye("h2", "127.0.0.2:5060"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0, status(&out[0].1)), (addr("127.0.0.3:5060"), 481));
+    // Naming a live node, or this one: a call nobody here knows, 481, sent nowhere.
+    for (branch, route) in [("h3", "127.0.0.3:5060"), ("h4", "127.0.0.1:5060")] {
+        rig.feed(CALLER, &bye(branch, route));
+        let out = rig.sent();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 481));
+    }
+}
