@@ -112,3 +112,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use crate::{Balancer, DestinationRow};
+
+    #[test]
+    fn a_drain_taken_from_another_node_is_reported_here_once_idle() {
+        let (balancer, _) =
+            Balancer::with_rows([DestinationRow::new(3, 1, "sip:127.0.0.1:5070", "vm=4")]);
+        let mut state = balancer.shared_states()[0].1.clone();
+        state.status.draining = true;
+        state.capacities = vec![(Arc::from("vm"), 9)];
+        assert_eq!(balancer.apply_shared(3, &state), Ok(true));
+        assert_eq!(
+            balancer.apply_shared(3, &state),
+            Ok(false),
+            "no change twice"
+        );
+        let d = balancer.destination(3);
+        assert!(
+            d.as_ref()
+                .is_some_and(|d| d.draining && d.resources[0].max == 9)
+        );
+        assert_eq!(balancer.newly_drained(), vec![3]);
+    }
+}

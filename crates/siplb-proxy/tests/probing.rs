@@ -201,3 +201,19 @@ fn a_named_destination_is_probed_on_its_next_address() {
     assert!(!d.enabled);
     assert_eq!(d.last_probe, Some(503));
 }
+
+/// In a cluster one node probes: the others send nothing, and start when the cluster
+/// makes them the prober (its prober died, or the store is away).
+#[test]
+fn a_node_that_is_not_the_prober_sends_no_probe() {
+    let mut rig = probing_rig(&[(1, 2), (2, 2)], "");
+    rig.balancer.set_probes_here(false);
+    rig.advance(Duration::from_secs(5));
+    assert!(probes(&rig.sent()).is_empty());
+    rig.balancer.set_probes_here(true);
+    rig.advance(Duration::from_secs(2));
+    let mut probed: Vec<_> = probes(&rig.sent()).iter().map(|(to, _)| *to).collect();
+    probed.sort();
+    probed.dedup();
+    assert_eq!(probed, [addr(DST1), addr(DST2)]);
+}
