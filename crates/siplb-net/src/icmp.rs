@@ -21,7 +21,7 @@ use crate::Event;
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io::IoSliceMut;
-    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::net::SocketAddr;
     use std::os::fd::{AsFd, AsRawFd};
 
     use nix::errno::Errno;
@@ -49,14 +49,6 @@ mod linux {
             err.ee_origin == libc::SO_EE_ORIGIN_ICMP || err.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
         let errno = i32::try_from(err.ee_errno).unwrap_or(0);
         icmp && [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ENETUNREACH].contains(&errno)
-    }
-
-    fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
-        if let Some(v4) = s.as_sockaddr_in() {
-            return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip(), v4.port())));
-        }
-        s.as_sockaddr_in6()
-            .map(|v6| SocketAddr::V6(SocketAddrV6::new(v6.ip(), v6.port(), 0, 0)))
     }
 
     /// Empties `socket`'s error queue (at most `limit` entries), handing each
@@ -88,7 +80,7 @@ mod linux {
                 .address
                 .as_ref()
                 .filter(|a| a.len() > 0)
-                .and_then(socket_addr)
+                .and_then(crate::udp::socket_addr)
                 && hard
             {
                 found(addr);

@@ -10,6 +10,7 @@ mod control;
 mod icmp;
 mod tcp;
 mod tls;
+mod udp;
 
 pub use control::{Control, ControlReceiver, Report, control};
 pub use tcp::{TcpLimits, TcpStats};
@@ -26,9 +27,9 @@ use siplb_proxy::{
     CoreEvent, DialogChange, Incoming, Peer, Proxy, StatusChange, Transmit, Transport,
 };
 use siplb_sip::{Limits, Message, ParseError};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// What TCP connection tasks hand to the core task.
 #[derive(Debug)]
@@ -262,12 +263,12 @@ pub async fn serve(
     let udp = bound
         .udp
         .into_iter()
-        .map(UdpListener::new)
+        .map(udp::UdpListener::new)
         .collect::<io::Result<Vec<_>>>()?;
     for listener in &udp {
         tokio::spawn(icmp::watch(Arc::clone(&listener.socket), events_tx.clone()));
     }
-    let mut buf = vec![0u8; 65_536];
+    let mut batches = udp::Batches::new();
     let mut connections: HashMap<Peer, mpsc::Sender<Bytes>> = HashMap::new();
     let mut pending: HashMap<Peer, Vec<Bytes>> = HashMap::new();
     let mut drain_until: Option<Instant> = None;
@@ -370,11 +371,11 @@ pub async fn serve(
                 }
                 left_input = taken == BATCH;
             }
-            ready = any_readable(&udp) => {
+            ready = udp::any_readable(&udp) => {
                 let now = Instant::now();
                 woke = now;
                 for socket in &udp {
-                    left_input |= socket.read_batch(&mut buf, |peer, data| {
+                    left_input |= batches.read(socket, BATCH, |peer, data| {
                         proxy.handle(now, Incoming { peer, data });
                     });
                 }
@@ -404,7 +405,7 @@ pub async fn serve(
         }
         while let Some(Transmit { peer, data }) = proxy.poll_transmit() {
             match peer.transport {
-                Transport::Udp => send_udp(&udp, peer.addr, &data).await,
+                Transport::Udp => batches.push(peer.addr, data),
                 Transport::Tcp | Transport::Tls => {
                     if let Some(tx) = connections.get(&peer) {
                         if tx.try_send(data).is_err() {
@@ -428,6 +429,7 @@ pub async fn serve(
                 }
             }
         }
+        batches.flush(&udp).await;
         let done = Instant::now();
         proxy.note_busy(done, busy.turn(woke, done, left_input));
     }
@@ -482,79 +484,6 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
                 core: proxy.core_load(),
             });
         }
-    }
-}
-
-/// A UDP listener with its address family looked up once (`local_addr` is a system
-/// call, and sends pick their socket by family).
-struct UdpListener {
-    socket: Arc<UdpSocket>,
-    v4: bool,
-}
-
-impl UdpListener {
-    fn new(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
-        let v4 = socket.local_addr()?.is_ipv4();
-        Ok(UdpListener {
-            socket: Arc::new(UdpSocket::from_std(socket)?),
-            v4,
-        })
-    }
-
-    /// Reads what is queued on the socket, up to [`BATCH`] datagrams, without
-    /// waiting; reaching "would block" re-arms the runtime's readiness for it. True
-    /// when it stopped at the batch's end with datagrams perhaps left.
-    fn read_batch(&self, buf: &mut [u8], mut handle: impl FnMut(Peer, Bytes)) -> bool {
-        for _ in 0..BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, from)) => handle(Peer::udp(from), Bytes::copy_from_slice(&buf[..n])),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // An ICMP error from an earlier send surfaces once as the socket's
-                // error; `icmp::watch` reads its details from the error queue.
-                Err(e) if icmp::is_pending_error(&e) => {}
-                Err(e) => {
-                    debug!(error = %e, "UDP receive failed");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-}
-
-/// Resolves when one of the sockets has datagrams waiting (or an error to report).
-fn any_readable(sockets: &[UdpListener]) -> impl std::future::Future<Output = io::Result<()>> {
-    std::future::poll_fn(move |cx| {
-        for s in sockets {
-            if let std::task::Poll::Ready(r) = s.socket.poll_recv_ready(cx) {
-                return std::task::Poll::Ready(r);
-            }
-        }
-        std::task::Poll::Pending
-    })
-}
-
-/// Sends from the first UDP listener of the destination's address family. The
-/// non-blocking attempt nearly always succeeds; waiting is only for a full buffer.
-async fn send_udp(sockets: &[UdpListener], to: SocketAddr, data: &[u8]) {
-    let Some(listener) = sockets.iter().find(|l| l.v4 == to.is_ipv4()) else {
-        debug!(%to, "no UDP listener of this address family");
-        return;
-    };
-    let socket = &listener.socket;
-    let mut sent = socket.try_send_to(data, to);
-    if sent.as_ref().is_err_and(icmp::is_pending_error) {
-        // An ICMP error for an earlier datagram (to anyone) is reported by the next
-        // call on the socket, this send, which it fails; reporting it cleared it, so
-        // the datagram goes out on a second try. `icmp::watch` has its details.
-        sent = socket.try_send_to(data, to);
-    }
-    let sent = match sent {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(data, to).await,
-        other => other,
-    };
-    if let Err(e) = sent {
-        debug!(%to, error = %e, "UDP send failed");
     }
 }
 
