@@ -18,21 +18,26 @@ pub(crate) enum Due {
     Call(Id, CallTimer),
     ProbeTick,
     Housekeeping,
+    /// The earliest dialog timeout (see `expiry`).
+    DialogSweep,
 }
 
-/// A call's own timers, one pending entry each.
+/// A call's own timers. The first two have an entry each in the agenda, whose slot
+/// the call keeps at their index; the dialog timeout, which every call up has, is kept
+/// in `expiry` instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum CallTimer {
     /// The caller has not acknowledged a 2xx within 64*T1 (RFC 3261 13.3.1.4).
     Ack = 0,
-    /// `[dialog] timeout`.
-    Dialog = 1,
     /// A cancelled attempt has not ended within 64*T1.
-    Cancel = 2,
+    Cancel = 1,
+    /// `[dialog] timeout`.
+    Dialog = 2,
 }
 
 impl CallTimer {
-    pub(crate) const COUNT: usize = 3;
+    /// The timers with an agenda entry of their own.
+    pub(crate) const SLOTS: usize = 2;
 }
 
 /// Where one entry lies, to cancel it.
@@ -94,7 +99,7 @@ impl Agenda {
     pub(crate) fn pending(&self) -> usize {
         self.entries
             .values()
-            .filter(|d| !matches!(d, Due::ProbeTick | Due::Housekeeping))
+            .filter(|d| !matches!(d, Due::ProbeTick | Due::Housekeeping | Due::DialogSweep))
             .count()
     }
 }

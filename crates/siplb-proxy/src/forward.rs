@@ -198,19 +198,23 @@ impl Proxy {
         let caller_cseq = caller.cseq.saturating_add(1);
         let callee_cseq = caller.callee_cseq.saturating_add(1);
         let call_id = call.key.call_id().to_owned();
-        let callee_to: String = match dialog.to_and_target.first() {
+        let callee_to: String = match dialog.to() {
             "" => format!(
                 "<sip:{}>;tag={}",
                 crate::addr::host_port(callee.addr),
-                dialog.tag
+                dialog.tag()
             ),
             to => to.to_owned(),
         };
-        let callee_target = match dialog.to_and_target.second() {
+        let callee_target = match dialog.target() {
             "" => format!("sip:{}", crate::addr::host_port(callee.addr)),
             target => target.to_owned(),
         };
-        debug!(call_id, tag = %dialog.tag, "siplb ends the dialog: BYE to both sides");
+        debug!(
+            call_id,
+            tag = dialog.tag(),
+            "siplb ends the dialog: BYE to both sides"
+        );
         // Towards the callee as if from the caller, towards the caller as if from the
         // callee: each side sees the dialog's own From and To.
         self.own_request(

@@ -13,7 +13,6 @@ use tracing::debug;
 
 use crate::addr::Peer;
 use crate::call::{InDialog, Side, call_env};
-use crate::keys::CallKey;
 use crate::proxy::Proxy;
 use crate::transactions::ClientRole;
 
@@ -34,13 +33,12 @@ impl Proxy {
         let call_id = msg.call_id().unwrap_or_default();
         let from_tag = msg.from_tag().unwrap_or_default();
         let to_tag = msg.to_tag().unwrap_or_default();
-        let forward = CallKey::new(call_id, from_tag);
-        let (id, side, tag) = if let Some(&id) = self.call_keys.get(&forward) {
+        let (id, side, tag) = if let Some(id) = self.call_index.find(&self.calls, call_id, from_tag)
+        {
             (Some(id), Side::Caller, to_tag)
         } else {
-            let backward = CallKey::new(call_id, to_tag);
-            match self.call_keys.get(&backward) {
-                Some(&id) => (Some(id), Side::Callee, from_tag),
+            match self.call_index.find(&self.calls, call_id, to_tag) {
+                Some(id) => (Some(id), Side::Callee, from_tag),
                 None => (None, Side::Caller, to_tag),
             }
         };

@@ -1,19 +1,20 @@
 //! How a call is found: its Call-ID and the caller's From tag.
 
-use std::sync::Arc;
-
 use siplb_txn::prehash;
+
+use crate::call::Call;
+use crate::slab::{Id, Slab};
 
 /// Identifies a call. Carries its hash, like the transaction keys (see
 /// `siplb_txn::prehash`), so that growing a large table reads no string.
 ///
-/// Both strings live in one shared allocation: the call and the table that finds it
-/// hold the same key, and every call up pays for it once.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Both strings live in one allocation, which only the call holds: the
+/// [`CallIndex`] that finds it keeps the call's id alone.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct CallKey {
     hash: u64,
     /// The Call-ID, then the caller's tag.
-    text: Arc<str>,
+    text: Box<str>,
     /// Where the tag starts in `text`.
     split: u32,
 }
@@ -24,11 +25,15 @@ impl CallKey {
         text.push_str(call_id);
         text.push_str(caller_tag);
         CallKey {
-            hash: prehash(&(call_id, caller_tag)),
-            text: text.into(),
+            hash: CallKey::hash_of(call_id, caller_tag),
+            text: text.into_boxed_str(),
             // Messages are far below 4 GiB (`max_message_size`).
             split: u32::try_from(call_id.len()).unwrap_or(u32::MAX),
         }
+    }
+
+    fn hash_of(call_id: &str, caller_tag: &str) -> u64 {
+        prehash(&(call_id, caller_tag))
     }
 
     fn split(&self) -> usize {
@@ -42,12 +47,55 @@ impl CallKey {
     pub(crate) fn caller_tag(&self) -> &str {
         self.text.get(self.split()..).unwrap_or_default()
     }
+
+    fn is(&self, call_id: &str, caller_tag: &str) -> bool {
+        self.call_id() == call_id && self.caller_tag() == caller_tag
+    }
 }
 
-impl std::hash::Hash for CallKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+/// The calls by key. It holds their ids only (8 bytes a call, where a map from key
+/// to id held a copy of the key too: 40), and compares a candidate's key in the call
+/// itself; a lookup borrows the message's strings and allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct CallIndex {
+    ids: hashbrown::HashTable<Id>,
+}
+
+impl CallIndex {
+    pub(crate) fn find(&self, calls: &Slab<Call>, call_id: &str, caller_tag: &str) -> Option<Id> {
+        let hash = CallKey::hash_of(call_id, caller_tag);
+        self.ids
+            .find(hash, |&id| {
+                calls.get(id).is_some_and(|c| c.key.is(call_id, caller_tag))
+            })
+            .copied()
     }
+
+    /// Indexes call `id`, which is in `calls` (as is every call indexed).
+    pub(crate) fn insert(&mut self, calls: &Slab<Call>, id: Id) {
+        if let Some(call) = calls.get(id) {
+            self.ids
+                .insert_unique(call.key.hash, id, |&i| rehash(calls, i));
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &CallKey, id: Id) {
+        if let Ok(entry) = self.ids.find_entry(key.hash, |&i| i == id) {
+            entry.remove();
+        }
+    }
+
+    /// Gives back the room a burst left empty (as `transactions::shrink_map`).
+    pub(crate) fn shrink(&mut self, calls: &Slab<Call>) {
+        if self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
+            self.ids
+                .shrink_to(self.ids.len() * 2, |&i| rehash(calls, i));
+        }
+    }
+}
+
+fn rehash(calls: &Slab<Call>, id: Id) -> u64 {
+    calls.get(id).map_or(0, |c| c.key.hash)
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //! - `overload`, `own_overload`: RFC 7339, the destinations' feedback and siplb's own;
 //! - `failures`, `probe`: destination health;
 //! - `lifecycle`: restored calls, the operator's view, stored calls;
-//! - `transactions`, `agenda`, `slab`, `tokens`, `keys`: the tables underneath.
+//! - `transactions`, `agenda`, `expiry`, `slab`, `tokens`, `keys`: the tables
+//!   underneath.
 //!
 //! Sockets, clocks and tasks live in the driver (`siplb-net`).
 
@@ -23,6 +24,7 @@ mod addr;
 mod agenda;
 mod call;
 mod events;
+mod expiry;
 mod failures;
 mod forward;
 mod handover;

@@ -7,7 +7,7 @@ use siplb_balance::ResourceRequest;
 use tracing::info;
 
 use crate::addr::Peer;
-use crate::agenda::{CallTimer, Due};
+use crate::agenda::CallTimer;
 use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Pair, Phase};
 use crate::keys::CallKey;
 use crate::persist::{DialogChange, PersistedCall, RestoreError};
@@ -103,9 +103,12 @@ impl Proxy {
             caller: call.caller.peer,
             callee: *callee,
             age: now.saturating_duration_since(call.started),
-            expires_in: call.expires.map_or(self.settings.dialog_timeout, |t| {
-                t.saturating_duration_since(now)
-            }),
+            expires_in: self
+                .expiries
+                .get(id)
+                .map_or(self.settings.dialog_timeout, |t| {
+                    t.saturating_duration_since(now)
+                }),
         };
         call.persisted = true;
         self.dialog_event(DialogChange::Upsert(record));
@@ -139,12 +142,11 @@ impl Proxy {
             .balancer
             .restore(stored.destination_id, &request)
             .map_err(RestoreError::Table)?;
-        let key = CallKey::new(&stored.call_id, &stored.caller_tag);
         let expires = now + stored.expires_in;
         let mut dialogs = Dialogs::default();
         dialogs.add(Dialog::restored(stored.callee_tag.as_deref()));
         let call = Call {
-            key: key.clone(),
+            key: CallKey::new(&stored.call_id, &stored.caller_tag),
             caller: CallerSide {
                 peer: stored.caller,
                 from_and_target: Pair::default(),
@@ -163,22 +165,23 @@ impl Proxy {
             },
             started: now.checked_sub(stored.age).unwrap_or(now),
             setup_seen: true,
-            expires: Some(expires),
-            timers: [None; CallTimer::COUNT],
+            timers: [None; CallTimer::SLOTS],
             persisted: true,
         };
-        if let Some(old) = self.call_keys.get(&key).copied() {
-            self.calls.remove(old);
+        // The same call restored again (from the cluster's store, say) replaces the
+        // one here, whose load goes back as it is dropped.
+        if let Some(old) = self
+            .call_index
+            .find(&self.calls, &stored.call_id, &stored.caller_tag)
+            && let Some(old_call) = self.remove_call(old)
+        {
+            for slot in old_call.timers.iter().flatten() {
+                self.agenda.cancel(*slot);
+            }
         }
         let id = self.calls.insert(call);
-        self.call_keys.insert(key, id);
-        if let Some(call) = self.calls.get_mut(id) {
-            self.agenda.rearm(
-                &mut call.timers[CallTimer::Dialog as usize],
-                Some(expires),
-                Due::Call(id, CallTimer::Dialog),
-            );
-        }
+        self.call_index.insert(&self.calls, id);
+        self.set_expiry(id, expires);
         Ok(())
     }
 }

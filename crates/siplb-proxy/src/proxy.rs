@@ -27,14 +27,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use siplb_balance::{Balancer, NameCell};
 use siplb_sip::{Datagram, Message, parse_datagram};
-use siplb_txn::{ClientEvent, Prehashed, ServerKey};
+use siplb_txn::ClientEvent;
 use tracing::{debug, error};
 
 use crate::addr::{Listeners, Peer};
-use crate::agenda::{Agenda, Due};
+use crate::agenda::{Agenda, CallTimer, Due, Slot};
 use crate::call::{Call, Effect, Input, Phase, call_env};
 use crate::events::{CoreEvent, StatusChange};
-use crate::keys::CallKey;
+use crate::expiry::Expiries;
+use crate::keys::CallIndex;
 use crate::local::Rejections;
 use crate::own_overload::{CoreLoad, OwnOverload};
 use crate::persist::DialogChange;
@@ -43,7 +44,7 @@ use crate::settings::{Relay, Settings};
 use crate::slab::{Id, Slab};
 use crate::stats::Stats;
 use crate::tokens::Tokens;
-use crate::transactions::{ClientRole, Transactions, shrink_map};
+use crate::transactions::{ClientRole, Transactions};
 
 /// A message that arrived, with where from and on which transport.
 #[derive(Clone, Debug)]
@@ -91,11 +92,13 @@ pub struct Proxy {
     pub(crate) balancer: Arc<Balancer>,
     pub(crate) txns: Transactions,
     pub(crate) calls: Slab<Call>,
-    pub(crate) call_keys: HashMap<CallKey, Id, Prehashed>,
+    pub(crate) call_index: CallIndex,
     /// Calls being set up, by their INVITE server transaction: how a CANCEL finds its
     /// call without a scan.
-    pub(crate) setting_up: HashMap<ServerKey, Id, Prehashed>,
     pub(crate) agenda: Agenda,
+    /// The answered calls' dialog timeouts, and the agenda entry of their sweep.
+    pub(crate) expiries: Expiries,
+    pub(crate) sweep: Option<Slot>,
     pub(crate) work: VecDeque<Work>,
     pub(crate) effects: Vec<Effect>,
     pub(crate) out: VecDeque<Transmit>,
@@ -147,9 +150,10 @@ impl Proxy {
             balancer,
             txns: Transactions::default(),
             calls: Slab::default(),
-            call_keys: HashMap::default(),
-            setting_up: HashMap::default(),
+            call_index: CallIndex::default(),
             agenda: Agenda::default(),
+            expiries: Expiries::new(Instant::now()),
+            sweep: None,
             work: VecDeque::new(),
             effects: Vec::new(),
             out: VecDeque::new(),
@@ -355,9 +359,15 @@ impl Proxy {
                 }
                 Due::Call(id, timer) => {
                     if let Some(call) = self.calls.get_mut(id) {
-                        call.timers[timer as usize] = None;
+                        if let Some(slot) = call.timers.get_mut(timer as usize) {
+                            *slot = None;
+                        }
                         self.call_input(now, id, Input::Timer(timer));
                     }
+                }
+                Due::DialogSweep => {
+                    self.sweep = None;
+                    self.sweep_expired(now);
                 }
                 Due::ProbeTick => self.probe_tick(now),
                 Due::Housekeeping => {
@@ -370,13 +380,43 @@ impl Proxy {
         }
     }
 
+    /// Takes a call out of the tables that hold it by id (the slab, the index, the
+    /// dialog timeouts): they must let go of it together, since its id's slot and
+    /// index are reused.
+    pub(crate) fn remove_call(&mut self, id: Id) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        self.call_index.remove(&call.key, id);
+        self.expiries.clear(id);
+        Some(call)
+    }
+
+    /// Sets an answered call's dialog timeout, moving the sweep earlier if it is the
+    /// earliest.
+    pub(crate) fn set_expiry(&mut self, id: Id, at: Instant) {
+        if self.expiries.set(id, at) {
+            let next = self.expiries.next();
+            self.agenda.rearm(&mut self.sweep, next, Due::DialogSweep);
+        }
+    }
+
+    /// Ends the calls past their dialog timeout, and schedules the next sweep.
+    fn sweep_expired(&mut self, now: Instant) {
+        for index in self.expiries.take_due(now) {
+            if let Some(id) = self.calls.id_at(index) {
+                self.call_input(now, id, Input::Timer(CallTimer::Dialog));
+            }
+        }
+        let next = self.expiries.next();
+        self.agenda.rearm(&mut self.sweep, next, Due::DialogSweep);
+    }
+
     /// Gives back the space of tables a burst left mostly empty.
     fn housekeeping(&mut self) {
         self.txns.shrink();
         self.calls.shrink();
+        self.expiries.shrink(self.calls.slots());
         self.rejections.shrink();
-        shrink_map(&mut self.call_keys);
-        shrink_map(&mut self.setting_up);
+        self.call_index.shrink(&self.calls);
     }
 
     pub(crate) fn send(&mut self, peer: Peer, data: Bytes) {
@@ -462,6 +502,8 @@ impl Proxy {
                 Effect::EndDialog(d) => self.end_dialog(now, id, &d),
                 Effect::Blame(dest, fault) => self.blame(dest, &fault),
                 Effect::Absolve(dest) => self.absolve(dest),
+                Effect::Arm(CallTimer::Dialog, at) => self.set_expiry(id, at),
+                Effect::Disarm(CallTimer::Dialog) => self.expiries.clear(id),
                 Effect::Arm(timer, at) => {
                     if let Some(call) = self.calls.get_mut(id) {
                         self.agenda.rearm(
@@ -491,7 +533,7 @@ impl Proxy {
 
     /// Removes an ended call (its load already released by its transition).
     fn forget_call(&mut self, id: Id) {
-        let Some(call) = self.calls.remove(id) else {
+        let Some(call) = self.remove_call(id) else {
             return;
         };
         if let Phase::Attempting { attempt, .. } = &call.phase
@@ -502,12 +544,6 @@ impl Proxy {
         for slot in call.timers.iter().flatten() {
             self.agenda.cancel(*slot);
         }
-        if let Some(server) = call.server
-            && let Some(ctx) = self.txns.servers.get(server)
-        {
-            self.setting_up.remove(ctx.tx.key());
-        }
-        self.call_keys.remove(&call.key);
         if call.persisted {
             self.dialog_event(DialogChange::Delete {
                 call_id: call.key.call_id().to_owned(),

@@ -139,7 +139,10 @@ impl Proxy {
     fn on_cancel(&mut self, now: Instant, msg: &Message, key: ServerKey, peer: Peer) {
         let call = ServerKey::invite_for_cancel(msg)
             .ok()
-            .and_then(|key| self.setting_up.get(&key).copied());
+            .and_then(|key| self.txns.server_id(&key))
+            .and_then(|server| self.txns.servers.get(server))
+            .and_then(|ctx| ctx.call)
+            .filter(|&id| self.calls.get(id).is_some());
         let Some(call) = call else {
             self.reply_stateless(msg, peer, 481, "Call/Transaction Does Not Exist", &[]);
             return;
@@ -176,8 +179,11 @@ impl Proxy {
             );
             return;
         }
-        let key = CallKey::new(call_id, caller_tag);
-        if self.call_keys.contains_key(&key) {
+        if self
+            .call_index
+            .find(&self.calls, call_id, caller_tag)
+            .is_some()
+        {
             // Same call, new transaction (a forked or resent INVITE with a new branch).
             self.reply_stateless(&msg, peer, 482, "Loop Detected", &[]);
             return;
@@ -262,9 +268,9 @@ impl Proxy {
         debug!(call_id, route = index + 1, destination = ?target.destination, peer = %target.peer, "routing decision");
         // The server transaction exists before anything is sent, so that INVITE
         // retransmissions are absorbed from now on.
-        let Ok(server) =
-            self.txns
-                .add_server(server_key.clone(), &msg, peer, self.settings.timers, false)
+        let Ok(server) = self
+            .txns
+            .add_server(server_key, &msg, peer, self.settings.timers, false)
         else {
             return;
         };
@@ -272,7 +278,7 @@ impl Proxy {
         self.server_send(now, server, trying);
         let caller = CallerSide {
             peer,
-            from_and_target: Pair::new(
+            from_and_target: Pair::new(&[
                 msg.header(siplb_sip::HeaderName::From)
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .unwrap_or_default(),
@@ -281,7 +287,7 @@ impl Proxy {
                     .and_then(Result::ok)
                     .map(|c| c.uri_text)
                     .unwrap_or_default(),
-            ),
+            ]),
             route: msg
                 .record_routes()
                 .filter_map(Result::ok)
@@ -291,7 +297,7 @@ impl Proxy {
             callee_cseq: 0,
         };
         let call = Call {
-            key: key.clone(),
+            key: CallKey::new(call_id, caller_tag),
             caller,
             server: Some(server),
             invite: Some(Box::new(msg)),
@@ -303,13 +309,14 @@ impl Proxy {
             },
             started: now,
             setup_seen: false,
-            expires: None,
-            timers: [None; crate::agenda::CallTimer::COUNT],
+            timers: [None; crate::agenda::CallTimer::SLOTS],
             persisted: false,
         };
         let id = self.calls.insert(call);
-        self.call_keys.insert(key, id);
-        self.setting_up.insert(server_key, id);
+        self.call_index.insert(&self.calls, id);
+        if let Some(ctx) = self.txns.servers.get_mut(server) {
+            ctx.call = Some(id);
+        }
         self.effects.push(Effect::Forward(target));
         self.apply_effects(now, id);
     }

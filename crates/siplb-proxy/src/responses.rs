@@ -12,7 +12,6 @@ use tracing::debug;
 
 use crate::addr::{Peer, Transport};
 use crate::call::{Failure, Input, Phase};
-use crate::keys::CallKey;
 use crate::proxy::Proxy;
 use crate::slab::Id;
 use crate::transactions::ClientRole;
@@ -79,9 +78,9 @@ impl Proxy {
             return;
         };
         let call = self
-            .call_keys
-            .get(&CallKey::new(call_id, from_tag))
-            .and_then(|&id| self.calls.get(id));
+            .call_index
+            .find(&self.calls, call_id, from_tag)
+            .and_then(|id| self.calls.get(id));
         let known = call.is_some_and(|c| match &c.phase {
             Phase::Answered {
                 callee, dialogs, ..

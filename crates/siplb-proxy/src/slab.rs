@@ -13,6 +13,13 @@ pub(crate) struct Id {
     generation: u32,
 }
 
+impl Id {
+    /// Its slot's place in the slab, for tables kept beside it.
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+}
+
 #[derive(Debug)]
 struct Slot<T> {
     generation: u32,
@@ -93,6 +100,21 @@ impl<T> Slab<T> {
         self.free.push(id.index);
         self.len -= 1;
         Some(*value)
+    }
+
+    /// The id of what slot `index` holds now, if anything.
+    pub(crate) fn id_at(&self, index: u32) -> Option<Id> {
+        let slot = self.slots.get(index as usize)?;
+        slot.value.as_ref()?;
+        Some(Id {
+            index,
+            generation: slot.generation,
+        })
+    }
+
+    /// Slots, occupied or not (one past the highest index in use).
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> + '_ {

@@ -45,6 +45,9 @@ pub(crate) struct ServerCtx {
     /// The sender takes RFC 7339 overload feedback in the responses (its top Via
     /// said so).
     pub(crate) caller_oc: bool,
+    /// The call an INVITE set up, which a CANCEL of it reaches while this
+    /// transaction lasts (RFC 3261 9.2: after that, 481).
+    pub(crate) call: Option<Id>,
     timer: Option<Slot>,
 }
 
@@ -98,6 +101,7 @@ impl Transactions {
             peer,
             request: keep_request.then(|| request.clone()),
             caller_oc: sender_announces(request),
+            call: None,
             timer: None,
         });
         self.server_keys.insert(key, id);

@@ -178,6 +178,54 @@ fn cancel_is_answered_forwarded_and_releases() {
     assert_eq!(status(&rig.sent()[0].1), 481);
 }
 
+/// RFC 3261 9.2 and 16.10: a CANCEL finds the INVITE it cancels while that INVITE's
+/// transaction lasts (200, and no effect once answered), and 481 after: Timer L ended
+/// it, or the call ended. (The core once kept each INVITE's key for its call until the
+/// call ended, and lost it for good when Timer L came first: a long call left 150
+/// bytes behind.)
+#[test]
+fn a_cancel_reaches_an_answered_call_only_while_its_invite_transaction_lasts() {
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    let inv = invite("VM_1", "c12");
+    rig.feed(CALLER, &inv);
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b12"));
+    rig.sent();
+    let ack = format!(
+        "ACK sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack12\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-c12\nTo: <sip:VM_1@127.0.0.1>;tag=b12\nCall-ID: c12\nCSeq: 1 ACK\nContent-Length: 0\n\n"
+    );
+    rig.feed(CALLER, &ack);
+    rig.sent();
+    let cancel = inv
+        .replace(
+            "INVITE sip:VM_1@127.0.0.1:5060",
+            "CANCEL sip:VM_1@127.0.0.1:5060",
+        )
+        .replace("1 INVITE", "1 CANCEL");
+    rig.feed(CALLER, &cancel);
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "answered: nothing is cancelled downstream");
+    assert_eq!(status(&out[0].1), 200);
+    assert_eq!(rig.load(1), 1, "the call goes on");
+    // Timer L (64*T1) ends the INVITE transaction; the call stays up.
+    rig.advance(Duration::from_secs(40));
+    rig.sent();
+    assert_eq!(rig.load(1), 1);
+    rig.feed(CALLER, &cancel.replace("z9hG4bK-c12", "z9hG4bK-c12b"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0].1), 481, "no INVITE transaction to cancel");
+    let bye = ack
+        .replace("ACK sip", "BYE sip")
+        .replace("1 ACK", "2 BYE")
+        .replace("-ack12", "-bye12");
+    rig.feed(CALLER, &bye);
+    let fwd_bye = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd_bye, 200, "OK", "b12"));
+    rig.sent();
+    assert_eq!((rig.load(1), rig.proxy.calls()), (0, 0));
+}
+
 #[test]
 fn dialog_timeout_releases_the_load() {
     let mut rig = Rig::new(

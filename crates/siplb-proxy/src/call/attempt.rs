@@ -186,7 +186,6 @@ impl Call {
         };
         self.observe_setup(env);
         let expires = env.now + env.settings.dialog_timeout;
-        self.expires = Some(expires);
         if self.timers[CallTimer::Cancel as usize].is_some() {
             env.out.push(Effect::Disarm(CallTimer::Cancel));
         }

@@ -4,20 +4,18 @@
 
 use siplb_sip::{Message, Method};
 
-use super::{Call, Effect, Ending, Env, Pair, Phase};
+use super::{Call, Effect, Ending, Env, Phase, Strings};
 use crate::addr::Peer;
 use crate::agenda::CallTimer;
 
 /// One dialog of an answered call (several when the 2xx forked).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Dialog {
-    /// The callee's tag; empty for a restored call whose tag was not stored (it then
-    /// matches any).
-    pub(crate) tag: Box<str>,
+    /// The callee's tag (empty for a restored call whose tag was not stored: it then
+    /// matches any), the 2xx's To field (callee URI and tag) and the callee's Contact,
+    /// the last two for siplb's own BYE (empty for a restored call).
+    strings: Strings<2>,
     pub(crate) acked: bool,
-    /// The 2xx's To field (callee URI and tag), for siplb's own BYE, then the callee's
-    /// Contact.
-    pub(crate) to_and_target: Pair,
     /// Route from siplb towards the callee (proxies after siplb), nearest first.
     pub(crate) route: Box<[Box<str>]>,
 }
@@ -36,19 +34,31 @@ impl Dialog {
             .map(|c| c.uri_text)
             .unwrap_or_default();
         Some(Dialog {
-            tag: tag.into(),
+            strings: Strings::new(&[tag, to, target]),
             acked: false,
-            to_and_target: Pair::new(to, target),
             route: route.into(),
         })
+    }
+
+    pub(crate) fn tag(&self) -> &str {
+        self.strings.get(0)
+    }
+
+    /// The 2xx's To field, empty if unknown.
+    pub(crate) fn to(&self) -> &str {
+        self.strings.get(1)
+    }
+
+    /// The callee's Contact, empty if unknown.
+    pub(crate) fn target(&self) -> &str {
+        self.strings.get(2)
     }
 
     /// A dialog brought back after a restart: acknowledged long ago.
     pub(crate) fn restored(tag: Option<&str>) -> Dialog {
         Dialog {
-            tag: tag.unwrap_or_default().into(),
+            strings: Strings::new(&[tag.unwrap_or_default()]),
             acked: true,
-            to_and_target: Pair::default(),
             route: Box::default(),
         }
     }
@@ -87,18 +97,18 @@ impl Dialogs {
     }
 
     pub(crate) fn contains(&self, tag: &str) -> bool {
-        self.0.iter().any(|d| &*d.tag == tag || d.tag.is_empty())
+        self.0.iter().any(|d| d.tag() == tag || d.tag().is_empty())
     }
 
     fn position(&self, tag: &str) -> Option<usize> {
         self.0
             .iter()
-            .position(|d| &*d.tag == tag)
-            .or_else(|| self.0.iter().position(|d| d.tag.is_empty()))
+            .position(|d| d.tag() == tag)
+            .or_else(|| self.0.iter().position(|d| d.tag().is_empty()))
     }
 
     pub(crate) fn first_tag(&self) -> Option<&str> {
-        self.0.first().map(|d| &*d.tag).filter(|t| !t.is_empty())
+        self.0.first().map(Dialog::tag).filter(|t| !t.is_empty())
     }
 
     /// Marks a dialog acknowledged; true when none is left waiting.
@@ -115,7 +125,7 @@ impl Dialogs {
             // Forks are few; a caller that makes more than this many is cut short.
             let ended = self.1.get_or_insert_default();
             if ended.len() < 8 {
-                ended.push(d.tag);
+                ended.push(d.tag().into());
             }
         }
     }
