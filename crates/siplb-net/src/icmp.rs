@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use siplb_proxy::Peer;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::Event;
@@ -115,7 +115,7 @@ const DRAIN_LIMIT: usize = 1024;
 /// Waits for ICMP errors on `socket` and hands each unreachable destination to the
 /// core. An error is no datagram, so the core's wait for readable sockets does not
 /// wake for it: this task does, and the core hears of it as of a closed connection.
-pub(crate) async fn watch(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
+pub(crate) async fn watch(socket: Arc<AsyncFd<std::net::UdpSocket>>, events: mpsc::Sender<Event>) {
     #[cfg(target_os = "linux")]
     loop {
         if socket.ready(Interest::ERROR).await.is_err() {
@@ -123,8 +123,8 @@ pub(crate) async fn watch(socket: Arc<UdpSocket>, events: mpsc::Sender<Event>) {
         }
         let mut found: Vec<SocketAddr> = Vec::new();
         // Reaching the queue's end clears the readiness until the next error.
-        let _ = socket.try_io(Interest::ERROR, || {
-            linux::drain(&*socket, DRAIN_LIMIT, &mut |a| {
+        let _ = socket.try_io(Interest::ERROR, |socket| {
+            linux::drain(socket, DRAIN_LIMIT, &mut |a| {
                 if !found.contains(&a) {
                     found.push(a);
                 }

@@ -4,6 +4,12 @@
 //! wake-ups (docs/BENCHMARKS.md); batching takes out the call per datagram, and a
 //! short read (fewer datagrams than asked for) also tells that the socket is empty,
 //! which a datagram-at-a-time reader learns only from one more call that fails.
+//!
+//! The sockets are registered for reading only. A socket registered for writing too
+//! (as `tokio::net::UdpSocket` is) is reported writable again after every datagram
+//! sent, edge-triggered: one more turn of the core per datagram out, for nothing,
+//! since a send that finds room needs no readiness. Only a send that finds the
+//! buffer full waits, on a registration for writing made for that wait.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,8 +17,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use siplb_proxy::Peer;
-use tokio::net::UdpSocket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tracing::debug;
+
+type UdpSocket = std::net::UdpSocket;
 
 use crate::icmp;
 
@@ -29,18 +38,38 @@ const DATAGRAM_ROOM: usize = 65_536;
 /// call, and sends pick their socket by family).
 #[derive(Debug)]
 pub(crate) struct UdpListener {
-    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) socket: Arc<AsyncFd<UdpSocket>>,
     v4: bool,
 }
 
 impl UdpListener {
-    pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<UdpListener> {
+    /// Registers a bound, non-blocking socket with the runtime, for reading (and the
+    /// errors the kernel reports on it) only.
+    pub(crate) fn new(socket: UdpSocket) -> io::Result<UdpListener> {
         let v4 = socket.local_addr()?.is_ipv4();
         Ok(UdpListener {
-            socket: Arc::new(UdpSocket::from_std(socket)?),
+            socket: Arc::new(register(socket, Interest::READABLE)?),
             v4,
         })
     }
+}
+
+#[allow(
+    deprecated,
+    reason = "sound for a type that owns its descriptor, as std's sockets do: what the \
+              unsafe `register_with_interest` that replaces it asks, which this \
+              workspace's forbid(unsafe_code) cannot call"
+)]
+fn register(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSocket>> {
+    AsyncFd::with_interest(socket, interest)
+}
+
+/// Waits until `socket` has room to send, on a registration of a second descriptor
+/// of it made for this wait (the listener's own is for reading only).
+async fn room_to_send(socket: &UdpSocket) -> io::Result<()> {
+    let waiter = register(socket.try_clone()?, Interest::WRITABLE)?;
+    waiter.writable().await?.retain_ready();
+    Ok(())
 }
 
 /// Buffers for reading and sending, reused by every turn of the core. (Not `Send`
@@ -83,8 +112,8 @@ impl Batches {
         let mut errors_left = limit;
         while taken < limit {
             let mut got = 0;
-            let read = listener.socket.try_io(tokio::io::Interest::READABLE, || {
-                got = self.receive(&listener.socket, &mut handle)?;
+            let read = listener.socket.try_io(Interest::READABLE, |socket| {
+                got = self.receive(socket, &mut handle)?;
                 if got < RECV_BATCH {
                     // Fewer than asked for: the queue is empty. Saying "would block"
                     // clears the readiness now, without another call to learn it.
@@ -153,7 +182,7 @@ impl Batches {
     ) -> io::Result<usize> {
         // One at a time: each call reads one datagram, and an empty socket fails.
         let room = &mut self.room[..DATAGRAM_ROOM];
-        let (len, from) = socket.try_recv_from(room)?;
+        let (len, from) = socket.recv_from(room)?;
         handle(Peer::udp(from), Bytes::copy_from_slice(&room[..len]));
         Ok(1)
     }
@@ -200,11 +229,11 @@ impl Batches {
     }
 
     async fn send_all(&mut self, listener: &UdpListener, mut rest: &[(SocketAddr, Bytes)]) {
-        let socket = &listener.socket;
+        let socket = listener.socket.get_ref();
         // An ICMP error for an earlier datagram (to anyone) fails the next call on
         // the socket once; reporting it cleared it, so the call is made again.
         let mut retried = false;
-        while let Some((to, data)) = rest.first() {
+        while let Some((to, _)) = rest.first() {
             match self.send_some(socket, rest) {
                 Ok(sent) => {
                     rest = rest.get(sent.max(1)..).unwrap_or_default();
@@ -212,10 +241,11 @@ impl Batches {
                 }
                 Err(e) if icmp::is_pending_error(&e) && !retried => retried = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = socket.send_to(data, *to).await {
+                    // The send buffer is full: wait for room, then go on from here.
+                    if let Err(e) = room_to_send(socket).await {
                         debug!(%to, error = %e, "UDP send failed");
+                        rest = &rest[1..];
                     }
-                    rest = &rest[1..];
                     retried = false;
                 }
                 Err(e) => {
@@ -240,7 +270,7 @@ impl Batches {
         use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmmsg};
 
         if let [(to, data)] = batch {
-            return socket.try_send_to(data, *to).map(|_| 1);
+            return socket.send_to(data, *to).map(|_| 1);
         }
         let n = batch.len().min(SEND_BATCH);
         let slices: [[IoSlice<'_>; 1]; SEND_BATCH] =
@@ -269,7 +299,7 @@ impl Batches {
         let Some((to, data)) = batch.first() else {
             return Ok(0);
         };
-        socket.try_send_to(data, *to).map(|_| 1)
+        socket.send_to(data, *to).map(|_| 1)
     }
 }
 
@@ -279,8 +309,9 @@ pub(crate) fn any_readable(
 ) -> impl std::future::Future<Output = io::Result<()>> {
     std::future::poll_fn(move |cx| {
         for s in sockets {
-            if let std::task::Poll::Ready(r) = s.socket.poll_recv_ready(cx) {
-                return std::task::Poll::Ready(r);
+            if let std::task::Poll::Ready(r) = s.socket.poll_read_ready(cx) {
+                // The guard goes without clearing: the read that follows does.
+                return std::task::Poll::Ready(r.map(drop));
             }
         }
         std::task::Poll::Pending
@@ -319,7 +350,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_read_takes_every_datagram_in_order_and_learns_the_socket_is_empty() {
         let listener = UdpListener::new(bound()).expect("listener");
-        let to = listener.socket.local_addr().expect("address");
+        let to = listener.socket.get_ref().local_addr().expect("address");
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
         let from = sender.local_addr().expect("sender address");
         for i in 0..40 {
@@ -366,7 +397,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_flush_sends_every_queued_datagram_in_order_to_each_address() {
         let listener = UdpListener::new(bound()).expect("listener");
-        let from = listener.socket.local_addr().expect("address");
+        let from = listener.socket.get_ref().local_addr().expect("address");
         let receivers = [bound(), bound()];
         let addresses: Vec<SocketAddr> = receivers
             .iter()
