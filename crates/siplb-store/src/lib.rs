@@ -158,6 +158,9 @@ impl Store {
                 .min_connections(u32::from(target.is_sqlite_memory()))
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // A local file does not go away under a connection: no ping before each
+                // use (a round trip to SQLite's thread per batch of stored calls).
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         use sqlx::Executor as _;

@@ -411,6 +411,7 @@ on_every_backend!(
     dialogs_expire_on_load,
     dialogs_thousand_row_batches,
     dialogs_batch_is_one_transaction,
+    dialogs_small_failed_batch_stores_nothing_and_the_next_lands,
     dialogs_that_do_not_fit_fail_the_batch_before_sending,
     dialogs_undecodable_rows_are_reported,
 );
@@ -1396,6 +1397,42 @@ async fn dialogs_batch_is_one_transaction(db: &Db) {
         "{err}"
     );
     assert_eq!(live(&store, &t).await, [kept]);
+    store.close().await;
+}
+
+/// A small batch (on SQLite, one command of statements) that fails halfway stores nothing,
+/// and leaves no transaction open: the next batch on the same connection lands.
+async fn dialogs_small_failed_batch_stores_nothing_and_the_next_lands(db: &Db) {
+    let name = db.t();
+    db.exec(&format!(
+        "CREATE TABLE {name} ({LOOSE_DIALOG_COLUMNS}, \
+         CONSTRAINT {name}_bounded CHECK (expires_ms < 9000000000000000000), \
+         PRIMARY KEY (call_id, caller_tag))"
+    ))
+    .await;
+    let store = db.store().await;
+    let t = dialog_table(db);
+    store.init_dialogs(&t).await.unwrap();
+    let kept = dialog("kept", "t", 1, NOW + 10_000);
+    store
+        .save_dialogs(&t, std::slice::from_ref(&kept), &[])
+        .await
+        .unwrap();
+    let mut bad = dialog("bad", "t", 1, NOW + 10_000);
+    bad.expires_ms = i64::MAX;
+    let good = dialog("good", "t", 2, NOW + 10_000);
+    let err = store
+        .save_dialogs(&t, &[good.clone(), bad], &[key("kept", "t")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert_eq!(live(&store, &t).await, std::slice::from_ref(&kept));
+    let other = dialog("other", "t", 3, NOW + 10_000);
+    store
+        .save_dialogs(&t, &[good.clone(), other.clone()], &[key("kept", "t")])
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, sorted(vec![good, other]));
     store.close().await;
 }
 
