@@ -2,7 +2,7 @@
 
 use siplb_txn::prehash;
 
-use crate::call::Call;
+use crate::call::{Call, Pair};
 use crate::slab::{Id, Slab};
 
 /// Identifies a call. Carries its hash, like the transaction keys (see
@@ -14,21 +14,14 @@ use crate::slab::{Id, Slab};
 pub(crate) struct CallKey {
     hash: u64,
     /// The Call-ID, then the caller's tag.
-    text: Box<str>,
-    /// Where the tag starts in `text`.
-    split: u32,
+    text: Pair,
 }
 
 impl CallKey {
     pub(crate) fn new(call_id: &str, caller_tag: &str) -> CallKey {
-        let mut text = String::with_capacity(call_id.len() + caller_tag.len());
-        text.push_str(call_id);
-        text.push_str(caller_tag);
         CallKey {
             hash: CallKey::hash_of(call_id, caller_tag),
-            text: text.into_boxed_str(),
-            // Messages are far below 4 GiB (`max_message_size`).
-            split: u32::try_from(call_id.len()).unwrap_or(u32::MAX),
+            text: Pair::new(&[call_id, caller_tag]),
         }
     }
 
@@ -36,16 +29,12 @@ impl CallKey {
         prehash(&(call_id, caller_tag))
     }
 
-    fn split(&self) -> usize {
-        usize::try_from(self.split).unwrap_or(usize::MAX)
-    }
-
     pub(crate) fn call_id(&self) -> &str {
-        self.text.get(..self.split()).unwrap_or_default()
+        self.text.first()
     }
 
     pub(crate) fn caller_tag(&self) -> &str {
-        self.text.get(self.split()..).unwrap_or_default()
+        self.text.second()
     }
 
     fn is(&self, call_id: &str, caller_tag: &str) -> bool {

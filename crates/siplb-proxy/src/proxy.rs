@@ -93,8 +93,6 @@ pub struct Proxy {
     pub(crate) txns: Transactions,
     pub(crate) calls: Slab<Call>,
     pub(crate) call_index: CallIndex,
-    /// Calls being set up, by their INVITE server transaction: how a CANCEL finds its
-    /// call without a scan.
     pub(crate) agenda: Agenda,
     /// The answered calls' dialog timeouts, and the agenda entry of their sweep.
     pub(crate) expiries: Expiries,
@@ -393,7 +391,8 @@ impl Proxy {
     /// Sets an answered call's dialog timeout, moving the sweep earlier if it is the
     /// earliest.
     pub(crate) fn set_expiry(&mut self, id: Id, at: Instant) {
-        if self.expiries.set(id, at) {
+        // Only a call in the slab: its removal is what clears the deadline again.
+        if self.calls.get(id).is_some() && self.expiries.set(id, at) {
             let next = self.expiries.next();
             self.agenda.rearm(&mut self.sweep, next, Due::DialogSweep);
         }
