@@ -146,12 +146,7 @@ fn cancel_is_answered_forwarded_and_releases() {
     let fwd = rig.sent().pop().unwrap().1;
     rig.feed_bytes(DST1, reply(&fwd, 180, "Ringing", "b6"));
     rig.sent();
-    let cancel = inv
-        .replace(
-            "INVITE sip:VM_1@127.0.0.1:5060",
-            "CANCEL sip:VM_1@127.0.0.1:5060",
-        )
-        .replace("1 INVITE", "1 CANCEL");
+    let cancel = cancel_of(&inv);
     rig.feed(CALLER, &cancel);
     let out = rig.sent();
     assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 200));
@@ -196,12 +191,7 @@ fn a_cancel_reaches_an_answered_call_only_while_its_invite_transaction_lasts() {
     );
     rig.feed(CALLER, &ack);
     rig.sent();
-    let cancel = inv
-        .replace(
-            "INVITE sip:VM_1@127.0.0.1:5060",
-            "CANCEL sip:VM_1@127.0.0.1:5060",
-        )
-        .replace("1 INVITE", "1 CANCEL");
+    let cancel = cancel_of(&inv);
     rig.feed(CALLER, &cancel);
     let out = rig.sent();
     assert_eq!(out.len(), 1, "answered: nothing is cancelled downstream");
@@ -341,4 +331,11 @@ fn a_relay_target_named_by_host_is_sent_to_its_address() {
         .filter(|(to, _)| *to == addr(CALLER))
         .collect();
     assert_eq!(status(&to_caller[0].1), 200);
+}
+
+/// The caller's CANCEL of an INVITE made by `invite` (same branch, CSeq number).
+fn cancel_of(invite: &str) -> String {
+    invite
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("1 INVITE", "1 CANCEL")
 }

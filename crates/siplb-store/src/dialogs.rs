@@ -357,6 +357,35 @@ fn decode(row: &AnyRow, position: usize) -> Result<DialogRecord, DialogProblem> 
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds each dialog's columns, in [`COLUMNS`] order (the upsert's parameters).
+fn bind_dialogs<'q>(mut query: AnyQuery<'q>, dialogs: &[&'q DialogRecord]) -> AnyQuery<'q> {
+    for d in dialogs {
+        query = query
+            .bind(d.call_id.as_str())
+            .bind(d.caller_tag.as_str())
+            .bind(d.callee_tag.as_deref())
+            .bind(i64::from(d.destination_id))
+            .bind(d.resources.as_str())
+            .bind(d.caller.as_str())
+            .bind(d.callee.as_str())
+            .bind(d.started_ms)
+            .bind(d.expires_ms);
+    }
+    query
+}
+
+/// Binds each key's Call-ID and tag (the delete's parameters).
+fn bind_keys<'q>(mut query: AnyQuery<'q>, keys: &[&'q DialogKey]) -> AnyQuery<'q> {
+    for key in keys {
+        query = query
+            .bind(key.call_id.as_str())
+            .bind(key.caller_tag.as_str());
+    }
+    query
+}
+
 // ---------------------------------------------------------------------------------------
 // The operations
 
@@ -442,30 +471,18 @@ impl Store {
         self.timed(&action, async {
             let mut tx = self.pool.begin().await.map_err(query_error)?;
             for chunk in upserts.chunks(UPSERT_CHUNK) {
-                let mut query = sqlx::query(AssertSqlSafe(upsert(backend, table, chunk.len())));
-                for d in chunk {
-                    query = query
-                        .bind(d.call_id.as_str())
-                        .bind(d.caller_tag.as_str())
-                        .bind(d.callee_tag.as_deref())
-                        .bind(i64::from(d.destination_id))
-                        .bind(d.resources.as_str())
-                        .bind(d.caller.as_str())
-                        .bind(d.callee.as_str())
-                        .bind(d.started_ms)
-                        .bind(d.expires_ms);
-                }
-                query.execute(&mut *tx).await.map_err(query_error)?;
+                let query = sqlx::query(AssertSqlSafe(upsert(backend, table, chunk.len())));
+                bind_dialogs(query, chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error)?;
             }
             for chunk in deletes.chunks(DELETE_CHUNK) {
-                let mut query =
-                    sqlx::query(AssertSqlSafe(delete_keys(backend, table, chunk.len())));
-                for key in chunk {
-                    query = query
-                        .bind(key.call_id.as_str())
-                        .bind(key.caller_tag.as_str());
-                }
-                query.execute(&mut *tx).await.map_err(query_error)?;
+                let query = sqlx::query(AssertSqlSafe(delete_keys(backend, table, chunk.len())));
+                bind_keys(query, chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error)?;
             }
             tx.commit().await.map_err(query_error)
         })
@@ -495,24 +512,10 @@ impl Store {
             sql.push(';');
         }
         sql.push_str("COMMIT;");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for d in upserts {
-            query = query
-                .bind(d.call_id.as_str())
-                .bind(d.caller_tag.as_str())
-                .bind(d.callee_tag.as_deref())
-                .bind(i64::from(d.destination_id))
-                .bind(d.resources.as_str())
-                .bind(d.caller.as_str())
-                .bind(d.callee.as_str())
-                .bind(d.started_ms)
-                .bind(d.expires_ms);
-        }
-        for key in deletes {
-            query = query
-                .bind(key.call_id.as_str())
-                .bind(key.caller_tag.as_str());
-        }
+        let query = bind_keys(
+            bind_dialogs(sqlx::query(AssertSqlSafe(sql)), upserts),
+            deletes,
+        );
         let mut conn = self
             .pool
             .acquire()

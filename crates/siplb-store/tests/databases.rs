@@ -1362,10 +1362,9 @@ async fn dialogs_thousand_row_batches(db: &Db) {
     store.close().await;
 }
 
-/// A batch is one transaction: when a statement fails after others succeeded (here the
-/// second chunk of upserts, against a CHECK constraint of a table made by hand), nothing of
-/// the batch stays, deletes included.
-async fn dialogs_batch_is_one_transaction(db: &Db) {
+/// A dialog table whose `expires_ms` refuses `i64::MAX`: a batch holding such a record
+/// fails in the database, halfway through.
+async fn create_bounded_dialog_table(db: &Db) {
     let name = db.t();
     db.exec(&format!(
         "CREATE TABLE {name} ({LOOSE_DIALOG_COLUMNS}, \
@@ -1373,6 +1372,14 @@ async fn dialogs_batch_is_one_transaction(db: &Db) {
          PRIMARY KEY (call_id, caller_tag))"
     ))
     .await;
+}
+
+/// A batch is one transaction: when a statement fails after others succeeded (here the
+/// second chunk of upserts, against a CHECK constraint of a table made by hand), nothing of
+/// the batch stays, deletes included.
+async fn dialogs_batch_is_one_transaction(db: &Db) {
+    let name = db.t();
+    create_bounded_dialog_table(db).await;
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
@@ -1403,13 +1410,7 @@ async fn dialogs_batch_is_one_transaction(db: &Db) {
 /// A small batch (on SQLite, one command of statements) that fails halfway stores nothing,
 /// and leaves no transaction open: the next batch on the same connection lands.
 async fn dialogs_small_failed_batch_stores_nothing_and_the_next_lands(db: &Db) {
-    let name = db.t();
-    db.exec(&format!(
-        "CREATE TABLE {name} ({LOOSE_DIALOG_COLUMNS}, \
-         CONSTRAINT {name}_bounded CHECK (expires_ms < 9000000000000000000), \
-         PRIMARY KEY (call_id, caller_tag))"
-    ))
-    .await;
+    create_bounded_dialog_table(db).await;
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
