@@ -189,7 +189,16 @@ impl Proxy {
         };
         let caller = &call.caller;
         let caller_peer = caller.peer;
-        let caller_from: String = caller.from_and_target.first().to_owned();
+        // A restored call kept neither side's fields: the tags are what identify the
+        // dialog (RFC 3261 12.2.2), so a From and To built from the addresses do.
+        let caller_from: String = match caller.from_and_target.first() {
+            "" => format!(
+                "<sip:{}>;tag={}",
+                crate::addr::host_port(caller_peer.addr),
+                call.key.caller_tag()
+            ),
+            from => from.to_owned(),
+        };
         let caller_target = match caller.from_and_target.second() {
             "" => format!("sip:{}", crate::addr::host_port(caller_peer.addr)),
             target => target.to_owned(),

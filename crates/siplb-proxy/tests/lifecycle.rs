@@ -88,3 +88,59 @@ fn the_operator_can_end_a_call_siplb_still_counts() {
         Some(DialogChange::Delete { .. })
     ));
 }
+
+/// The same call restored twice (a cluster's store read again, say) is one call with
+/// one unit of load, under the later record's dialog timeout, which the sweep honours
+/// even when it is earlier than the first one's.
+#[test]
+fn a_call_restored_again_replaces_itself_and_keeps_the_later_timeout() {
+    use siplb_proxy::{Peer, PersistedCall, Transport};
+    let peer = |a: &str| Peer {
+        transport: Transport::Udp,
+        addr: addr(a),
+    };
+    let stored = |expires_in| PersistedCall {
+        call_id: "r1".into(),
+        caller_tag: "a-r1".into(),
+        callee_tag: Some("b-r1".into()),
+        destination_id: 1,
+        resources: "vm".into(),
+        caller: peer(CALLER),
+        callee: peer(DST1),
+        age: Duration::from_secs(5),
+        expires_in,
+    };
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
+    let now = rig.now;
+    rig.proxy
+        .restore_call(now, stored(Duration::from_secs(60)))
+        .unwrap();
+    rig.proxy
+        .restore_call(now, stored(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!((rig.load(1), rig.proxy.calls()), (1, 1));
+    rig.advance(Duration::from_secs(9));
+    assert_eq!(rig.load(1), 1);
+    rig.advance(Duration::from_secs(2));
+    assert_eq!(
+        (rig.load(1), rig.proxy.calls()),
+        (0, 0),
+        "ended at 10 s, not 60"
+    );
+    // siplb's BYEs went to both sides, with the dialog's Call-ID and tags although a
+    // restored call keeps neither side's From or To.
+    let out = rig.sent();
+    assert_eq!(out.len(), 2);
+    for (to, bye, from_tag, to_tag) in [
+        (DST1, &out[0].1, "a-r1", "b-r1"),
+        (CALLER, &out[1].1, "b-r1", "a-r1"),
+    ] {
+        assert_eq!(out.iter().filter(|(a, _)| *a == addr(to)).count(), 1);
+        assert_eq!(bye.method().unwrap().as_str(), "BYE");
+        assert_eq!(bye.call_id(), Some("r1"));
+        assert_eq!(
+            (bye.from_tag(), bye.to_tag()),
+            (Some(from_tag), Some(to_tag))
+        );
+    }
+}
