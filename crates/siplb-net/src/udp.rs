@@ -21,9 +21,9 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
-type UdpSocket = std::net::UdpSocket;
-
 use crate::icmp;
+
+type UdpSocket = std::net::UdpSocket;
 
 /// Datagrams asked for per receive call.
 const RECV_BATCH: usize = 16;
