@@ -169,6 +169,8 @@ def parse_args():
                     "system's highest clean rate)")
     ap.add_argument("--no-latency", dest="latency", action="store_false",
                     help="skip the latency comparison at half of siplb's peak")
+    ap.add_argument("--profile-tools", type=lambda v: v.split(","), default=["callgrind", "perf", "heap"],
+                    help="with --profile: which of callgrind, perf, heap to run (comma-separated; default all)")
     ap.add_argument("--profile-calls", type=int, default=1500)
     ap.add_argument("--profile-rate", type=int, default=50)
     ap.add_argument("--profile-perf-rate", type=int, default=1000)

@@ -23,13 +23,26 @@ from siplb_bench.trials import run_trial
 
 def profile_phase(bench, results):
     """Where siplb's CPU goes: callgrind (instructions and call counts, user space) on a
-    bounded low-rate run, and perf (on-CPU samples, kernel included) at a moderate rate."""
-    args, binary, work, procs = bench.args, bench.binary, bench.work, bench.procs
-    out = {}
-    tools = {"valgrind": "valgrind", "perf": "linux-perf", "strace": "strace"}
-    missing = [pkg for cmd, pkg in tools.items() if shutil.which(cmd) is None]
+    bounded low-rate run, and perf (on-CPU samples, kernel included) at a moderate rate;
+    where its memory goes: heaptrack. `--profile-tools` picks some of the three."""
+    needed = {"valgrind": "valgrind", "perf": "linux-perf", "strace": "strace"}
+    missing = [pkg for cmd, pkg in needed.items() if shutil.which(cmd) is None]
     if missing:
         ensure_apt(missing)
+    tools = bench.args.profile_tools
+    out = {}
+    if "callgrind" in tools:
+        out["callgrind"] = callgrind_profile(bench, results)
+    if "perf" in tools:
+        out["perf"] = perf_profile(bench, results)
+    if "heap" in tools:
+        out["heap"] = heap_profile(bench, results)
+    return out
+
+
+def callgrind_profile(bench, results):
+    """Instructions per call by function, user space, all threads (callgrind)."""
+    args, binary, work, procs = bench.args, bench.binary, bench.work, bench.procs
     d = os.path.join(work, "profile")
     os.makedirs(d, exist_ok=True)
     # callgrind runs every thread on one core, some 50 times slower: few calls, low rate.
@@ -61,9 +74,15 @@ def profile_phase(bench, results):
             for name, (s_ir, i_ir, c) in sorted(funcs.items(), key=lambda kv: -kv[1][key])[:45]:
                 f.write(f"{s_ir / n:>10,.0f} {i_ir / n:>10,.0f} {c / n:>8.1f}  {name[:150]}\n")
             f.write("\n")
-    out["callgrind"] = path
-    # perf: real speed, all threads, kernel included; and how many context switches and
-    # system calls a call costs.
+    return path
+
+
+def perf_profile(bench, results):
+    """perf: real speed, all threads, kernel included; and how many context switches
+    and system calls a call costs, beside Kamailio's under the same load."""
+    args, binary, work, procs = bench.args, bench.binary, bench.work, bench.procs
+    d = os.path.join(work, "profile")
+    os.makedirs(d, exist_ok=True)
     p, pids = start_siplb(procs, binary, work, name="siplb-perf", workers=args.workers, persist=bench.persist, cluster=bench.cluster)
     perf_data = os.path.join(d, "perf.data")
     rec = procs.start("perf", ["perf", "record", "-F", "999", "-g", "-p", str(p.pid), "-o", perf_data], d)
@@ -128,9 +147,7 @@ def profile_phase(bench, results):
         f.write("\nper call: " + ", ".join(
             f"{m.group(2)} {int(m.group(1)) / max(1, srow['successful']):.1f}"
             for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", body, re.M)) + "\n")
-    out["perf"] = path
-    out["heap"] = heap_profile(bench, results)
-    return out
+    return path
 
 
 def heap_profile(bench, results):

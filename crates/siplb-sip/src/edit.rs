@@ -13,6 +13,7 @@ use crate::error::ParseError;
 use crate::framing::{Datagram, Limits, parse_datagram};
 use crate::header_name::HeaderName;
 use crate::message::{Message, Span};
+use crate::reindex::reindex;
 use crate::text::{parse_u32, trim_bytes};
 use crate::via::Via;
 
@@ -35,10 +36,19 @@ pub enum EditError {
 }
 
 #[derive(Debug)]
-struct Splice {
-    at: Range<usize>,
+pub(crate) struct Splice {
+    pub(crate) at: Range<usize>,
     /// Where the replacement text lies in the editor's arena.
-    text: Range<usize>,
+    pub(crate) text: Range<usize>,
+    /// What the text is when it is a whole header field (`Name: value` CRLF), inserted.
+    pub(crate) field: Option<NewField>,
+}
+
+/// A header field an edit inserts: enough to index it without parsing it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewField {
+    pub(crate) name: HeaderName,
+    pub(crate) name_len: usize,
 }
 
 /// Collects edits to one message.
@@ -68,6 +78,7 @@ impl<'m> Editor<'m> {
         self.splices.push(Splice {
             at,
             text: start..self.arena.len(),
+            field: None,
         });
     }
 
@@ -94,6 +105,10 @@ impl<'m> Editor<'m> {
         self.splices.push(Splice {
             at: at..at,
             text: start..self.arena.len(),
+            field: Some(NewField {
+                name: HeaderName::from_bytes(name.as_bytes()),
+                name_len: name.len(),
+            }),
         });
     }
 
@@ -309,6 +324,12 @@ impl<'m> Editor<'m> {
 
     /// Writes the edited message.
     pub fn finish(mut self) -> Result<Bytes, EditError> {
+        self.write()
+    }
+
+    /// Writes the edited message, leaving the splices sorted as written.
+    fn write(&mut self) -> Result<Bytes, EditError> {
+        // Stable: edits made at one spot come out in the order they were made.
         self.splices.sort_by_key(|s| (s.at.start, s.at.end));
         let src = self.msg.as_bytes();
         let mut len = src.len();
@@ -331,13 +352,30 @@ impl<'m> Editor<'m> {
         Ok(out.freeze())
     }
 
-    /// Writes the edited message and parses it again, for callers that go on reading it.
-    pub fn finish_message(self, limits: &Limits) -> Result<Message, FinishError> {
-        let bytes = self.finish().map_err(FinishError::Edit)?;
+    /// Writes the edited message and indexes it, for callers that go on reading it:
+    /// the original's index carried over where the edits allow (`reindex.rs`), parsed
+    /// in full where they do not. Either way the result is the message a parse of the
+    /// written bytes gives, or that parse's error.
+    pub fn finish_message(mut self, limits: &Limits) -> Result<Message, FinishError> {
+        let bytes = self.write().map_err(FinishError::Edit)?;
+        if let Some(m) = reindex(self.msg, &self.splices, &self.arena, bytes.clone(), limits) {
+            return Ok(m);
+        }
         match parse_datagram(bytes, limits).map_err(FinishError::Parse)? {
             Datagram::Message(m) => Ok(m),
             Datagram::KeepAlive => Err(FinishError::Edit(EditError::Overlap)),
         }
+    }
+}
+
+impl Editor<'_> {
+    /// The index carried over, without the full parse to fall back on: `None` where
+    /// [`Editor::finish_message`] would parse. Only for the property test that holds
+    /// the two equal.
+    #[doc(hidden)]
+    pub fn finish_reindexed(mut self, limits: &Limits) -> Option<Message> {
+        let bytes = self.write().ok()?;
+        reindex(self.msg, &self.splices, &self.arena, bytes, limits)
     }
 }
 

@@ -233,7 +233,7 @@ impl StreamDecoder {
 
 /// The Content-Length value when there is exactly one readable; `Some(Err)` when one
 /// is present but unreadable or duplicated with a different value.
-fn declared_length(
+pub(crate) fn declared_length(
     buf: &[u8],
     headers: &[crate::message::HeaderField],
 ) -> Option<Result<usize, ()>> {

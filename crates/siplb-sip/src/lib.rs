@@ -21,6 +21,7 @@ mod header_name;
 mod message;
 mod method;
 mod name_addr;
+mod reindex;
 mod response;
 mod text;
 mod uri;

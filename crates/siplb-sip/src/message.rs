@@ -41,7 +41,7 @@ impl Span {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StartLine {
     Request { method: Span, uri: Span },
     Response { code: u16, reason: Span },
@@ -49,7 +49,7 @@ pub(crate) enum StartLine {
 
 /// Where one header field lies: its name, its value (trimmed, possibly spanning folded
 /// lines) and its whole line(s) including the line terminator.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HeaderField {
     pub(crate) name: HeaderName,
     pub(crate) name_span: Span,
@@ -67,8 +67,9 @@ pub struct Header<'a> {
     pub value: &'a [u8],
 }
 
-/// A parsed SIP request or response over its original bytes.
-#[derive(Clone, Debug)]
+/// A parsed SIP request or response over its original bytes. Two messages are equal
+/// when their bytes are, and their index reads them the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub(crate) buf: Bytes,
     pub(crate) start: StartLine,
@@ -93,7 +94,7 @@ pub struct Message {
 }
 
 /// Fields validation parsed, as offsets into the message buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Known {
     from_tag: Option<Span>,
     to_tag: Option<Span>,
@@ -103,7 +104,7 @@ pub(crate) struct Known {
 }
 
 /// A parsed Via hop as offsets into the message buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TopVia {
     transport: Span,
     host: TopHost,
@@ -112,11 +113,45 @@ pub(crate) struct TopVia {
     params: Span,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TopHost {
     Domain(Span),
     V4(std::net::Ipv4Addr),
     V6(std::net::Ipv6Addr),
+}
+
+impl Known {
+    /// The same fields where an edit moved them (`to`: a span's new place), with
+    /// `hops_added` more Via hops.
+    pub(crate) fn moved(
+        self,
+        to: impl Fn(Span) -> Option<Span>,
+        hops_added: usize,
+    ) -> Option<Known> {
+        Some(Known {
+            from_tag: self.from_tag.map(&to).map_or(Some(None), |s| s.map(Some))?,
+            to_tag: self.to_tag.map(&to).map_or(Some(None), |s| s.map(Some))?,
+            cseq: self.cseq,
+            cseq_method: to(self.cseq_method)?,
+            vias: self.vias + hops_added,
+        })
+    }
+}
+
+impl TopVia {
+    /// The same hop where an edit moved it (`to`: a span's new place).
+    pub(crate) fn moved(self, to: impl Fn(Span) -> Option<Span>) -> Option<TopVia> {
+        Some(TopVia {
+            transport: to(self.transport)?,
+            host: match self.host {
+                TopHost::Domain(span) => TopHost::Domain(to(span)?),
+                ip => ip,
+            },
+            host_text: to(self.host_text)?,
+            port: self.port,
+            params: to(self.params)?,
+        })
+    }
 }
 
 impl Message {
@@ -198,7 +233,7 @@ impl Message {
             .map(|h| self.slice(h.value))
     }
 
-    fn first_field(&self, name: HeaderName) -> Option<&HeaderField> {
+    pub(crate) fn first_field(&self, name: HeaderName) -> Option<&HeaderField> {
         if name == HeaderName::Other {
             return None;
         }
@@ -313,7 +348,7 @@ impl Message {
         (end <= self.buf.len()).then(|| Span::new(start, end))
     }
 
-    fn to_cached(&self, via: &Via<'_>) -> Option<TopVia> {
+    pub(crate) fn to_cached(&self, via: &Via<'_>) -> Option<TopVia> {
         Some(TopVia {
             transport: self.span_in(via.transport)?,
             host: match via.host {
@@ -625,7 +660,7 @@ pub(crate) fn parse_head(buf: &[u8], bound: usize, limits: &Limits) -> Result<He
     }
 }
 
-fn parse_start_line(buf: &[u8], s: usize, e: usize) -> Result<StartLine, ErrorKind> {
+pub(crate) fn parse_start_line(buf: &[u8], s: usize, e: usize) -> Result<StartLine, ErrorKind> {
     let line = &buf[s..e];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
