@@ -62,40 +62,41 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        let Some(&first) = name.first() else {
+        // Folded to lower case once, then matched whole: every header field of every
+        // message comes through here. No known name is longer than 19 bytes.
+        let mut lower = [0u8; 19];
+        let Some(folded) = lower.get_mut(..name.len()) else {
             return HeaderName::Other;
         };
-        // Narrow by length and first letter before comparing whole names.
-        let candidates: &[HeaderName] = match (name.len(), first.to_ascii_lowercase()) {
-            (2, b't') => &[HeaderName::To],
-            (3, b'v') => &[HeaderName::Via],
-            (4, b'f') => &[HeaderName::From],
-            (4, b'c') => &[HeaderName::CSeq],
-            (5, b'r') => &[HeaderName::Route],
-            (5, b'e') => &[HeaderName::Event],
-            (7, b'c') => &[HeaderName::CallId, HeaderName::Contact],
-            (7, b's') => &[HeaderName::Subject],
-            (8, b'i') => &[HeaderName::Identity],
-            (8, b'r') => &[HeaderName::ReferTo],
-            (9, b's') => &[HeaderName::Supported],
-            (11, b'r') => &[HeaderName::ReferredBy],
-            (12, b'm') => &[HeaderName::MaxForwards],
-            (12, b'c') => &[HeaderName::ContentType],
-            (12, b'r') => &[HeaderName::RecordRoute],
-            (12, b'a') => &[HeaderName::AllowEvents],
-            (14, b'c') => &[HeaderName::ContentLength],
-            (14, b'a') => &[HeaderName::AcceptContact],
-            (14, b'r') => &[HeaderName::RejectContact],
-            (15, b's') => &[HeaderName::SessionExpires],
-            (16, b'c') => &[HeaderName::ContentEncoding],
-            (19, b'r') => &[HeaderName::RequestDisposition],
-            _ => &[],
-        };
-        candidates
-            .iter()
-            .copied()
-            .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
-            .unwrap_or(HeaderName::Other)
+        for (to, from) in folded.iter_mut().zip(name) {
+            *to = from.to_ascii_lowercase();
+        }
+        match &*folded {
+            b"to" => HeaderName::To,
+            b"via" => HeaderName::Via,
+            b"from" => HeaderName::From,
+            b"cseq" => HeaderName::CSeq,
+            b"route" => HeaderName::Route,
+            b"event" => HeaderName::Event,
+            b"call-id" => HeaderName::CallId,
+            b"contact" => HeaderName::Contact,
+            b"subject" => HeaderName::Subject,
+            b"identity" => HeaderName::Identity,
+            b"refer-to" => HeaderName::ReferTo,
+            b"supported" => HeaderName::Supported,
+            b"referred-by" => HeaderName::ReferredBy,
+            b"max-forwards" => HeaderName::MaxForwards,
+            b"content-type" => HeaderName::ContentType,
+            b"record-route" => HeaderName::RecordRoute,
+            b"allow-events" => HeaderName::AllowEvents,
+            b"content-length" => HeaderName::ContentLength,
+            b"accept-contact" => HeaderName::AcceptContact,
+            b"reject-contact" => HeaderName::RejectContact,
+            b"session-expires" => HeaderName::SessionExpires,
+            b"content-encoding" => HeaderName::ContentEncoding,
+            b"request-disposition" => HeaderName::RequestDisposition,
+            _ => HeaderName::Other,
+        }
     }
 
     /// The canonical long name, used when siplb writes a header of its own.

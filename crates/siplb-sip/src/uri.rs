@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::text::{Params, is_lws};
+use crate::text::Params;
 
 /// The host part of a URI or Via.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,17 +21,22 @@ impl Host<'_> {
         if let Some(inner) = s.strip_prefix('[') {
             return inner.strip_suffix(']')?.parse().ok().map(Host::V6);
         }
-        if s.is_empty()
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        {
-            return None;
+        // One pass: every Via and URI host comes through here.
+        let mut numeric = true;
+        for &b in s.as_bytes() {
+            match HOST_CHAR[usize::from(b)] {
+                NOT_HOST => return None,
+                NAME => numeric = false,
+                _ => {}
+            }
         }
-        if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return parse_ipv4(s.as_bytes()).map(Host::V4);
+        if s.is_empty() {
+            None
+        } else if numeric {
+            parse_ipv4(s.as_bytes()).map(Host::V4)
+        } else {
+            Some(Host::Domain(s))
         }
-        Some(Host::Domain(s))
     }
 
     /// The address when the host is an IP literal.
@@ -53,6 +58,43 @@ impl fmt::Display for Host<'_> {
         }
     }
 }
+
+const NOT_HOST: u8 = 0;
+/// A letter, `-` or `_`: the host is a name.
+const NAME: u8 = 1;
+/// A digit or `.`: the host may be an IPv4 address.
+const NUMERIC: u8 = 2;
+
+/// What each byte may be in a host name or IPv4 address.
+const HOST_CHAR: [u8; 256] = {
+    let mut t = [NOT_HOST; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_digit() || b == b'.' {
+            NUMERIC
+        } else if b.is_ascii_alphabetic() || b == b'-' || b == b'_' {
+            NAME
+        } else {
+            NOT_HOST
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Bytes that end a URI where it stands in a header: whitespace, `<`, `>`, `"`.
+const URI_END: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'"' as usize] = true;
+    t
+};
 
 /// URI scheme of a SIP URI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,10 +138,7 @@ pub struct Uri<'a> {
 
 impl<'a> Uri<'a> {
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, UriError> {
-        if raw
-            .bytes()
-            .any(|b| is_lws(b) || matches!(b, b'<' | b'>' | b'"'))
-        {
+        if raw.bytes().any(|b| URI_END[usize::from(b)]) {
             return Err(UriError::Character);
         }
         let (scheme, rest) = if let Some(r) = strip_prefix_ci(raw, "sips:") {
@@ -212,18 +251,34 @@ pub(crate) fn parse_port(s: &str) -> Option<u16> {
 /// without its generic machinery: every Via and URI host goes through here.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+    let mut n = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = u8::try_from(value).ok()?;
+            n += 1;
+            value = 0;
+            digits = 0;
+        } else if b.is_ascii_digit() {
+            // At most three digits, and no leading zero.
+            if digits == 3 || (digits == 1 && value == 0) {
+                return None;
+            }
+            value = value * 10 + u16::from(b - b'0');
+            digits += 1;
+        } else {
             return None;
         }
-        let n = p.iter().try_fold(0u16, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
-        })?;
-        *octet = u8::try_from(n).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Checks the generic `scheme:rest` shape of a non-SIP absolute URI (RFC 3261 allows
@@ -237,9 +292,7 @@ pub(crate) fn is_absolute_uri(s: &str) -> bool {
     chars.next().is_some_and(|b| b.is_ascii_alphabetic())
         && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         && !rest.is_empty()
-        && !rest
-            .bytes()
-            .any(|b| is_lws(b) || matches!(b, b'<' | b'>' | b'"'))
+        && !rest.bytes().any(|b| URI_END[usize::from(b)])
 }
 
 #[cfg(test)]
@@ -312,6 +365,31 @@ mod tests {
         ] {
             assert!(parse_ipv4(bad.as_bytes()).is_none(), "{bad}");
         }
+        // A host of digits and dots is an IPv4 address exactly when the standard
+        // parser says so, and never a name.
+        for s in [
+            "0.0.0.0",
+            "1.2.3.04",
+            ".1.2.3",
+            "123",
+            "1.2.3.4",
+            "10.0.0.255",
+            "10.0.0.256",
+            "1.2.3.",
+            "9999.1.1.1",
+            "1.2.3.4.5",
+            ".",
+            "",
+        ] {
+            let std = s.parse::<Ipv4Addr>().ok().map(Host::V4);
+            assert_eq!(Host::parse(s), std, "{s}");
+        }
+        assert_eq!(Host::parse("a.1"), Some(Host::Domain("a.1")));
+        assert_eq!(
+            Host::parse("1-2.example"),
+            Some(Host::Domain("1-2.example"))
+        );
+        assert_eq!(Host::parse("a b"), None);
         assert_eq!(parse_port("65535"), Some(65535));
         assert_eq!(parse_port("65536"), None);
     }
