@@ -153,6 +153,9 @@ def parse_args():
                     help="run siplb with [dialog] persist = false (what storing calls costs)")
     ap.add_argument("--cluster", action="store_true",
                     help="run siplb as a one-node [cluster] on the Redis at 127.0.0.1:6379 (what clustering costs)")
+    ap.add_argument("--pin", action="store_true",
+                    help="run the balancer on CPU 0 and every SIPp on CPU 1 (taskset): the latency of each "
+                         "path without the two taking turns on one core")
     ap.add_argument("--kamailio-children", type=int, default=4,
                     help="Kamailio's children= (UDP worker processes; default 4, as a tuned operator runs it on this box)")
     ap.add_argument("--kamailio-default", action="store_true",

@@ -28,6 +28,17 @@ class Bench:
         the load costs per call (a reservation per new call, a release per ended one)."""
         return self.args.cluster
 
+    @property
+    def balancer_wrap(self):
+        """The command the balancer under test runs under: on CPU 0 alone with --pin."""
+        return ("taskset", "-c", "0") if self.args.pin else ()
+
+    @property
+    def sipp_wrap(self):
+        """The command every SIPp of a trial runs under: on CPU 1 with --pin, so that the
+        balancer and the load it answers never take turns on one core."""
+        return ("taskset", "-c", "1") if self.args.pin else ()
+
     def next_trial(self):
         self.trials_run += 1
         return self.trials_run

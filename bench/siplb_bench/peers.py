@@ -165,7 +165,7 @@ def kamailio_argv(cfg, d, tuned):
             + (list(KAMAILIO_TUNING) if tuned else []))
 
 
-def start_kamailio(procs, work, children=4, tuned=True):
+def start_kamailio(procs, work, children=4, tuned=True, wrapper=()):
     d = os.path.join(work, "kamailio")
     os.makedirs(d, exist_ok=True)
     check_free(*KAMAILIO)
@@ -178,7 +178,7 @@ def start_kamailio(procs, work, children=4, tuned=True):
     with open(cfg, "w") as f:
         f.write(kamailio_cfg(children=children, modules=modules, ip=KAMAILIO[0], port=KAMAILIO[1], dir=d))
     run(["kamailio", "-c", "-f", cfg])  # syntax check first: a clear error if it fails
-    p = procs.start("kamailio", kamailio_argv(cfg, d, tuned), d)
+    p = procs.start("kamailio", [*wrapper, *kamailio_argv(cfg, d, tuned)], d)
     wait_bound(KAMAILIO[0], KAMAILIO[1], p, "kamailio")
     time.sleep(1.0)  # let it fork all of its processes
     pids = [p.pid] + [pid for pid in session_members(p.pid)]
@@ -187,14 +187,15 @@ def start_kamailio(procs, work, children=4, tuned=True):
 
 # ---------------------------------------------------------------- the destinations
 
-def start_uas(procs, d, duration_hint, trace=False):
+def start_uas(procs, d, duration_hint, trace=False, wrapper=()):
     """The four destinations: SIPp UAS copying Record-Route. Fresh for every trial, so
-    that their counters (calls received, retransmissions) are the trial's."""
+    that their counters (calls received, retransmissions) are the trial's. `wrapper`:
+    the command they run under (a CPU pinning)."""
     ps = []
     for i, ip in enumerate(UAS_IPS):
         check_free(ip, UAS_PORT)
         p = procs.start(f"uas{i + 1}", [
-            "sipp", "-sf", os.path.join(SCENARIOS, "uas.xml"), "-i", ip, "-p", str(UAS_PORT),
+            *wrapper, "sipp", "-sf", os.path.join(SCENARIOS, "uas.xml"), "-i", ip, "-p", str(UAS_PORT),
             "-nostdin", "-buff_size", str(SIPP_BUFFER), "-trace_stat", "-stf", f"uas{i + 1}.csv", "-fd", "3600",
             "-trace_err", "-error_file", f"uas{i + 1}_errors.log",
             "-timeout", f"{duration_hint}s"]

@@ -22,11 +22,11 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     d = os.path.join(bench.work, f"trial{n:03d}-{system}-{rate}")
     os.makedirs(d)
     secs = calls / rate
-    uas = start_uas(bench.procs, d, int(secs + 120), trace=uas_trace)
+    uas = start_uas(bench.procs, d, int(secs + 120), trace=uas_trace, wrapper=bench.sipp_wrap)
     port = 5100 + n % 100
     limit = max(200, int(rate * (args.call_ms / 1000.0 + 1.0) * 4))
     uac_argv = [
-        "sipp", f"{target[0]}:{target[1]}", "-sf", os.path.join(SCENARIOS, "uac.xml"),
+        *bench.sipp_wrap, "sipp", f"{target[0]}:{target[1]}", "-sf", os.path.join(SCENARIOS, "uac.xml"),
         "-s", "1000", "-i", UAC_IP, "-p", str(port), "-nostdin", "-buff_size", str(SIPP_BUFFER),
         "-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(limit), "-d", str(args.call_ms),
         "-recv_timeout", "10000", "-timeout", f"{int(secs + 30)}s", "-timeout_error",
@@ -121,9 +121,10 @@ class Balancer:
     def start(self):
         b = self.bench
         if self.name == "siplb":
-            return start_siplb(b.procs, b.binary, b.work, workers=b.args.workers, persist=b.persist, cluster=b.cluster)
+            return start_siplb(b.procs, b.binary, b.work, workers=b.args.workers, persist=b.persist,
+                               cluster=b.cluster, wrapper=b.balancer_wrap)
         if self.name == "kamailio":
-            return start_kamailio(b.procs, b.work, children=b.args.kamailio_children,
+            return start_kamailio(b.procs, b.work, children=b.args.kamailio_children, wrapper=b.balancer_wrap,
                                   tuned=not b.args.kamailio_default)
         return None, []
 
