@@ -248,7 +248,7 @@ def run_compare(procs):
         log(f"wrote {chart(args.results, summary, work)}")
         shutil.rmtree(work, ignore_errors=True)
         return 0
-    ensure_packages(["sipp", "sqlite3", "gnuplot"] + (["kamailio"] if "kamailio" in args.systems else []))
+    ensure_packages(["sipp", "sqlite3", "gnuplot", "socat"] + (["kamailio"] if "kamailio" in args.systems else []))
     binary = siplb_binary(args)
     os.makedirs(args.results, exist_ok=True)
     work = tempfile.mkdtemp(prefix="siplb-bench-")
@@ -275,7 +275,7 @@ def run_compare(procs):
 
     latency = []
     if not args.smoke and args.latency:
-        paths = [Balancer("direct", bench)] + systems
+        paths = [Balancer("direct", bench), Balancer("relay", bench)] + systems
         for rate, why in latency_rates(args, summary):
             log(f"latency at {rate} calls/s ({why}): {', '.join(b.name for b in paths)}")
             for _ in range(args.trials):

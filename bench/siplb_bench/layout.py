@@ -15,6 +15,9 @@ UAS_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14")
 UAS_PORT = 5060
 SIPLB = ("127.0.0.1", 5060)
 KAMAILIO = ("127.0.0.1", 5070)
+# A UDP relay that reads nothing (socat) in front of the first destination: the latency
+# any process in the path adds on this machine, whatever it does with the messages.
+RELAY = ("127.0.0.1", 5080)
 UAC_IP = "127.0.0.1"
 # SIPp's own socket buffers (its default, 64 KB, overflowed at the caller from 1750
 # calls/s on: SIPp, not the balancer, was then the limit). The kernel caps it at
@@ -31,4 +34,4 @@ CAPACITY = 1000  # per destination: siplb `pstn=1000`, Kamailio `maxload=1000`
 
 # What each command needs, and the Debian package that brings it (read-only).
 PACKAGES = MappingProxyType({"sipp": "sip-tester", "kamailio": "kamailio", "sqlite3": "sqlite3",
-                             "gnuplot": "gnuplot-nox"})
+                             "gnuplot": "gnuplot-nox", "socat": "socat"})

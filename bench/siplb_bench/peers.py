@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from siplb_bench.layout import (CAPACITY, KAMAILIO, KAMAILIO_SHM_MB, KAMAILIO_TUNING, PACKAGES, ROOT,
+from siplb_bench.layout import (CAPACITY, KAMAILIO, KAMAILIO_SHM_MB, KAMAILIO_TUNING, PACKAGES, RELAY, ROOT,
                                 SCENARIOS, SIPLB, SIPP_BUFFER, UAS_IPS, UAS_PORT)
 from siplb_bench.log import log
 from siplb_bench.procs import run
@@ -183,6 +183,20 @@ def start_kamailio(procs, work, children=4, tuned=True, wrapper=()):
     time.sleep(1.0)  # let it fork all of its processes
     pids = [p.pid] + [pid for pid in session_members(p.pid)]
     return p, pids
+
+
+def start_relay(procs, work, wrapper=()):
+    """socat relaying UDP between the caller and the first destination, reading nothing:
+    the first datagram's sender becomes its peer (a trial has one caller), and the
+    destination answers the relay's own socket."""
+    d = os.path.join(work, "relay")
+    os.makedirs(d, exist_ok=True)
+    check_free(*RELAY)
+    p = procs.start("relay", [*wrapper, "socat", "-b", "65536",
+                              f"UDP4-LISTEN:{RELAY[1]},bind={RELAY[0]},reuseaddr",
+                              f"UDP4:{UAS_IPS[0]}:{UAS_PORT}"], d)
+    wait_bound(RELAY[0], RELAY[1], p, "socat relay")
+    return p, [p.pid]
 
 
 # ---------------------------------------------------------------- the destinations

@@ -115,7 +115,7 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
         lines.append("|---|---|---|---|---|---|---|---|")
         med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
         direct = [r for r in at if r["system"] == "direct"]
-        for system in ["direct"] + list(args.systems):
+        for system in ["direct", "relay"] + list(args.systems):
             rs = [r for r in at if r["system"] == system]
             if not rs:
                 continue

@@ -6,9 +6,9 @@ rate, and the figures read back (CPU, drops, setup times, spread, why not clean)
 import os
 import time
 
-from siplb_bench.layout import KAMAILIO, SCENARIOS, SIPLB, SIPP_BUFFER, UAC_IP, UAS_IPS, UAS_PORT
+from siplb_bench.layout import KAMAILIO, RELAY, SCENARIOS, SIPLB, SIPP_BUFFER, UAC_IP, UAS_IPS, UAS_PORT
 from siplb_bench.log import log
-from siplb_bench.peers import start_kamailio, start_siplb, start_uas, stop_uas
+from siplb_bench.peers import start_kamailio, start_relay, start_siplb, start_uas, stop_uas
 from siplb_bench.readers import read_rtd_ms, read_setup_latencies, read_sipp_stats, read_uas_hold_ms
 from siplb_bench.stats import pct, stat_int
 from siplb_bench.system import cpu_pressure, cpu_seconds, loadavg, socket_drops, udp_drops
@@ -53,7 +53,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     m1 = cpu_pressure()
     drops = udp_drops() - drops0
     per_socket = socket_drops()  # the balancer's and the destinations' sockets are the trial's own
-    drops_balancer = per_socket.get(f"{target[0]}:{target[1]}", 0) if system != "direct" else 0
+    drops_balancer = per_socket.get(f"{target[0]}:{target[1]}", 0) if system not in ("direct", "relay") else 0
     drops_uas = sum(per_socket.get(f"{ip}:{UAS_PORT}", 0) for ip in UAS_IPS)
     counts, uas_retrans, uas_unexpected, uas_cpu = stop_uas(bench.procs, d, uas)
     st = read_sipp_stats(os.path.join(d, "uac.csv"))
@@ -116,7 +116,7 @@ class Balancer:
 
     def __init__(self, name, bench):
         self.name, self.bench = name, bench
-        self.target = {"siplb": SIPLB, "kamailio": KAMAILIO, "direct": (UAS_IPS[0], UAS_PORT)}[name]
+        self.target = {"siplb": SIPLB, "kamailio": KAMAILIO, "relay": RELAY, "direct": (UAS_IPS[0], UAS_PORT)}[name]
 
     def start(self):
         b = self.bench
@@ -126,6 +126,8 @@ class Balancer:
         if self.name == "kamailio":
             return start_kamailio(b.procs, b.work, children=b.args.kamailio_children, wrapper=b.balancer_wrap,
                                   tuned=not b.args.kamailio_default)
+        if self.name == "relay":
+            return start_relay(b.procs, b.work, wrapper=b.balancer_wrap)
         return None, []
 
     def trial(self, rate, calls, uas_trace=False):
