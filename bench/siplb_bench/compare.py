@@ -153,6 +153,9 @@ def parse_args():
                     help="run siplb with [dialog] persist = false (what storing calls costs)")
     ap.add_argument("--cluster", action="store_true",
                     help="run siplb as a one-node [cluster] on the Redis at 127.0.0.1:6379 (what clustering costs)")
+    ap.add_argument("--destinations", type=int, choices=range(1, 5), default=4,
+                    help="how many of the four SIPp destinations the balancers send to (1 compares with the "
+                         "direct path and the relay, which use the first alone)")
     ap.add_argument("--pin", action="store_true",
                     help="run the balancer on CPU 0 and every SIPp on CPU 1 (taskset): the latency of each "
                          "path without the two taking turns on one core")

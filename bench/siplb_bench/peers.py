@@ -91,7 +91,7 @@ def siplb_binary(args):
 # ---------------------------------------------------------------- the balancers
 
 def start_siplb(procs, binary, work, name="siplb", port=SIPLB[1], wrapper=(), workers=2, capacity=CAPACITY,
-                *, persist, cluster=False):
+                *, persist, cluster=False, destinations=len(UAS_IPS)):
     """A siplb in WORK/NAME in front of the four destinations. `persist` is its [dialog]
     persist (what storing calls costs is measured by turning it off); `cluster` makes it
     a one-node [cluster] on the local Redis (what sharing the load costs)."""
@@ -104,7 +104,7 @@ def start_siplb(procs, binary, work, name="siplb", port=SIPLB[1], wrapper=(), wo
         rows = "".join(
             f"INSERT INTO load_balancer (id,group_id,dst_uri,resources,probe_mode,description) "
             f"VALUES ({i + 1},1,'sip:{ip}:{UAS_PORT}','pstn={capacity}',0,'bench uas {i + 1}');"
-            for i, ip in enumerate(UAS_IPS))
+            for i, ip in enumerate(UAS_IPS[:destinations]))
         run(["sqlite3", db, rows])
     cfg = os.path.join(d, "siplb.toml")
     with open(cfg, "w") as f:
@@ -165,13 +165,13 @@ def kamailio_argv(cfg, d, tuned):
             + (list(KAMAILIO_TUNING) if tuned else []))
 
 
-def start_kamailio(procs, work, children=4, tuned=True, wrapper=()):
+def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations=len(UAS_IPS)):
     d = os.path.join(work, "kamailio")
     os.makedirs(d, exist_ok=True)
     check_free(*KAMAILIO)
     with open(os.path.join(d, "dispatcher.list"), "w") as f:
         f.write("# setid destination flags priority attrs\n")
-        for i, ip in enumerate(UAS_IPS):
+        for i, ip in enumerate(UAS_IPS[:destinations]):
             f.write(f"1 sip:{ip}:{UAS_PORT} 0 0 duid=uas{i + 1};maxload={CAPACITY}\n")
     modules = run(["sh", "-c", "dirname $(dpkg -L kamailio | grep '/modules/tm.so$' | head -n 1)"]).strip()
     cfg = os.path.join(d, "kamailio.cfg")

@@ -79,6 +79,8 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
                  f"{info['cpu']}, {info['cores']} cores, {info['memory']}, Linux {info['kernel']}; "
                  f"{info['sipp']}; {info['kamailio']}.")
     lines.append(f"Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.")
+    if args.destinations != 4:
+        lines.append(f"The balancers send to {args.destinations} of the four destinations (--destinations).")
     if args.pin:
         lines.append("Pinned (--pin): the balancer on CPU 0 alone, every SIPp (caller and destinations) on CPU 1.")
     lines.append(f"Calls: {args.call_ms} ms long, {args.trial_seconds} s of calls per trial, {args.trials} trials per step; "

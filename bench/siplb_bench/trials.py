@@ -122,9 +122,10 @@ class Balancer:
         b = self.bench
         if self.name == "siplb":
             return start_siplb(b.procs, b.binary, b.work, workers=b.args.workers, persist=b.persist,
-                               cluster=b.cluster, wrapper=b.balancer_wrap)
+                               cluster=b.cluster, wrapper=b.balancer_wrap, destinations=b.args.destinations)
         if self.name == "kamailio":
             return start_kamailio(b.procs, b.work, children=b.args.kamailio_children, wrapper=b.balancer_wrap,
+                                  destinations=b.args.destinations,
                                   tuned=not b.args.kamailio_default)
         if self.name == "relay":
             return start_relay(b.procs, b.work, wrapper=b.balancer_wrap)
