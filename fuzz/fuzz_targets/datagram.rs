@@ -1,6 +1,7 @@
 #![no_main]
 //! One datagram: parse, read every view, apply the proxy edits, and check that what
-//! parsed serialises to the bytes it came from and that edits re-parse.
+//! parsed serialises to the bytes it came from, that edits re-parse, and that the index
+//! carried over an edit is the one parsing gives.
 
 use libfuzzer_sys::fuzz_target;
 use siplb_sip::{Datagram, Limits, Message, build_response, parse_datagram};
@@ -31,14 +32,24 @@ fuzz_target!(|data: &[u8]| {
     let _ = (msg.contacts().count(), msg.cseq(), msg.from_tag(), msg.to_tag());
     let _ = (msg.request_uri(), msg.max_forwards(), msg.content_length());
 
-    let mut e = msg.edit();
-    e.push_via("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfuzz");
-    e.push_record_route("<sip:127.0.0.1;lr>");
-    let _ = e.decrement_max_forwards();
-    if msg.routes().next().is_some() {
-        let _ = e.pop_route();
+    let relay_edits = || {
+        let mut e = msg.edit();
+        e.push_via("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKfuzz");
+        e.push_record_route("<sip:127.0.0.1;lr>");
+        let _ = e.decrement_max_forwards();
+        if msg.routes().next().is_some() {
+            let _ = e.pop_route();
+        }
+        e
+    };
+    // The index carried over from the original is the one a full parse gives.
+    if let Some(carried) = relay_edits().finish_reindexed(&limits) {
+        match parse_datagram(carried.to_bytes(), &limits) {
+            Ok(Datagram::Message(parsed)) => assert_eq!(carried, parsed),
+            other => panic!("indexed without parsing, yet the bytes give {other:?}"),
+        }
     }
-    if let Ok(out) = e.finish() {
+    if let Ok(out) = relay_edits().finish() {
         let grown_past_limits = out.len() > limits.max_message_size
             || msg.header_count() + 2 > limits.max_headers;
         let edited = Message::parse(out);
