@@ -370,8 +370,8 @@ impl<'m> Editor<'m> {
 
 impl Editor<'_> {
     /// The index carried over, without the full parse to fall back on: `None` where
-    /// [`Editor::finish_message`] would parse. Only for the property test that holds
-    /// the two equal.
+    /// [`Editor::finish_message`] would parse. Only for the tests that hold the two
+    /// equal (the property test, the `datagram` fuzz target).
     #[doc(hidden)]
     pub fn finish_reindexed(mut self, limits: &Limits) -> Option<Message> {
         let bytes = self.write().ok()?;
