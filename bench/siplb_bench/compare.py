@@ -175,7 +175,7 @@ def parse_args():
                     "system's highest clean rate)")
     ap.add_argument("--no-latency", dest="latency", action="store_false",
                     help="skip the latency comparison at half of siplb's peak")
-    ap.add_argument("--profile-tools", type=lambda v: v.split(","), default=["callgrind", "perf", "heap"],
+    ap.add_argument("--profile-tools", type=profile_tools, default=list(PROFILE_TOOLS),
                     help="with --profile: which of callgrind, perf, heap to run (comma-separated; default all)")
     ap.add_argument("--profile-calls", type=int, default=1500)
     ap.add_argument("--profile-rate", type=int, default=50)
@@ -193,6 +193,19 @@ def parse_args():
         args.rates, args.trials, args.trial_seconds, args.no_memory = [50], 1, 5.0, True
         args.results = os.path.join(args.results, "smoke")
     return args
+
+
+PROFILE_TOOLS = ("callgrind", "perf", "heap")
+
+
+def profile_tools(value):
+    """--profile-tools: a comma-separated subset of PROFILE_TOOLS; a misspelt name is an
+    error, not a profile silently left out."""
+    names = [n for n in value.split(",") if n]
+    unknown = [n for n in names if n not in PROFILE_TOOLS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"pick from {', '.join(PROFILE_TOOLS)}; not {', '.join(unknown) or 'nothing'}")
+    return names
 
 
 def latency_rates(args, summary):
