@@ -468,14 +468,6 @@ impl Message {
     /// To, parseable Via hops, and sane Max-Forwards and Content-Length values.
     pub(crate) fn validate(&mut self) -> Result<(), ErrorKind> {
         let mut counts = [0u8; 6];
-        const SINGLE: [HeaderName; 6] = [
-            HeaderName::CallId,
-            HeaderName::CSeq,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::MaxForwards,
-            HeaderName::ContentLength,
-        ];
         for h in &self.headers {
             if let Some(i) = SINGLE.iter().position(|&n| n == h.name) {
                 counts[i] = counts[i].saturating_add(1);
@@ -557,6 +549,16 @@ impl Message {
         Ok(())
     }
 }
+
+/// The fields a message may carry once at most.
+pub(crate) const SINGLE: [HeaderName; 6] = [
+    HeaderName::CallId,
+    HeaderName::CSeq,
+    HeaderName::From,
+    HeaderName::To,
+    HeaderName::MaxForwards,
+    HeaderName::ContentLength,
+];
 
 /// The structural part of a message head: start line and header index.
 pub(crate) const NO_FIELD: u16 = u16::MAX;

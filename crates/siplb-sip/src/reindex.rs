@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::edit::Splice;
 use crate::framing::{Limits, declared_length};
 use crate::header_name::HeaderName;
-use crate::message::{HeaderField, Message, NO_FIELD, Span, parse_start_line};
+use crate::message::{HeaderField, Message, NO_FIELD, SINGLE, Span, StartLine, parse_start_line};
 use crate::text::{is_lws, is_token_bytes, list_elements, parse_u32, trim_bytes};
 use crate::via::Via;
 
@@ -173,8 +173,7 @@ pub(crate) fn reindex(
             return None;
         }
     }
-    let single = [HeaderName::MaxForwards, HeaderName::ContentLength];
-    if single.iter().any(|&n| counts[n as usize] > 1) {
+    if SINGLE.iter().any(|&n| counts[n as usize] > 1) {
         return None;
     }
 
@@ -184,7 +183,18 @@ pub(crate) fn reindex(
             return None;
         }
         let end = (new_start_line.end as usize).checked_sub(2)?;
-        parse_start_line(&out, 0, end).ok()?
+        let start = parse_start_line(&out, 0, end).ok()?;
+        // Validation matched the method with CSeq's; an edit may change the URI only.
+        fn method(line: StartLine, buf: &[u8]) -> Option<&[u8]> {
+            match line {
+                StartLine::Request { method, .. } => buf.get(method.range()),
+                StartLine::Response { .. } => None,
+            }
+        }
+        if method(start, &out) != method(msg.start, msg.as_bytes()) {
+            return None;
+        }
+        start
     } else {
         msg.start
     };
@@ -274,4 +284,45 @@ fn moved(splices: &[Splice], span: Span) -> Option<Span> {
     let start = map(splices, span.start as usize, false)?;
     let end = map(splices, span.end as usize, true)?;
     (start <= end).then(|| Span::new(start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// No edit of the editor's changes a method, but one that did would leave it
+    /// unlike CSeq's, which a parse refuses: so must the carried index.
+    #[test]
+    fn a_changed_method_asks_for_a_full_parse() {
+        let text = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                    From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n\
+                    CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let msg = Message::parse(text).unwrap();
+        let limits = Limits::default();
+        let edit = |at: std::ops::Range<usize>, with: &str| {
+            let splices = [Splice {
+                at: at.clone(),
+                text: 0..with.len(),
+                field: None,
+            }];
+            let out = [&text[..at.start], with, &text[at.end..]].concat();
+            (
+                reindex(
+                    &msg,
+                    &splices,
+                    with.as_bytes(),
+                    Bytes::from(out.clone()),
+                    &limits,
+                ),
+                Message::parse(out),
+            )
+        };
+        let (carried, parsed) = edit(0..6, "BYE");
+        assert!(carried.is_none() && parsed.is_err());
+        // The Request-URI, which the editor does change, is carried over.
+        let (carried, parsed) = edit(7..14, "sip:z@127.0.0.2");
+        assert_eq!(carried.unwrap(), parsed.unwrap());
+    }
 }

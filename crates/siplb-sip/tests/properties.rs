@@ -218,6 +218,8 @@ fn edit() -> impl Strategy<Value = Edit> {
                 1 => Just("l".to_owned()),
                 1 => Just("v".to_owned()),
                 1 => Just("Route".to_owned()),
+                1 => Just("f".to_owned()),
+                1 => Just("Call-ID".to_owned()),
             ],
             prop_oneof![
                 1 => token(),
