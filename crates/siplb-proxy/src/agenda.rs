@@ -6,7 +6,7 @@
 //! an ended call leaves nothing behind, however long its dialog timeout was.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::slab::Id;
 
@@ -53,10 +53,25 @@ impl Slot {
     }
 }
 
+/// Lingering transactions (see [`Agenda::rearm_lax`]) fall due on the ticks of this
+/// grid, late by less than one step. Every call leaves four of them (its INVITE's and
+/// its BYE's, each a server and a client side), and at a low call rate each would
+/// otherwise wake the core on its own.
+pub(crate) const LINGER_GRID: Duration = Duration::from_millis(100);
+
+/// At most this many lingers share one tick: past it, a busy core ends them at their
+/// own deadlines rather than all in one turn that would hold up the messages behind it.
+pub(crate) const LINGER_BATCH: u32 = 128;
+
 #[derive(Debug, Default)]
 pub(crate) struct Agenda {
     entries: BTreeMap<(Instant, u64), Due>,
     seq: u64,
+    /// The origin of [`LINGER_GRID`]'s ticks: the first linger scheduled.
+    grid_origin: Option<Instant>,
+    /// The latest ticks given to lingers and how many each got. Lingers come in two
+    /// lengths (T4 and 64*T1), so two ticks are filling at any time.
+    ticks: [(Option<Instant>, u32); 4],
 }
 
 impl Agenda {
@@ -79,6 +94,52 @@ impl Agenda {
             self.cancel(old);
         }
         *slot = at.map(|at| self.schedule(at, due));
+    }
+
+    /// [`Agenda::rearm`] for a deadline that may come late: one that only ends a
+    /// lingering transaction. It falls due at the next tick of [`LINGER_GRID`], with
+    /// the others of that tick, unless that tick is full.
+    pub(crate) fn rearm_lax(&mut self, slot: &mut Option<Slot>, at: Instant, due: Due) {
+        let kept =
+            slot.is_some_and(|s| s.at >= at && s.at.saturating_duration_since(at) < LINGER_GRID);
+        if !kept {
+            let at = self.linger_tick(at);
+            self.rearm(slot, Some(at), due);
+        }
+    }
+
+    /// The tick of the grid at or after `at`, counted; `at` itself once that tick has
+    /// [`LINGER_BATCH`] lingers.
+    fn linger_tick(&mut self, at: Instant) -> Instant {
+        let origin = *self.grid_origin.get_or_insert(at);
+        let step = LINGER_GRID.as_nanos();
+        let tick = if at >= origin {
+            let steps = (at - origin).as_nanos().div_ceil(step);
+            u64::try_from(steps * step)
+                .ok()
+                .and_then(|nanos| origin.checked_add(Duration::from_nanos(nanos)))
+        } else {
+            // Before the origin (a T4 linger after a first one of 64*T1): the ticks
+            // run back from it too.
+            let steps = (origin - at).as_nanos() / step;
+            u64::try_from(steps * step)
+                .ok()
+                .and_then(|nanos| origin.checked_sub(Duration::from_nanos(nanos)))
+        };
+        let Some(tick) = tick else {
+            return at;
+        };
+        if let Some(entry) = self.ticks.iter_mut().find(|(t, _)| *t == Some(tick)) {
+            if entry.1 >= LINGER_BATCH {
+                return at;
+            }
+            entry.1 += 1;
+        } else if let Some(oldest) = self.ticks.iter_mut().min_by_key(|(t, _)| *t) {
+            // A tick that is no longer among the latest is past or nearly so: its count
+            // can go.
+            *oldest = (Some(tick), 1);
+        }
+        tick
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {
@@ -136,5 +197,60 @@ mod tests {
         agenda.rearm(&mut slot, None, Due::Server(a));
         assert_eq!(agenda.pending(), 0);
         assert_eq!(agenda.next(), None);
+    }
+
+    #[test]
+    fn lingers_share_ticks_of_the_grid_until_one_is_full() {
+        let t0 = Instant::now();
+        let mut ids = Slab::default();
+        let mut agenda = Agenda::default();
+        let mut linger = |agenda: &mut Agenda, at: Instant| {
+            let mut slot = None;
+            agenda.rearm_lax(&mut slot, at, Due::Server(ids.insert(())));
+            slot.map(Slot::at).unwrap_or(at)
+        };
+        // The first sets the grid; later ones, before it (a T4 linger after a 64*T1
+        // one) or after it, fall due on a tick: never early, less than a step late.
+        let long = t0 + Duration::from_secs(32);
+        assert_eq!(linger(&mut agenda, long), long);
+        let mut ticks = std::collections::BTreeSet::new();
+        for ms in (5000..5300).step_by(7).chain((32_001..32_300).step_by(7)) {
+            let at = t0 + Duration::from_millis(ms);
+            let tick = linger(&mut agenda, at);
+            assert!(tick >= at && tick - at < LINGER_GRID, "{ms} ms");
+            ticks.insert(tick);
+        }
+        assert!(
+            ticks.len() <= 8,
+            "86 lingers over 0.6 s on {} ticks",
+            ticks.len()
+        );
+        // A full tick takes no more: the next lingers keep their own deadlines.
+        let at = t0 + Duration::from_millis(40_001);
+        let tick = linger(&mut agenda, at);
+        assert!(tick > at);
+        for _ in 1..LINGER_BATCH {
+            assert_eq!(linger(&mut agenda, at), tick);
+        }
+        assert_eq!(linger(&mut agenda, at), at);
+    }
+
+    #[test]
+    fn a_linger_already_on_its_tick_stays_put() {
+        let t0 = Instant::now();
+        let mut ids = Slab::default();
+        let id = ids.insert(());
+        let mut agenda = Agenda::default();
+        let mut slot = None;
+        let at = t0 + Duration::from_millis(5001);
+        agenda.rearm_lax(&mut slot, at, Due::Client(id));
+        let first = slot;
+        agenda.rearm_lax(&mut slot, at, Due::Client(id));
+        assert_eq!(slot, first, "rescheduled");
+        assert_eq!(agenda.pending(), 1);
+        // A later deadline past that tick moves it.
+        agenda.rearm_lax(&mut slot, at + LINGER_GRID * 2, Due::Client(id));
+        assert_ne!(slot, first);
+        assert_eq!(agenda.pending(), 1);
     }
 }

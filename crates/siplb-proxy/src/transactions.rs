@@ -156,7 +156,10 @@ impl Transactions {
                 work.push_back(Work::Ack { peer, ack });
             }
         }
-        agenda.rearm(&mut ctx.timer, ctx.tx.poll_timeout(), Due::Server(id));
+        match ctx.tx.poll_timeout() {
+            Some(at) if ctx.tx.lingering() => agenda.rearm_lax(&mut ctx.timer, at, Due::Server(id)),
+            at => agenda.rearm(&mut ctx.timer, at, Due::Server(id)),
+        }
         if ctx.tx.is_terminated() {
             if let Some(slot) = ctx.timer.take() {
                 agenda.cancel(slot);
@@ -193,7 +196,10 @@ impl Transactions {
                 });
             }
         }
-        agenda.rearm(&mut ctx.timer, ctx.tx.poll_timeout(), Due::Client(id));
+        match ctx.tx.poll_timeout() {
+            Some(at) if ctx.tx.lingering() => agenda.rearm_lax(&mut ctx.timer, at, Due::Client(id)),
+            at => agenda.rearm(&mut ctx.timer, at, Due::Client(id)),
+        }
         if ctx.tx.is_terminated() {
             if let Some(slot) = ctx.timer.take() {
                 agenda.cancel(slot);

@@ -270,6 +270,9 @@ pub struct Report {
     pub slowest_final: Duration,
     /// In a cluster: reservations the store refused (`Knobs::cluster` 2).
     pub reservations_refused: u64,
+    /// Instants at which a timer of the proxy fell due with no message to handle:
+    /// each would wake the core of a real siplb from its sleep.
+    pub timer_wakes: u64,
 }
 
 /// Finals siplb sent for one INVITE transaction (by the caller's address and branch).
@@ -495,6 +498,9 @@ impl World {
                     }
                 } else {
                     same_instant = 0;
+                    if next_event != Some(at) {
+                        self.report.timer_wakes += 1;
+                    }
                 }
                 last_timer = Some(at);
                 self.proxy.handle_timeout(self.instant());

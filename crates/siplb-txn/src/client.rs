@@ -321,6 +321,14 @@ impl ClientTransaction {
         self.clock.next_deadline()
     }
 
+    /// True when the deadline of [`ClientTransaction::poll_timeout`] is the linger's
+    /// (Timer D, K or M) and nothing else waits: firing it late sends nothing and
+    /// only keeps the transaction's state longer, so a caller may delay it to share a
+    /// wake-up with others.
+    pub fn lingering(&self) -> bool {
+        self.clock.only_linger()
+    }
+
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.outbox.poll_event(self.settled())
     }

@@ -266,6 +266,14 @@ impl ServerTransaction {
         self.clock.next_deadline()
     }
 
+    /// True when the deadline of [`ServerTransaction::poll_timeout`] is the linger's
+    /// (Timer I, J or L) and nothing else waits: firing it late sends nothing and
+    /// only keeps the transaction's state longer, so a caller may delay it to share a
+    /// wake-up with others.
+    pub fn lingering(&self) -> bool {
+        self.clock.only_linger()
+    }
+
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.outbox.poll_event(self.settled())
     }

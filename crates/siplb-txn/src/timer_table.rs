@@ -34,6 +34,11 @@ impl TimerTable {
         self.at.iter().flatten().min().copied()
     }
 
+    /// True when the linger is the only timer set.
+    pub(crate) fn only_linger(&self) -> bool {
+        matches!(self.at, [None, None, Some(_)])
+    }
+
     /// Stops and returns the timer to fire at `now`: the earliest due timeout or
     /// linger, else a due retransmission. A late wake-up with the wait already over
     /// resends nothing, as nobody is waiting for the retransmission any more.
@@ -75,5 +80,19 @@ mod tests {
         assert_eq!(table.take_due(t0), None);
         assert_eq!(table.take_due(later), Some(Timer::Timeout));
         assert_eq!(table.next_deadline(), None);
+    }
+
+    #[test]
+    fn only_linger_means_nothing_else_is_set() {
+        let t0 = Instant::now();
+        let mut table = TimerTable::default();
+        assert!(!table.only_linger());
+        table.set(Timer::Linger, t0);
+        assert!(table.only_linger());
+        table.set(Timer::Retransmit, t0);
+        assert!(!table.only_linger());
+        table.stop(Timer::Retransmit);
+        table.set(Timer::Timeout, t0);
+        assert!(!table.only_linger());
     }
 }
