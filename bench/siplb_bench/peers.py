@@ -90,6 +90,22 @@ def siplb_binary(args):
 
 # ---------------------------------------------------------------- the balancers
 
+def siplb_rows(destinations, capacity=CAPACITY):
+    """siplb's destination table: the first `destinations` SIPp destinations, in one group."""
+    return "".join(
+        f"INSERT INTO load_balancer (id,group_id,dst_uri,resources,probe_mode,description) "
+        f"VALUES ({i + 1},1,'sip:{ip}:{UAS_PORT}','pstn={capacity}',0,'bench uas {i + 1}');"
+        for i, ip in enumerate(UAS_IPS[:destinations]))
+
+
+def dispatcher_list(destinations):
+    """Kamailio's dispatcher.list: the same destinations as siplb_rows, in set 1."""
+    lines = ["# setid destination flags priority attrs\n"]
+    lines += [f"1 sip:{ip}:{UAS_PORT} 0 0 duid=uas{i + 1};maxload={CAPACITY}\n"
+              for i, ip in enumerate(UAS_IPS[:destinations])]
+    return "".join(lines)
+
+
 def start_siplb(procs, binary, work, name="siplb", port=SIPLB[1], wrapper=(), workers=2, capacity=CAPACITY,
                 *, persist, cluster=False, destinations=len(UAS_IPS)):
     """A siplb in WORK/NAME in front of the four destinations. `persist` is its [dialog]
@@ -101,11 +117,7 @@ def start_siplb(procs, binary, work, name="siplb", port=SIPLB[1], wrapper=(), wo
     check_free(SIPLB[0], port)
     if not os.path.exists(db):
         run([binary, "db", "init", "--database", f"sqlite://{db}"])
-        rows = "".join(
-            f"INSERT INTO load_balancer (id,group_id,dst_uri,resources,probe_mode,description) "
-            f"VALUES ({i + 1},1,'sip:{ip}:{UAS_PORT}','pstn={capacity}',0,'bench uas {i + 1}');"
-            for i, ip in enumerate(UAS_IPS[:destinations]))
-        run(["sqlite3", db, rows])
+        run(["sqlite3", db, siplb_rows(destinations, capacity)])
     cfg = os.path.join(d, "siplb.toml")
     with open(cfg, "w") as f:
         f.write(f"""[sip]
@@ -170,9 +182,7 @@ def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations
     os.makedirs(d, exist_ok=True)
     check_free(*KAMAILIO)
     with open(os.path.join(d, "dispatcher.list"), "w") as f:
-        f.write("# setid destination flags priority attrs\n")
-        for i, ip in enumerate(UAS_IPS[:destinations]):
-            f.write(f"1 sip:{ip}:{UAS_PORT} 0 0 duid=uas{i + 1};maxload={CAPACITY}\n")
+        f.write(dispatcher_list(destinations))
     modules = run(["sh", "-c", "dirname $(dpkg -L kamailio | grep '/modules/tm.so$' | head -n 1)"]).strip()
     cfg = os.path.join(d, "kamailio.cfg")
     with open(cfg, "w") as f:
@@ -185,6 +195,13 @@ def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations
     return p, pids
 
 
+def relay_argv():
+    """socat listening on RELAY and sending to the first destination, the one the direct
+    path calls."""
+    return ["socat", "-b", "65536", f"UDP4-LISTEN:{RELAY[1]},bind={RELAY[0]},reuseaddr",
+            f"UDP4:{UAS_IPS[0]}:{UAS_PORT}"]
+
+
 def start_relay(procs, work, wrapper=()):
     """socat relaying UDP between the caller and the first destination, reading nothing:
     the first datagram's sender becomes its peer (a trial has one caller), and the
@@ -192,9 +209,7 @@ def start_relay(procs, work, wrapper=()):
     d = os.path.join(work, "relay")
     os.makedirs(d, exist_ok=True)
     check_free(*RELAY)
-    p = procs.start("relay", [*wrapper, "socat", "-b", "65536",
-                              f"UDP4-LISTEN:{RELAY[1]},bind={RELAY[0]},reuseaddr",
-                              f"UDP4:{UAS_IPS[0]}:{UAS_PORT}"], d)
+    p = procs.start("relay", [*wrapper, *relay_argv()], d)
     wait_bound(RELAY[0], RELAY[1], p, "socat relay")
     return p, [p.pid]
 
