@@ -261,6 +261,8 @@ impl ClientTransaction {
                 Timer::Retransmit => self.retransmit(now),
                 Timer::Timeout => self.timeout(now),
                 Timer::Linger => self.terminate(),
+                // Only server transactions owe their sender a 100.
+                Timer::Provisional => {}
             }
         }
     }

@@ -24,6 +24,10 @@ pub enum ServerEvent {
     Ack(Message),
     /// Timer H fired: the ACK for a non-2xx final never came.
     Timeout,
+    /// The TU has sent nothing within [`Timers::trying_after`] of
+    /// [`ServerTransaction::defer_trying`], or the request came again before it had:
+    /// the TU sends a 100 Trying now (RFC 3261 17.2.1).
+    TryingDue,
     /// The transport could not send a response.
     TransportError,
     /// The transaction is over; it can be dropped once its outputs are drained.
@@ -119,6 +123,18 @@ impl ServerTransaction {
         !matches!(self.state, State::Trying | State::Proceeding)
     }
 
+    /// For an INVITE whose TU has no response yet: a 100 Trying becomes due
+    /// ([`ServerEvent::TryingDue`]) unless some response is sent within
+    /// [`Timers::trying_after`]. A proxy whose next hop answers quickly (a 180 within
+    /// milliseconds, typically) then sends its caller one datagram less per call, and
+    /// wakes it once less.
+    pub fn defer_trying(&mut self, now: Instant) {
+        if self.invite && self.state == State::Proceeding && self.last_response.is_none() {
+            self.clock
+                .set(Timer::Provisional, deadline(now, self.timers.trying_after));
+        }
+    }
+
     /// Feeds a request that matched this transaction: a retransmission, or for an
     /// INVITE the ACK.
     pub fn handle_request(&mut self, request: Message, now: Instant) -> Result<(), InputError> {
@@ -135,6 +151,10 @@ impl ServerTransaction {
             State::Proceeding | State::Completed => {
                 if let Some(last) = &self.last_response {
                     self.outbox.transmit(last.clone());
+                } else if self.clock.is_set(Timer::Provisional) {
+                    // The sender has given up waiting: it needs the 100 now.
+                    self.clock.stop(Timer::Provisional);
+                    self.outbox.event(ServerEvent::TryingDue);
                 }
                 self.outbox.event(ServerEvent::Absorbed);
             }
@@ -166,6 +186,7 @@ impl ServerTransaction {
             status,
             state: self.state,
         };
+        self.clock.stop(Timer::Provisional);
         match (self.state, status) {
             (State::Trying | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
@@ -252,6 +273,11 @@ impl ServerTransaction {
                     self.terminate();
                 }
                 Timer::Linger => self.terminate(),
+                Timer::Provisional => {
+                    if self.state == State::Proceeding && self.last_response.is_none() {
+                        self.outbox.event(ServerEvent::TryingDue);
+                    }
+                }
             }
         }
     }

@@ -31,6 +31,10 @@ pub struct Timers {
     /// Timer D: how long an INVITE client transaction absorbs retransmitted non-2xx
     /// finals over UDP (default 32 s, the RFC minimum).
     pub timer_d: Duration,
+    /// How long an INVITE server transaction whose TU has sent nothing waits before
+    /// it asks for a 100 Trying (default 200 ms, RFC 3261 17.2.1); see
+    /// [`crate::ServerTransaction::defer_trying`].
+    pub trying_after: Duration,
 }
 
 impl Default for Timers {
@@ -44,6 +48,7 @@ impl Default for Timers {
             proceeding_timeout: Duration::from_secs(180),
             non_invite_timeout: t1 * 64,
             timer_d: Duration::from_secs(32),
+            trying_after: Duration::from_millis(200),
         }
     }
 }

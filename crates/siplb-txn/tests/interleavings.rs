@@ -54,16 +54,20 @@ fn timers() -> impl Strategy<Value = Timers> {
         0u64..300_000,
         0u64..64_000,
         0u64..40_000,
+        0u64..1_000,
     )
-        .prop_map(|(t1, t2, t4, invite, proceeding, non_invite, d)| Timers {
-            t1: Duration::from_millis(t1),
-            t2: Duration::from_millis(t2),
-            t4: Duration::from_millis(t4),
-            invite_timeout: Duration::from_millis(invite),
-            proceeding_timeout: Duration::from_millis(proceeding),
-            non_invite_timeout: Duration::from_millis(non_invite),
-            timer_d: Duration::from_millis(d),
-        })
+        .prop_map(
+            |(t1, t2, t4, invite, proceeding, non_invite, d, trying)| Timers {
+                t1: Duration::from_millis(t1),
+                t2: Duration::from_millis(t2),
+                t4: Duration::from_millis(t4),
+                invite_timeout: Duration::from_millis(invite),
+                proceeding_timeout: Duration::from_millis(proceeding),
+                non_invite_timeout: Duration::from_millis(non_invite),
+                timer_d: Duration::from_millis(d),
+                trying_after: Duration::from_millis(trying),
+            },
+        )
 }
 
 fn request(method: &str, branch: &str) -> Message {
@@ -154,6 +158,9 @@ impl Client {
 struct Server {
     tx: ServerTransaction,
     tally: Tally,
+    /// A response was accepted: a 100 can no longer fall due.
+    responded: bool,
+    tryings_due: usize,
 }
 
 impl Server {
@@ -166,9 +173,18 @@ impl Server {
             match e {
                 ServerEvent::Timeout => self.tally.timeouts += 1,
                 ServerEvent::Terminated => self.tally.terminated += 1,
+                ServerEvent::TryingDue => {
+                    assert!(!self.responded, "a 100 due after a response was sent");
+                    self.tryings_due += 1;
+                }
                 _ => {}
             }
         }
+        assert!(
+            self.tryings_due <= 1,
+            "a 100 due {} times",
+            self.tryings_due
+        );
         self.tally.check();
         assert_eq!(self.tx.is_terminated(), self.tally.terminated == 1);
         if self.tx.is_terminated() {
@@ -287,10 +303,13 @@ fn run_server(invite: bool, reliability: Reliability, timers: Timers, ops: &[Op]
     let t0 = Instant::now();
     let method = if invite { "INVITE" } else { "OPTIONS" };
     let req = request(method, "z9hG4bKuac1");
-    let tx = ServerTransaction::new(&req, reliability, timers).expect("keyed");
+    let mut tx = ServerTransaction::new(&req, reliability, timers).expect("keyed");
+    tx.defer_trying(t0);
     let mut s = Server {
         tx,
         tally: Tally::default(),
+        responded: false,
+        tryings_due: 0,
     };
     let mut now = t0;
     for op in ops {
@@ -312,6 +331,9 @@ fn run_server(invite: bool, reliability: Reliability, timers: Timers, ops: &[Op]
                     .is_err()
                 {
                     assert_eq!(s.tx.state(), before);
+                } else {
+                    s.drain();
+                    s.responded = true;
                 }
             }
             Op::Foreign => {

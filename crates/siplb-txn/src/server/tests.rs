@@ -113,6 +113,54 @@ fn invite_retransmissions_get_the_latest_response_again() {
 }
 
 #[test]
+fn a_deferred_trying_falls_due_only_when_nothing_was_sent() {
+    let trying_due = |e: &ServerEvent| matches!(e, ServerEvent::TryingDue);
+    // Nothing from the TU within 200 ms: the 100 is due then, once.
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    h.tx.defer_trying(h.t0);
+    assert_eq!(h.tx.poll_timeout(), Some(h.t0 + ms(200)));
+    h.run_until(ms(199));
+    assert_eq!(h.count(trying_due), 0);
+    h.run_until(secs(10.0));
+    assert_eq!(h.at(trying_due), vec![ms(200)]);
+    assert_eq!(h.tx.poll_timeout(), None);
+
+    // A 180 (or a final) first: no 100 at all, and no timer left.
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    h.tx.defer_trying(h.t0);
+    h.respond(ms(3), 180);
+    assert_eq!(h.tx.poll_timeout(), None);
+    h.run_until(secs(10.0));
+    assert_eq!(h.count(trying_due), 0);
+
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    h.tx.defer_trying(h.t0);
+    h.respond(ms(3), 486);
+    h.run_until(secs(100.0));
+    assert_eq!(h.count(trying_due), 0);
+    assert!(h.tx.is_terminated());
+
+    // The INVITE again before the 100 was due: the caller is waiting, it is due now
+    // (and not a second time at 200 ms).
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    h.tx.defer_trying(h.t0);
+    h.request(ms(150), "INVITE");
+    assert_eq!(h.at(trying_due), vec![ms(150)]);
+    assert_eq!(h.tx.poll_timeout(), None);
+    h.run_until(secs(10.0));
+    assert_eq!(h.count(trying_due), 1);
+
+    // Only an INVITE's transaction defers, and only before any response.
+    let mut h = Harness::new("OPTIONS", Reliability::Unreliable);
+    h.tx.defer_trying(h.t0);
+    assert_eq!(h.tx.poll_timeout(), None);
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    h.respond(ms(1), 100);
+    h.tx.defer_trying(h.t0);
+    assert_eq!(h.tx.poll_timeout(), None);
+}
+
+#[test]
 fn timer_g_doubles_up_to_t2_until_timer_h() {
     let mut h = Harness::new("INVITE", Reliability::Unreliable);
     let busy = h.respond(Duration::ZERO, 486);
