@@ -246,6 +246,10 @@ pub struct Transaction {
     pub t2: Duration,
     #[serde(with = "duration")]
     pub t4: Duration,
+    /// A caller's INVITE gets a 100 Trying only when nothing else (a 180 relayed,
+    /// a final) has gone back by then (RFC 3261 17.2.1); zero sends it at once.
+    #[serde(with = "duration")]
+    pub trying_after: Duration,
 }
 
 impl Default for Transaction {
@@ -255,6 +259,7 @@ impl Default for Transaction {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            trying_after: Duration::from_millis(200),
         }
     }
 }
@@ -393,6 +398,7 @@ impl Config {
                 t2: t.t2,
                 t4: t.t4,
                 invite_timeout: t.invite_timeout,
+                trying_after: t.trying_after,
                 ..siplb_txn::Timers::with_t1(t.t1)
             },
             dialog_timeout: self.dialog.timeout,
@@ -564,6 +570,12 @@ impl Config {
             return Err(invalid(
                 1,
                 "transaction: t1 must be above zero and t2 at least t1".into(),
+            ));
+        }
+        if self.transaction.trying_after > Duration::from_millis(200) {
+            return Err(invalid(
+                section_line(text, "transaction"),
+                "transaction.trying_after: at most 200ms (RFC 3261 17.2.1); 0s sends the 100 Trying at once".into(),
             ));
         }
         if self.dialog.persist_interval.is_zero()

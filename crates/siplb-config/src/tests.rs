@@ -379,3 +379,13 @@ fn cluster_section_defaults_addresses_and_faults() {
     let e = error_of("[cluster]\nnode = \"a\"\n");
     assert!(e.contains("redis"), "{e}");
 }
+
+#[test]
+fn the_100_trying_waits_200ms_at_most() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.settings().timers.trying_after, Duration::from_millis(200));
+    let c = Config::parse("[transaction]\ntrying_after = \"0s\"\n").unwrap();
+    assert_eq!(c.settings().timers.trying_after, Duration::ZERO);
+    let e = error_of("\n[transaction]\ntrying_after = \"300ms\"\n");
+    assert!(e.contains("trying_after") && e.contains("line 2"), "{e}");
+}

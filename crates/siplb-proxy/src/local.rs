@@ -255,6 +255,18 @@ impl Proxy {
         self.server_send(now, server, reply);
     }
 
+    /// The 100 Trying of a call's INVITE, once its server transaction says it is due.
+    pub(crate) fn trying_in_call(&mut self, now: Instant, server: Id) {
+        let Some(call) = self.txns.servers.get(server).and_then(|ctx| ctx.call) else {
+            return;
+        };
+        let Some(invite) = self.calls.get(call).and_then(|c| c.invite.as_deref()) else {
+            return;
+        };
+        let trying = self.own_response(invite, 100, "Trying", None, &[]);
+        self.server_send(now, server, trying);
+    }
+
     /// Sends a response from downstream on towards the request's sender: siplb's
     /// Via comes off.
     pub(crate) fn relay_response(&mut self, now: Instant, server: Id, response: &Message) {

@@ -74,6 +74,8 @@ pub(crate) enum Work {
     Ack { peer: Peer, ack: Message },
     /// An input for a call (an attempt that could not be sent).
     Call { call: Id, input: Input },
+    /// A call's INVITE server transaction asks for its 100 Trying.
+    Trying { server: Id },
 }
 
 /// A bound on the work one input may cause: far above what any message needs, so
@@ -454,6 +456,7 @@ impl Proxy {
                 } => self.on_client_event(now, id, peer, role, event),
                 Work::Ack { peer, ack } => self.on_in_dialog(now, ack, None, peer),
                 Work::Call { call, input } => self.call_input(now, call, input),
+                Work::Trying { server } => self.trying_in_call(now, server),
             }
         }
         self.report_drains();

@@ -274,8 +274,16 @@ impl Proxy {
         else {
             return;
         };
-        let trying = self.own_response(&msg, 100, "Trying", None, &[]);
-        self.server_send(now, server, trying);
+        // RFC 3261 17.2.1: the 100 only if no other answer goes back within 200 ms.
+        // Destinations usually ring within milliseconds, and their 180 does its work.
+        if self.settings.timers.trying_after.is_zero() {
+            let trying = self.own_response(&msg, 100, "Trying", None, &[]);
+            self.server_send(now, server, trying);
+        } else if let Some(ctx) = self.txns.servers.get_mut(server) {
+            ctx.tx.defer_trying(now);
+            self.txns
+                .drain_server(server, &mut self.agenda, &mut self.out, &mut self.work);
+        }
         let caller = CallerSide {
             peer,
             from_and_target: Pair::new(&[

@@ -152,8 +152,10 @@ impl Transactions {
             out.push_back(Transmit { peer, data });
         }
         while let Some(event) = ctx.tx.poll_event() {
-            if let ServerEvent::Ack(ack) = event {
-                work.push_back(Work::Ack { peer, ack });
+            match event {
+                ServerEvent::Ack(ack) => work.push_back(Work::Ack { peer, ack }),
+                ServerEvent::TryingDue => work.push_back(Work::Trying { server: id }),
+                _ => {}
             }
         }
         match ctx.tx.poll_timeout() {

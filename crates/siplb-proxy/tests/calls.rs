@@ -13,9 +13,8 @@ fn invite_is_forwarded_with_via_record_route_and_load() {
     let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=2")], "");
     rig.feed(CALLER, &invite("VM_1", "c1"));
     let out = rig.sent();
-    assert_eq!(out.len(), 2);
-    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 100));
-    let (to, fwd) = &out[1];
+    assert_eq!(out.len(), 1, "the 100 Trying waits: {out:?}");
+    let (to, fwd) = &out[0];
     assert_eq!(*to, addr(DST1));
     assert_eq!(
         fwd.request_uri_text(),
@@ -36,6 +35,57 @@ fn invite_is_forwarded_with_via_record_route_and_load() {
         1,
         "load is taken when the call is routed, before any reply"
     );
+}
+
+#[test]
+fn the_100_trying_goes_only_to_a_caller_that_heard_nothing_within_200ms() {
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=9")], "");
+    // The destination rings within 200 ms: its 180 is all the caller gets.
+    rig.feed(CALLER, &invite("VM_1", "t1"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.advance(Duration::from_millis(30));
+    rig.feed_bytes(DST1, reply(&fwd, 180, "Ringing", "b1"));
+    rig.advance(Duration::from_secs(2));
+    let codes: Vec<u16> = rig.sent().iter().map(|(_, m)| status(m)).collect();
+    assert_eq!(codes, [180]);
+
+    // A slow destination: the 100 goes at 200 ms, once, with the INVITE's Via and
+    // no To tag.
+    rig.feed(CALLER, &invite("VM_1", "t2"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.advance(Duration::from_millis(199));
+    assert!(rig.sent().is_empty());
+    rig.advance(Duration::from_millis(1));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 100));
+    assert!(out[0].1.to_tag().is_none());
+    assert_eq!(out[0].1.call_id(), Some("t2"));
+    rig.feed_bytes(DST1, reply(&fwd, 180, "Ringing", "b2"));
+    let codes: Vec<u16> = rig.sent().iter().map(|(_, m)| status(m)).collect();
+    assert_eq!(codes, [180]);
+
+    // The INVITE again before 200 ms: the caller is waiting, the 100 goes now.
+    rig.feed(CALLER, &invite("VM_1", "t3"));
+    assert_eq!(rig.sent().len(), 1);
+    rig.advance(Duration::from_millis(100));
+    rig.feed(CALLER, &invite("VM_1", "t3"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "absorbed, not forwarded: {out:?}");
+    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 100));
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.sent().is_empty(), "not a second time");
+
+    // `trying_after = "0s"`: at once, ahead of the forwarded INVITE.
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=9")],
+        "[transaction]\ntrying_after = \"0s\"\n",
+    );
+    rig.feed(CALLER, &invite("VM_1", "t4"));
+    let out = rig.sent();
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[0].0, status(&out[0].1)), (addr(CALLER), 100));
+    assert_eq!(out[1].0, addr(DST1));
 }
 
 #[test]

@@ -266,12 +266,13 @@ fn busy(rig: &mut Rig, share: f64, windows: u32) {
 
 #[test]
 fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_others() {
+    // The feedback is read off the 100 Trying, sent at once here.
     let mut rig = Rig::new(
         &[
             (1, "sip:127.0.0.11:5060", "vm=500"),
             (2, "sip:127.0.0.12:5060", "vm=400"),
         ],
-        "",
+        "[transaction]\ntrying_after = \"0s\"\n",
     );
     rig.proxy
         .set_wall_clock(rig.now, std::time::Duration::from_secs(1_700_000_000));
@@ -359,7 +360,7 @@ fn an_overloaded_core_asks_callers_that_take_feedback_for_less_and_sheds_the_oth
 fn with_feedback_off_an_overloaded_core_neither_asks_nor_sheds() {
     let mut rig = Rig::new(
         &[(1, "sip:127.0.0.11:5060", "vm=500")],
-        "[overload]\nfeedback = false\n",
+        "[overload]\nfeedback = false\n[transaction]\ntrying_after = \"0s\"\n",
     );
     busy(&mut rig, 1.0, 10);
     assert_eq!(rig.proxy.core_load().reduction, 0);
