@@ -74,6 +74,10 @@ pub struct Knobs {
     /// reservation let through unconfirmed after 250 ms.
     #[serde(default)]
     pub cluster: u8,
+    /// `[transaction] trying_after = "0s"`: the 100 Trying at once instead of only
+    /// when nothing else went back to the caller within 200 ms.
+    #[serde(default)]
+    pub trying_at_once: bool,
 }
 
 /// One call, from the caller's INVITE to its end.
@@ -305,6 +309,7 @@ impl Script {
             },
             dns: rng.pick(&[0, 0, 1, 2]),
             cluster: rng.pick(&[0, 0, 0, 1, 2, 3]),
+            trying_at_once: rng.chance(20),
         };
         let calls = (0..calls).map(|_| random_call(&mut rng, span)).collect();
         let ops = (0..rng.below(12))

@@ -124,6 +124,8 @@ timeout = "2s"
 [failover]
 min_enabled = {min}
 failures_to_disable = {fails}
+[transaction]
+trying_after = "{trying}"
 [[route]]
 match = {{ source_group = 2 }}
 count = {{ group = 2, resources = "pstn" }}
@@ -142,6 +144,7 @@ reply = {{ code = 404, reason = "Destination not found" }}
 "#,
         min = k.min_enabled % 3,
         fails = 1 + k.failures_to_disable % 3,
+        trying = if k.trying_at_once { "0s" } else { "200ms" },
     )
 }
 
@@ -273,6 +276,8 @@ pub struct Report {
     /// Instants at which a timer of the proxy fell due with no message to handle:
     /// each would wake the core of a real siplb from its sleep.
     pub timer_wakes: u64,
+    /// siplb's own 100 Trying responses, to callers.
+    pub tryings: u64,
 }
 
 /// Finals siplb sent for one INVITE transaction (by the caller's address and branch).
@@ -307,6 +312,8 @@ pub(crate) struct World {
     hostile_owed: HashMap<String, Option<u16>>,
     /// Every request siplb sent a final for, by its sender and branch.
     answered: HashSet<(SocketAddr, String)>,
+    /// Requests siplb sent a response other than 100 for: no 100 may follow.
+    past_trying: HashSet<(SocketAddr, String)>,
     persisted: HashSet<(String, String)>,
     loads: HashMap<(u32, Arc<str>), u32>,
     /// Destinations drained by the operator: whether the drain was reported.
@@ -384,6 +391,7 @@ impl World {
             owed: HashMap::new(),
             hostile_owed: HashMap::new(),
             answered: HashSet::new(),
+            past_trying: HashSet::new(),
             persisted: HashSet::new(),
             loads: HashMap::new(),
             drains: HashMap::new(),
@@ -1066,6 +1074,18 @@ impl World {
         self.check_feedback(to, &msg);
         if status >= 200 {
             self.answered.insert((to, sip::branch(&msg)));
+        }
+        let invite = msg.cseq().is_some_and(|c| c.method.as_str() == "INVITE");
+        if invite && status == 100 {
+            self.report.tryings += 1;
+            if self.past_trying.contains(&(to, sip::branch(&msg))) {
+                self.violation(format!(
+                    "100 Trying to {to} for {} after another response",
+                    msg.call_id().unwrap_or_default()
+                ));
+            }
+        } else if invite {
+            self.past_trying.insert((to, sip::branch(&msg)));
         }
         if status < 200 || msg.cseq().is_none_or(|c| c.method.as_str() != "INVITE") {
             return;
