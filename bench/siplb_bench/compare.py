@@ -159,6 +159,9 @@ def parse_args():
     ap.add_argument("--pin", action="store_true",
                     help="run the balancer on CPU 0 and every SIPp on CPU 1 (taskset): the latency of each "
                          "path without the two taking turns on one core")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the balancer (and the relay) at this nice value, e.g. -10: the latency of each "
+                         "path when the SIPp processes it wakes cannot preempt it")
     ap.add_argument("--kamailio-children", type=int, default=4,
                     help="Kamailio's children= (UDP worker processes; default 4, as a tuned operator runs it on this box)")
     ap.add_argument("--kamailio-default", action="store_true",

@@ -30,8 +30,12 @@ class Bench:
 
     @property
     def balancer_wrap(self):
-        """The command the balancer under test runs under: on CPU 0 alone with --pin."""
-        return ("taskset", "-c", "0") if self.args.pin else ()
+        """The command the balancer under test (or the relay) runs under: on CPU 0 alone
+        with --pin; at a lower nice value with --nice, so that the SIPp processes it wakes
+        do not preempt it while it still has datagrams in hand."""
+        nice = getattr(self.args, "nice", 0)
+        return ((("taskset", "-c", "0") if self.args.pin else ())
+                + (("nice", "-n", str(nice)) if nice else ()))
 
     @property
     def sipp_wrap(self):

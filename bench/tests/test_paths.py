@@ -32,8 +32,8 @@ class Relay(unittest.TestCase):
 
 
 class Pin(unittest.TestCase):
-    def bench(self, pin):
-        return Bench(args=argparse.Namespace(pin=pin), procs=None, binary="", work="")
+    def bench(self, pin, nice=0):
+        return Bench(args=argparse.Namespace(pin=pin, nice=nice), procs=None, binary="", work="")
 
     def test_pinned_the_balancer_and_sipp_get_a_cpu_each(self):
         b = self.bench(True)
@@ -44,6 +44,14 @@ class Pin(unittest.TestCase):
         b = self.bench(False)
         self.assertEqual(b.balancer_wrap, ())
         self.assertEqual(b.sipp_wrap, ())
+
+    def test_nice_applies_to_the_balancer_alone_inside_the_pinning(self):
+        b = self.bench(False, nice=-10)
+        self.assertEqual(b.balancer_wrap, ("nice", "-n", "-10"))
+        self.assertEqual(b.sipp_wrap, ())
+        b = self.bench(True, nice=-10)
+        self.assertEqual(b.balancer_wrap, ("taskset", "-c", "0", "nice", "-n", "-10"))
+        self.assertEqual(b.sipp_wrap, ("taskset", "-c", "1"))
 
 
 if __name__ == "__main__":
