@@ -69,7 +69,8 @@ reply = { code = 404, reason = "Destination not found" }
 "#;
 
 impl Lb {
-    /// `rows`: (id, resources, kind of destination: "uas", "503" or "silent").
+    /// `rows`: (id, resources, kind of destination: "uas", "503", "silent", "slow"
+    /// (rings after 400 ms)...).
     pub fn start(
         test: u8,
         rows: &[(u32, &str, &str)],
@@ -183,19 +184,13 @@ impl Lb {
                         "5060",
                     ],
                 )),
-                "486" | "bye" => out.push(Sipp::spawn(
+                "486" | "bye" | "slow" => out.push(Sipp::spawn(
                     &self.dir,
                     &name,
                     &[
                         "-aa",
                         "-sf",
-                        scenario(if kind == "486" {
-                            "uas_486.xml"
-                        } else {
-                            "uas_bye.xml"
-                        })
-                        .to_str()
-                        .unwrap(),
+                        scenario(&format!("uas_{kind}.xml")).to_str().unwrap(),
                         "-i",
                         &host.to_string(),
                         "-p",
