@@ -33,7 +33,7 @@ class Bench:
         """The command the balancer under test (or the relay) runs under: on CPU 0 alone
         with --pin; at a lower nice value with --nice, so that the SIPp processes it wakes
         do not preempt it while it still has datagrams in hand."""
-        nice = getattr(self.args, "nice", 0)
+        nice = self.args.nice
         return ((("taskset", "-c", "0") if self.args.pin else ())
                 + (("nice", "-n", str(nice)) if nice else ()))
 

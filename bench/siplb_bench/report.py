@@ -83,7 +83,7 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
         lines.append(f"The balancers send to {args.destinations} of the four destinations (--destinations).")
     if args.pin:
         lines.append("Pinned (--pin): the balancer on CPU 0 alone, every SIPp (caller and destinations) on CPU 1.")
-    if getattr(args, "nice", 0):
+    if args.nice:
         lines.append(f"The balancer (and the relay) at nice {args.nice} (--nice), SIPp at 0.")
     lines.append(f"Calls: {args.call_ms} ms long, {args.trial_seconds} s of calls per trial, {args.trials} trials per step; "
                  f"siplb with its SIP core thread and {args.workers} tokio worker threads beside it, Kamailio with children={args.kamailio_children}, "

@@ -466,9 +466,23 @@ fn cancel_before_answer_releases_the_load() {
     );
 }
 
-/// 100 Trying responses a caller's message trace shows it received.
-fn tryings_received(trace: &std::path::Path) -> usize {
-    let text = std::fs::read_to_string(trace).unwrap_or_default();
+/// Five calls to VM_1 from a caller tracing its messages into `trace` (a name in the
+/// test's directory); all must succeed. The 100 Trying responses the caller received.
+fn tryings_heard(lb: &Lb, trace: &str) -> usize {
+    let trace = lb.dir().join(trace);
+    let trace_arg = trace.to_str().unwrap().to_owned();
+    let report = Sipp::uac(
+        lb,
+        "VM_1",
+        5,
+        10,
+        100,
+        &["-trace_msg", "-message_file", &trace_arg],
+    )
+    .finish(Duration::from_secs(30));
+    assert!(report.success, "{}", report.output);
+    assert_eq!(report.successful_calls, 5);
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
     text.split("message received")
         .skip(1)
         .filter(|m| m.contains("SIP/2.0 100 Trying"))
@@ -479,29 +493,13 @@ fn tryings_received(trace: &std::path::Path) -> usize {
 fn the_caller_hears_100_trying_only_from_a_destination_slow_to_ring() {
     let lb = Lb::start(33, &[(1, "vm=20", "uas"), (2, "vm=8", "slow")], "", "");
     let _uas = lb.start_destinations();
-    let calls = |service: &str| {
-        let trace = lb.dir().join(format!("trace-{service}.log"));
-        let trace_arg = trace.to_str().unwrap().to_owned();
-        let report = Sipp::uac(
-            &lb,
-            service,
-            5,
-            10,
-            100,
-            &["-trace_msg", "-message_file", &trace_arg],
-        )
-        .finish(Duration::from_secs(30));
-        assert!(report.success, "{}", report.output);
-        assert_eq!(report.successful_calls, 5);
-        tryings_received(&trace)
-    };
-    // Destination 1 has the most room (20 against 8) and rings at once: its 180 is all the caller
-    // needs, no 100 is sent.
-    assert_eq!(calls("VM_1"), 0);
+    // Destination 1 has the most room (20 against 8) and rings at once: its 180 is all
+    // the caller needs, no 100 is sent.
+    assert_eq!(tryings_heard(&lb, "trace-quick.log"), 0);
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
     // Destination 1 drained: destination 2 rings after 400 ms, the 100 went at 200 ms.
     lb.balancer.drain(1).unwrap();
-    assert_eq!(calls("VM_1"), 5);
+    assert_eq!(tryings_heard(&lb, "trace-slow.log"), 5);
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 
     // `trying_after = "0s"`: every caller hears it at once.
@@ -512,19 +510,7 @@ fn the_caller_hears_100_trying_only_from_a_destination_slow_to_ring() {
         "[transaction]\ntrying_after = \"0s\"\n",
     );
     let _uas = lb.start_destinations();
-    let trace = lb.dir().join("trace.log");
-    let trace_arg = trace.to_str().unwrap().to_owned();
-    let report = Sipp::uac(
-        &lb,
-        "VM_1",
-        5,
-        10,
-        100,
-        &["-trace_msg", "-message_file", &trace_arg],
-    )
-    .finish(Duration::from_secs(30));
-    assert!(report.success, "{}", report.output);
-    assert_eq!(tryings_received(&trace), 5);
+    assert_eq!(tryings_heard(&lb, "trace.log"), 5);
 }
 
 #[test]
