@@ -161,9 +161,20 @@ impl<'a> Params<'a> {
     /// Checks the parameter grammar: every parameter has a token name and, when it has
     /// a value, a non-empty token, host or quoted-string value.
     pub(crate) fn validate(&self) -> bool {
+        self.scan("").0
+    }
+
+    /// One pass for [`Params::validate`] and [`Params::get`]: whether the grammar
+    /// holds, and the first parameter named `name` (an empty name finds none).
+    pub(crate) fn scan(&self, name: &str) -> (bool, Option<Option<&'a str>>) {
         let mut it = self.iter();
-        while it.next().is_some() {}
-        it.rest.bytes().all(is_lws)
+        let mut found = None;
+        for (n, v) in it.by_ref() {
+            if found.is_none() && n.eq_ignore_ascii_case(name) {
+                found = Some(v);
+            }
+        }
+        (it.rest.bytes().all(is_lws), found)
     }
 }
 

@@ -13,6 +13,10 @@ pub struct Via<'a> {
     pub host_text: &'a str,
     pub port: Option<u16>,
     pub params: Params<'a>,
+    /// The branch, found in the pass that checks the parameters: a proxy asks for it
+    /// several times per message (transaction keys, matching), and each ask was a
+    /// walk over the parameters.
+    branch: Option<&'a str>,
 }
 
 /// Why a Via hop did not parse.
@@ -61,16 +65,38 @@ impl<'a> Via<'a> {
         let (host_text, port) = split_sent_by(trim(sent_by)).ok_or(ViaError::SentBy)?;
         let host = Host::parse(host_text).ok_or(ViaError::SentBy)?;
         let params = Params::new(params);
-        if !params.validate() {
+        let (valid, branch) = params.scan("branch");
+        if !valid {
             return Err(ViaError::Params);
         }
+        let branch = branch.flatten();
         Ok(Via {
             transport,
             host,
             host_text,
             port,
             params,
+            branch,
         })
+    }
+
+    /// A hop whose parts were found before (validation's cache of the top hop).
+    pub(crate) fn from_parts(
+        transport: &'a str,
+        host: Host<'a>,
+        host_text: &'a str,
+        port: Option<u16>,
+        params: Params<'a>,
+        branch: Option<&'a str>,
+    ) -> Via<'a> {
+        Via {
+            transport,
+            host,
+            host_text,
+            port,
+            params,
+            branch,
+        }
     }
 
     /// `hop`, the text this hop was parsed from, without the parameters `drop` names:
@@ -93,7 +119,7 @@ impl<'a> Via<'a> {
 
     /// The branch parameter, an opaque token compared byte for byte.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch
     }
 
     /// True when the branch carries the RFC 3261 magic cookie, which makes it unique.
@@ -165,6 +191,25 @@ mod tests {
         assert_eq!(v.host, Host::V6("2001:db8::9".parse().unwrap()));
         assert_eq!(v.port, Some(5062));
         assert_eq!(v.rport(), Some(Some(5070)));
+    }
+
+    #[test]
+    fn the_branch_is_the_first_parameter_of_that_name_in_any_case() {
+        let first = |hop| Via::parse(hop).map(|v| v.branch());
+        assert_eq!(
+            first("SIP/2.0/UDP h;rport;BRANCH=z9hG4bKa;branch=z9hG4bKb"),
+            Ok(Some("z9hG4bKa"))
+        );
+        assert_eq!(first("SIP/2.0/UDP h;branch;branch=z9hG4bKb"), Ok(None));
+        assert_eq!(first("SIP/2.0/UDP h;rport"), Ok(None));
+        assert_eq!(
+            first("SIP/2.0/UDP h;x=1 ; branch = z9hG4bKc "),
+            Ok(Some("z9hG4bKc"))
+        );
+        assert_eq!(
+            first("SIP/2.0/UDP h;branch=z9hG4bKd;;"),
+            Err(ViaError::Params)
+        );
     }
 
     #[test]
