@@ -52,7 +52,7 @@ impl Tokens {
                 h.finish()
             }
         };
-        format!("lb{hash:016x}")
+        hex_token("lb", &[hash])
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
@@ -65,13 +65,28 @@ impl Tokens {
     /// A branch: the RFC 3261 magic cookie and 128 random bits.
     pub(crate) fn branch(&mut self) -> String {
         let (a, b) = (self.next_u64(), self.next_u64());
-        format!("z9hG4bK{a:016x}{b:016x}")
+        hex_token("z9hG4bK", &[a, b])
     }
 
     /// A To (or From) tag: 64 random bits.
     pub(crate) fn tag(&mut self) -> String {
-        format!("lb{:016x}", self.next_u64())
+        hex_token("lb", &[self.next_u64()])
     }
+}
+
+/// `prefix` and each word as 16 lowercase hex digits: `format!("{prefix}{w:016x}")`
+/// without the formatting machinery, which cost more than the random words (a few
+/// branches and tags per call).
+fn hex_token(prefix: &str, words: &[u64]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(prefix.len() + 16 * words.len());
+    out.push_str(prefix);
+    for w in words {
+        for shift in (0..16).rev() {
+            out.push(char::from(DIGITS[((w >> (4 * shift)) & 0xf) as usize]));
+        }
+    }
+    out
 }
 
 impl TieBreaker for Tokens {
@@ -97,5 +112,22 @@ mod tests {
         let mut s2 = Tokens::seeded(7);
         assert_eq!(s1.branch(), s2.branch(), "seeded runs replay");
         assert!((0..100).all(|_| t.pick(3) < 3));
+    }
+
+    #[test]
+    fn hex_tokens_write_what_format_writes() {
+        let mut rng = SplitMix64::new(19);
+        let words: Vec<u64> = [0, 1, 0xf, 0xabc, u64::MAX, 1 << 63]
+            .into_iter()
+            .chain((0..200).map(|_| rng.next_u64()))
+            .collect();
+        for (i, &w) in words.iter().enumerate() {
+            let v = words[(i + 1) % words.len()];
+            assert_eq!(hex_token("lb", &[w]), format!("lb{w:016x}"));
+            assert_eq!(
+                hex_token("z9hG4bK", &[w, v]),
+                format!("z9hG4bK{w:016x}{v:016x}")
+            );
+        }
     }
 }
