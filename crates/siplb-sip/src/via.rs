@@ -33,7 +33,13 @@ pub enum ViaError {
 
 impl<'a> Via<'a> {
     pub fn parse(hop: &'a str) -> Result<Via<'a>, ViaError> {
-        let mut rest = hop;
+        // Nearly every hop spells its protocol `SIP/2.0/` without spaces: that spelling
+        // skips the general walk (LWS allowed around each `/`), which was most of what
+        // parsing a hop cost.
+        let (plain, mut rest) = match hop.get(..8) {
+            Some(p) if p.eq_ignore_ascii_case("SIP/2.0/") => (true, &hop[8..]),
+            _ => (false, hop),
+        };
         let mut next_part = |sep: Option<char>| -> Result<&'a str, ViaError> {
             let s = trim(rest);
             let end = s
@@ -52,12 +58,14 @@ impl<'a> Via<'a> {
                 Err(ViaError::Protocol)
             }
         };
-        let name = next_part(Some('/'))?;
-        let version = next_part(Some('/'))?;
-        let transport = next_part(None)?;
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
-            return Err(ViaError::Protocol);
+        if !plain {
+            let name = next_part(Some('/'))?;
+            let version = next_part(Some('/'))?;
+            if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+                return Err(ViaError::Protocol);
+            }
         }
+        let transport = next_part(None)?;
         let (sent_by, params) = match rest.find(';') {
             Some(p) => (&rest[..p], &rest[p..]),
             None => (rest, ""),
@@ -210,6 +218,29 @@ mod tests {
             first("SIP/2.0/UDP h;branch=z9hG4bKd;;"),
             Err(ViaError::Params)
         );
+    }
+
+    #[test]
+    fn the_plain_spelling_parses_as_the_spaced_one() {
+        for (plain, spaced) in [
+            (
+                "SIP/2.0/UDP h:5060;branch=z9hG4bKa",
+                "SIP / 2.0 / UDP h:5060;branch=z9hG4bKa",
+            ),
+            ("sip/2.0/tcp h;rport", " SIP\r\n /2.0/ tcp h;rport"),
+            ("SIP/2.0/ TLS [::1]:5061", "SIP/2.0 /TLS [::1]:5061"),
+        ] {
+            let a = Via::parse(plain).unwrap();
+            let b = Via::parse(spaced).unwrap();
+            assert_eq!(
+                (a.transport.to_ascii_uppercase(), a.host, a.port, a.branch()),
+                (b.transport.to_ascii_uppercase(), b.host, b.port, b.branch())
+            );
+        }
+        assert!(Via::parse("SIP/2.0/").is_err());
+        assert!(Via::parse("SIP/2.0/ ").is_err());
+        assert!(Via::parse("SIP/2.0//UDP h").is_err());
+        assert!(Via::parse("SIP/2.1/UDP h").is_err());
     }
 
     #[test]
