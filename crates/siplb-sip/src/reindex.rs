@@ -121,6 +121,9 @@ pub(crate) fn reindex(
         });
         Some(())
     };
+    // The splices that end before a field's line moves every offset of it, and of
+    // every later field, by their sum: swept once, not summed again per offset.
+    let (mut passed, mut shift) = (0, 0isize);
     for h in &msg.headers {
         while let Some(&(i, s)) = inserted.peek() {
             if s.at.start > h.line.start as usize {
@@ -129,21 +132,28 @@ pub(crate) fn reindex(
             push_inserted(&mut headers, i, s)?;
             inserted.next();
         }
-        let removed = splices
+        while let Some(s) = splices.get(passed)
+            && s.at.end <= h.line.start as usize
+        {
+            shift += delta(s);
+            passed += 1;
+        }
+        let ahead = &splices[passed..];
+        let removed = ahead
             .iter()
             .any(|s| s.at == h.line.range() && s.text.is_empty() && s.field.is_none());
         if removed {
             continue;
         }
-        let value = moved(splices, h.value)?;
+        let value = moved_by(ahead, shift, h.value)?;
         if value.start == value.end && h.value.start != h.value.end {
             return None;
         }
         headers.push(HeaderField {
             name: h.name,
-            name_span: moved(splices, h.name_span)?,
+            name_span: moved_by(ahead, shift, h.name_span)?,
             value,
-            line: moved(splices, h.line)?,
+            line: moved_by(ahead, shift, h.line)?,
         });
     }
     for (i, s) in inserted {
@@ -259,7 +269,13 @@ fn delta(s: &Splice) -> isize {
 /// span (text inserted exactly there then lies after it, not before). `None` when `p`
 /// falls inside replaced bytes.
 fn map(splices: &[Splice], p: usize, end: bool) -> Option<usize> {
-    let mut q = p as isize;
+    map_by(splices, 0, p, end)
+}
+
+/// [`map`] over the splices from some point on, `shift` being the sum of the deltas
+/// of those before it, every one of which ends at or before `p`.
+fn map_by(splices: &[Splice], shift: isize, p: usize, end: bool) -> Option<usize> {
+    let mut q = p as isize + shift;
     for s in splices {
         if s.at.start > p {
             break;
@@ -278,11 +294,16 @@ fn map(splices: &[Splice], p: usize, end: bool) -> Option<usize> {
 /// A span of the original, where it lies in the edited message (an empty span at 0,
 /// which the index uses for "empty", stays so).
 fn moved(splices: &[Splice], span: Span) -> Option<Span> {
+    moved_by(splices, 0, span)
+}
+
+/// [`moved`] with [`map_by`]'s `splices` and `shift`.
+fn moved_by(splices: &[Splice], shift: isize, span: Span) -> Option<Span> {
     if span == Span::default() {
         return Some(span);
     }
-    let start = map(splices, span.start as usize, false)?;
-    let end = map(splices, span.end as usize, true)?;
+    let start = map_by(splices, shift, span.start as usize, false)?;
+    let end = map_by(splices, shift, span.end as usize, true)?;
     (start <= end).then(|| Span::new(start, end))
 }
 
