@@ -278,6 +278,12 @@ pub async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     proxy.set_wall_clock(Instant::now(), since_epoch);
+    // One timer for the core's next deadline, moved only when the deadline moves: a
+    // sleep made afresh every turn was registered with tokio's timer wheel and taken
+    // out of it again on each message, most of the time for the same instant.
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         if let Some(until) = drain_until
             && (proxy.is_idle() || Instant::now() >= until)
@@ -289,12 +295,12 @@ pub async fn serve(
         if let Some(until) = drain_until {
             deadline = Some(deadline.map_or(until, |d| d.min(until)));
         }
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-                None => std::future::pending::<()>().await,
+        if deadline != armed {
+            if let Some(t) = deadline {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(t));
             }
-        };
+            armed = deadline;
+        }
         // When this turn's work began, and whether it left input unread.
         let woke: Instant;
         let mut left_input = false;
@@ -308,7 +314,9 @@ pub async fn serve(
                     drain_until = Some(Instant::now() + drain);
                 }
             }
-            () = sleep => {
+            () = &mut sleep, if armed.is_some() => {
+                // Fired: the next turn sets it again, even for the same deadline.
+                armed = None;
                 woke = Instant::now();
                 proxy.handle_timeout(woke);
             }
