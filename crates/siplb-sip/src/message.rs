@@ -340,7 +340,7 @@ impl Message {
                 return Some("");
             }
             let from = span.start.checked_sub(start)? as usize;
-            text.get(from..from + (span.end - span.start) as usize)
+            text.get(from..from + span.end.checked_sub(span.start)? as usize)
         };
         Some(Via::from_parts(
             part(t.transport)?,

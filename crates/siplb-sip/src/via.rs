@@ -77,15 +77,14 @@ impl<'a> Via<'a> {
         if !valid {
             return Err(ViaError::Params);
         }
-        let branch = branch.flatten();
-        Ok(Via {
+        Ok(Via::from_parts(
             transport,
             host,
             host_text,
             port,
             params,
-            branch,
-        })
+            branch.flatten(),
+        ))
     }
 
     /// A hop whose parts were found before (validation's cache of the top hop).
