@@ -68,9 +68,50 @@ impl Peer {
 }
 
 impl fmt::Display for Peer {
+    /// `udp:192.0.2.1:5060`, `tcp:[::1]:5060`. IPv4 is written digit by digit into one
+    /// buffer: every stored call writes two peers, and `SocketAddr`'s own formatting
+    /// cost more than the rest of the record.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.transport, self.addr)
+        let SocketAddr::V4(v4) = self.addr else {
+            return write!(f, "{}:{}", self.transport, self.addr);
+        };
+        let mut text = [0u8; 25]; // tls:255.255.255.255:65535
+        let mut len = 0;
+        let mut put = |byte: u8| {
+            if let Some(b) = text.get_mut(len) {
+                *b = byte;
+                len += 1;
+            }
+        };
+        let transport: &[u8] = match self.transport {
+            Transport::Udp => b"udp",
+            Transport::Tcp => b"tcp",
+            Transport::Tls => b"tls",
+        };
+        transport.iter().for_each(|&b| put(b));
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            put(if i == 0 { b':' } else { b'.' });
+            put_decimal(&mut put, u32::from(octet));
+        }
+        put(b':');
+        put_decimal(&mut put, u32::from(v4.port()));
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
     }
+}
+
+fn put_decimal(put: &mut impl FnMut(u8), n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut rest = n;
+    loop {
+        digits[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    digits[..len].iter().rev().for_each(|&d| put(d));
 }
 
 impl std::str::FromStr for Peer {
@@ -342,6 +383,28 @@ mod tests {
             "sip:siplb.example.com",
         ] {
             assert!(!is_me(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_peer_is_written_as_its_transport_and_address() {
+        let addrs = [
+            "0.0.0.0:0",
+            "127.0.0.1:5060",
+            "255.255.255.255:65535",
+            "10.20.3.199:9",
+            "[::1]:5060",
+            "[2001:db8::7]:5061",
+        ];
+        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for addr in addrs {
+                let peer = Peer {
+                    transport,
+                    addr: addr.parse().unwrap(),
+                };
+                assert_eq!(peer.to_string(), format!("{transport}:{}", peer.addr));
+                assert_eq!(peer.to_string().parse::<Peer>().unwrap(), peer);
+            }
         }
     }
 

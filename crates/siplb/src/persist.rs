@@ -40,43 +40,8 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// What `Peer`'s `Display` writes (`udp:192.0.2.1:5060`), IPv4 written by hand: the
-/// formatting machinery cost more per stored call than the rest of its record.
 fn peer_text(p: &Peer) -> String {
-    let SocketAddr::V4(v4) = p.addr else {
-        return p.to_string();
-    };
-    let mut out = String::with_capacity(25);
-    out.push_str(match p.transport {
-        Transport::Udp => "udp:",
-        Transport::Tcp => "tcp:",
-        Transport::Tls => "tls:",
-    });
-    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        push_decimal(&mut out, u32::from(octet));
-    }
-    out.push(':');
-    push_decimal(&mut out, u32::from(v4.port()));
-    out
-}
-
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in digits[..len].iter().rev() {
-        out.push(char::from(d));
-    }
+    p.to_string()
 }
 
 fn parse_peer(text: &str) -> Option<Peer> {
@@ -413,24 +378,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peer_text_writes_what_display_writes_and_parses_back() {
-        let addrs = [
-            "0.0.0.0:0",
-            "127.0.0.1:5060",
-            "255.255.255.255:65535",
-            "10.20.3.199:9",
-            "[::1]:5060",
-            "[2001:db8::7]:5061",
-        ];
-        for transport in [Transport::Udp, Transport::Tcp, Transport::Tls] {
-            for addr in addrs {
-                let peer = Peer {
-                    transport,
-                    addr: addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")),
-                };
-                assert_eq!(peer_text(&peer), peer.to_string());
-                assert_eq!(parse_peer(&peer_text(&peer)), Some(peer));
-            }
+    fn a_stored_peer_parses_back() {
+        for text in [
+            "udp:127.0.0.1:5060",
+            "tls:255.255.255.255:65535",
+            "tcp:[2001:db8::7]:5061",
+        ] {
+            let peer = parse_peer(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(peer_text(&peer), text);
         }
     }
 
