@@ -482,9 +482,18 @@ fn tryings_heard(lb: &Lb, trace: &str) -> usize {
     .finish(Duration::from_secs(30));
     assert!(report.success, "{}", report.output);
     assert_eq!(report.successful_calls, 5);
-    let text = std::fs::read_to_string(&trace).unwrap_or_default();
-    text.split("message received")
-        .skip(1)
+    let text =
+        std::fs::read_to_string(&trace).unwrap_or_else(|e| panic!("{}: {e}", trace.display()));
+    let received: Vec<&str> = text.split("message received").skip(1).collect();
+    // A trace that lost the caller's messages would count no 100 either: every call
+    // must show its 180 in it.
+    let ringing = received
+        .iter()
+        .filter(|m| m.contains("SIP/2.0 180 Ringing"))
+        .count();
+    assert!(ringing >= 5, "{ringing} 180s in {}", trace.display());
+    received
+        .iter()
         .filter(|m| m.contains("SIP/2.0 100 Trying"))
         .count()
 }
