@@ -1,0 +1,43 @@
+"""The profile-guided build's pieces that do not build: where llvm-profdata is, the
+flags it adds, what it trains with and what it refuses to merge."""
+
+import os
+import tempfile
+import unittest
+
+from siplb_bench import pgo
+
+
+class Flags(unittest.TestCase):
+    def test_the_flag_is_added_to_the_environments_own(self):
+        self.assertEqual(pgo.with_flag("", "-Cprofile-use=/p"), "-Cprofile-use=/p")
+        self.assertEqual(pgo.with_flag("-Ctarget-cpu=x86-64-v2", "-Cprofile-use=/p"),
+                         "-Ctarget-cpu=x86-64-v2 -Cprofile-use=/p")
+
+    def test_llvm_profdata_is_rustups_for_the_host(self):
+        self.assertEqual(pgo.profdata_tool("/root/.rustup/toolchains/t", "x86_64-unknown-linux-gnu"),
+                         "/root/.rustup/toolchains/t/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-profdata")
+
+
+class Training(unittest.TestCase):
+    def test_it_drives_the_given_binary_alone_without_building(self):
+        argv = pgo.training_argv("/t/siplb", "/t/out", "100,200", 3)
+        self.assertTrue(argv[1].endswith(os.path.join("bench", "compare")))
+        for pair in (["--siplb", "/t/siplb"], ["--systems", "siplb"], ["--rates", "100,200"],
+                     ["--trial-seconds", "3"], ["--results", "/t/out"]):
+            i = argv.index(pair[0])
+            self.assertEqual(argv[i:i + 2], pair)
+        for flag in ("--no-build", "--no-memory", "--no-latency"):
+            self.assertIn(flag, argv)
+
+    def test_no_profile_is_an_error_not_an_empty_merge(self):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(RuntimeError):
+                pgo.raw_profiles(d)
+            for name in ("b.profraw", "a.profraw", "notes.txt"):
+                open(os.path.join(d, name), "w").close()
+            self.assertEqual([os.path.basename(p) for p in pgo.raw_profiles(d)], ["a.profraw", "b.profraw"])
+
+
+if __name__ == "__main__":
+    unittest.main()
