@@ -40,10 +40,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn peer_text(p: &Peer) -> String {
-    p.to_string()
-}
-
 fn parse_peer(text: &str) -> Option<Peer> {
     let (transport, addr) = text.split_once(':')?;
     let transport = match transport {
@@ -63,8 +59,8 @@ fn to_record(call: PersistedCall, now: i64) -> DialogRecord {
         callee_tag: call.callee_tag,
         destination_id: call.destination_id,
         resources: call.resources,
-        caller: peer_text(&call.caller),
-        callee: peer_text(&call.callee),
+        caller: call.caller.to_string(),
+        callee: call.callee.to_string(),
         started_ms: now.saturating_sub(millis(call.age)),
         expires_ms: now.saturating_add(millis(call.expires_in)),
     }
@@ -385,7 +381,7 @@ mod tests {
             "tcp:[2001:db8::7]:5061",
         ] {
             let peer = parse_peer(text).unwrap_or_else(|| panic!("{text}"));
-            assert_eq!(peer_text(&peer), text);
+            assert_eq!(peer.to_string(), text);
         }
     }
 
