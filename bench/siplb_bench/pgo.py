@@ -31,9 +31,10 @@ TRAINING_RATES = "200,1000,3000"
 TRAINING_SECONDS = 5
 
 
-def profdata_tool(sysroot, host):
-    """Where rustup's llvm-tools component puts llvm-profdata for this toolchain."""
-    return os.path.join(sysroot, "lib", "rustlib", host, "bin", "llvm-profdata")
+def profdata_tool(target_libdir):
+    """Where rustup's llvm-tools component puts llvm-profdata for this toolchain: beside
+    the host's library directory (`rustc --print target-libdir`)."""
+    return os.path.join(os.path.dirname(target_libdir), "bin", "llvm-profdata")
 
 
 def with_flag(existing, flag):
@@ -58,18 +59,10 @@ def training_argv(binary, results, rates=TRAINING_RATES, seconds=TRAINING_SECOND
             "--results", results]
 
 
-def rustc_value(key):
-    out = subprocess.run(["rustc", "-vV"], check=True, capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if line.startswith(f"{key}: "):
-            return line.split(": ", 1)[1].strip()
-    raise RuntimeError(f"rustc -vV says no {key}")
-
-
 def find_profdata():
-    sysroot = subprocess.run(["rustc", "--print", "sysroot"], check=True, capture_output=True,
-                             text=True).stdout.strip()
-    tool = profdata_tool(sysroot, rustc_value("host"))
+    libdir = subprocess.run(["rustc", "--print", "target-libdir"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    tool = profdata_tool(libdir)
     if not os.path.exists(tool):
         log("rustup component add llvm-tools (llvm-profdata of rustc's own LLVM)")
         subprocess.run(["rustup", "component", "add", "llvm-tools"], check=True)

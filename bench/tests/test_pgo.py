@@ -15,7 +15,8 @@ class Flags(unittest.TestCase):
                          "-Ctarget-cpu=x86-64-v2 -Cprofile-use=/p")
 
     def test_llvm_profdata_is_rustups_for_the_host(self):
-        self.assertEqual(pgo.profdata_tool("/root/.rustup/toolchains/t", "x86_64-unknown-linux-gnu"),
+        libdir = "/root/.rustup/toolchains/t/lib/rustlib/x86_64-unknown-linux-gnu/lib"
+        self.assertEqual(pgo.profdata_tool(libdir),
                          "/root/.rustup/toolchains/t/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-profdata")
 
 
