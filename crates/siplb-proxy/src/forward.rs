@@ -149,8 +149,8 @@ impl Proxy {
         let Some(seq) = response.cseq().map(|c| c.seq) else {
             return;
         };
-        let from = header_str(response, HeaderName::From);
-        let to = header_str(response, HeaderName::To);
+        let from = response.header_text(HeaderName::From).unwrap_or_default();
+        let to = response.header_text(HeaderName::To).unwrap_or_default();
         let call_id = response.call_id().unwrap_or_default();
         let target = response
             .contacts()
@@ -281,12 +281,6 @@ impl Proxy {
     }
 }
 
-fn header_str(msg: &Message, name: HeaderName) -> &str {
-    msg.header(name)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or_default()
-}
-
 /// A request of siplb's own within a dialog.
 #[allow(clippy::too_many_arguments)]
 fn uac_request(
@@ -356,7 +350,7 @@ pub(crate) fn build_cancel(request: &Message) -> Option<Bytes> {
         ("To", HeaderName::To),
         ("Call-ID", HeaderName::CallId),
     ] {
-        let v = std::str::from_utf8(request.header(hname)?).ok()?;
+        let v = request.header_text(hname)?;
         let _ = write!(out, "{name}: {v}\r\n");
     }
     for route in request.header_values(HeaderName::Route) {

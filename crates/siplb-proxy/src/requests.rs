@@ -287,8 +287,7 @@ impl Proxy {
         let caller = CallerSide {
             peer,
             from_and_target: Pair::new(&[
-                msg.header(siplb_sip::HeaderName::From)
-                    .and_then(|v| std::str::from_utf8(v).ok())
+                msg.header_text(siplb_sip::HeaderName::From)
                     .unwrap_or_default(),
                 msg.contacts()
                     .next()

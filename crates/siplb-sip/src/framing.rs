@@ -256,6 +256,7 @@ pub(crate) fn declared_length(
 
 fn build(buf: Bytes, head: crate::message::Head, head_len: usize) -> Message {
     let body = Span::new(head_len, buf.len());
+    let text = crate::message::head_text(&buf, head.blank_line);
     Message {
         start: head.start,
         start_line: head.start_line,
@@ -267,5 +268,6 @@ fn build(buf: Bytes, head: crate::message::Head, head_len: usize) -> Message {
         top_via: None,
         known: None,
         bare_lf: head.bare_lf,
+        text,
     }
 }

@@ -7,6 +7,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use memchr::memchr;
 
 use crate::error::ErrorKind;
@@ -91,6 +92,11 @@ pub struct Message {
     pub(crate) known: Option<Known>,
     /// Whether a line of the head ends in a bare LF, as the head's parse saw it.
     pub(crate) bare_lf: bool,
+    /// The head (start line and fields) as text, when all of it is UTF-8: checked
+    /// once, so that a field read as text is a slice of it. A proxy reads about a
+    /// hundred fields and parts of them per call, and a check of each was 4% of its
+    /// instructions (docs/BENCHMARKS.md, issue 19's eighth round).
+    pub(crate) text: Option<ByteString>,
 }
 
 /// Fields validation parsed, as offsets into the message buffer.
@@ -176,7 +182,13 @@ impl Message {
     }
 
     fn str_of(&self, span: Span) -> Option<&str> {
-        std::str::from_utf8(self.slice(span)).ok()
+        match &self.text {
+            // A span that cuts a character in two is not text, as below (an empty one
+            // is, wherever it lies).
+            Some(_) if span.start == span.end => Some(""),
+            Some(head) if span.end as usize <= head.len() => head.get(span.range()),
+            _ => std::str::from_utf8(self.slice(span)).ok(),
+        }
     }
 
     /// The request method, `None` for a response.
@@ -266,7 +278,9 @@ impl Message {
             .map(|h| self.slice(h.value))
     }
 
-    fn header_str(&self, name: HeaderName) -> Option<&str> {
+    /// The first value of a recognised header as text (`None` when absent or not
+    /// UTF-8).
+    pub fn header_text(&self, name: HeaderName) -> Option<&str> {
         self.first_field(name).and_then(|h| self.str_of(h.value))
     }
 
@@ -413,7 +427,7 @@ impl Message {
     }
 
     pub fn call_id(&self) -> Option<&str> {
-        self.header_str(HeaderName::CallId).map(trim)
+        self.header_text(HeaderName::CallId).map(trim)
     }
 
     pub fn cseq(&self) -> Option<CSeq<'_>> {
@@ -423,16 +437,16 @@ impl Message {
                 method: Method::parse(self.str_of(k.cseq_method)?),
             });
         }
-        self.header_str(HeaderName::CSeq).and_then(CSeq::parse)
+        self.header_text(HeaderName::CSeq).and_then(CSeq::parse)
     }
 
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        self.header_str(HeaderName::From)
+        self.header_text(HeaderName::From)
             .and_then(|v| NameAddr::parse(v).ok())
     }
 
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        self.header_str(HeaderName::To)
+        self.header_text(HeaderName::To)
             .and_then(|v| NameAddr::parse(v).ok())
     }
 
@@ -525,14 +539,14 @@ impl Message {
             }
         }
         let call_id = self
-            .header_str(HeaderName::CallId)
+            .header_text(HeaderName::CallId)
             .ok_or(ErrorKind::Encoding)?;
         let call_id = trim(call_id);
         if call_id.is_empty() || call_id.bytes().any(is_lws) {
             return Err(ErrorKind::Malformed(HeaderName::CallId));
         }
         let cseq = self
-            .header_str(HeaderName::CSeq)
+            .header_text(HeaderName::CSeq)
             .ok_or(ErrorKind::Encoding)?;
         let (seq, cseq_method) = CSeq::parts(cseq).ok_or(ErrorKind::Malformed(HeaderName::CSeq))?;
         if let Some(method) = self.method()
@@ -544,7 +558,7 @@ impl Message {
         // and the readers parse again.
         let mut tags = [Some(None), Some(None)];
         for (i, name) in [HeaderName::From, HeaderName::To].into_iter().enumerate() {
-            let v = self.header_str(name).ok_or(ErrorKind::Encoding)?;
+            let v = self.header_text(name).ok_or(ErrorKind::Encoding)?;
             let addr = NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
             if let Some(tag) = addr.tag() {
                 tags[i] = self.span_in(tag).map(Some);
@@ -573,6 +587,11 @@ impl Message {
         self.known = known;
         Ok(())
     }
+}
+
+/// The head of `buf`, the bytes before `head_end`, as text when it is UTF-8.
+pub(crate) fn head_text(buf: &Bytes, head_end: usize) -> Option<ByteString> {
+    ByteString::try_from(buf.slice(..head_end.min(buf.len()))).ok()
 }
 
 /// The fields a message may carry once at most.
@@ -787,5 +806,57 @@ mod tests {
             assert_eq!(m.top_via(), m.vias().next().unwrap());
             assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
         }
+    }
+
+    fn message_with_subject(subject: &[u8]) -> Message {
+        let mut text = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nSubject: "
+            .to_vec();
+        text.extend_from_slice(subject);
+        text.extend_from_slice(b"\r\nCSeq: 7 INVITE\r\nContent-Length: 2\r\n\r\n\xff\xfe");
+        Message::parse(Bytes::from(text)).unwrap()
+    }
+
+    /// Every span reads the same through the head checked once as through a check of
+    /// its own, including spans that cut a character in two (neither is text).
+    fn assert_reads_as_checked_alone(m: &Message) {
+        let end = m.head_end as usize;
+        for start in 0..end {
+            for stop in start..=end.min(start + 12) {
+                let span = Span::new(start, stop);
+                assert_eq!(
+                    m.str_of(span),
+                    std::str::from_utf8(m.slice(span)).ok(),
+                    "{start}..{stop}"
+                );
+            }
+        }
+        for h in &m.headers {
+            assert_eq!(
+                m.str_of(h.value),
+                std::str::from_utf8(m.slice(h.value)).ok()
+            );
+        }
+    }
+
+    #[test]
+    fn a_utf8_head_is_checked_once_and_read_as_before() {
+        // Two- and three-byte characters; the body after the head is not text.
+        let m = message_with_subject("Grüße €".as_bytes());
+        assert!(m.text.is_some());
+        assert_eq!(m.header_text(HeaderName::Subject), Some("Grüße €"));
+        assert_eq!(m.call_id(), Some("c"));
+        assert_reads_as_checked_alone(&m);
+    }
+
+    #[test]
+    fn a_head_that_is_not_utf8_reads_field_by_field() {
+        // Latin-1 "é": that field is not text, the others still are.
+        let m = message_with_subject(b"caf\xe9");
+        assert!(m.text.is_none());
+        assert_eq!(m.header_text(HeaderName::Subject), None);
+        assert_eq!(m.call_id(), Some("c"));
+        assert_eq!(m.from_tag(), Some("f1"));
+        assert_reads_as_checked_alone(&m);
     }
 }

@@ -216,6 +216,7 @@ pub(crate) fn reindex(
         None => {}
         Some(_) => return None,
     }
+    let text = crate::message::head_text(&out, new_head_end);
     let mut edited = Message {
         buf: out,
         start,
@@ -227,6 +228,7 @@ pub(crate) fn reindex(
         top_via: None,
         known: None,
         bare_lf: false,
+        text,
     };
     // The hops of an inserted Via must parse, as validation would ask; when one is
     // now the top hop, it is kept parsed, as validation keeps it. Otherwise the top hop

@@ -23,10 +23,7 @@ pub(crate) struct Dialog {
 impl Dialog {
     pub(crate) fn from_2xx(r: &Message, route: &[Box<str>]) -> Option<Dialog> {
         let tag = r.to_tag()?;
-        let to = r
-            .header(siplb_sip::HeaderName::To)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .unwrap_or_default();
+        let to = r.header_text(siplb_sip::HeaderName::To).unwrap_or_default();
         let target = r
             .contacts()
             .next()
