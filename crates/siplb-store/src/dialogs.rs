@@ -199,31 +199,24 @@ fn coalesce<'a>(
 /// The column definitions and key, the same on every backend.
 const COLUMN_DEFS: &str = "    call_id VARCHAR(255) NOT NULL,\n    caller_tag VARCHAR(128) NOT NULL,\n    callee_tag VARCHAR(128) DEFAULT NULL,\n    destination_id BIGINT NOT NULL,\n    resources VARCHAR(255) NOT NULL,\n    caller VARCHAR(128) NOT NULL,\n    callee VARCHAR(128) NOT NULL,\n    started_ms BIGINT NOT NULL,\n    expires_ms BIGINT NOT NULL,\n    PRIMARY KEY (call_id, caller_tag)";
 
-/// The CREATE TABLE, and the CREATE INDEX where it is a statement of its own.
-fn create_table(backend: Backend, t: &TableName) -> (String, Option<String>) {
+/// The CREATE TABLE. No index beside the key: `expires_ms` is read only when siplb
+/// starts, where a scan of a table that holds the calls up is quick, while an index
+/// would be written twice by every call (its upsert and its delete) and was most of
+/// what storing calls cost the database (docs/BENCHMARKS.md, issue 19's eighth
+/// round). A table made by an earlier version keeps its index.
+fn create_table(backend: Backend, t: &TableName) -> String {
     match backend {
         // WITHOUT ROWID: the text key is the table's B-tree, not a second index beside it.
-        Backend::Sqlite => (
-            format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n) WITHOUT ROWID"),
-            Some(format!(
-                "CREATE INDEX IF NOT EXISTS {t}_expires_idx ON {t} (expires_ms)"
-            )),
-        ),
+        Backend::Sqlite => {
+            format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n) WITHOUT ROWID")
+        }
         // Binary collation: Call-IDs and tags are case-sensitive, and MySQL's default
         // collations are not. The key is at most (255 + 128) * 4 bytes, under InnoDB's
         // 3072-byte limit.
-        Backend::MySql => (
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS},\n    INDEX expires_idx (expires_ms)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-            ),
-            None,
+        Backend::MySql => format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         ),
-        Backend::Postgres => (
-            format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n)"),
-            Some(format!(
-                "CREATE INDEX IF NOT EXISTS {t}_expires_idx ON {t} (expires_ms)"
-            )),
-        ),
+        Backend::Postgres => format!("CREATE TABLE IF NOT EXISTS {t} (\n{COLUMN_DEFS}\n)"),
     }
 }
 
@@ -390,8 +383,8 @@ fn bind_keys<'q>(mut query: AnyQuery<'q>, keys: &[&'q DialogKey]) -> AnyQuery<'q
 // The operations
 
 impl Store {
-    /// Creates the dialog table `table` (see [`DEFAULT_DIALOG_TABLE`]) with its index on
-    /// `expires_ms` if it does not exist. An existing table is left as it is, but must have
+    /// Creates the dialog table `table` (see [`DEFAULT_DIALOG_TABLE`]) if it does not
+    /// exist. An existing table is left as it is, but must have
     /// the dialog columns ([`StoreError::DialogSchema`] otherwise). Running it again changes
     /// nothing.
     pub async fn init_dialogs(&self, table: &TableName) -> Result<(), StoreError> {
@@ -408,11 +401,9 @@ impl Store {
                     _ => Ok(()),
                 }
             };
-            let (create, index) = create_table(self.backend(), table);
-            run(create)
+            run(create_table(self.backend(), table))
                 .await
                 .map_err(|source| self.query_error(&action, source))?;
-            // Before the index: on a table without expires_ms its error would hide the cause.
             sqlx::raw_sql(AssertSqlSafe(check_columns(table)))
                 .execute(&self.pool)
                 .await
@@ -421,11 +412,6 @@ impl Store {
                     url: self.target.shown.clone(),
                     source,
                 })?;
-            if let Some(index) = index {
-                run(index)
-                    .await
-                    .map_err(|source| self.query_error(&action, source))?;
-            }
             Ok(())
         })
         .await
