@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 
 use crate::error::{CellList, CellProblem, StoreError};
 use crate::rows::{in_range, int, required, text};
-use crate::sql::placeholder;
+use crate::sql::{placeholder, push_placeholder};
 use crate::table::TableName;
 use crate::target::Backend;
 use crate::{Store, created_concurrently};
@@ -238,7 +238,7 @@ fn upsert(backend: Backend, t: &TableName, rows: usize) -> String {
                 sql.push_str(", ");
             }
             n += 1;
-            sql.push_str(&placeholder(backend, n));
+            push_placeholder(&mut sql, backend, n);
         }
         sql.push(')');
     }
@@ -266,11 +266,11 @@ fn delete_keys(backend: Backend, t: &TableName, keys: usize) -> String {
         if key > 0 {
             sql.push_str(" OR ");
         }
-        sql.push_str(&format!(
-            "(call_id = {} AND caller_tag = {})",
-            placeholder(backend, 2 * key + 1),
-            placeholder(backend, 2 * key + 2)
-        ));
+        sql.push_str("(call_id = ");
+        push_placeholder(&mut sql, backend, 2 * key + 1);
+        sql.push_str(" AND caller_tag = ");
+        push_placeholder(&mut sql, backend, 2 * key + 2);
+        sql.push(')');
     }
     sql
 }
