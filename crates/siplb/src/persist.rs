@@ -334,32 +334,41 @@ async fn flush(
     stats: &PersistStats,
 ) -> Result<(), ()> {
     while !pending.is_empty() {
-        let keys: Vec<DialogKey> = pending.keys().take(BATCH).cloned().collect();
+        // Moved out of `pending`, not copied: put back only if the write must be retried.
+        let mut taken = 0;
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
-        for key in &keys {
-            match pending.get(key) {
-                Some(Pending::Upsert { record, .. }) => upserts.push(record.clone()),
-                Some(Pending::Delete) => deletes.push(key.clone()),
-                None => {}
+        for (key, change) in pending.extract_if(|_, _| {
+            taken += 1;
+            taken <= BATCH
+        }) {
+            match change {
+                Pending::Upsert { record, .. } => upserts.push(record),
+                Pending::Delete => deletes.push(key),
             }
         }
         match store.save_dialogs(table, &upserts, &deletes).await {
             Ok(()) => {
-                for key in &keys {
-                    pending.remove(key);
-                }
                 stats.batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) if !e.is_retryable() => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, dropped = keys.len(), "call changes dropped");
-                for key in &keys {
-                    pending.remove(key);
-                }
+                warn!(error = %e, dropped = upserts.len() + deletes.len(), "call changes dropped");
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
+                for record in upserts {
+                    pending.insert(
+                        record.key(),
+                        Pending::Upsert {
+                            record,
+                            attempted: false,
+                        },
+                    );
+                }
+                for key in deletes {
+                    pending.insert(key, Pending::Delete);
+                }
                 mark_attempted(pending);
                 warn!(error = %e, queued = pending.len(), "cannot store calls; changes go to the journal and are retried, routing goes on");
                 return Err(());
