@@ -357,12 +357,13 @@ async fn flush(
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
+                // This write held them, and may have reached the table all the same.
                 for record in upserts {
                     pending.insert(
                         record.key(),
                         Pending::Upsert {
                             record,
-                            attempted: false,
+                            attempted: true,
                         },
                     );
                 }
