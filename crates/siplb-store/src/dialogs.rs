@@ -193,6 +193,25 @@ fn coalesce<'a>(
     (kept, deletes)
 }
 
+/// A batch's upserts and deletes, after [`coalesce`].
+pub(crate) type Batch<'a> = (Vec<&'a DialogRecord>, Vec<&'a DialogKey>);
+
+/// The batch to write ([`coalesce`]d), or none if it has nothing to write; an error if a
+/// record to write does not fit its columns.
+pub(crate) fn checked_batch<'a>(
+    upserts: &'a [DialogRecord],
+    deletes: &'a [DialogKey],
+) -> Result<Option<Batch<'a>>, StoreError> {
+    let (upserts, deletes) = coalesce(upserts, deletes);
+    if upserts.is_empty() && deletes.is_empty() {
+        return Ok(None);
+    }
+    for dialog in &upserts {
+        dialog.check()?;
+    }
+    Ok(Some((upserts, deletes)))
+}
+
 // ---------------------------------------------------------------------------------------
 // SQL
 
@@ -225,7 +244,7 @@ fn check_columns(t: &TableName) -> String {
 }
 
 /// Inserts `rows` rows, each replacing a stored row with its key.
-fn upsert(backend: Backend, t: &TableName, rows: usize) -> String {
+pub(crate) fn upsert(backend: Backend, t: &TableName, rows: usize) -> String {
     let mut sql = format!("INSERT INTO {t} ({}) VALUES ", COLUMNS.join(", "));
     let mut n = 0;
     for row in 0..rows {
@@ -260,7 +279,7 @@ fn upsert(backend: Backend, t: &TableName, rows: usize) -> String {
 }
 
 /// Deletes `keys` keys.
-fn delete_keys(backend: Backend, t: &TableName, keys: usize) -> String {
+pub(crate) fn delete_keys(backend: Backend, t: &TableName, keys: usize) -> String {
     let mut sql = format!("DELETE FROM {t} WHERE ");
     for key in 0..keys {
         if key > 0 {
@@ -433,13 +452,9 @@ impl Store {
         upserts: &[DialogRecord],
         deletes: &[DialogKey],
     ) -> Result<(), StoreError> {
-        let (upserts, deletes) = coalesce(upserts, deletes);
-        if upserts.is_empty() && deletes.is_empty() {
+        let Some((upserts, deletes)) = checked_batch(upserts, deletes)? else {
             return Ok(());
-        }
-        for dialog in &upserts {
-            dialog.check()?;
-        }
+        };
         let backend = self.backend();
         let action = format!("saving dialogs into {table}");
         let query_error = |source| self.query_error(&action, source);

@@ -63,6 +63,17 @@ pub enum StoreError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// A statement of the [`DialogWriter`](crate::DialogWriter)'s own SQLite connection
+    /// failed: the file is locked past the query timeout, or the disk is full, for instance.
+    #[error("{action} failed on {url}: {source}")]
+    Sqlite {
+        /// What was being done, e.g. `saving dialogs into siplb_dialogs`.
+        action: String,
+        /// The URL.
+        url: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
     /// The table exists but lacks the columns of OpenSIPS' schema version 3.
     #[error(
         "table {table} on {url} does not have the columns of OpenSIPS load_balancer schema \
@@ -119,7 +130,7 @@ impl StoreError {
             | Self::DialogSchema { .. }
             | Self::InvalidDialog { .. } => false,
             Self::Connect { source, .. } => !matches!(source, sqlx::Error::Configuration(_)),
-            Self::Timeout { .. } | Self::Query { .. } => true,
+            Self::Timeout { .. } | Self::Query { .. } | Self::Sqlite { .. } => true,
             Self::GaveUp { last, .. } => last.is_retryable(),
         }
     }

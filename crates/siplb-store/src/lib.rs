@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod dialog_writer;
 mod dialogs;
 mod error;
 mod retry;
@@ -42,6 +43,7 @@ use siplb_balance::DestinationRow;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection};
 
+pub use dialog_writer::DialogWriter;
 pub use dialogs::{
     DEFAULT_DIALOG_TABLE, DialogKey, DialogProblem, DialogRecord, MAX_ADDRESS_LEN, MAX_CALL_ID_LEN,
     MAX_RESOURCES_LEN, MAX_TAG_LEN,

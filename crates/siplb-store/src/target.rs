@@ -87,6 +87,26 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The SQLite file a connection of its own may write, as sqlx reads the URL: none for
+    /// an in-memory database (it lives in the pool's connection), nor for a URL with
+    /// parameters beyond `mode=rw`/`mode=rwc` (read-only, immutable, another VFS or a
+    /// shared cache), which the pool alone honours.
+    pub(crate) fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        if self.backend != Backend::Sqlite || self.is_sqlite_memory() {
+            return None;
+        }
+        if let Some((_, query)) = self.sqlx_url.split_once('?') {
+            let plain = |pair: &str| matches!(pair, "mode=rw" | "mode=rwc" | "");
+            if !query.split('&').all(plain) {
+                return None;
+            }
+        }
+        let options: sqlx::sqlite::SqliteConnectOptions = self.sqlx_url.parse().ok()?;
+        Some(options.get_filename().to_path_buf())
+    }
+}
+
 /// The embedded default is a SQLite file that must appear on first start, and SQLite's own
 /// default (`mode=rw`) refuses a missing file. An explicit `mode` is left alone, so
 /// `mode=ro` still means read-only.
@@ -130,6 +150,30 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{Backend, Target, redact};
+
+    #[test]
+    fn the_file_a_writer_of_its_own_may_open() {
+        let file = |url: &str| Target::parse(url).unwrap().sqlite_file();
+        assert_eq!(file("sqlite://siplb.db"), Some("siplb.db".into()));
+        assert_eq!(
+            file("sqlite:///var/lib/a%20b.db"),
+            Some("/var/lib/a b.db".into())
+        );
+        assert_eq!(file("sqlite:///x.db?mode=rwc"), Some("/x.db".into()));
+        assert_eq!(file("sqlite:///x.db?mode=rw"), Some("/x.db".into()));
+        for pool_only in [
+            "sqlite::memory:",
+            "sqlite://x.db?mode=memory",
+            "sqlite://x.db?mode=ro",
+            "sqlite://x.db?immutable=1",
+            "sqlite://x.db?mode=rwc&cache=shared",
+            "sqlite://x.db?vfs=unix-dotfile",
+            "mysql://root@127.0.0.1/test",
+            "postgres://127.0.0.1/test",
+        ] {
+            assert_eq!(file(pool_only), None, "{pool_only}");
+        }
+    }
 
     #[test]
     fn schemes() {

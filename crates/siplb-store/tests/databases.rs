@@ -13,15 +13,17 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use siplb_balance::DestinationRow;
 use siplb_store::{
-    Backend, CellFault, CellProblem, DialogKey, DialogRecord, RetryPolicy, RowProblem, Store,
-    StoreError, TableName, connect_with_retry, example_rows,
+    Backend, CellFault, CellProblem, DialogKey, DialogRecord, DialogWriter, RetryPolicy,
+    RowProblem, Store, StoreError, TableName, connect_with_retry, example_rows,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
+use tokio::runtime::Handle;
 
 // ---------------------------------------------------------------------------------------
 // OpenSIPS' own scripts (scripts/<db>/load_balancer-create.sql, schema version 3, and
@@ -406,14 +408,64 @@ on_every_backend!(
     an_unreadable_table_is_an_error,
     examples_are_inserted_once_into_an_empty_table,
     dialogs_init_creates_the_table_once,
+    dialogs_expire_on_load,
+    dialogs_undecodable_rows_are_reported,
+);
+
+/// Runs a scenario that writes dialogs on every backend, once through the store's own
+/// [`Store::save_dialogs`] and once through the [`DialogWriter`] siplb's persistence
+/// thread uses (on SQLite, a connection of its own), so both keep the same contract.
+macro_rules! on_every_backend_both_ways {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::Via;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::Db::sqlite().await;
+                super::$scenario(&db, Via::Store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_writer() {
+                let db = super::Db::sqlite().await;
+                super::$scenario(&db, Via::Writer).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let Some(db) = super::Db::mysql().await else { return };
+                super::$scenario(&db, Via::Store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql_writer() {
+                let Some(db) = super::Db::mysql().await else { return };
+                super::$scenario(&db, Via::Writer).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres().await else { return };
+                super::$scenario(&db, Via::Store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_writer() {
+                let Some(db) = super::Db::postgres().await else { return };
+                super::$scenario(&db, Via::Writer).await;
+            }
+        }
+    )*};
+}
+
+on_every_backend_both_ways!(
     dialogs_round_trip_and_replace_by_key,
     dialogs_batch_applies_upserts_then_deletes,
-    dialogs_expire_on_load,
     dialogs_thousand_row_batches,
     dialogs_batch_is_one_transaction,
     dialogs_small_failed_batch_stores_nothing_and_the_next_lands,
     dialogs_that_do_not_fit_fail_the_batch_before_sending,
-    dialogs_undecodable_rows_are_reported,
 );
 
 fn row(
@@ -1095,6 +1147,58 @@ async fn live(store: &Store, t: &TableName) -> Vec<DialogRecord> {
     sorted(dialogs)
 }
 
+/// How a scenario writes dialogs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// [`Store::save_dialogs`].
+    Store,
+    /// A [`DialogWriter`], on a blocking thread as siplb runs it.
+    Writer,
+}
+
+/// What a scenario writes dialogs with.
+struct Saver {
+    writer: Option<Arc<Mutex<DialogWriter>>>,
+}
+
+impl Via {
+    /// The saver for table `t` of `db`; a writer gets a store of its own, as in siplb.
+    async fn saver(self, db: &Db, t: &TableName) -> Saver {
+        let writer = match self {
+            Via::Store => None,
+            Via::Writer => {
+                let store = Arc::new(db.store().await);
+                let writer = DialogWriter::new(store, t, Handle::current()).unwrap();
+                assert_eq!(
+                    writer.owns_connection(),
+                    db.backend == Backend::Sqlite,
+                    "{writer:?}"
+                );
+                Some(Arc::new(Mutex::new(writer)))
+            }
+        };
+        Saver { writer }
+    }
+}
+
+impl Saver {
+    async fn save(
+        &self,
+        store: &Store,
+        t: &TableName,
+        upserts: &[DialogRecord],
+        deletes: &[DialogKey],
+    ) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else {
+            return store.save_dialogs(t, upserts, deletes).await;
+        };
+        let (writer, upserts, deletes) = (Arc::clone(writer), upserts.to_vec(), deletes.to_vec());
+        tokio::task::spawn_blocking(move || writer.lock().unwrap().save(&upserts, &deletes))
+            .await
+            .unwrap()
+    }
+}
+
 /// The dialog columns without any constraint, for tables made by hand.
 const LOOSE_DIALOG_COLUMNS: &str = "call_id VARCHAR(255), caller_tag VARCHAR(128), \
      callee_tag VARCHAR(128), destination_id BIGINT, resources VARCHAR(255), \
@@ -1192,10 +1296,11 @@ async fn dialogs_init_creates_the_table_once(db: &Db) {
 /// at their full sizes and ranges), an upsert of a stored key replaces the row, deletes
 /// remove (an unknown key is no error), and clear empties the table. An empty batch never
 /// reaches the database: it succeeds even on a table that does not exist.
-async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
+async fn dialogs_round_trip_and_replace_by_key(db: &Db, via: Via) {
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let missing = TableName::new(&format!("{}_ref", db.t())).unwrap();
     store.save_dialogs(&missing, &[], &[]).await.unwrap();
     assert!(store.load_dialogs(&missing, NOW).await.is_err());
@@ -1222,7 +1327,7 @@ async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
     big.callee = "€".repeat(128);
     big.started_ms = i64::MIN;
     let all = [a.clone(), b.clone(), c.clone(), d.clone(), big.clone()];
-    store.save_dialogs(&t, &all, &[]).await.unwrap();
+    saver.save(&store, &t, &all, &[]).await.unwrap();
     assert_eq!(live(&store, &t).await, sorted(all.to_vec()));
 
     let mut a2 = a.clone();
@@ -1231,8 +1336,8 @@ async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
     a2.destination_id = 7;
     a2.resources = "pstn".into();
     a2.callee = "udp:198.51.100.9:5080".into();
-    store
-        .save_dialogs(&t, std::slice::from_ref(&a2), &[])
+    saver
+        .save(&store, &t, std::slice::from_ref(&a2), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1246,8 +1351,9 @@ async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
         ])
     );
 
-    store
-        .save_dialogs(
+    saver
+        .save(
+            &store,
             &t,
             &[],
             &[key(&b.call_id, &b.caller_tag), key("never", "stored")],
@@ -1265,14 +1371,15 @@ async fn dialogs_round_trip_and_replace_by_key(db: &Db) {
 /// Within one batch the last upsert of a key wins and deletes apply after upserts: a key
 /// that is upserted and deleted in the same batch ends up absent, whether it was stored
 /// before or not.
-async fn dialogs_batch_applies_upserts_then_deletes(db: &Db) {
+async fn dialogs_batch_applies_upserts_then_deletes(db: &Db, via: Via) {
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let one = dialog("one", "t", 1, NOW + 10_000);
     let three = dialog("three", "t", 3, NOW + 10_000);
-    store
-        .save_dialogs(&t, &[one.clone(), three.clone()], &[])
+    saver
+        .save(&store, &t, &[one.clone(), three.clone()], &[])
         .await
         .unwrap();
 
@@ -1282,8 +1389,9 @@ async fn dialogs_batch_applies_upserts_then_deletes(db: &Db) {
     let mut two_last = two_first.clone();
     two_last.destination_id = 22;
     let four = dialog("four", "t", 4, NOW + 10_000);
-    store
-        .save_dialogs(
+    saver
+        .save(
+            &store,
             &t,
             &[one_again, two_first, four, two_last.clone()],
             &[key("one", "t"), key("three", "t"), key("four", "t")],
@@ -1317,10 +1425,11 @@ async fn dialogs_expire_on_load(db: &Db) {
 /// 1000 new dialogs, then 1000 replacements, then 1000 deletes, each in one batch: every
 /// one arrives, and each batch stays well under a second (times printed for the record;
 /// the bound is loose for a loaded machine and a debug build).
-async fn dialogs_thousand_row_batches(db: &Db) {
+async fn dialogs_thousand_row_batches(db: &Db, via: Via) {
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let batch: Vec<DialogRecord> = (0..1000u32)
         .map(|i| {
             let mut d = dialog(
@@ -1337,7 +1446,7 @@ async fn dialogs_thousand_row_batches(db: &Db) {
         .collect();
 
     let started = Instant::now();
-    store.save_dialogs(&t, &batch, &[]).await.unwrap();
+    saver.save(&store, &t, &batch, &[]).await.unwrap();
     let insert = started.elapsed();
     let started = Instant::now();
     let loaded = live(&store, &t).await;
@@ -1354,13 +1463,13 @@ async fn dialogs_thousand_row_batches(db: &Db) {
         })
         .collect();
     let started = Instant::now();
-    store.save_dialogs(&t, &replaced, &[]).await.unwrap();
+    saver.save(&store, &t, &replaced, &[]).await.unwrap();
     let replace = started.elapsed();
     assert_eq!(live(&store, &t).await, sorted(replaced));
 
     let keys: Vec<DialogKey> = batch.iter().map(DialogRecord::key).collect();
     let started = Instant::now();
-    store.save_dialogs(&t, &[], &keys).await.unwrap();
+    saver.save(&store, &t, &[], &keys).await.unwrap();
     let delete = started.elapsed();
     assert!(live(&store, &t).await.is_empty());
 
@@ -1376,7 +1485,7 @@ async fn dialogs_thousand_row_batches(db: &Db) {
         );
     }
 
-    store.save_dialogs(&t, &batch, &[]).await.unwrap();
+    saver.save(&store, &t, &batch, &[]).await.unwrap();
     assert_eq!(store.clear_dialogs(&t).await.unwrap(), 1000);
     store.close().await;
 }
@@ -1396,15 +1505,16 @@ async fn create_bounded_dialog_table(db: &Db) {
 /// A batch is one transaction: when a statement fails after others succeeded (here the
 /// second chunk of upserts, against a CHECK constraint of a table made by hand), nothing of
 /// the batch stays, deletes included.
-async fn dialogs_batch_is_one_transaction(db: &Db) {
+async fn dialogs_batch_is_one_transaction(db: &Db, via: Via) {
     let name = db.t();
     create_bounded_dialog_table(db).await;
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let kept = dialog("kept", "t", 1, NOW + 10_000);
-    store
-        .save_dialogs(&t, std::slice::from_ref(&kept), &[])
+    saver
+        .save(&store, &t, std::slice::from_ref(&kept), &[])
         .await
         .unwrap();
 
@@ -1412,11 +1522,14 @@ async fn dialogs_batch_is_one_transaction(db: &Db) {
         .map(|i| dialog(&format!("call-{i:03}"), "t", 1, NOW + 10_000))
         .collect();
     batch[120].expires_ms = i64::MAX;
-    let err = store
-        .save_dialogs(&t, &batch, &[key("kept", "t")])
+    let err = saver
+        .save(&store, &t, &batch, &[key("kept", "t")])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Query { .. } | StoreError::Sqlite { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
     assert!(
         err.to_string()
             .contains(&format!("saving dialogs into {name}")),
@@ -1428,28 +1541,37 @@ async fn dialogs_batch_is_one_transaction(db: &Db) {
 
 /// A small batch (on SQLite, one command of statements) that fails halfway stores nothing,
 /// and leaves no transaction open: the next batch on the same connection lands.
-async fn dialogs_small_failed_batch_stores_nothing_and_the_next_lands(db: &Db) {
+async fn dialogs_small_failed_batch_stores_nothing_and_the_next_lands(db: &Db, via: Via) {
     create_bounded_dialog_table(db).await;
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let kept = dialog("kept", "t", 1, NOW + 10_000);
-    store
-        .save_dialogs(&t, std::slice::from_ref(&kept), &[])
+    saver
+        .save(&store, &t, std::slice::from_ref(&kept), &[])
         .await
         .unwrap();
     let mut bad = dialog("bad", "t", 1, NOW + 10_000);
     bad.expires_ms = i64::MAX;
     let good = dialog("good", "t", 2, NOW + 10_000);
-    let err = store
-        .save_dialogs(&t, &[good.clone(), bad], &[key("kept", "t")])
+    let err = saver
+        .save(&store, &t, &[good.clone(), bad], &[key("kept", "t")])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Query { .. } | StoreError::Sqlite { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
     assert_eq!(live(&store, &t).await, std::slice::from_ref(&kept));
     let other = dialog("other", "t", 3, NOW + 10_000);
-    store
-        .save_dialogs(&t, &[good.clone(), other.clone()], &[key("kept", "t")])
+    saver
+        .save(
+            &store,
+            &t,
+            &[good.clone(), other.clone()],
+            &[key("kept", "t")],
+        )
         .await
         .unwrap();
     assert_eq!(live(&store, &t).await, sorted(vec![good, other]));
@@ -1459,14 +1581,15 @@ async fn dialogs_small_failed_batch_stores_nothing_and_the_next_lands(db: &Db) {
 /// A record that does not fit its columns fails the batch before anything is sent, with an
 /// error that retrying cannot cure; one that is also deleted in the batch is never written,
 /// so it does not count.
-async fn dialogs_that_do_not_fit_fail_the_batch_before_sending(db: &Db) {
+async fn dialogs_that_do_not_fit_fail_the_batch_before_sending(db: &Db, via: Via) {
     let store = db.store().await;
     let t = dialog_table(db);
     store.init_dialogs(&t).await.unwrap();
+    let saver = via.saver(db, &t).await;
     let good = dialog("good", "t", 1, NOW + 10_000);
     let long = dialog(&"x".repeat(256), "t", 1, NOW + 10_000);
-    let err = store
-        .save_dialogs(&t, &[good.clone(), long.clone()], &[])
+    let err = saver
+        .save(&store, &t, &[good.clone(), long.clone()], &[])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidDialog { .. }), "{err:?}");
@@ -1480,11 +1603,16 @@ async fn dialogs_that_do_not_fit_fail_the_batch_before_sending(db: &Db) {
 
     let mut nul = good.clone();
     nul.resources = "vm\0".into();
-    let err = store.save_dialogs(&t, &[nul], &[]).await.unwrap_err();
+    let err = saver.save(&store, &t, &[nul], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidDialog { .. }), "{err:?}");
 
-    store
-        .save_dialogs(&t, &[good.clone(), long], &[key(&"x".repeat(256), "t")])
+    saver
+        .save(
+            &store,
+            &t,
+            &[good.clone(), long],
+            &[key(&"x".repeat(256), "t")],
+        )
         .await
         .unwrap();
     assert_eq!(live(&store, &t).await, [good]);
@@ -1680,6 +1808,92 @@ async fn postgres_going_away_fails_dialog_writes_retryably() {
     if let Some(db) = Db::postgres().await {
         dialogs_when_the_server_goes_away(&db).await;
     }
+}
+
+/// siplb's writer has a connection of its own to a SQLite file, beside the store's: while
+/// another connection holds the file's write lock past the query timeout, a batch fails
+/// with an error worth retrying, and once the lock is gone the same batch lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_fails_a_writer_batch_retryably() {
+    let db = Db::sqlite().await;
+    let t = dialog_table(&db);
+    let timeout = Duration::from_millis(300);
+    let store = Arc::new(db.store().await.with_query_timeout(timeout));
+    store.init_dialogs(&t).await.unwrap();
+    let saver = Saver {
+        writer: Some(Arc::new(Mutex::new(
+            DialogWriter::new(Arc::clone(&store), &t, Handle::current()).unwrap(),
+        ))),
+    };
+    let a = dialog("a", "t", 1, NOW + 10_000);
+
+    let mut holder = db.admin.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = saver
+        .save(&store, &t, std::slice::from_ref(&a), &[])
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("database is locked"), "{err}");
+    assert!(took >= timeout && took < Duration::from_secs(3), "{took:?}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+
+    saver
+        .save(&store, &t, std::slice::from_ref(&a), &[])
+        .await
+        .unwrap();
+    assert_eq!(live(&store, &t).await, [a]);
+}
+
+/// A database that lives in the store's one connection (`sqlite::memory:`), or that the
+/// operator opened read-only, is written through the store's pool, not a connection of
+/// the writer's own: the rows are where the store reads them, and read-only stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_urls_a_writer_leaves_to_the_pool() {
+    let t = TableName::new(&unique_table()).unwrap();
+    let memory = Arc::new(Store::connect("sqlite::memory:", "lb").await.unwrap());
+    memory.init_dialogs(&t).await.unwrap();
+    let writer = DialogWriter::new(Arc::clone(&memory), &t, Handle::current()).unwrap();
+    assert!(!writer.owns_connection(), "{writer:?}");
+    let saver = Saver {
+        writer: Some(Arc::new(Mutex::new(writer))),
+    };
+    let a = dialog("a", "t", 1, NOW + 10_000);
+    saver
+        .save(&memory, &t, std::slice::from_ref(&a), &[])
+        .await
+        .unwrap();
+    assert_eq!(live(&memory, &t).await, std::slice::from_ref(&a));
+
+    let db = Db::sqlite().await;
+    let t = dialog_table(&db);
+    db.store().await.init_dialogs(&t).await.unwrap();
+    let read_only = Arc::new(
+        Store::connect(&format!("{}?mode=ro", db.url), db.t())
+            .await
+            .unwrap(),
+    );
+    let writer = DialogWriter::new(Arc::clone(&read_only), &t, Handle::current()).unwrap();
+    assert!(!writer.owns_connection(), "{writer:?}");
+    let saver = Saver {
+        writer: Some(Arc::new(Mutex::new(writer))),
+    };
+    let err = saver
+        .save(&read_only, &t, std::slice::from_ref(&a), &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("readonly"), "{err}");
+    assert_eq!(db.int(&format!("SELECT COUNT(*) FROM {}", db.t())).await, 0);
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Calls that survive a restart: answered calls are written to the database in
 //! batches off the call path (one transaction per `[dialog] persist_interval`, at most
-//! [`BATCH`] changes each), and read back at start before siplb takes traffic. While
-//! the database cannot be written, changes go to the local journal (see
-//! [`crate::journal`]) instead of piling up in memory, and are replayed from it.
+//! [`BATCH`] changes each), from a thread of their own that sleeps between batches, and
+//! read back at start before siplb takes traffic. While the database cannot be written,
+//! changes go to the local journal (see [`crate::journal`]) instead of piling up in
+//! memory, and are replayed from it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use siplb_proxy::{DialogChange, Peer, PersistedCall, Proxy, Transport};
-use siplb_store::{DialogKey, DialogRecord, Store, TableName};
+use siplb_store::{DialogKey, DialogRecord, DialogWriter, Store, TableName};
 use tracing::{error, info, warn};
 
 use crate::journal::{Entry, Journal};
@@ -85,26 +86,38 @@ fn from_record(r: DialogRecord, now: i64) -> Result<PersistedCall, String> {
     })
 }
 
-/// Restores the stored calls into `proxy` (their load included), after writing to the
-/// database what the journal kept from the last run. Rows that no longer fit the
-/// table are dropped from the store.
+/// Writes to the database what the journal kept from the last run, on a blocking
+/// thread (the writer blocks), and gives the writer and the journal back.
+pub(crate) async fn replay_journal(
+    mut writer: DialogWriter,
+    mut journal: Journal,
+) -> Result<(DialogWriter, Journal), String> {
+    if journal.is_empty() {
+        return Ok((writer, journal));
+    }
+    let (writer, journal, replayed) = tokio::task::spawn_blocking(move || {
+        let replayed = replay(&mut writer, &mut journal);
+        (writer, journal, replayed)
+    })
+    .await
+    .map_err(|e| format!("writing the journal: {e}"))?;
+    let replayed = replayed.map_err(|e| format!("journal {}: {e}", journal.path().display()))?;
+    info!(
+        changes = replayed,
+        journal = %journal.path().display(),
+        "call changes kept in the journal written to the database"
+    );
+    Ok((writer, journal))
+}
+
+/// Restores the stored calls into `proxy` (their load included); the journal of the
+/// last run must have been written first ([`replay_journal`]). Rows that no longer fit
+/// the table are dropped from the store.
 pub(crate) async fn restore(
     store: &Store,
     table: &TableName,
-    journal: &mut Journal,
     proxy: &mut Proxy,
 ) -> Result<usize, String> {
-    store.init_dialogs(table).await.map_err(|e| e.to_string())?;
-    if !journal.is_empty() {
-        let replayed = replay(store, table, journal)
-            .await
-            .map_err(|e| format!("journal {}: {e}", journal.path().display()))?;
-        info!(
-            changes = replayed,
-            journal = %journal.path().display(),
-            "call changes kept in the journal written to the database"
-        );
-    }
     let now = now_ms();
     let (records, problems) = store
         .load_dialogs(table, now)
@@ -149,34 +162,32 @@ enum Pending {
 }
 
 /// Writes the changes the core reports, one batch per `interval`, until the core's
-/// sender is dropped (shutdown), then writes what is left. The core's sends wake
-/// nobody: the changes wait in the channel until the next tick drains them, so the
-/// persistence costs the SIP thread no hand-over per call. While the database is
-/// unreachable, changes queue (the latest per call) and the write is retried each
-/// interval; routing never waits for it.
-pub(crate) async fn run(
-    store: Arc<Store>,
-    table: TableName,
+/// sender is dropped (shutdown), then writes what is left. Runs on a thread of its
+/// own, which sleeps between batches: the core's sends wake nobody, the changes wait
+/// in the channel until the next batch drains them, so the persistence costs the SIP
+/// thread no hand-over per call, and a batch costs one wake-up of this thread. While
+/// the database is unreachable, changes queue (the latest per call) and the write is
+/// retried each interval; routing never waits for it.
+pub(crate) fn run(
+    mut writer: DialogWriter,
     interval: Duration,
     changes: std::sync::mpsc::Receiver<DialogChange>,
     mut journal: Journal,
     stats: Arc<PersistStats>,
 ) {
     let mut pending: HashMap<DialogKey, Pending> = HashMap::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut journaling = !journal.is_empty();
     loop {
-        tick.tick().await;
+        let started = Instant::now();
         let open = take_changes(&changes, &mut pending);
         if journaling {
             to_journal(&mut journal, &mut pending, &stats);
-            if replay(&store, &table, &mut journal).await.is_ok() {
+            if replay(&mut writer, &mut journal).is_ok() {
                 info!("call store reachable again; the journal is written");
                 journaling = false;
                 stats.journaled.store(0, Ordering::Relaxed);
             }
-        } else if flush(&store, &table, &mut pending, &stats).await.is_err() {
+        } else if flush(&mut writer, &mut pending, &stats).is_err() {
             journaling = true;
             to_journal(&mut journal, &mut pending, &stats);
         }
@@ -202,6 +213,14 @@ pub(crate) async fn run(
             }
             return;
         }
+        // After a batch that overran the interval (a slow or locked database), a whole
+        // interval still passes before the next: retrying at once would keep it busier.
+        std::thread::sleep(
+            interval
+                .checked_sub(started.elapsed())
+                .filter(|left| !left.is_zero())
+                .unwrap_or(interval),
+        );
     }
 }
 
@@ -241,7 +260,7 @@ fn to_journal(
 /// Writes the journal to the database in order, [`BATCH`] changes per transaction,
 /// then empties it. Returns how many changes it wrote; on an error, the next call
 /// goes on from the last batch written.
-async fn replay(store: &Store, table: &TableName, journal: &mut Journal) -> Result<usize, String> {
+fn replay(writer: &mut DialogWriter, journal: &mut Journal) -> Result<usize, String> {
     let mut written = 0;
     loop {
         let (entries, offset) = journal.read_batch(BATCH).map_err(|e| e.to_string())?;
@@ -257,10 +276,7 @@ async fn replay(store: &Store, table: &TableName, journal: &mut Journal) -> Resu
                 Entry::Delete(k) => deletes.push(k.clone()),
             }
         }
-        store
-            .save_dialogs(table, &upserts, &deletes)
-            .await
-            .map_err(|e| e.to_string())?;
+        writer.save(&upserts, &deletes).map_err(|e| e.to_string())?;
         journal.replayed_to(offset);
         written += entries.len();
     }
@@ -327,9 +343,8 @@ fn mark_attempted(pending: &mut HashMap<DialogKey, Pending>) {
 /// Writes the pending changes, [`BATCH`] per transaction. An error that retrying
 /// may cure is returned (the changes not written stay pending); one that it cannot
 /// (the table's shape, say) drops its batch.
-async fn flush(
-    store: &Store,
-    table: &TableName,
+fn flush(
+    writer: &mut DialogWriter,
     pending: &mut HashMap<DialogKey, Pending>,
     stats: &PersistStats,
 ) -> Result<(), ()> {
@@ -347,7 +362,7 @@ async fn flush(
                 Pending::Delete => deletes.push(key),
             }
         }
-        match store.save_dialogs(table, &upserts, &deletes).await {
+        match writer.save(&upserts, &deletes) {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
             }

@@ -7,7 +7,8 @@ use siplb_balance::Balancer;
 use siplb_config::{Action, Config};
 use siplb_net::Bound;
 use siplb_proxy::Proxy;
-use siplb_store::{Backend, RetryPolicy, Store, connect_with_retry, redact};
+use siplb_store::{Backend, DialogWriter, RetryPolicy, Store, connect_with_retry, redact};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -201,15 +202,23 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         let mut dialog_changes = None;
         if config.dialog.persist {
             let table = dialog_table;
-            let mut journal = journal::Journal::new(&config.dialog.journal);
-            if restored_from_cluster {
-                // The cluster's copy is the one that knows what other nodes adopted.
-                store
-                    .init_dialogs(&table)
+            let journal = journal::Journal::new(&config.dialog.journal);
+            store
+                .init_dialogs(&table)
+                .await
+                .map_err(|e| format!("cannot read stored calls: {e}"))?;
+            let writer = DialogWriter::new(Arc::clone(&store), &table, Handle::current())
+                .map_err(|e| format!("cannot store calls: {e}"))?;
+            let (writer, journal) = if restored_from_cluster {
+                // The cluster's copy is the one that knows what other nodes adopted; the
+                // journal is written by the first batch.
+                (writer, journal)
+            } else {
+                // What the last run could not write goes first, before anything is read.
+                let (writer, journal) = persist::replay_journal(writer, journal)
                     .await
                     .map_err(|e| format!("cannot read stored calls: {e}"))?;
-            } else {
-                let restored = persist::restore(&store, &table, &mut journal, &mut proxy)
+                let restored = persist::restore(&store, &table, &mut proxy)
                     .await
                     .map_err(|e| format!("cannot read stored calls: {e}"))?;
                 info!(
@@ -217,17 +226,17 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
                     table = table.as_str(),
                     "stored calls restored"
                 );
-            }
+                (writer, journal)
+            };
             let (tx, rx) = std::sync::mpsc::channel();
             dialog_changes = Some(tx);
-            persister = Some(tokio::spawn(persist::run(
-                Arc::clone(&store),
-                table,
-                config.dialog.persist_interval,
-                rx,
-                journal,
-                Arc::clone(&persist_stats),
-            )));
+            let (interval, stats) = (config.dialog.persist_interval, Arc::clone(&persist_stats));
+            persister = Some(
+                std::thread::Builder::new()
+                    .name("siplb-persist".into())
+                    .spawn(move || persist::run(writer, interval, rx, journal, stats))
+                    .map_err(|e| format!("cannot start the thread that stores calls: {e}"))?,
+            );
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(unix)]
@@ -297,7 +306,7 @@ pub fn run(plan: Plan, embedded: bool) -> Result<(), String> {
         served?;
         // The core's sender is gone: the persister writes what is left and ends.
         if let Some(persister) = persister {
-            let _ = persister.await;
+            let _ = tokio::task::spawn_blocking(move || persister.join()).await;
         }
         let _ = mi_task.await;
         if let Ok(store) = Arc::try_unwrap(store) {

@@ -1,0 +1,179 @@
+//! The stored calls' writer for a thread of its own: [`DialogWriter::save`] blocks, so
+//! siplb's persistence runs on a plain thread that sleeps between batches.
+//!
+//! On a SQLite file the writer owns a connection of its own and runs its statements in
+//! place, each prepared once. Through sqlx, a batch cost about a dozen thread switches
+//! (the task, sqlx's SQLite thread and back, per result), which at low call rates was
+//! most of what storing calls cost (docs/BENCHMARKS.md, issue 19's ninth round); here a
+//! batch costs the one wake-up of the thread that writes it. Other databases, and an
+//! in-memory SQLite database (which lives in the pool's connection), are written through
+//! the [`Store`]'s pool, driven from the calling thread.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::runtime::Handle;
+
+use crate::Store;
+use crate::dialogs::{DialogKey, DialogRecord, checked_batch, delete_keys, upsert};
+use crate::error::StoreError;
+use crate::table::TableName;
+use crate::target::Backend;
+
+/// The longest a batch waits for a lock another connection holds on a SQLite file.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Writes batches of dialog changes to one table, blocking the calling thread.
+pub struct DialogWriter {
+    table: TableName,
+    /// What failures name, as [`Store::save_dialogs`] names them.
+    action: String,
+    url: String,
+    way: Way,
+}
+
+enum Way {
+    /// A SQLite file: a connection of this writer's own.
+    Sqlite {
+        conn: Connection,
+        upsert: String,
+        delete: String,
+    },
+    /// Any other database: the store's pool, on the runtime of `handle`.
+    Pool { store: Arc<Store>, handle: Handle },
+}
+
+impl std::fmt::Debug for DialogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let way = match self.way {
+            Way::Sqlite { .. } => "sqlite connection",
+            Way::Pool { .. } => "pool",
+        };
+        f.debug_struct("DialogWriter")
+            .field("table", &self.table)
+            .field("url", &self.url)
+            .field("way", &way)
+            .finish()
+    }
+}
+
+impl DialogWriter {
+    /// A writer for `table` of `store`'s database, which must exist
+    /// ([`Store::init_dialogs`]). A SQLite file is opened here, with the pool's
+    /// write-ahead log and `synchronous=NORMAL`, waiting up to 5 s (or the store's query
+    /// timeout if shorter) for a lock; other databases use `store`'s pool, whose futures
+    /// are driven on `handle`'s runtime. Call [`save`](Self::save) only from a thread that is not one
+    /// of that runtime's workers.
+    pub fn new(store: Arc<Store>, table: &TableName, handle: Handle) -> Result<Self, StoreError> {
+        let action = format!("saving dialogs into {table}");
+        let url = store.target.shown.clone();
+        let way = match store.target.sqlite_file() {
+            Some(path) => open_sqlite(path, table, &store)
+                .map_err(|source| sqlite_error(&format!("opening {table}"), &url, source))?,
+            None => Way::Pool { store, handle },
+        };
+        Ok(Self {
+            table: table.clone(),
+            action,
+            url,
+            way,
+        })
+    }
+
+    /// Whether the writer has a SQLite connection of its own (rather than the pool).
+    pub fn owns_connection(&self) -> bool {
+        matches!(self.way, Way::Sqlite { .. })
+    }
+
+    /// Applies one batch in one transaction, exactly as [`Store::save_dialogs`] does (the
+    /// same coalescing, checks and errors); blocks until it is done.
+    pub fn save(
+        &mut self,
+        upserts: &[DialogRecord],
+        deletes: &[DialogKey],
+    ) -> Result<(), StoreError> {
+        match &mut self.way {
+            Way::Pool { store, handle } => {
+                handle.block_on(store.save_dialogs(&self.table, upserts, deletes))
+            }
+            Way::Sqlite {
+                conn,
+                upsert,
+                delete,
+            } => {
+                let Some((upserts, deletes)) = checked_batch(upserts, deletes)? else {
+                    return Ok(());
+                };
+                write_sqlite(conn, upsert, delete, &upserts, &deletes)
+                    .map_err(|source| sqlite_error(&self.action, &self.url, source))
+            }
+        }
+    }
+}
+
+fn open_sqlite(path: PathBuf, table: &TableName, store: &Store) -> rusqlite::Result<Way> {
+    // No mutex of SQLite's own: the connection is used by one thread at a time.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Another connection may hold the file's write lock (the pool's, briefly, or a
+    // backup's for long): wait as long as the pool's connections do (sqlx's 5 s), and no
+    // longer than any operation may take. Changes arriving meanwhile queue in memory
+    // until the failed batch sends them to the journal.
+    conn.busy_timeout(store.query_timeout.min(LOCK_WAIT))?;
+    // The log mode belongs to the file (the pool set it), the sync level to the connection.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let upsert = upsert(Backend::Sqlite, table, 1);
+    let delete = delete_keys(Backend::Sqlite, table, 1);
+    // Prepared now so that a table of the wrong shape fails here, not at the first call.
+    conn.prepare_cached(&upsert)?;
+    conn.prepare_cached(&delete)?;
+    Ok(Way::Sqlite {
+        conn,
+        upsert,
+        delete,
+    })
+}
+
+fn write_sqlite(
+    conn: &mut Connection,
+    upsert: &str,
+    delete: &str,
+    upserts: &[&DialogRecord],
+    deletes: &[&DialogKey],
+) -> rusqlite::Result<()> {
+    // Dropped without a commit, the transaction rolls back: a failed batch leaves nothing.
+    let tx = conn.transaction()?;
+    if !upserts.is_empty() {
+        let mut statement = tx.prepare_cached(upsert)?;
+        for d in upserts {
+            statement.execute(params![
+                d.call_id,
+                d.caller_tag,
+                d.callee_tag,
+                i64::from(d.destination_id),
+                d.resources,
+                d.caller,
+                d.callee,
+                d.started_ms,
+                d.expires_ms,
+            ])?;
+        }
+    }
+    if !deletes.is_empty() {
+        let mut statement = tx.prepare_cached(delete)?;
+        for k in deletes {
+            statement.execute(params![k.call_id, k.caller_tag])?;
+        }
+    }
+    tx.commit()
+}
+
+fn sqlite_error(action: &str, url: &str, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        action: action.to_owned(),
+        url: url.to_owned(),
+        source,
+    }
+}
