@@ -64,8 +64,8 @@ impl DialogWriter {
     /// ([`Store::init_dialogs`]). A SQLite file is opened here, with the pool's
     /// write-ahead log and `synchronous=NORMAL`, waiting up to 5 s (or the store's query
     /// timeout if shorter) for a lock; other databases use `store`'s pool, whose futures
-    /// are driven on `handle`'s runtime. Call [`save`](Self::save) only from a thread that is not one
-    /// of that runtime's workers.
+    /// are driven on `handle`'s runtime. Call [`save`](Self::save) only from a thread
+    /// outside any runtime (a blocking one, or a plain thread).
     pub fn new(store: Arc<Store>, table: &TableName, handle: Handle) -> Result<Self, StoreError> {
         let action = format!("saving dialogs into {table}");
         let url = store.target.shown.clone();

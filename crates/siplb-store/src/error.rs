@@ -64,7 +64,8 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     /// A statement of the [`DialogWriter`](crate::DialogWriter)'s own SQLite connection
-    /// failed: the file is locked past the query timeout, or the disk is full, for instance.
+    /// failed: another process held the file's lock for longer than the writer waits (5 s
+    /// at most), or the disk is full, for instance.
     #[error("{action} failed on {url}: {source}")]
     Sqlite {
         /// What was being done, e.g. `saving dialogs into siplb_dialogs`.

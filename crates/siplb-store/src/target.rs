@@ -85,9 +85,7 @@ impl Target {
             && (self.sqlx_url.contains(":memory:")
                 || query_has(&self.sqlx_url, "mode", Some("memory")))
     }
-}
 
-impl Target {
     /// The SQLite file a connection of its own may write, as sqlx reads the URL: none for
     /// an in-memory database (it lives in the pool's connection), nor for a URL with
     /// parameters beyond `mode=rw`/`mode=rwc` (read-only, immutable, another VFS or a
