@@ -55,7 +55,7 @@ impl Proxy {
                 "overload feedback"
             );
         }
-        if let Err(e) = ctx.tx.handle_response(msg, now) {
+        if let Err(e) = ctx.tx.handle_keyed_response(&key, msg, now) {
             debug!(error = %e, "response not taken by its transaction");
         }
         self.txns

@@ -142,8 +142,28 @@ impl ClientTransaction {
 
     /// Feeds a response that matched this transaction's key.
     pub fn handle_response(&mut self, response: Message, now: Instant) -> Result<(), InputError> {
+        response.status().ok_or(InputError::NotAResponse)?;
+        let key = ClientKey::from_response(&response).map_err(|_| InputError::Unmatched)?;
+        self.handle_keyed_response(&key, response, now)
+    }
+
+    /// [`handle_response`](Self::handle_response) for a caller that built the response's
+    /// key already, to find this transaction: `key` must be
+    /// `ClientKey::from_response(&response)`. A proxy builds it once per response this
+    /// way; building it again here was about 1% of a relayed call's instructions.
+    pub fn handle_keyed_response(
+        &mut self,
+        key: &ClientKey,
+        response: Message,
+        now: Instant,
+    ) -> Result<(), InputError> {
         let status = response.status().ok_or(InputError::NotAResponse)?;
-        if ClientKey::from_response(&response).ok().as_ref() != Some(&self.key) {
+        debug_assert_eq!(
+            ClientKey::from_response(&response).ok().as_ref(),
+            Some(key),
+            "the key given is not the response's"
+        );
+        if *key != self.key {
             return Err(InputError::Unmatched);
         }
         if self.invite {

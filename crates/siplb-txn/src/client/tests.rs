@@ -433,6 +433,31 @@ fn foreign_responses_are_refused() {
     assert_eq!(h.tx.state(), State::Calling);
 }
 
+/// A caller that found the transaction by a key it built hands that key in; a key of
+/// another transaction is refused as the response itself would be, and the matching
+/// key is taken as `handle_response` takes it.
+#[test]
+fn a_response_comes_with_the_key_it_was_found_by() {
+    let inv = invite();
+    let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
+    let other = request_with(
+        "INVITE",
+        "SIP/2.0/UDP lb.example.com:5060;branch=z9hG4bKlb2",
+        "",
+    );
+    let foreign = response(&other, 180);
+    let foreign_key = ClientKey::from_response(&foreign).unwrap();
+    assert_eq!(
+        h.tx.handle_keyed_response(&foreign_key, foreign, h.t0),
+        Err(InputError::Unmatched)
+    );
+    assert_eq!(h.tx.state(), State::Calling);
+    let ringing = response(&inv, 180);
+    let key = ClientKey::from_response(&ringing).unwrap();
+    assert_eq!(h.tx.handle_keyed_response(&key, ringing, h.t0), Ok(()));
+    assert_eq!(h.tx.state(), State::Proceeding);
+}
+
 #[test]
 fn ack_and_responses_cannot_start_a_client_transaction() {
     let t0 = Instant::now();
