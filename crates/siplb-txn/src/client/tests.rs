@@ -404,15 +404,19 @@ fn non_invite_final_then_timer_k() {
     assert!(h.tx.is_terminated());
 }
 
-#[test]
-fn foreign_responses_are_refused() {
-    let inv = invite();
-    let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
-    let other = request_with(
+/// An INVITE of another transaction: another branch of the same element.
+fn another_invite() -> Message {
+    request_with(
         "INVITE",
         "SIP/2.0/UDP lb.example.com:5060;branch=z9hG4bKlb2",
         "",
-    );
+    )
+}
+
+#[test]
+fn foreign_responses_are_refused() {
+    let (inv, other) = (invite(), another_invite());
+    let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
     assert_eq!(
         h.tx.handle_response(response(&other, 200), h.t0),
         Err(InputError::Unmatched)
@@ -438,13 +442,8 @@ fn foreign_responses_are_refused() {
 /// key is taken as `handle_response` takes it.
 #[test]
 fn a_response_comes_with_the_key_it_was_found_by() {
-    let inv = invite();
+    let (inv, other) = (invite(), another_invite());
     let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
-    let other = request_with(
-        "INVITE",
-        "SIP/2.0/UDP lb.example.com:5060;branch=z9hG4bKlb2",
-        "",
-    );
     let foreign = response(&other, 180);
     let foreign_key = ClientKey::from_response(&foreign).unwrap();
     assert_eq!(
