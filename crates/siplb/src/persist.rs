@@ -213,15 +213,18 @@ pub(crate) fn run(
             }
             return;
         }
-        // After a batch that overran the interval (a slow or locked database), a whole
-        // interval still passes before the next: retrying at once would keep it busier.
-        std::thread::sleep(
-            interval
-                .checked_sub(started.elapsed())
-                .filter(|left| !left.is_zero())
-                .unwrap_or(interval),
-        );
+        std::thread::sleep(pause_after(interval, started.elapsed()));
     }
+}
+
+/// How long to sleep after a batch that took `took`: to the end of the interval, or,
+/// after a batch that overran it (a slow or locked database), a whole interval still,
+/// since retrying at once would only keep the database busier.
+fn pause_after(interval: Duration, took: Duration) -> Duration {
+    interval
+        .checked_sub(took)
+        .filter(|left| !left.is_zero())
+        .unwrap_or(interval)
 }
 
 /// Moves the pending changes to the journal on disk (synced), so that memory holds
@@ -440,6 +443,16 @@ mod tests {
             call_id: id.to_owned(),
             caller_tag: "t".to_owned(),
         }
+    }
+
+    #[test]
+    fn batches_keep_to_the_interval_and_an_overrun_is_followed_by_a_whole_one() {
+        let interval = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        assert_eq!(pause_after(interval, ms(0)), ms(100));
+        assert_eq!(pause_after(interval, ms(30)), ms(70));
+        assert_eq!(pause_after(interval, ms(100)), ms(100));
+        assert_eq!(pause_after(interval, ms(5000)), ms(100));
     }
 
     #[test]
