@@ -493,8 +493,9 @@ impl Store {
     /// A batch written to SQLite as one command: the transaction, the upsert and the
     /// delete in one string of statements. SQLite runs on a thread of its own, and each
     /// command is a round trip to it (two thread wake-ups); a batch in separate commands
-    /// (begin, upsert, delete, commit) cost about ten wake-ups, at every interval, which
-    /// at low call rates was most of what storing calls cost.
+    /// (begin, upsert, delete, commit) cost about ten wake-ups. siplb writes a SQLite
+    /// file through a [`DialogWriter`](crate::DialogWriter) of its own now; this path
+    /// serves the databases the pool alone may write (in memory, read-only).
     async fn save_in_one_command(
         &self,
         table: &TableName,
