@@ -68,7 +68,7 @@ def step_rates(args, systems, rates):
         results = {b.name: [] for b in active}
         for _ in range(args.trials):
             for b in active:
-                results[b.name].append(b.trial(rate, calls))
+                results[b.name].append(b.trial(rate, calls, sample_kernel=True))
         rows += [r for rs in results.values() for r in rs]
         active = [b for b in active if all(r["clean"] for r in results[b.name])]
     return rows
@@ -176,6 +176,9 @@ def parse_args():
     ap.add_argument("--latency-rates", type=lambda v: [int(x) for x in v.split(",") if x],
                     default=None, help="rates of the latency comparison (default: half of each "
                     "system's highest clean rate)")
+    ap.add_argument("--kernel-share", action="store_true",
+                    help="sample the balancers with perf during the steps: how much of their CPU is the kernel's, "
+                         "and so the lowest ratio siplb's own code could reach (perf adds to both systems' CPU)")
     ap.add_argument("--no-latency", dest="latency", action="store_false",
                     help="skip the latency comparison at half of siplb's peak")
     ap.add_argument("--profile-tools", type=profile_tools, default=list(PROFILE_TOOLS),
@@ -267,7 +270,8 @@ def run_compare(procs):
         log(f"wrote {chart(args.results, summary, work)}")
         shutil.rmtree(work, ignore_errors=True)
         return 0
-    ensure_packages(["sipp", "sqlite3", "gnuplot", "socat"] + (["kamailio"] if "kamailio" in args.systems else []))
+    ensure_packages(["sipp", "sqlite3", "gnuplot", "socat"] + (["kamailio"] if "kamailio" in args.systems else [])
+                    + (["perf"] if args.kernel_share else []))
     binary = siplb_binary(args)
     os.makedirs(args.results, exist_ok=True)
     work = tempfile.mkdtemp(prefix="siplb-bench-")

@@ -34,4 +34,4 @@ CAPACITY = 1000  # per destination: siplb `pstn=1000`, Kamailio `maxload=1000`
 
 # What each command needs, and the Debian package that brings it (read-only).
 PACKAGES = MappingProxyType({"sipp": "sip-tester", "kamailio": "kamailio", "sqlite3": "sqlite3",
-                             "gnuplot": "gnuplot-nox", "socat": "socat"})
+                             "gnuplot": "gnuplot-nox", "socat": "socat", "perf": "linux-perf"})

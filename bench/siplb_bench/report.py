@@ -10,7 +10,7 @@ import subprocess
 
 from siplb_bench.layout import KAMAILIO_SHM_MB
 from siplb_bench.log import log
-from siplb_bench.stats import fmt, peak
+from siplb_bench.stats import fmt, peak, ratios
 
 
 def write_csv(path, rows):
@@ -90,13 +90,26 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
                  + ("the package's default allocator (q_malloc), 1 GB shared memory." if args.kamailio_default else
                     f"tuned: TLSF allocator (-x tlsf -X tlsf), 4 MB receive buffer (-b 4194304), {KAMAILIO_SHM_MB} MB shared memory."))
     lines.append("")
-    lines.append("| system | calls/s offered | reached | clean trials | CPU s / 1000 calls | balancer CPU % of a core | SIPp CPU % of a core | CPU pressure % | setup p50 ms | setup p99 ms | spread over 4 destinations % | 180 after 200 | UDP drops at balancer/destinations/caller | not clean because |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| system | calls/s offered | reached | clean trials | CPU s / 1000 calls | of which kernel | balancer CPU % of a core | SIPp CPU % of a core | CPU pressure % | setup p50 ms | setup p99 ms | spread over 4 destinations % | 180 after 200 | UDP drops at balancer/destinations/caller | not clean because |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         lines.append(f"| {s['system']} | {s['rate']} | {fmt(s['achieved_rate'], 0)} | {s['clean_trials']}/{s['trials']} | "
-                     f"{fmt(s['cpu_s_per_1000_calls'])} | {fmt(s['balancer_cpu_pct'], 1)} | {fmt(s['sipp_cpu_pct'], 0)} | "
+                     f"{fmt(s['cpu_s_per_1000_calls'])} | {fmt(s['kernel_cpu_s_per_1000_calls'])} | {fmt(s['balancer_cpu_pct'], 1)} | {fmt(s['sipp_cpu_pct'], 0)} | "
                      f"{fmt(s['cpu_pressure_pct'], 0)} | {fmt(s['setup_p50_ms'])} | {fmt(s['setup_p99_ms'])} | "
                      f"{s['spread_pct']} | {s['late_provisional']} | {s['udp_drops']} | {s['why_not_clean']} |")
+    steps = ratios(summary)
+    if steps:
+        lines.append("")
+        lines.append("CPU per call, siplb over Kamailio at each step (medians), and siplb's kernel time alone over "
+                     "Kamailio's CPU: the lowest ratio siplb could reach there if its own code cost nothing "
+                     + ("(perf attached to both during the steps, --kernel-share)." if args.kernel_share else
+                        "(not sampled: --kernel-share)."))
+        lines.append("")
+        lines.append("| calls/s | siplb / Kamailio | siplb's kernel time / Kamailio | both clean |")
+        lines.append("|---|---|---|---|")
+        for r in steps:
+            lines.append(f"| {r['rate']} | {fmt(r['ratio'], 2)} | {fmt(r['kernel_ratio'], 2)} | "
+                         f"{'yes' if r['clean'] else 'no'} |")
     lines.append("")
     lines.append("| system | highest clean rate (calls/s) | CPU s / 1000 calls there | setup p50 / p99 ms there | spread % there |")
     lines.append("|---|---|---|---|---|")

@@ -39,6 +39,7 @@ def summarise(rows, systems):
                 "clean_trials": sum(1 for r in rs if r["clean"]),
                 "achieved_rate": med("achieved_rate"),
                 "cpu_s_per_1000_calls": med("cpu_s_per_1000_calls"),
+                "kernel_cpu_s_per_1000_calls": med("kernel_cpu_s_per_1000_calls"),
                 "balancer_cpu_pct": med("balancer_cpu_pct"),
                 "sipp_cpu_pct": round(statistics.median(r["sipp_cpu_s"] / r["wall_s"] * 100 for r in rs), 1),
                 "cpu_pressure_pct": med("cpu_pressure_pct"),
@@ -50,6 +51,26 @@ def summarise(rows, systems):
                 "why_not_clean": "; ".join(sorted({r["why_not_clean"] for r in rs if r["why_not_clean"]})),
             })
     return out
+
+
+def ratios(summary, system="siplb", peer="kamailio"):
+    """Per step both systems ran: `system`'s CPU per call over `peer`'s (medians), and
+    `system`'s kernel time alone over `peer`'s whole CPU, the lowest ratio `system` could
+    reach at that step if its own code cost nothing; and whether every trial of both
+    was clean."""
+    mine = {s["rate"]: s for s in summary if s["system"] == system}
+    out = []
+    for s in summary:
+        m = mine.get(s["rate"])
+        if s["system"] != peer or m is None or not s["cpu_s_per_1000_calls"]:
+            continue
+        out.append({
+            "rate": s["rate"],
+            "ratio": m["cpu_s_per_1000_calls"] / s["cpu_s_per_1000_calls"],
+            "kernel_ratio": m["kernel_cpu_s_per_1000_calls"] / s["cpu_s_per_1000_calls"],
+            "clean": m["clean_trials"] == m["trials"] and s["clean_trials"] == s["trials"],
+        })
+    return sorted(out, key=lambda r: r["rate"])
 
 
 def peak(summary, system):
@@ -166,6 +187,24 @@ def rtd_values(lines):
 
 
 # ---------------------------------------------------------------- profilers' files
+
+def kernel_share(lines):
+    """`perf report --no-children --sort dso --stdio -q` output: the share of the samples
+    taken in the kernel (0..1), or None when there are no samples."""
+    total = kernel = 0.0
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].endswith("%"):
+            continue
+        try:
+            share = float(parts[0][:-1])
+        except ValueError:
+            continue
+        total += share
+        if parts[1].startswith("[kernel") or parts[1].startswith("[guest.kernel"):
+            kernel += share
+    return kernel / total if total else None
+
 
 def perf_counters(lines):
     """`perf stat -x ,` output: counter name -> value (comments and counters perf could

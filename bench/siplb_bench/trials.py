@@ -4,19 +4,24 @@ rate, and the figures read back (CPU, drops, setup times, spread, why not clean)
 """
 
 import os
+import shutil
+import signal
+import subprocess
 import time
 
 from siplb_bench.layout import KAMAILIO, RELAY, SCENARIOS, SIPLB, SIPP_BUFFER, UAC_IP, UAS_IPS, UAS_PORT
 from siplb_bench.log import log
 from siplb_bench.peers import start_kamailio, start_relay, start_siplb, start_uas, stop_uas
 from siplb_bench.readers import read_rtd_ms, read_setup_latencies, read_sipp_stats, read_uas_hold_ms
-from siplb_bench.stats import pct, stat_int
+from siplb_bench.stats import kernel_share, pct, stat_int
 from siplb_bench.system import cpu_pressure, cpu_seconds, loadavg, socket_drops, udp_drops
 
 
-def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=True, uas_trace=False):
+def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=True, uas_trace=False,
+              sample_kernel=False):
     """One trial: fresh destinations, `calls` calls at `rate` calls/s from one SIPp UAC to
-    `target`, CPU of the balancer's processes read from /proc before and after."""
+    `target`, CPU of the balancer's processes read from /proc before and after; with
+    `sample_kernel`, the kernel's share of it sampled by perf (start_kernel_sampler)."""
     args = bench.args
     n = bench.next_trial()
     d = os.path.join(bench.work, f"trial{n:03d}-{system}-{rate}")
@@ -40,6 +45,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     load0 = loadavg()
     m0 = cpu_pressure()
     drops0 = udp_drops()
+    sampler = start_kernel_sampler(bench, d, balancer_pids) if sample_kernel else None
     c0 = cpu_seconds(balancer_pids)
     t0 = time.monotonic()
     uac = bench.procs.start("uac", uac_argv, d)
@@ -51,6 +57,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     time.sleep(0.2)  # the balancer's last relays and timers of the trial
     c1 = cpu_seconds(balancer_pids)
     m1 = cpu_pressure()
+    share = stop_kernel_sampler(bench, d, sampler)
     drops = udp_drops() - drops0
     per_socket = socket_drops()  # the balancer's and the destinations' sockets are the trial's own
     drops_balancer = per_socket.get(f"{target[0]}:{target[1]}", 0) if system not in ("direct", "relay") else 0
@@ -85,6 +92,8 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         "clean": not reasons, "why_not_clean": "; ".join(reasons),
         "balancer_cpu_s": round(bcpu, 2),
         "cpu_s_per_1000_calls": round(bcpu / max(1, ok) * 1000, 3),
+        "kernel_cpu_s_per_1000_calls": (round(share * bcpu / max(1, ok) * 1000, 3)
+                                        if share is not None else float("nan")),
         "balancer_cpu_pct": round(bcpu / wall * 100, 1),
         "sipp_cpu_s": round((uac_cpu or 0) + uas_cpu, 2),
         "cpu_pressure_pct": round(busy, 1),
@@ -109,6 +118,37 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     return row
 
 
+def start_kernel_sampler(bench, d, pids):
+    """perf sampling the balancer's threads while they run (cpu-clock, 999 Hz): the share
+    of the samples taken in the kernel is the kernel's share of the balancer's CPU.
+    /proc's utime/stime split cannot tell it: it comes from the 250 Hz tick, which lands
+    in few of the 20 us turns of a lightly loaded process (on this kind of machine it
+    gave Kamailio 27% where perf gives 41%). perf costs the balancer some CPU of its own
+    (its hooks run at every thread switch), so it is only attached with --kernel-share.
+    None otherwise, or when perf is missing."""
+    if not bench.args.kernel_share or not pids or not shutil.which("perf"):
+        return None
+    data = os.path.join(d, "kernel-share.data")
+    argv = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", ",".join(str(p) for p in pids), "-o", data]
+    return bench.procs.start("perf-kernel-share", argv, d), data
+
+
+def stop_kernel_sampler(bench, d, sampler):
+    """The kernel's share of the samples (0..1), or None; the samples are removed."""
+    if sampler is None:
+        return None
+    p, data = sampler
+    bench.procs.stop(p, sig=signal.SIGINT, grace=10.0)
+    try:
+        out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "--stdio", "-q"],
+                             capture_output=True, text=True, timeout=60, cwd=d).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    if os.path.exists(data):
+        os.remove(data)
+    return kernel_share(out.splitlines())
+
+
 class Balancer:
     """How to start one system under test; each trial gets a fresh one, so no state
     (destinations disabled by failover, transactions still retransmitting, counters)
@@ -131,10 +171,11 @@ class Balancer:
             return start_relay(b.procs, b.work, wrapper=b.balancer_wrap)
         return None, []
 
-    def trial(self, rate, calls, uas_trace=False):
+    def trial(self, rate, calls, uas_trace=False, sample_kernel=False):
         p, pids = self.start()
         try:
-            return run_trial(self.bench, self.name, self.target, pids, rate, calls, uas_trace=uas_trace)
+            return run_trial(self.bench, self.name, self.target, pids, rate, calls, uas_trace=uas_trace,
+                             sample_kernel=sample_kernel)
         finally:
             if p is not None:
                 self.bench.procs.stop(p)

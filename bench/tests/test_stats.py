@@ -60,7 +60,7 @@ class Slope(unittest.TestCase):
 
 def row(system, rate, clean=True, **kw):
     r = {"system": system, "rate": rate, "clean": clean, "achieved_rate": float(rate),
-         "cpu_s_per_1000_calls": 0.5, "balancer_cpu_pct": 10.0, "sipp_cpu_s": 2.0, "wall_s": 10.0,
+         "cpu_s_per_1000_calls": 0.5, "kernel_cpu_s_per_1000_calls": 0.2, "balancer_cpu_pct": 10.0, "sipp_cpu_s": 2.0, "wall_s": 10.0,
          "cpu_pressure_pct": 1.0, "setup_p50_ms": 1.0, "setup_p99_ms": 2.0, "spread": "25/25/25/25",
          "late_provisional": 0, "udp_drops_balancer": 0, "udp_drops_uas": 0, "udp_drops_uac": 0,
          "why_not_clean": "" if clean else "1 calls failed"}
@@ -109,6 +109,29 @@ class Summarise(unittest.TestCase):
         self.assertIsNone(stats.peak(out, "direct"))
         clean_200 = self.rows[:4] + [row("siplb", 200), row("siplb", 400, clean=False)]
         self.assertEqual(stats.peak(stats.summarise(clean_200, ["siplb"]), "siplb")["rate"], 200)
+
+
+class Ratios(unittest.TestCase):
+    def test_each_step_both_ran_with_the_kernel_floor(self):
+        rows = [
+            row("siplb", 100, cpu_s_per_1000_calls=0.3, kernel_cpu_s_per_1000_calls=0.15),
+            row("kamailio", 100, cpu_s_per_1000_calls=0.4, kernel_cpu_s_per_1000_calls=0.16),
+            row("siplb", 200, cpu_s_per_1000_calls=0.2, kernel_cpu_s_per_1000_calls=0.1),
+            row("kamailio", 200, clean=False, cpu_s_per_1000_calls=0.5),
+            row("siplb", 400),  # Kamailio did not run this step: no ratio
+        ]
+        out = stats.ratios(stats.summarise(rows, ["siplb", "kamailio"]))
+        self.assertEqual([r["rate"] for r in out], [100, 200])
+        self.assertAlmostEqual(out[0]["ratio"], 0.75)
+        self.assertAlmostEqual(out[0]["kernel_ratio"], 0.375)
+        self.assertTrue(out[0]["clean"])
+        self.assertAlmostEqual(out[1]["ratio"], 0.4)
+        self.assertAlmostEqual(out[1]["kernel_ratio"], 0.2)
+        self.assertFalse(out[1]["clean"])
+
+    def test_a_peer_that_used_no_cpu_gives_no_ratio(self):
+        rows = [row("siplb", 100), row("kamailio", 100, cpu_s_per_1000_calls=0.0)]
+        self.assertEqual(stats.ratios(stats.summarise(rows, ["siplb", "kamailio"])), [])
 
 
 class Fmt(unittest.TestCase):
