@@ -135,6 +135,33 @@ fn replies_go_back_in_order_and_bye_releases_the_load() {
     assert_eq!(rig.load(1), 0);
 }
 
+/// A reply is sent on by its transaction, not by the hops below siplb's, which go back
+/// as they came even when siplb could not read them: the proxy upstream and the caller
+/// own them and check them.
+#[test]
+fn a_reply_goes_back_with_the_hops_below_ours_as_they_came() {
+    let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=2")], "");
+    let upstream = "SIP/2.0/UDP 127.0.0.100:5060;branch=z9hG4bK-up";
+    let invite = invite("VM_1", "c-hops").replacen("Via: ", &format!("Via: {upstream}\nVia: "), 1);
+    rig.feed(CALLER, &invite);
+    let fwd = rig.sent().pop().unwrap().1;
+    assert_eq!(fwd.via_count(), 3);
+    // The destination mangled the lowest hop (the caller's).
+    let ringing = reply(&fwd, 180, "Ringing", "b1");
+    let mangled = String::from_utf8(ringing.to_vec()).unwrap().replace(
+        &format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-c-hops"),
+        "SIP/2.0/UDP ;;",
+    );
+    rig.feed_bytes(DST1, mangled.into());
+    let out = rig.sent();
+    assert_eq!(out.len(), 1, "{out:?}");
+    let (to, relayed) = &out[0];
+    assert_eq!((*to, status(relayed)), (addr(CALLER), 180));
+    assert_eq!(relayed.via_hop(0), Some(upstream));
+    assert_eq!(relayed.via_hop(1), Some("SIP/2.0/UDP ;;"));
+    assert_eq!(relayed.via_count(), 2);
+}
+
 #[test]
 fn bye_from_the_callee_goes_to_the_caller() {
     let mut rig = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=2")], "");

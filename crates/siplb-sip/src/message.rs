@@ -518,12 +518,26 @@ impl Message {
         if !self.headers.iter().any(|h| h.name == HeaderName::Via) {
             return Err(ErrorKind::Missing(HeaderName::Via));
         }
+        // A response's hops below the top one are only counted: a proxy sends a response
+        // on along its server transaction, not by them (RFC 3261 section 16.7), and
+        // passes them on as they came, to the client that wrote them and checks them.
+        // A request's are all parsed, since siplb answers requests itself and forwards
+        // them to its destinations.
+        let all_hops = self.is_request();
         let mut top_via = None;
         let mut vias = 0;
-        for (i, via) in self.vias().enumerate() {
-            let via = via.map_err(|_| ErrorKind::Malformed(HeaderName::Via))?;
-            if i == 0 {
-                top_via = self.to_cached(&via);
+        for (i, hop) in self.list_spans(HeaderName::Via).enumerate() {
+            if i == 0 || all_hops {
+                let via = self
+                    .list_str(hop)
+                    .ok_or(ViaError::Protocol)
+                    .and_then(Via::parse)
+                    .map_err(|_| ErrorKind::Malformed(HeaderName::Via))?;
+                if i == 0 {
+                    top_via = self.to_cached(&via);
+                }
+            } else if hop.is_err() {
+                return Err(ErrorKind::Malformed(HeaderName::Via));
             }
             vias += 1;
         }
@@ -805,6 +819,46 @@ mod tests {
             assert!(m.top_via.is_some_and(|t| t.branch.is_some()));
             assert_eq!(m.top_via(), m.vias().next().unwrap());
             assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        }
+    }
+
+    /// A response's lower hops are the client's to check and are only counted; a
+    /// request's are all checked, and a malformed one is refused.
+    #[test]
+    fn lower_via_hops_are_parsed_in_requests_only() {
+        let lower = "Via: SIP/2.0/UDP caller;branch=z9hG4bKc, not a via\r\n\
+                     Via: SIP/2.0/UDP\r\n";
+        let response = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP lb;branch=z9hG4bK1\r\n{lower}\
+             From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>;tag=t1\r\nCall-ID: c\r\n\
+             CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let m = Message::parse(Bytes::from(response)).unwrap();
+        assert_eq!(m.via_count(), 4);
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        assert_eq!(m.via_hop(2), Some("not a via"));
+        assert_eq!(m.to_tag(), Some("t1"));
+
+        let request = format!(
+            "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP lb;branch=z9hG4bK1\r\n{lower}\
+             From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n\
+             CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let err = Message::parse(Bytes::from(request)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Malformed(HeaderName::Via));
+
+        // The top hop of a response is parsed, and an unterminated quote in a lower
+        // one still breaks the header apart.
+        for vias in [
+            "Via: SIP/2.0/UDP\r\n",
+            "Via: SIP/2.0/UDP lb;branch=z9hG4bK1, SIP/2.0/UDP c;x=\"open\r\n",
+        ] {
+            let response = format!(
+                "SIP/2.0 200 OK\r\n{vias}From: <sip:x@y>;tag=f1\r\nTo: <sip:a@b>;tag=t1\r\n\
+                 Call-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let err = Message::parse(Bytes::from(response)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Malformed(HeaderName::Via), "{vias}");
         }
     }
 

@@ -44,6 +44,17 @@ pub(crate) fn is_token_char(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 
+/// A token, or `[`, `]` and `:`, which an unquoted parameter value may also hold
+/// (an IPv6 `received`, `maddr`). One look-up per byte: a Via's branch is read by
+/// this loop on every message.
+const PARAM_VALUE: [bool; 256] = {
+    let mut t = TOKEN;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t[b':' as usize] = true;
+    t
+};
+
 pub(crate) fn is_token_bytes(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_token_char(b))
 }
@@ -222,7 +233,7 @@ impl<'a> Iterator for ParamIter<'a> {
         if b.get(i) == Some(&b'"') {
             i += quoted_len(&b[i..])?;
         } else {
-            while i < b.len() && (is_token_char(b[i]) || matches!(b[i], b'[' | b']' | b':')) {
+            while i < b.len() && PARAM_VALUE[usize::from(b[i])] {
                 i += 1;
             }
             if i == value_start {
