@@ -14,6 +14,9 @@ pub struct NameAddr<'a> {
     /// True when the URI was written in angle brackets.
     pub bracketed: bool,
     pub params: Params<'a>,
+    /// The `tag` parameter's value, found by the pass that checks the parameters:
+    /// From and To of every message are parsed for it.
+    tag: Option<&'a str>,
 }
 
 /// Why an address did not parse.
@@ -63,7 +66,8 @@ impl<'a> NameAddr<'a> {
                 return Err(NameAddrError::Uri);
             }
             let params = Params::new(&s[end..]);
-            if !params.validate() {
+            let (valid, tag) = params.scan("tag");
+            if !valid {
                 return Err(NameAddrError::Params);
             }
             return Ok(NameAddr {
@@ -71,6 +75,7 @@ impl<'a> NameAddr<'a> {
                 uri_text,
                 bracketed: false,
                 params,
+                tag: tag.flatten(),
             });
         };
         let inner = &after_display[1..];
@@ -80,7 +85,8 @@ impl<'a> NameAddr<'a> {
             return Err(NameAddrError::Uri);
         }
         let params = Params::new(&inner[gt + 1..]);
-        if !params.validate() {
+        let (valid, tag) = params.scan("tag");
+        if !valid {
             return Err(NameAddrError::Params);
         }
         Ok(NameAddr {
@@ -88,6 +94,7 @@ impl<'a> NameAddr<'a> {
             uri_text,
             bracketed: true,
             params,
+            tag: tag.flatten(),
         })
     }
 
@@ -97,13 +104,32 @@ impl<'a> NameAddr<'a> {
     }
 
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.tag
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tag kept by the parse is the one a look-up of the parameters finds: the
+    /// first `tag`, whatever its case, and none for a `tag` without a value.
+    #[test]
+    fn the_tag_kept_is_the_first_tag_parameter() {
+        for (text, tag) in [
+            ("<sip:a@b>;tag=1", Some("1")),
+            ("<sip:a@b>;TAG=2;tag=3", Some("2")),
+            ("<sip:a@b;tag=uri>;x=y", None),
+            ("<sip:a@b>;tag", None),
+            ("<sip:a@b>;tag;tag=4", None),
+            ("sip:a@b;x;Tag=5", Some("5")),
+            ("\"A ; tag=no\" <sip:a@b> ; tag = 6", Some("6")),
+        ] {
+            let a = NameAddr::parse(text).unwrap();
+            assert_eq!(a.tag(), tag, "{text}");
+            assert_eq!(a.tag(), a.params.get("tag").flatten(), "{text}");
+        }
+    }
 
     #[test]
     fn forms() {
