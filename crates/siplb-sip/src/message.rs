@@ -102,7 +102,8 @@ pub struct Message {
 /// Fields validation parsed, as offsets into the message buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Known {
-    from_tag: Option<Span>,
+    /// `None` when validation did not read the From (a response's), else its tag.
+    from_tag: Option<Option<Span>>,
     to_tag: Option<Span>,
     cseq: u32,
     cseq_method: Span,
@@ -136,7 +137,10 @@ impl Known {
         hops_added: usize,
     ) -> Option<Known> {
         Some(Known {
-            from_tag: self.from_tag.map(&to).map_or(Some(None), |s| s.map(Some))?,
+            from_tag: match self.from_tag {
+                Some(tag) => Some(tag.map(&to).map_or(Some(None), |s| s.map(Some))?),
+                None => None,
+            },
             to_tag: self.to_tag.map(&to).map_or(Some(None), |s| s.map(Some))?,
             cseq: self.cseq,
             cseq_method: to(self.cseq_method)?,
@@ -451,8 +455,8 @@ impl Message {
     }
 
     pub fn from_tag(&self) -> Option<&str> {
-        match self.known {
-            Some(k) => k.from_tag.and_then(|t| self.str_of(t)),
+        match self.known.and_then(|k| k.from_tag) {
+            Some(tag) => tag.and_then(|t| self.str_of(t)),
             None => self.from().and_then(|a| a.tag()),
         }
     }
@@ -569,9 +573,16 @@ impl Message {
             return Err(ErrorKind::CSeqMethod);
         }
         // A span that cannot be taken (not a slice of the buffer) leaves `known` unset,
-        // and the readers parse again.
+        // and the readers parse again. A response's From is not read: it is the
+        // request's, which the transaction the response belongs to already knows, and
+        // it is passed on as it came, like the Via hops below the top one.
         let mut tags = [Some(None), Some(None)];
-        for (i, name) in [HeaderName::From, HeaderName::To].into_iter().enumerate() {
+        let fields: &[(usize, HeaderName)] = if self.is_request() {
+            &[(0, HeaderName::From), (1, HeaderName::To)]
+        } else {
+            &[(1, HeaderName::To)]
+        };
+        for &(i, name) in fields {
             let v = self.header_text(name).ok_or(ErrorKind::Encoding)?;
             let addr = NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
             if let Some(tag) = addr.tag() {
@@ -580,7 +591,7 @@ impl Message {
         }
         let known = match (tags, self.span_in(cseq_method)) {
             ([Some(from_tag), Some(to_tag)], Some(cseq_method)) => Some(Known {
-                from_tag,
+                from_tag: self.is_request().then_some(from_tag),
                 to_tag,
                 cseq: seq,
                 cseq_method,
@@ -860,6 +871,31 @@ mod tests {
             let err = Message::parse(Bytes::from(response)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Malformed(HeaderName::Via), "{vias}");
         }
+    }
+
+    /// A response's From is left to the reader that asks for it; a request's is
+    /// checked, and a malformed one refused.
+    #[test]
+    fn the_from_is_checked_in_requests_only() {
+        let response = |from: &str| {
+            format!(
+                "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP lb;branch=z9hG4bK1\r\n\
+                 From: {from}\r\nTo: <sip:a@b>;tag=t1\r\nCall-ID: c\r\n\
+                 CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let m = Message::parse(Bytes::from(response("<sip:x@y>;tag=f1"))).unwrap();
+        assert!(m.known.is_some_and(|k| k.from_tag.is_none()));
+        assert_eq!(m.from_tag(), Some("f1"));
+        assert_eq!(m.to_tag(), Some("t1"));
+        let m = Message::parse(Bytes::from(response("<sip:x@y;tag=f1"))).unwrap();
+        assert_eq!(m.from_tag(), None);
+
+        let request = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                       From: <sip:x@y;tag=f1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n\
+                       CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let err = Message::parse(Bytes::from(request)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Malformed(HeaderName::From));
     }
 
     fn message_with_subject(subject: &[u8]) -> Message {
