@@ -134,6 +134,16 @@ class Ratios(unittest.TestCase):
         self.assertEqual(stats.ratios(stats.summarise(rows, ["siplb", "kamailio"])), [])
 
 
+class KernelShare(unittest.TestCase):
+    def test_kernel_samples_over_all_samples(self):
+        lines = ["# Samples: 1K of event 'cpu-clock'\n", "\n",
+                 "    51.79%  [kernel.kallsyms]\n", "    40.00%  siplb\n", "     8.21%  libc.so.6\n"]
+        self.assertAlmostEqual(stats.kernel_share(lines), 0.5179)
+
+    def test_no_samples_is_none(self):
+        self.assertIsNone(stats.kernel_share(["# no samples\n", "\n"]))
+
+
 class Fmt(unittest.TestCase):
     def test_numbers(self):
         self.assertEqual(stats.fmt(0.12345), "0.123")
