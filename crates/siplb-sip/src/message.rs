@@ -527,11 +527,11 @@ impl Message {
         // passes them on as they came, to the client that wrote them and checks them.
         // A request's are all parsed, since siplb answers requests itself and forwards
         // them to its destinations.
-        let all_hops = self.is_request();
+        let is_request = self.is_request();
         let mut top_via = None;
         let mut vias = 0;
         for (i, hop) in self.list_spans(HeaderName::Via).enumerate() {
-            if i == 0 || all_hops {
+            if i == 0 || is_request {
                 let via = self
                     .list_str(hop)
                     .ok_or(ViaError::Protocol)
@@ -572,26 +572,25 @@ impl Message {
         {
             return Err(ErrorKind::CSeqMethod);
         }
-        // A span that cannot be taken (not a slice of the buffer) leaves `known` unset,
-        // and the readers parse again. A response's From is not read: it is the
-        // request's, which the transaction the response belongs to already knows, and
-        // it is passed on as it came, like the Via hops below the top one.
-        let mut tags = [Some(None), Some(None)];
-        let fields: &[(usize, HeaderName)] = if self.is_request() {
-            &[(0, HeaderName::From), (1, HeaderName::To)]
-        } else {
-            &[(1, HeaderName::To)]
-        };
-        for &(i, name) in fields {
+        // A tag whose span cannot be taken (not a slice of the buffer) gives `None`,
+        // which leaves `known` unset, and the readers parse again.
+        let tag_of = |name| {
             let v = self.header_text(name).ok_or(ErrorKind::Encoding)?;
             let addr = NameAddr::parse(v).map_err(|_| ErrorKind::Malformed(name))?;
-            if let Some(tag) = addr.tag() {
-                tags[i] = self.span_in(tag).map(Some);
-            }
-        }
-        let known = match (tags, self.span_in(cseq_method)) {
-            ([Some(from_tag), Some(to_tag)], Some(cseq_method)) => Some(Known {
-                from_tag: self.is_request().then_some(from_tag),
+            Ok(addr.tag().map_or(Some(None), |t| self.span_in(t).map(Some)))
+        };
+        // A response's From is not read: it is the request's, which the transaction the
+        // response belongs to already knows, and it is passed on as it came, like the
+        // Via hops below the top one.
+        let from_tag = if is_request {
+            tag_of(HeaderName::From)?.map(Some)
+        } else {
+            Some(None)
+        };
+        let to_tag = tag_of(HeaderName::To)?;
+        let known = match (from_tag, to_tag, self.span_in(cseq_method)) {
+            (Some(from_tag), Some(to_tag), Some(cseq_method)) => Some(Known {
+                from_tag,
                 to_tag,
                 cseq: seq,
                 cseq_method,
