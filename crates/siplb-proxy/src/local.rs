@@ -329,12 +329,17 @@ impl Proxy {
     }
 
     pub(crate) fn server_send(&mut self, now: Instant, server: Id, response: bytes::Bytes) {
-        if let Some(ctx) = self.txns.servers.get_mut(server)
-            && let Err(e) = ctx.tx.send_response(response, now)
-        {
-            // A final after a final (a relayed 2xx after siplb's own answer, say): the
-            // transaction keeps the first, as RFC 3261 16.7 asks.
-            debug!(error = %e, "response not sent: its transaction is past it");
+        if let Some(ctx) = self.txns.servers.get_mut(server) {
+            if let Err(e) = ctx.tx.send_response(response, now) {
+                // A final after a final (a relayed 2xx after siplb's own answer, say):
+                // the transaction keeps the first, as RFC 3261 16.7 asks.
+                debug!(error = %e, "response not sent: its transaction is past it");
+            }
+            if ctx.tx.has_final() {
+                // Kept only to answer for a next hop that fails; once answered, the
+                // request would sit out Timer J (32 s over UDP) for nothing.
+                ctx.request = None;
+            }
         }
         self.txns
             .drain_server(server, &mut self.agenda, &mut self.out, &mut self.work);

@@ -228,6 +228,13 @@ impl Proxy {
         self.txns.len()
     }
 
+    /// Requests kept whole by transactions, client and server: only those that may
+    /// still be sent again or answered for. A transaction that lingers (Timers J, K,
+    /// L, M: 32 s over UDP) keeps its key and state, not the message.
+    pub fn requests_held(&self) -> usize {
+        self.txns.requests_held()
+    }
+
     /// Timers waiting, the periodic ones (probing, housekeeping) left out: zero once
     /// every call and transaction is over.
     pub fn timers(&self) -> usize {

@@ -40,8 +40,10 @@ pub(crate) struct ServerCtx {
     pub(crate) tx: ServerTransaction,
     pub(crate) peer: Peer,
     /// The request, kept for relayed non-INVITE requests so that siplb can answer it
-    /// itself when the next hop fails.
-    pub(crate) request: Option<Message>,
+    /// itself when the next hop fails, until it is answered. Boxed, so that the
+    /// transactions without it (most of them, and every one that lingers) do not
+    /// keep its room.
+    pub(crate) request: Option<Box<Message>>,
     /// The sender takes RFC 7339 overload feedback in the responses (its top Via
     /// said so).
     pub(crate) caller_oc: bool,
@@ -75,6 +77,15 @@ impl Transactions {
         self.servers.len() + self.clients.len()
     }
 
+    pub(crate) fn requests_held(&self) -> usize {
+        let servers = self.servers.iter().filter(|(_, s)| s.request.is_some());
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.tx.request().is_some());
+        servers.count() + clients.count()
+    }
+
     pub(crate) fn server_id(&self, key: &ServerKey) -> Option<Id> {
         self.server_keys.get(key).copied()
     }
@@ -99,7 +110,7 @@ impl Transactions {
         let id = self.servers.insert(ServerCtx {
             tx,
             peer,
-            request: keep_request.then(|| request.clone()),
+            request: keep_request.then(|| Box::new(request.clone())),
             caller_oc: sender_announces(request),
             call: None,
             timer: None,

@@ -124,9 +124,17 @@ fn replies_go_back_in_order_and_bye_releases_the_load() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, addr(DST1));
     assert_eq!(rig.load(1), 0, "BYE releases the load");
+    // Both sides of the BYE keep it until answered: the client to send it again, the
+    // server to answer for a destination that does not.
+    assert_eq!(rig.proxy.requests_held(), 2);
     rig.feed_bytes(DST1, reply(&out[0].1, 200, "OK", "b1"));
     let ok = rig.sent();
     assert_eq!((ok[0].0, status(&ok[0].1)), (addr(CALLER), 200));
+    assert_eq!(
+        rig.proxy.requests_held(),
+        0,
+        "lingering transactions keep no request"
+    );
     // A retransmitted BYE gets the same final reply, not a 404 or 481.
     rig.feed(CALLER, &bye);
     let again = rig.sent();

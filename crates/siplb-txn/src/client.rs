@@ -45,8 +45,9 @@ pub struct ClientTransaction {
     key: ClientKey,
     invite: bool,
     /// Dropped once Accepted: nothing is built from it any more (CANCEL needs it only
-    /// before a final), and it is most of the transaction's memory.
-    request: Option<Message>,
+    /// before a final), and it is most of the transaction's memory. Boxed, so that a
+    /// transaction lingering without it does not keep its room either.
+    request: Option<Box<Message>>,
     reliability: Reliability,
     timers: Timers,
     state: State,
@@ -88,7 +89,7 @@ impl ClientTransaction {
             timed_out: false,
             clock: TimerTable::default(),
             outbox: Outbox::default(),
-            request: Some(request),
+            request: Some(Box::new(request)),
         };
         if let Some(r) = &tx.request {
             tx.outbox.transmit(r.to_bytes());
@@ -137,7 +138,7 @@ impl ClientTransaction {
     /// The request this transaction sends (a CANCEL is built from it); gone once a
     /// 2xx has Accepted the transaction.
     pub fn request(&self) -> Option<&Message> {
-        self.request.as_ref()
+        self.request.as_deref()
     }
 
     /// Feeds a response that matched this transaction's key.
@@ -223,6 +224,9 @@ impl ClientTransaction {
             }
             (State::Trying | State::Proceeding, _) => {
                 self.outbox.event(ClientEvent::Final(response));
+                // Completed only absorbs retransmitted finals (Timer K): the request,
+                // a BYE's whole text, would otherwise stay in memory for nothing.
+                self.request = None;
                 self.complete(self.timers.t4, now);
             }
             (State::Completed, 200..) => self.outbox.event(ClientEvent::Absorbed),

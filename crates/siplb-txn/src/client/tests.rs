@@ -387,8 +387,16 @@ fn timer_c_restarts_on_provisionals_other_than_100() {
 fn non_invite_final_then_timer_k() {
     let opt = options();
     let mut h = Harness::new(opt.clone(), Reliability::Unreliable, Timers::default());
+    assert!(
+        h.tx.request().is_some(),
+        "kept while it may be retransmitted"
+    );
     h.respond(ms(100), response(&opt, 200));
     assert_eq!(h.tx.state(), State::Completed);
+    assert!(
+        h.tx.request().is_none(),
+        "Timer K only absorbs: the request is not kept for it"
+    );
     h.respond(ms(600), response(&opt, 200));
     assert_eq!(h.log.count(|e| matches!(e, ClientEvent::Final(_))), 1);
     assert_eq!(h.log.count(|e| matches!(e, ClientEvent::Absorbed)), 1);
