@@ -136,7 +136,7 @@ impl ClientTransaction {
     }
 
     /// The request this transaction sends (a CANCEL is built from it); gone once a
-    /// 2xx has Accepted the transaction.
+    /// 2xx has Accepted an INVITE, or a non-INVITE has its final.
     pub fn request(&self) -> Option<&Message> {
         self.request.as_deref()
     }
