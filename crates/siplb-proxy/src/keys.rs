@@ -3,6 +3,7 @@
 use siplb_txn::prehash;
 
 use crate::call::{Call, Pair};
+use crate::id_table::IdTable;
 use crate::slab::{Id, Slab};
 
 /// Identifies a call. Carries its hash, like the transaction keys (see
@@ -42,44 +43,34 @@ impl CallKey {
     }
 }
 
-/// The calls by key. It holds their ids only (8 bytes a call, where a map from key
-/// to id held a copy of the key too: 40), and compares a candidate's key in the call
-/// itself; a lookup borrows the message's strings and allocates nothing.
+/// The calls by key: their ids alone (see `id_table`), compared against the keys the
+/// calls hold; a lookup borrows the message's strings and allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct CallIndex {
-    ids: hashbrown::HashTable<Id>,
+    ids: IdTable,
 }
 
 impl CallIndex {
     pub(crate) fn find(&self, calls: &Slab<Call>, call_id: &str, caller_tag: &str) -> Option<Id> {
         let hash = CallKey::hash_of(call_id, caller_tag);
-        self.ids
-            .find(hash, |&id| {
-                calls.get(id).is_some_and(|c| c.key.is(call_id, caller_tag))
-            })
-            .copied()
+        self.ids.find(hash, |id| {
+            calls.get(id).is_some_and(|c| c.key.is(call_id, caller_tag))
+        })
     }
 
     /// Indexes call `id`, which is in `calls` (as is every call indexed).
     pub(crate) fn insert(&mut self, calls: &Slab<Call>, id: Id) {
         if let Some(call) = calls.get(id) {
-            self.ids
-                .insert_unique(call.key.hash, id, |&i| rehash(calls, i));
+            self.ids.insert(call.key.hash, id, |i| rehash(calls, i));
         }
     }
 
     pub(crate) fn remove(&mut self, key: &CallKey, id: Id) {
-        if let Ok(entry) = self.ids.find_entry(key.hash, |&i| i == id) {
-            entry.remove();
-        }
+        self.ids.remove(key.hash, id);
     }
 
-    /// Gives back the room a burst left empty (as `transactions::shrink_map`).
     pub(crate) fn shrink(&mut self, calls: &Slab<Call>) {
-        if self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
-            self.ids
-                .shrink_to(self.ids.len() * 2, |&i| rehash(calls, i));
-        }
+        self.ids.shrink(|i| rehash(calls, i));
     }
 }
 

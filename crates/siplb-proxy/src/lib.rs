@@ -15,8 +15,8 @@
 //! - `overload`, `own_overload`: RFC 7339, the destinations' feedback and siplb's own;
 //! - `failures`, `probe`: destination health;
 //! - `lifecycle`: restored calls, the operator's view, stored calls;
-//! - `transactions`, `agenda`, `expiry`, `slab`, `tokens`, `keys`: the tables
-//!   underneath.
+//! - `transactions`, `agenda`, `expiry`, `slab`, `id_table`, `tokens`, `keys`: the
+//!   tables underneath.
 //!
 //! Sockets, clocks and tasks live in the driver (`siplb-net`).
 
@@ -28,6 +28,7 @@ mod expiry;
 mod failures;
 mod forward;
 mod handover;
+mod id_table;
 mod in_dialog;
 mod keys;
 mod lifecycle;

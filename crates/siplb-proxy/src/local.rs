@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use siplb_sip::{Message, Method, build_response_with_top_via};
-use siplb_txn::{ServerKey, prehash};
+use siplb_txn::{ServerKey, ServerProbe};
 use tracing::debug;
 
 use crate::addr::Peer;
@@ -49,7 +49,7 @@ const REJECTIONS_MAX_BYTES: usize = 8 << 20;
 
 impl Rejections {
     fn key(request: &Message) -> Option<u64> {
-        ServerKey::from_request(request).ok().map(|k| prehash(&k))
+        ServerProbe::of_request(request).ok().map(|p| p.digest())
     }
 
     pub(crate) fn remember(
@@ -77,12 +77,13 @@ impl Rejections {
         self.order.push_back((until, key));
     }
 
-    pub(crate) fn lookup(&mut self, now: Instant, key: &ServerKey) -> Option<Bytes> {
+    /// The reply remembered for the request whose key hashes to `key`.
+    pub(crate) fn lookup(&mut self, now: Instant, key: u64) -> Option<Bytes> {
         if self.replies.is_empty() {
             return None;
         }
         self.expire(now);
-        self.replies.get(&prehash(key)).map(|(_, b)| b.clone())
+        self.replies.get(&key).map(|(_, b)| b.clone())
     }
 
     fn expire(&mut self, now: Instant) {
@@ -207,7 +208,8 @@ impl Proxy {
     }
 
     /// A copy of an INVITE siplb turned down lately: the same answer again.
-    pub(crate) fn repeat_rejection(&mut self, now: Instant, key: &ServerKey, peer: Peer) -> bool {
+    /// `key`: the hash of the request's transaction key.
+    pub(crate) fn repeat_rejection(&mut self, now: Instant, key: u64, peer: Peer) -> bool {
         match self.rejections.lookup(now, key) {
             Some(reply) => {
                 self.send(peer, reply);
@@ -352,8 +354,8 @@ mod tests {
 
     use super::*;
 
-    fn key(m: &Message) -> ServerKey {
-        ServerKey::from_request(m).unwrap()
+    fn key(m: &Message) -> u64 {
+        ServerKey::from_request(m).unwrap().digest()
     }
 
     fn invite(branch: &str) -> Message {
@@ -370,8 +372,8 @@ mod tests {
         let mut r = Rejections::default();
         let (a, b) = (invite("z9hG4bKa"), invite("z9hG4bKb"));
         r.remember(t0, keep, &a, &Bytes::from_static(b"404"));
-        assert_eq!(r.lookup(t0, &key(&a)), Some(Bytes::from_static(b"404")));
-        assert_eq!(r.lookup(t0, &key(&b)), None);
+        assert_eq!(r.lookup(t0, key(&a)), Some(Bytes::from_static(b"404")));
+        assert_eq!(r.lookup(t0, key(&b)), None);
         // Remembered again later: the later expiry holds.
         r.remember(
             t0 + Duration::from_secs(20),
@@ -380,10 +382,10 @@ mod tests {
             &Bytes::from_static(b"500"),
         );
         assert_eq!(
-            r.lookup(t0 + Duration::from_secs(40), &key(&a)),
+            r.lookup(t0 + Duration::from_secs(40), key(&a)),
             Some(Bytes::from_static(b"500"))
         );
-        assert_eq!(r.lookup(t0 + Duration::from_secs(53), &key(&a)), None);
+        assert_eq!(r.lookup(t0 + Duration::from_secs(53), key(&a)), None);
         assert_eq!(r.bytes, 0);
         // A flood evicts the oldest rather than growing past the bound.
         let big = Bytes::from(vec![b'x'; 1 << 20]);
@@ -391,7 +393,7 @@ mod tests {
             r.remember(t0, keep, &invite(&format!("z9hG4bKf{i}")), &big);
         }
         assert!(r.bytes <= REJECTIONS_MAX_BYTES);
-        assert_eq!(r.lookup(t0, &key(&invite("z9hG4bKf0"))), None);
-        assert!(r.lookup(t0, &key(&invite("z9hG4bKf19"))).is_some());
+        assert_eq!(r.lookup(t0, key(&invite("z9hG4bKf0"))), None);
+        assert!(r.lookup(t0, key(&invite("z9hG4bKf19"))).is_some());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use siplb_balance::ResourceRequest;
 use siplb_sip::{Message, Method};
-use siplb_txn::ServerKey;
+use siplb_txn::{ServerKey, ServerProbe};
 use tracing::{debug, warn};
 
 use crate::addr::Peer;
@@ -28,8 +28,8 @@ impl Proxy {
             return;
         };
         let is_ack = method == Method::Ack;
-        let key = match ServerKey::from_request(&msg) {
-            Ok(key) => key,
+        let probe = match ServerProbe::of_request(&msg) {
+            Ok(probe) => probe,
             Err(e) => {
                 // Not after validation, which checks what a key is made of; but a
                 // request without one could never be answered through a transaction.
@@ -41,7 +41,7 @@ impl Proxy {
             }
         };
         // Retransmissions, and the ACK of a non-2xx final, belong to a transaction.
-        if let Some(id) = self.txns.server_id(&key) {
+        if let Some(id) = self.txns.server_id(&probe) {
             if let Some(ctx) = self.txns.servers.get_mut(id)
                 && let Err(e) = ctx.tx.handle_request(msg, now)
             {
@@ -53,10 +53,13 @@ impl Proxy {
         }
         if method == Method::Invite
             && msg.to_tag().is_none()
-            && self.repeat_rejection(now, &key, peer)
+            && self.repeat_rejection(now, probe.digest(), peer)
         {
             return;
         }
+        // Copied out of the message only for the requests that make a transaction
+        // (every one but ACK).
+        let key = (!is_ack).then(|| probe.to_key());
         // Ceilings (`[sip] max_transactions`, `max_calls`) rather than memory that grows
         // without bound: a new call is turned away first, an in-dialog request only at
         // the transaction ceiling.
@@ -65,7 +68,9 @@ impl Proxy {
             return;
         }
         if method == Method::Cancel {
-            self.on_cancel(now, &msg, key, peer);
+            if let Some(key) = key {
+                self.on_cancel(now, &msg, key, peer);
+            }
             return;
         }
         if !is_ack && msg.max_forwards() == Some(0) {
@@ -76,13 +81,13 @@ impl Proxy {
         // siplb (a preloaded outbound proxy): that Route is siplb's to consume (RFC 3261
         // 16.4), and the request is balanced, counted and record-routed like any other.
         if msg.to_tag().is_some() {
-            self.on_in_dialog(now, msg, Some(key), peer);
+            self.on_in_dialog(now, msg, key, peer);
             return;
         }
-        if is_ack {
+        let Some(key) = key else {
             // An ACK outside any dialog or transaction: nothing to acknowledge.
             return;
-        }
+        };
         match method {
             Method::Invite if self.draining => {
                 self.reply_stateless(
@@ -137,9 +142,9 @@ impl Proxy {
     }
 
     fn on_cancel(&mut self, now: Instant, msg: &Message, key: ServerKey, peer: Peer) {
-        let call = ServerKey::invite_for_cancel(msg)
+        let call = ServerProbe::invite_for_cancel(msg)
             .ok()
-            .and_then(|key| self.txns.server_id(&key))
+            .and_then(|probe| self.txns.server_id(&probe))
             .and_then(|server| self.txns.servers.get(server))
             .and_then(|ctx| ctx.call)
             .filter(|&id| self.calls.get(id).is_some());

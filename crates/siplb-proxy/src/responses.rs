@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use siplb_sip::Message;
-use siplb_txn::{ClientEvent, ClientKey};
+use siplb_txn::{ClientEvent, ClientProbe};
 use tracing::debug;
 
 use crate::addr::{Peer, Transport};
@@ -28,10 +28,10 @@ enum AttemptIs {
 
 impl Proxy {
     pub(crate) fn on_response(&mut self, now: Instant, msg: Message, peer: Peer) {
-        let Ok(key) = ClientKey::from_response(&msg) else {
+        let Ok(probe) = ClientProbe::of_response(&msg) else {
             return;
         };
-        let Some(id) = self.txns.client_id(&key) else {
+        let Some(id) = self.txns.client_id(&probe) else {
             self.on_stray_response(now, &msg, peer);
             return;
         };
@@ -55,7 +55,7 @@ impl Proxy {
                 "overload feedback"
             );
         }
-        if let Err(e) = ctx.tx.handle_keyed_response(&key, msg, now) {
+        if let Err(e) = ctx.tx.handle_matched_response(msg, now) {
             debug!(error = %e, "response not taken by its transaction");
         }
         self.txns

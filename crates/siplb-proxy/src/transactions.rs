@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use siplb_sip::Message;
 use siplb_txn::{
-    ClientEvent, ClientKey, ClientTransaction, KeyError, Prehashed, ServerEvent, ServerKey,
+    ClientEvent, ClientProbe, ClientTransaction, KeyError, ServerEvent, ServerKey, ServerProbe,
     ServerTransaction, Timers,
 };
 
 use crate::addr::Peer;
 use crate::agenda::{Agenda, Due, Slot};
+use crate::id_table::IdTable;
 use crate::own_overload::sender_announces;
 use crate::proxy::{Transmit, Work};
 use crate::slab::{Id, Slab};
@@ -67,9 +68,10 @@ pub(crate) struct ClientCtx {
 #[derive(Debug, Default)]
 pub(crate) struct Transactions {
     pub(crate) servers: Slab<ServerCtx>,
-    server_keys: HashMap<ServerKey, Id, Prehashed>,
+    /// The servers by their keys, which they hold.
+    server_keys: IdTable,
     pub(crate) clients: Slab<ClientCtx>,
-    client_keys: HashMap<ClientKey, Id, Prehashed>,
+    client_keys: IdTable,
 }
 
 impl Transactions {
@@ -86,12 +88,20 @@ impl Transactions {
         servers.count() + clients.count()
     }
 
-    pub(crate) fn server_id(&self, key: &ServerKey) -> Option<Id> {
-        self.server_keys.get(key).copied()
+    /// The server transaction a request read as `probe` belongs to.
+    pub(crate) fn server_id(&self, probe: &ServerProbe<'_>) -> Option<Id> {
+        let servers = &self.servers;
+        self.server_keys.find(probe.digest(), |id| {
+            servers.get(id).is_some_and(|s| s.tx.key().matches(probe))
+        })
     }
 
-    pub(crate) fn client_id(&self, key: &ClientKey) -> Option<Id> {
-        self.client_keys.get(key).copied()
+    /// The client transaction a response read as `probe` belongs to.
+    pub(crate) fn client_id(&self, probe: &ClientProbe<'_>) -> Option<Id> {
+        let clients = &self.clients;
+        self.client_keys.find(probe.digest(), |id| {
+            clients.get(id).is_some_and(|c| c.tx.key().matches(probe))
+        })
     }
 
     /// A server transaction for a received request (not an ACK); nothing is sent yet.
@@ -103,10 +113,14 @@ impl Transactions {
         timers: Timers,
         keep_request: bool,
     ) -> Result<Id, KeyError> {
-        if let Some(&id) = self.server_keys.get(&key) {
+        let hash = key.digest();
+        let servers = &self.servers;
+        if let Some(id) = self.server_keys.find(hash, |id| {
+            servers.get(id).is_some_and(|s| *s.tx.key() == key)
+        }) {
             return Ok(id);
         }
-        let tx = ServerTransaction::with_key(key.clone(), request, peer.reliability(), timers)?;
+        let tx = ServerTransaction::with_key(key, request, peer.reliability(), timers)?;
         let id = self.servers.insert(ServerCtx {
             tx,
             peer,
@@ -115,7 +129,9 @@ impl Transactions {
             call: None,
             timer: None,
         });
-        self.server_keys.insert(key, id);
+        let servers = &self.servers;
+        self.server_keys
+            .insert(hash, id, |i| server_hash(servers, i));
         Ok(id)
     }
 
@@ -130,7 +146,17 @@ impl Transactions {
         now: Instant,
     ) -> Result<Id, KeyError> {
         let tx = ClientTransaction::new(request, peer.reliability(), timers, now)?;
-        let key = tx.key().clone();
+        let hash = tx.key().digest();
+        let clients = &self.clients;
+        let old = self.client_keys.find(hash, |id| {
+            clients.get(id).is_some_and(|c| c.tx.key() == tx.key())
+        });
+        if let Some(old) = old {
+            // Branches are random: two alike mean a bug, not a peer's doing.
+            tracing::error!("client transaction key reused");
+            self.client_keys.remove(hash, old);
+            self.clients.remove(old);
+        }
         let id = self.clients.insert(ClientCtx {
             tx,
             peer,
@@ -139,11 +165,9 @@ impl Transactions {
             refused: false,
             timer: None,
         });
-        if let Some(old) = self.client_keys.insert(key, id) {
-            // Branches are random: two alike mean a bug, not a peer's doing.
-            tracing::error!("client transaction key reused");
-            self.clients.remove(old);
-        }
+        let clients = &self.clients;
+        self.client_keys
+            .insert(hash, id, |i| client_hash(clients, i));
         Ok(id)
     }
 
@@ -178,7 +202,7 @@ impl Transactions {
                 agenda.cancel(slot);
             }
             if let Some(ended) = self.servers.remove(id) {
-                self.server_keys.remove(ended.tx.key());
+                self.server_keys.remove(ended.tx.key().digest(), id);
             }
         }
     }
@@ -218,7 +242,7 @@ impl Transactions {
                 agenda.cancel(slot);
             }
             if let Some(ended) = self.clients.remove(id) {
-                self.client_keys.remove(ended.tx.key());
+                self.client_keys.remove(ended.tx.key().digest(), id);
             }
         }
     }
@@ -266,9 +290,18 @@ impl Transactions {
     pub(crate) fn shrink(&mut self) {
         self.servers.shrink();
         self.clients.shrink();
-        shrink_map(&mut self.server_keys);
-        shrink_map(&mut self.client_keys);
+        let (servers, clients) = (&self.servers, &self.clients);
+        self.server_keys.shrink(|i| server_hash(servers, i));
+        self.client_keys.shrink(|i| client_hash(clients, i));
     }
+}
+
+fn server_hash(servers: &Slab<ServerCtx>, id: Id) -> u64 {
+    servers.get(id).map_or(0, |s| s.tx.key().digest())
+}
+
+fn client_hash(clients: &Slab<ClientCtx>, id: Id) -> u64 {
+    clients.get(id).map_or(0, |c| c.tx.key().digest())
 }
 
 /// Shrinks a table that is less than a quarter full, keeping room to double (hash

@@ -56,7 +56,7 @@ mod test_messages;
 pub use ack::hop_by_hop_ack;
 pub use client::{ClientEvent, ClientTransaction};
 pub use error::{InputError, KeyError};
-pub use key::{ClientKey, ServerKey};
+pub use key::{ClientKey, ClientProbe, ServerKey, ServerProbe};
 pub use prehash::{Prehashed, PrehashedHasher, prehash};
 pub use server::{ServerEvent, ServerTransaction};
 pub use state::State;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use siplb_sip::{Message, Method};
 
 use crate::error::{InputError, KeyError};
-use crate::key::ServerKey;
+use crate::key::{ServerKey, ServerProbe};
 use crate::outbox::Outbox;
 use crate::state::State;
 use crate::timer_table::{Timer, TimerTable};
@@ -139,7 +139,7 @@ impl ServerTransaction {
     /// INVITE the ACK.
     pub fn handle_request(&mut self, request: Message, now: Instant) -> Result<(), InputError> {
         let method = request.method().ok_or(InputError::NotARequest)?;
-        if ServerKey::from_request(&request).ok().as_ref() != Some(&self.key) {
+        if !ServerProbe::of_request(&request).is_ok_and(|p| self.key.matches(&p)) {
             return Err(InputError::Unmatched);
         }
         if method == Method::Ack {

@@ -445,23 +445,30 @@ fn foreign_responses_are_refused() {
     assert_eq!(h.tx.state(), State::Calling);
 }
 
-/// A caller that found the transaction by a key it built hands that key in; a key of
-/// another transaction is refused as the response itself would be, and the matching
-/// key is taken as `handle_response` takes it.
+/// A caller that found the transaction by the response's probe hands the response in
+/// alone: the key matches the probes of its own responses only, and a response so
+/// found is taken as `handle_response` takes it.
 #[test]
-fn a_response_comes_with_the_key_it_was_found_by() {
+fn a_response_found_by_its_probe_is_taken_as_handle_response_takes_it() {
     let (inv, other) = (invite(), another_invite());
     let mut h = Harness::new(inv.clone(), Reliability::Unreliable, Timers::default());
     let foreign = response(&other, 180);
-    let foreign_key = ClientKey::from_response(&foreign).unwrap();
+    assert!(
+        !h.tx
+            .key()
+            .matches(&ClientProbe::of_response(&foreign).unwrap())
+    );
     assert_eq!(
-        h.tx.handle_keyed_response(&foreign_key, foreign, h.t0),
+        h.tx.handle_response(foreign, h.t0),
         Err(InputError::Unmatched)
     );
     assert_eq!(h.tx.state(), State::Calling);
     let ringing = response(&inv, 180);
-    let key = ClientKey::from_response(&ringing).unwrap();
-    assert_eq!(h.tx.handle_keyed_response(&key, ringing, h.t0), Ok(()));
+    assert!(
+        h.tx.key()
+            .matches(&ClientProbe::of_response(&ringing).unwrap())
+    );
+    assert_eq!(h.tx.handle_matched_response(ringing, h.t0), Ok(()));
     assert_eq!(h.tx.state(), State::Proceeding);
 }
 
