@@ -5,6 +5,7 @@
 //! core's work queue; nothing here decides what an event means.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use siplb_sip::Message;
@@ -72,6 +73,9 @@ pub(crate) struct Transactions {
     server_keys: IdTable,
     pub(crate) clients: Slab<ClientCtx>,
     client_keys: IdTable,
+    /// The timers the latest transactions were made with, which the next ones share
+    /// while they are the same.
+    timers: Option<Arc<Timers>>,
 }
 
 impl Transactions {
@@ -120,6 +124,7 @@ impl Transactions {
         }) {
             return Ok(id);
         }
+        let timers = self.shared(timers);
         let tx = ServerTransaction::with_key(key, request, peer.reliability(), timers)?;
         let id = self.servers.insert(ServerCtx {
             tx,
@@ -145,6 +150,7 @@ impl Transactions {
         timers: Timers,
         now: Instant,
     ) -> Result<Id, KeyError> {
+        let timers = self.shared(timers);
         let tx = ClientTransaction::new(request, peer.reliability(), timers, now)?;
         let hash = tx.key().digest();
         let clients = &self.clients;
@@ -169,6 +175,15 @@ impl Transactions {
         self.client_keys
             .insert(hash, id, |i| client_hash(clients, i));
         Ok(id)
+    }
+
+    /// `timers` to share: those of the last transaction made when they are the same
+    /// (they change only with the settings, and for probes).
+    fn shared(&mut self, timers: Timers) -> Arc<Timers> {
+        match &self.timers {
+            Some(shared) if **shared == timers => Arc::clone(shared),
+            _ => Arc::clone(self.timers.insert(Arc::new(timers))),
+        }
     }
 
     /// Moves a server transaction's output on; removes it once terminated.
@@ -313,5 +328,34 @@ where
 {
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
         map.shrink_to(map.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use siplb_txn::Timers;
+
+    use super::Transactions;
+
+    /// Transactions made with the same timers share one copy; other timers (a
+    /// probe's, new settings) get theirs, which the next ones share in turn.
+    #[test]
+    fn transactions_share_their_timers_while_they_are_the_same() {
+        let mut txns = Transactions::default();
+        let settings = Timers::default();
+        let first = txns.shared(settings);
+        assert!(Arc::ptr_eq(&first, &txns.shared(settings)));
+        let probe = Timers {
+            non_invite_timeout: Duration::from_secs(2),
+            ..settings
+        };
+        let probing = txns.shared(probe);
+        assert!(!Arc::ptr_eq(&first, &probing));
+        assert_eq!(*probing, probe);
+        assert!(Arc::ptr_eq(&probing, &txns.shared(probe)));
+        assert_eq!(*txns.shared(settings), settings);
     }
 }

@@ -1,6 +1,7 @@
 //! Client transactions: the INVITE machine (RFC 3261 section 17.1.1, figure 5) and the
 //! non-INVITE machine (17.1.2, figure 6).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,7 +50,9 @@ pub struct ClientTransaction {
     /// transaction lingering without it does not keep its room either.
     request: Option<Box<Message>>,
     reliability: Reliability,
-    timers: Timers,
+    /// Shared by the transactions made with the same settings: a copy each was
+    /// 128 bytes of every transaction, lingering ones included.
+    timers: Arc<Timers>,
     state: State,
     /// Interval the running retransmission timer was armed with.
     interval: Duration,
@@ -65,7 +68,7 @@ impl ClientTransaction {
     pub fn new(
         request: Message,
         reliability: Reliability,
-        timers: Timers,
+        timers: impl Into<Arc<Timers>>,
         now: Instant,
     ) -> Result<ClientTransaction, KeyError> {
         let invite = match request.method() {
@@ -74,17 +77,18 @@ impl ClientTransaction {
             Some(m) => m == Method::Invite,
         };
         let key = ClientKey::from_request(&request)?;
+        let timers = timers.into();
         let mut tx = ClientTransaction {
             key,
             invite,
             reliability,
-            timers,
             state: if invite {
                 State::Calling
             } else {
                 State::Trying
             },
             interval: retransmit_interval(timers.t1),
+            timers,
             started: now,
             timed_out: false,
             clock: TimerTable::default(),
@@ -98,9 +102,9 @@ impl ClientTransaction {
             tx.clock.set(Timer::Retransmit, deadline(now, tx.interval));
         }
         let timeout = if invite {
-            timers.timer_b()
+            tx.timers.timer_b()
         } else {
-            timers.non_invite_timeout
+            tx.timers.non_invite_timeout
         };
         tx.clock.set(Timer::Timeout, deadline(now, timeout));
         Ok(tx)

@@ -1,6 +1,7 @@
 //! Server transactions: the INVITE machine (RFC 3261 section 17.2.1, figure 7, with
 //! RFC 6026's Accepted state) and the non-INVITE machine (17.2.2, figure 8).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,7 +42,9 @@ pub struct ServerTransaction {
     key: ServerKey,
     invite: bool,
     reliability: Reliability,
-    timers: Timers,
+    /// Shared by the transactions made with the same settings: a copy each was
+    /// 128 bytes of every transaction, lingering ones included.
+    timers: Arc<Timers>,
     state: State,
     /// Interval the running Timer G was armed with.
     interval: Duration,
@@ -57,7 +60,7 @@ impl ServerTransaction {
     pub fn new(
         request: &Message,
         reliability: Reliability,
-        timers: Timers,
+        timers: impl Into<Arc<Timers>>,
     ) -> Result<ServerTransaction, KeyError> {
         let key = ServerKey::from_request(request)?;
         ServerTransaction::with_key(key, request, reliability, timers)
@@ -69,9 +72,10 @@ impl ServerTransaction {
         key: ServerKey,
         request: &Message,
         reliability: Reliability,
-        timers: Timers,
+        timers: impl Into<Arc<Timers>>,
     ) -> Result<ServerTransaction, KeyError> {
         debug_assert!(ServerKey::from_request(request).is_ok_and(|k| k == key));
+        let timers = timers.into();
         let invite = match request.method() {
             None => return Err(KeyError::NotARequest),
             Some(Method::Ack) => return Err(KeyError::Ack),
@@ -81,13 +85,13 @@ impl ServerTransaction {
             key,
             invite,
             reliability,
-            timers,
             state: if invite {
                 State::Proceeding
             } else {
                 State::Trying
             },
             interval: retransmit_interval(timers.t1),
+            timers,
             last_response: None,
             clock: TimerTable::default(),
             outbox: Outbox::default(),
