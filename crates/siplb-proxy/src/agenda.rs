@@ -4,8 +4,16 @@
 //! Each owner keeps the [`Slot`] of its one pending entry and cancels it when the
 //! deadline moves or the owner goes, so the agenda holds exactly the live timers:
 //! an ended call leaves nothing behind, however long its dialog timeout was.
+//!
+//! Two kinds of storage behind one order. Deadlines in general go in a B-tree.
+//! Lingers on the grid (see [`Agenda::rearm_lax`]) go in lanes instead: queues,
+//! one per linger length, each filled in the order of its deadlines, since a linger
+//! of one length set later ends later. They are most of the agenda (three of the
+//! four lingers of every call last 32 s, so at 100 calls/s about 10,000 entries), and
+//! a queue takes one at its back and gives it at its front where the B-tree walked
+//! and rebalanced cold nodes both times.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::slab::Id;
@@ -44,12 +52,22 @@ impl CallTimer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
     at: Instant,
+    /// The entry's sequence number in its low 56 bits, and where it lies in its top 8
+    /// ([`Slot::lane`]): a call keeps two slots, and a field of its own would have
+    /// taken it past its allocation class (`call::tests::a_call_stays_small`).
     seq: u64,
 }
+
+const LANE_SHIFT: u32 = 56;
 
 impl Slot {
     pub(crate) fn at(self) -> Instant {
         self.at
+    }
+
+    /// 0: the B-tree; `n`: lane `n - 1`.
+    fn lane(self) -> usize {
+        (self.seq >> LANE_SHIFT) as usize
     }
 }
 
@@ -63,9 +81,24 @@ pub(crate) const LINGER_GRID: Duration = Duration::from_millis(100);
 /// own deadlines rather than all in one turn that would hold up the messages behind it.
 pub(crate) const LINGER_BATCH: u32 = 128;
 
+/// At most this many lanes; a linger that fits none goes in the B-tree. Lingers come
+/// in two lengths (T4, and 64*T1 or Timer D), three if Timer D is set apart.
+const LANES: usize = 4;
+
+/// A lane's entry; `due` is `None` once cancelled (it goes when it reaches the front).
+#[derive(Debug)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    due: Option<Due>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Agenda {
     entries: BTreeMap<(Instant, u64), Due>,
+    /// Lingers on the grid, each lane in the order of (`at`, `seq`), its front never
+    /// cancelled.
+    lanes: Vec<VecDeque<Queued>>,
     seq: u64,
     /// The origin of [`LINGER_GRID`]'s ticks: the first linger scheduled.
     grid_origin: Option<Instant>,
@@ -81,8 +114,52 @@ impl Agenda {
         Slot { at, seq: self.seq }
     }
 
+    /// Schedules a linger that falls due on a tick of the grid: at the back of the
+    /// lane whose last deadline is the latest not after `at` (so lingers of one
+    /// length keep to one lane), else in the B-tree.
+    fn queue(&mut self, at: Instant, due: Due) -> Slot {
+        let mut best: Option<(usize, Option<Instant>)> = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let last = lane.back().map(|q| q.at);
+            if last.is_none_or(|last| last <= at) && best.is_none_or(|(_, b)| last > b) {
+                best = Some((i, last));
+            }
+        }
+        let lane = match best {
+            Some((i, _)) => i,
+            None if self.lanes.len() < LANES => {
+                self.lanes.push(VecDeque::new());
+                self.lanes.len() - 1
+            }
+            None => return self.schedule(at, due),
+        };
+        self.seq += 1;
+        // At most LANES (4) lanes: the number fits its 8 bits.
+        let seq = self.seq | ((lane as u64 + 1) << LANE_SHIFT);
+        self.lanes[lane].push_back(Queued {
+            at,
+            seq,
+            due: Some(due),
+        });
+        Slot { at, seq }
+    }
+
     pub(crate) fn cancel(&mut self, slot: Slot) {
-        self.entries.remove(&(slot.at, slot.seq));
+        let Some(lane) = slot
+            .lane()
+            .checked_sub(1)
+            .and_then(|i| self.lanes.get_mut(i))
+        else {
+            self.entries.remove(&(slot.at, slot.seq));
+            return;
+        };
+        let i = lane.partition_point(|q| (q.at, q.seq) < (slot.at, slot.seq));
+        if let Some(q) = lane.get_mut(i)
+            && q.seq == slot.seq
+        {
+            q.due = None;
+        }
+        trim(lane);
     }
 
     /// Moves an owner's entry to `at` (or removes it), keeping `slot` current.
@@ -102,15 +179,22 @@ impl Agenda {
     pub(crate) fn rearm_lax(&mut self, slot: &mut Option<Slot>, at: Instant, due: Due) {
         let kept =
             slot.is_some_and(|s| s.at >= at && s.at.saturating_duration_since(at) < LINGER_GRID);
-        if !kept {
-            let at = self.linger_tick(at);
-            self.rearm(slot, Some(at), due);
+        if kept {
+            return;
         }
+        if let Some(old) = slot.take() {
+            self.cancel(old);
+        }
+        *slot = Some(match self.linger_tick(at) {
+            Some(tick) => self.queue(tick, due),
+            // Off the grid, so out of its lane's order.
+            None => self.schedule(at, due),
+        });
     }
 
-    /// The tick of the grid at or after `at`, counted; `at` itself once that tick has
+    /// The tick of the grid at or after `at`, counted; none once that tick has
     /// [`LINGER_BATCH`] lingers.
-    fn linger_tick(&mut self, at: Instant) -> Instant {
+    fn linger_tick(&mut self, at: Instant) -> Option<Instant> {
         let origin = *self.grid_origin.get_or_insert(at);
         let step = LINGER_GRID.as_nanos();
         let tick = if at >= origin {
@@ -126,12 +210,10 @@ impl Agenda {
                 .ok()
                 .and_then(|nanos| origin.checked_sub(Duration::from_nanos(nanos)))
         };
-        let Some(tick) = tick else {
-            return at;
-        };
+        let tick = tick?;
         if let Some(entry) = self.ticks.iter_mut().find(|(t, _)| *t == Some(tick)) {
             if entry.1 >= LINGER_BATCH {
-                return at;
+                return None;
             }
             entry.1 += 1;
         } else if let Some(oldest) = self.ticks.iter_mut().min_by_key(|(t, _)| *t) {
@@ -139,29 +221,74 @@ impl Agenda {
             // can go.
             *oldest = (Some(tick), 1);
         }
-        tick
+        Some(tick)
+    }
+
+    /// The earliest entry. The sequence numbers of the lanes' entries carry their
+    /// lane above those of the B-tree, so at equal deadlines the B-tree's come first.
+    fn first(&self) -> Option<Slot> {
+        let tree = self
+            .entries
+            .keys()
+            .next()
+            .map(|&(at, seq)| Slot { at, seq });
+        let lanes = self.lanes.iter().filter_map(|lane| {
+            lane.front().map(|q| Slot {
+                at: q.at,
+                seq: q.seq,
+            })
+        });
+        tree.into_iter().chain(lanes).min_by_key(|s| (s.at, s.seq))
     }
 
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.entries.keys().next().map(|(at, _)| *at)
+        self.first().map(Slot::at)
     }
 
     /// The earliest entry due at `now`, taken out of the agenda.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Slot, Due)> {
-        let (&(at, seq), _) = self.entries.first_key_value()?;
+        let slot = self.first()?;
+        let Slot { at, seq } = slot;
         if at > now {
             return None;
         }
-        let due = self.entries.remove(&(at, seq))?;
-        Some((Slot { at, seq }, due))
+        let due = match slot.lane().checked_sub(1) {
+            None => self.entries.remove(&(at, seq))?,
+            Some(i) => {
+                let queue = self.lanes.get_mut(i)?;
+                let due = queue.pop_front().and_then(|q| q.due);
+                trim(queue);
+                due?
+            }
+        };
+        Some((slot, due))
     }
 
     /// Entries other than the periodic ones.
     pub(crate) fn pending(&self) -> usize {
-        self.entries
+        let tree = self
+            .entries
             .values()
             .filter(|d| !matches!(d, Due::ProbeTick | Due::Housekeeping | Due::DialogSweep))
-            .count()
+            .count();
+        let lanes = self.lanes.iter().flatten().filter(|q| q.due.is_some());
+        tree + lanes.count()
+    }
+
+    /// Gives back the room of lanes a burst left mostly empty.
+    pub(crate) fn shrink(&mut self) {
+        for lane in &mut self.lanes {
+            if lane.capacity() > 64 && lane.len() < lane.capacity() / 4 {
+                lane.shrink_to(lane.len() * 2);
+            }
+        }
+    }
+}
+
+/// Drops the cancelled entries at the front of a lane, so that its front is live.
+fn trim(lane: &mut VecDeque<Queued>) {
+    while lane.front().is_some_and(|q| q.due.is_none()) {
+        lane.pop_front();
     }
 }
 
@@ -233,6 +360,80 @@ mod tests {
             assert_eq!(linger(&mut agenda, at), tick);
         }
         assert_eq!(linger(&mut agenda, at), at);
+    }
+
+    /// Lingers of two lengths, set in turn, keep to a lane each and come out with
+    /// the B-tree's entries in the order of their deadlines; those cancelled in the
+    /// middle of a lane never come out.
+    #[test]
+    fn lingers_come_out_in_deadline_order_whatever_their_lanes() {
+        let t0 = Instant::now();
+        let mut ids = Slab::default();
+        let mut agenda = Agenda::default();
+        let mut expected = Vec::new();
+        for step in 0..300u64 {
+            let now = t0 + Duration::from_millis(step * 10);
+            for length in [5_000, 32_000] {
+                let id = ids.insert(());
+                let mut slot = None;
+                let at = now + Duration::from_millis(length);
+                agenda.rearm_lax(&mut slot, at, Due::Server(id));
+                let slot = slot.expect("scheduled");
+                assert_ne!(slot.lane(), 0, "a linger on the grid is queued");
+                if step % 7 == 3 {
+                    agenda.cancel(slot);
+                } else {
+                    expected.push((slot.at(), id));
+                }
+            }
+            if step % 50 == 0 {
+                let id = ids.insert(());
+                let slot = agenda.schedule(now + Duration::from_secs(4), Due::Client(id));
+                expected.push((slot.at(), id));
+            }
+        }
+        assert_eq!(agenda.lanes.len(), 2);
+        assert_eq!(agenda.pending(), expected.len());
+        let mut came = Vec::new();
+        while let Some((slot, due)) = agenda.pop_due(t0 + Duration::from_secs(40)) {
+            let (Due::Server(id) | Due::Client(id)) = due else {
+                panic!("{due:?}");
+            };
+            came.push((slot.at(), id));
+        }
+        assert!(came.windows(2).all(|w| w[0].0 <= w[1].0), "out of order");
+        came.sort();
+        expected.sort();
+        assert_eq!(came, expected);
+        assert_eq!((agenda.pending(), agenda.next()), (0, None));
+    }
+
+    /// A linger earlier than the last of every lane starts a lane of its own while
+    /// there are fewer than [`LANES`], then goes in the B-tree; all still come out
+    /// in order, and a cancelled one at a lane's front leaves the next one first.
+    #[test]
+    fn lingers_that_fit_no_lane_go_in_the_tree() {
+        let t0 = Instant::now();
+        let mut ids = Slab::default();
+        let mut agenda = Agenda::default();
+        let mut slots = Vec::new();
+        for secs in (5..=10).rev() {
+            let id = ids.insert(());
+            slots.push((
+                agenda.queue(t0 + Duration::from_secs(secs), Due::Server(id)),
+                id,
+            ));
+        }
+        let lanes: Vec<usize> = slots.iter().map(|(s, _)| s.lane()).collect();
+        assert_eq!(lanes, [1, 2, 3, 4, 0, 0]);
+        let seven = slots[3].0;
+        agenda.cancel(seven);
+        assert_eq!(agenda.lanes[3].len(), 0, "a cancelled front goes at once");
+        assert_eq!(agenda.next(), Some(t0 + Duration::from_secs(5)));
+        let came: Vec<u64> = std::iter::from_fn(|| agenda.pop_due(t0 + Duration::from_secs(11)))
+            .map(|(slot, _)| (slot.at() - t0).as_secs())
+            .collect();
+        assert_eq!(came, [5, 6, 8, 9, 10]);
     }
 
     #[test]

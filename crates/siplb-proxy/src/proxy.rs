@@ -421,6 +421,7 @@ impl Proxy {
     /// Gives back the space of tables a burst left mostly empty.
     fn housekeeping(&mut self) {
         self.txns.shrink();
+        self.agenda.shrink();
         self.calls.shrink();
         self.expiries.shrink(self.calls.slots());
         self.rejections.shrink();
