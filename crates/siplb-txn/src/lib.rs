@@ -57,7 +57,7 @@ pub use ack::hop_by_hop_ack;
 pub use client::{ClientEvent, ClientTransaction};
 pub use error::{InputError, KeyError};
 pub use key::{ClientKey, ClientProbe, ServerKey, ServerProbe};
-pub use prehash::{Prehashed, PrehashedHasher, prehash};
+pub use prehash::prehash;
 pub use server::{ServerEvent, ServerTransaction};
 pub use state::State;
 
