@@ -43,7 +43,7 @@ impl Proxy {
         // Retransmissions, and the ACK of a non-2xx final, belong to a transaction.
         if let Some(id) = self.txns.server_id(&probe) {
             if let Some(ctx) = self.txns.servers.get_mut(id)
-                && let Err(e) = ctx.tx.handle_request(msg, now)
+                && let Err(e) = ctx.tx.handle_matched_request(msg, now)
             {
                 debug!(error = %e, "request not taken by its transaction");
             }

@@ -142,10 +142,27 @@ impl ServerTransaction {
     /// Feeds a request that matched this transaction: a retransmission, or for an
     /// INVITE the ACK.
     pub fn handle_request(&mut self, request: Message, now: Instant) -> Result<(), InputError> {
-        let method = request.method().ok_or(InputError::NotARequest)?;
+        request.method().ok_or(InputError::NotARequest)?;
         if !ServerProbe::of_request(&request).is_ok_and(|p| self.key.matches(&p)) {
             return Err(InputError::Unmatched);
         }
+        self.handle_matched_request(request, now)
+    }
+
+    /// [`handle_request`](Self::handle_request) for a caller that found this
+    /// transaction by the request's [`ServerProbe`] (a table searched with
+    /// [`ServerKey::matches`]), which is not read again: every call's ACK comes
+    /// this way.
+    pub fn handle_matched_request(
+        &mut self,
+        request: Message,
+        now: Instant,
+    ) -> Result<(), InputError> {
+        let method = request.method().ok_or(InputError::NotARequest)?;
+        debug_assert!(
+            ServerProbe::of_request(&request).is_ok_and(|p| self.key.matches(&p)),
+            "the request is not this transaction's"
+        );
         if method == Method::Ack {
             self.handle_ack(request, now);
             return Ok(());

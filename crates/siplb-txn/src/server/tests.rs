@@ -296,6 +296,43 @@ fn non_invite_server_absorbs_and_lingers_for_timer_j() {
     assert!(h.tx.is_terminated());
 }
 
+/// A caller that found the transaction by the request's probe hands the request in
+/// alone: the key matches the probes of its own requests (the INVITE again, its ACK)
+/// only, and a request so found is taken as `handle_request` takes it.
+#[test]
+fn a_request_found_by_its_probe_is_taken_as_handle_request_takes_it() {
+    let mut h = Harness::new("INVITE", Reliability::Unreliable);
+    let now = h.t0;
+    let other = request_with(
+        "INVITE",
+        "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKuac2",
+        "",
+    );
+    assert!(
+        !h.tx
+            .key()
+            .matches(&ServerProbe::of_request(&other).unwrap())
+    );
+    let ringing =
+        h.tx.send_response(response(&upstream("INVITE"), 180).to_bytes(), now);
+    assert_eq!(ringing, Ok(()));
+    while h.tx.poll_transmit().is_some() {}
+    let again = upstream("INVITE");
+    assert!(
+        h.tx.key()
+            .matches(&ServerProbe::of_request(&again).unwrap())
+    );
+    assert_eq!(h.tx.handle_matched_request(again, now), Ok(()));
+    assert!(h.tx.poll_transmit().is_some(), "the 180 is sent again");
+    let ok =
+        h.tx.send_response(response(&upstream("INVITE"), 200).to_bytes(), now);
+    assert_eq!(ok, Ok(()));
+    let ack = upstream("ACK");
+    assert!(h.tx.key().matches(&ServerProbe::of_request(&ack).unwrap()));
+    assert_eq!(h.tx.handle_matched_request(ack, now), Ok(()));
+    assert!(std::iter::from_fn(|| h.tx.poll_event()).any(|e| matches!(e, ServerEvent::Ack(_))));
+}
+
 #[test]
 fn refuses_what_is_not_its_own() {
     let mut h = Harness::new("INVITE", Reliability::Unreliable);
