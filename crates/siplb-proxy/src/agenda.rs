@@ -278,8 +278,8 @@ impl Agenda {
     /// Gives back the room of lanes a burst left mostly empty.
     pub(crate) fn shrink(&mut self) {
         for lane in &mut self.lanes {
-            if lane.capacity() > 64 && lane.len() < lane.capacity() / 4 {
-                lane.shrink_to(lane.len() * 2);
+            if let Some(room) = crate::slab::shrunk_room(lane.len(), lane.capacity()) {
+                lane.shrink_to(room);
             }
         }
     }

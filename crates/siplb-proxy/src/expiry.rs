@@ -121,8 +121,10 @@ impl Expiries {
             self.set -= self.deadlines[slots..].iter().filter(|&&d| d != 0).count();
             self.deadlines.truncate(slots);
         }
-        if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
-            self.deadlines.shrink_to(self.deadlines.len() * 2);
+        if let Some(room) =
+            crate::slab::shrunk_room(self.deadlines.len(), self.deadlines.capacity())
+        {
+            self.deadlines.shrink_to(room);
         }
     }
 }

@@ -37,11 +37,10 @@ impl IdTable {
         self.ids.len()
     }
 
-    /// Gives back the room a burst left empty, keeping room to double: hash tables
-    /// never shrink by themselves.
+    /// Gives back the room a burst left empty (`slab::shrunk_room`).
     pub(crate) fn shrink(&mut self, hash_of: impl Fn(Id) -> u64) {
-        if self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
-            self.ids.shrink_to(self.ids.len() * 2, |&i| hash_of(i));
+        if let Some(room) = crate::slab::shrunk_room(self.ids.len(), self.ids.capacity()) {
+            self.ids.shrink_to(room, |&i| hash_of(i));
         }
     }
 }

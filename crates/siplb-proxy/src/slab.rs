@@ -135,16 +135,36 @@ impl<T> Slab<T> {
         }
         let len = self.slots.len();
         self.free.retain(|&i| (i as usize) < len);
-        if self.slots.capacity() > 64 && self.slots.len() < self.slots.capacity() / 4 {
-            self.slots.shrink_to(self.slots.len() * 2);
+        if let Some(room) = shrunk_room(self.slots.len(), self.slots.capacity()) {
+            self.slots.shrink_to(room);
             self.free.shrink_to(self.free.len() * 2);
         }
     }
 }
 
+/// The room a table of `len` entries in `capacity` shrinks to after a burst, if it
+/// should: once less than a quarter full, to twice what it holds, so that it can
+/// double again without growing (tables never shrink by themselves). Every table of
+/// the core follows this rule, in housekeeping.
+pub(crate) fn shrunk_room(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 64 && len < capacity / 4).then_some(len * 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_shrinks_to_twice_its_entries_once_under_a_quarter_full() {
+        assert_eq!(super::shrunk_room(10, 100), Some(20));
+        assert_eq!(super::shrunk_room(25, 100), None);
+        assert_eq!(
+            super::shrunk_room(0, 64),
+            None,
+            "small tables keep their room"
+        );
+        assert_eq!(super::shrunk_room(0, 65), Some(0));
+    }
 
     #[test]
     fn stale_ids_find_nothing() {

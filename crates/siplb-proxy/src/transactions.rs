@@ -319,15 +319,14 @@ fn client_hash(clients: &Slab<ClientCtx>, id: Id) -> u64 {
     clients.get(id).map_or(0, |c| c.tx.key().digest())
 }
 
-/// Shrinks a table that is less than a quarter full, keeping room to double (hash
-/// tables never shrink by themselves).
+/// Gives back the room a burst left in a hash map (`slab::shrunk_room`).
 pub(crate) fn shrink_map<K, V, S>(map: &mut HashMap<K, V, S>)
 where
     K: std::hash::Hash + Eq,
     S: std::hash::BuildHasher,
 {
-    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
+    if let Some(room) = crate::slab::shrunk_room(map.len(), map.capacity()) {
+        map.shrink_to(room);
     }
 }
 
