@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use siplb_balance::NameTransport;
-use siplb_sip::{Host, Uri};
+use siplb_sip::{Host, SentBy, Uri};
 use siplb_txn::Reliability;
 
 /// The transports siplb speaks SIP over.
@@ -244,7 +244,7 @@ pub(crate) struct Listeners {
     listen: Vec<Peer>,
     /// `host:port` of each listener, written once: every forwarded request carries
     /// it in its Via, and every INVITE in its Record-Route.
-    host_ports: Vec<String>,
+    sent_bys: Vec<SentBy>,
     /// Addresses that are siplb's own without a listener here (the other nodes of a
     /// cluster).
     aliases: Vec<SocketAddr>,
@@ -252,10 +252,10 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     pub(crate) fn new(listen: Vec<Peer>) -> Listeners {
-        let host_ports = listen.iter().map(|l| host_port(l.addr)).collect();
+        let sent_bys = listen.iter().map(|l| SentBy::new(l.addr)).collect();
         Listeners {
             listen,
-            host_ports,
+            sent_bys,
             aliases: Vec::new(),
         }
     }
@@ -270,14 +270,14 @@ impl Listeners {
 
     /// The listener that sends to `peer` (same transport and address family), with
     /// its `host:port`.
-    pub(crate) fn local_for(&self, peer: &Peer) -> Option<(Peer, &str)> {
+    pub(crate) fn local_for(&self, peer: &Peer) -> Option<(Peer, &SentBy)> {
         let same_family = |l: &Peer| l.addr.is_ipv4() == peer.addr.is_ipv4();
         let i = self
             .listen
             .iter()
             .position(|l| l.transport == peer.transport && same_family(l))
             .or_else(|| self.listen.iter().position(same_family))?;
-        Some((self.listen[i], self.host_ports.get(i)?.as_str()))
+        Some((self.listen[i], self.sent_bys.get(i)?))
     }
 
     /// True when `uri` points at one of siplb's listeners, however the port is
@@ -338,10 +338,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// How a listener writes itself in a Via sent-by or a Record-Route URI.
 pub(crate) fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
+    SentBy::new(addr).into()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_sip::{EditError, FinishError, HeaderName, Message};
+use siplb_sip::{EditError, FinishError, HeaderName, Message, OwnVia};
 use tracing::{debug, warn};
 
 use crate::addr::{Peer, Transport};
@@ -18,30 +18,21 @@ use crate::transactions::ClientRole;
 impl Proxy {
     /// siplb's Via towards `peer`, with a fresh branch; `None` without a listener of
     /// the peer's address family.
-    pub(crate) fn via_for(&mut self, peer: &Peer) -> Option<String> {
+    pub(crate) fn via_for(&mut self, peer: &Peer) -> Option<OwnVia> {
         let branch = self.tokens.branch();
-        let (_, host_port) = self.listeners.local_for(peer)?;
+        let (_, sent_by) = self.listeners.local_for(peer)?;
         let transport = match peer.transport {
-            Transport::Udp => "SIP/2.0/UDP ",
-            Transport::Tcp => "SIP/2.0/TCP ",
-            Transport::Tls => "SIP/2.0/TLS ",
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         };
-        let mut via = String::with_capacity(96 + host_port.len());
-        for part in [
-            transport,
-            host_port,
-            ";branch=",
-            &branch,
-            ";rport",
-            crate::overload::VIA_PARAMS,
-        ] {
-            via.push_str(part);
-        }
-        Some(via)
+        let params = [";rport", crate::overload::VIA_PARAMS];
+        Some(OwnVia::new(transport, sent_by, &branch, &params))
     }
 
     pub(crate) fn record_route_for(&self, peer: &Peer) -> Option<String> {
-        let (_, host_port) = self.listeners.local_for(peer)?;
+        let (_, sent_by) = self.listeners.local_for(peer)?;
+        let host_port = sent_by.as_str();
         let params = match peer.transport {
             Transport::Udp => ";lr>",
             Transport::Tcp => ";transport=tcp;lr>",
@@ -89,7 +80,7 @@ impl Proxy {
         if let Some(rr_in) = rr_in.filter(|r| *r != rr_out) {
             edit.push_record_route(&rr_in);
         }
-        edit.push_via(&via);
+        edit.push_own_via(&via);
         let request = edit
             .finish_message(&self.settings.limits)
             .map_err(unsendable_finish)?;
@@ -162,7 +153,7 @@ impl Proxy {
         let Some(via) = self.via_for(&peer) else {
             return;
         };
-        let ack = uac_request("ACK", &target, &via, &route, from, to, call_id, seq);
+        let ack = uac_request("ACK", &target, via.as_str(), &route, from, to, call_id, seq);
         self.send(peer, ack);
         if bye {
             self.own_request(
@@ -266,7 +257,7 @@ impl Proxy {
         let Some(via) = self.via_for(&peer) else {
             return;
         };
-        let data = uac_request(method, target, &via, route, from, to, call_id, seq);
+        let data = uac_request(method, target, via.as_str(), route, from, to, call_id, seq);
         let Ok(request) = Message::parse(data) else {
             debug!(call_id, "siplb's own request does not parse; not sent");
             return;

@@ -139,7 +139,7 @@ impl Proxy {
             self.reply_stateless(&msg, peer, 483, "Too Many Hops", &[]);
             return;
         }
-        edit.push_via(&via);
+        edit.push_own_via(&via);
         if is_ack {
             if let Ok(bytes) = edit.finish() {
                 self.send(target, bytes);

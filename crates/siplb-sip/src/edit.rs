@@ -13,6 +13,7 @@ use crate::error::ParseError;
 use crate::framing::{Datagram, Limits, parse_datagram};
 use crate::header_name::HeaderName;
 use crate::message::{Message, Span};
+use crate::own_via::{OwnVia, ViaLayout};
 use crate::reindex::reindex;
 use crate::text::{parse_u32, trim_bytes};
 use crate::via::Via;
@@ -49,6 +50,8 @@ pub(crate) struct Splice {
 pub(crate) struct NewField {
     pub(crate) name: HeaderName,
     pub(crate) name_len: usize,
+    /// Where the parts of a Via hop the proxy wrote itself lie in the value.
+    pub(crate) own_via: Option<ViaLayout>,
 }
 
 /// Collects edits to one message.
@@ -96,7 +99,7 @@ impl<'m> Editor<'m> {
         self.splice(at, &digits[i..]);
     }
 
-    fn insert_header(&mut self, at: usize, name: &str, value: &str) {
+    fn insert_header(&mut self, at: usize, name: &str, value: &str, own_via: Option<ViaLayout>) {
         let start = self.arena.len();
         self.arena.extend_from_slice(name.as_bytes());
         self.arena.extend_from_slice(b": ");
@@ -108,6 +111,7 @@ impl<'m> Editor<'m> {
             field: Some(NewField {
                 name: HeaderName::from_bytes(name.as_bytes()),
                 name_len: name.len(),
+                own_via,
             }),
         });
     }
@@ -126,10 +130,20 @@ impl<'m> Editor<'m> {
 
     /// Adds a Via hop on top (`value` is the hop, e.g. `SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK...`).
     pub fn push_via(&mut self, value: &str) -> &mut Self {
+        self.push_via_field(value, None)
+    }
+
+    /// Adds the proxy's own Via hop on top: as [`Editor::push_via`], and the result is
+    /// indexed without parsing the hop.
+    pub fn push_own_via(&mut self, via: &OwnVia) -> &mut Self {
+        self.push_via_field(via.as_str(), Some(via.layout()))
+    }
+
+    fn push_via_field(&mut self, value: &str, own: Option<ViaLayout>) -> &mut Self {
         let at = self
             .first_line_of(HeaderName::Via)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.insert_header(at, HeaderName::Via.as_str(), value);
+        self.insert_header(at, HeaderName::Via.as_str(), value, own);
         self
     }
 
@@ -209,7 +223,7 @@ impl<'m> Editor<'m> {
         let at = self
             .first_line_of(HeaderName::RecordRoute)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.insert_header(at, HeaderName::RecordRoute.as_str(), value);
+        self.insert_header(at, HeaderName::RecordRoute.as_str(), value, None);
         self
     }
 
@@ -235,7 +249,7 @@ impl<'m> Editor<'m> {
         match field {
             None => {
                 let at = self.after_start_line();
-                self.insert_header(at, HeaderName::MaxForwards.as_str(), "70");
+                self.insert_header(at, HeaderName::MaxForwards.as_str(), "70", None);
                 Ok(70)
             }
             Some(h) => {
@@ -264,7 +278,7 @@ impl<'m> Editor<'m> {
             None => {
                 let at = self.msg.head_end as usize;
                 let len = body.len().to_string();
-                self.insert_header(at, HeaderName::ContentLength.as_str(), &len);
+                self.insert_header(at, HeaderName::ContentLength.as_str(), &len, None);
             }
         }
         self.splice(self.msg.body.range(), body);
@@ -274,7 +288,7 @@ impl<'m> Editor<'m> {
     /// Appends a header field at the end of the head.
     pub fn append_header(&mut self, name: &str, value: &str) -> &mut Self {
         let at = self.msg.head_end as usize;
-        self.insert_header(at, name, value);
+        self.insert_header(at, name, value, None);
         self
     }
 

@@ -113,16 +113,16 @@ pub(crate) struct Known {
 /// A parsed Via hop as offsets into the message buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TopVia {
-    transport: Span,
-    host: TopHost,
-    host_text: Span,
-    port: Option<u16>,
-    params: Span,
-    branch: Option<Span>,
+    pub(crate) transport: Span,
+    pub(crate) host: TopHost,
+    pub(crate) host_text: Span,
+    pub(crate) port: Option<u16>,
+    pub(crate) params: Span,
+    pub(crate) branch: Option<Span>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TopHost {
+pub(crate) enum TopHost {
     Domain(Span),
     V4(std::net::Ipv4Addr),
     V6(std::net::Ipv6Addr),

@@ -84,8 +84,9 @@ pub(crate) fn reindex(
     }
 
     let mut headers: Vec<HeaderField> = Vec::with_capacity(msg.headers.len() + 4);
-    // Where the inserted Via fields land in `headers` (siplb pushes one).
-    let mut vias_inserted = [0usize; 4];
+    // Where the inserted Via fields land in `headers` (siplb pushes one), and where
+    // the parts of a hop the proxy wrote itself lie.
+    let mut vias_inserted = [(0usize, None); 4];
     let mut n_vias_inserted = 0;
     let mut inserted = splices
         .iter()
@@ -103,7 +104,7 @@ pub(crate) fn reindex(
             return None;
         }
         if field.name == HeaderName::Via {
-            *vias_inserted.get_mut(n_vias_inserted)? = headers.len();
+            *vias_inserted.get_mut(n_vias_inserted)? = (headers.len(), field.own_via);
             n_vias_inserted += 1;
         }
         // Where the text lands: its place in the original, moved by every splice
@@ -235,8 +236,15 @@ pub(crate) fn reindex(
     // is the original's, moved.
     let top_field = usize::from(first[HeaderName::Via as usize]);
     let mut hops_added = 0;
-    for &field in &vias_inserted[..n_vias_inserted] {
+    for &(field, own) in &vias_inserted[..n_vias_inserted] {
         let value = edited.headers.get(field)?.value;
+        if let Some(own) = own {
+            if field == top_field && hops_added == 0 {
+                edited.top_via = Some(own.top_via(value.start as usize));
+            }
+            hops_added += 1;
+            continue;
+        }
         for element in list_elements(&edited.buf[value.range()]) {
             let (a, b) = element.ok()?;
             let hop = trim_bytes(&edited.buf[value.start as usize + a..value.start as usize + b]);

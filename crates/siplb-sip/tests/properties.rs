@@ -183,6 +183,9 @@ enum Edit {
     PopRoutes(usize),
     RecordRoute(String),
     Via(String),
+    /// The proxy's own hop, written from its parts (`OwnVia`): port, branch, and
+    /// whether it is IPv6.
+    OwnVia(u16, String, bool),
     RequestUri(String),
     Body(Vec<u8>),
     Append(String, String),
@@ -196,7 +199,11 @@ impl Edit {
     fn is_relay(&self) -> bool {
         matches!(
             self,
-            Edit::MaxForwards | Edit::PopRoutes(_) | Edit::RecordRoute(_) | Edit::Via(_)
+            Edit::MaxForwards
+                | Edit::PopRoutes(_)
+                | Edit::RecordRoute(_)
+                | Edit::Via(_)
+                | Edit::OwnVia(..)
         )
     }
 }
@@ -207,6 +214,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         2 => (0usize..3).prop_map(Edit::PopRoutes),
         2 => host().prop_map(|h| Edit::RecordRoute(format!("<sip:{h};lr>"))),
         2 => (host(), token()).prop_map(|(h, b)| Edit::Via(format!("SIP/2.0/UDP {h};branch=z9hG4bK{b}"))),
+        2 => (any::<u16>(), token(), any::<bool>()).prop_map(|(p, b, v6)| Edit::OwnVia(p, b, v6)),
         1 => token().prop_map(|u| Edit::RequestUri(format!("sip:{u}@127.0.0.2:5070"))),
         1 => proptest::collection::vec(32u8..127, 0..30).prop_map(Edit::Body),
         // Any field, well or badly formed: a Via or Content-Length that breaks the
@@ -247,6 +255,21 @@ fn apply<'m>(m: &'m Message, edits: &[Edit]) -> Option<siplb_sip::Editor<'m>> {
             }
             Edit::Via(v) => {
                 e.push_via(v);
+            }
+            Edit::OwnVia(port, branch, v6) => {
+                let ip: std::net::IpAddr = if *v6 {
+                    "2001:db8::7".parse().unwrap()
+                } else {
+                    "127.0.0.9".parse().unwrap()
+                };
+                let sent_by = siplb_sip::SentBy::new(std::net::SocketAddr::new(ip, *port));
+                let branch = format!("z9hG4bK{branch}");
+                e.push_own_via(&siplb_sip::OwnVia::new(
+                    "UDP",
+                    &sent_by,
+                    &branch,
+                    &[";rport", ";oc;oc-algo=\"loss\""],
+                ));
             }
             Edit::RequestUri(u) => e.set_request_uri(u).map(|_| ()).ok()?,
             Edit::Body(b) => {
@@ -291,7 +314,10 @@ proptest! {
                 prop_assert_eq!(c.via_count(), p.vias().count());
             }
             (Ok(siplb_sip::Datagram::Message(p)), None) => {
-                prop_assert!(!edits.iter().all(Edit::is_relay), "relay edits fell back to a full parse");
+                // The carried index takes up to four pushed Via fields (a proxy pushes
+                // one); more are parsed in full.
+                let vias = edits.iter().filter(|e| matches!(e, Edit::Via(_) | Edit::OwnVia(..))).count();
+                prop_assert!(!edits.iter().all(Edit::is_relay) || vias > 4, "relay edits fell back to a full parse");
                 prop_assert_eq!(finished.unwrap(), p);
             }
             (Ok(siplb_sip::Datagram::KeepAlive), _) => prop_assert!(false, "an edit left only whitespace"),
