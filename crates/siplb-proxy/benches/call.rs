@@ -83,6 +83,7 @@ impl Core {
     }
 
     /// Overwrites the caches, as the processes that run while the core sleeps do.
+    #[inline(never)]
     fn evict(&mut self) {
         if self.cold {
             for line in self.evict.chunks_mut(64) {
