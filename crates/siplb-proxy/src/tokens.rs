@@ -76,17 +76,22 @@ impl Tokens {
 
 /// `prefix` and each word as 16 lowercase hex digits: `format!("{prefix}{w:016x}")`
 /// without the formatting machinery, which cost more than the random words (a few
-/// branches and tags per call).
+/// branches and tags per call). The digits are written as bytes, 16 at a time: pushed
+/// as `char`s one by one, they cost 20 instructions each (docs/BENCHMARKS.md, issue
+/// 19's thirteenth round).
 fn hex_token(prefix: &str, words: &[u64]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(prefix.len() + 16 * words.len());
-    out.push_str(prefix);
+    let mut out = Vec::with_capacity(prefix.len() + 16 * words.len());
+    out.extend_from_slice(prefix.as_bytes());
     for w in words {
-        for shift in (0..16).rev() {
-            out.push(char::from(DIGITS[((w >> (4 * shift)) & 0xf) as usize]));
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = DIGITS[((w >> (60 - 4 * i)) & 0xf) as usize];
         }
+        out.extend_from_slice(&digits);
     }
-    out
+    // A str prefix and ASCII digits: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl TieBreaker for Tokens {
