@@ -284,6 +284,17 @@ pub async fn serve(
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
+    // Resolves once shutdown is asked for, or once nothing is left that could ask.
+    // Made once and polled every turn: a `changed()` made afresh each turn joined the
+    // watch's list of waiters and left it again on every message.
+    let shutdown_asked = async move {
+        loop {
+            if *shutdown.borrow_and_update() || shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(shutdown_asked);
     loop {
         if let Some(until) = drain_until
             && (proxy.is_idle() || Instant::now() >= until)
@@ -306,13 +317,11 @@ pub async fn serve(
         let mut left_input = false;
         tokio::select! {
             biased;
-            changed = shutdown.changed(), if drain_until.is_none() => {
+            () = &mut shutdown_asked, if drain_until.is_none() => {
                 woke = Instant::now();
-                if changed.is_err() || *shutdown.borrow() {
-                    info!(calls = proxy.calls(), ?drain, "draining: new calls get 503, calls up may end");
-                    proxy.set_draining(true);
-                    drain_until = Some(Instant::now() + drain);
-                }
+                info!(calls = proxy.calls(), ?drain, "draining: new calls get 503, calls up may end");
+                proxy.set_draining(true);
+                drain_until = Some(woke + drain);
             }
             () = &mut sleep, if armed.is_some() => {
                 // Fired: the next turn sets it again, even for the same deadline.
