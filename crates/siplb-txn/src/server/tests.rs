@@ -8,6 +8,15 @@ use crate::test_messages::{request_with, response};
 
 const UAC_VIA: &str = "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKuac1";
 
+/// An INVITE from the same caller with a branch of its own: another transaction's.
+fn another_invite() -> Message {
+    request_with(
+        "INVITE",
+        "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKuac2",
+        "",
+    )
+}
+
 fn upstream(method: &str) -> Message {
     let to = if method == "ACK" { ";tag=bob1" } else { "" };
     request_with(method, UAC_VIA, to)
@@ -303,11 +312,7 @@ fn non_invite_server_absorbs_and_lingers_for_timer_j() {
 fn a_request_found_by_its_probe_is_taken_as_handle_request_takes_it() {
     let mut h = Harness::new("INVITE", Reliability::Unreliable);
     let now = h.t0;
-    let other = request_with(
-        "INVITE",
-        "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKuac2",
-        "",
-    );
+    let other = another_invite();
     assert!(
         !h.tx
             .key()
@@ -337,11 +342,7 @@ fn a_request_found_by_its_probe_is_taken_as_handle_request_takes_it() {
 fn refuses_what_is_not_its_own() {
     let mut h = Harness::new("INVITE", Reliability::Unreliable);
     let now = h.t0;
-    let other = request_with(
-        "INVITE",
-        "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKuac2",
-        "",
-    );
+    let other = another_invite();
     assert_eq!(h.tx.handle_request(other, now), Err(InputError::Unmatched));
     assert_eq!(
         h.tx.handle_request(upstream("CANCEL"), now),
