@@ -7,6 +7,7 @@
 //! it), opened on demand otherwise.
 
 mod control;
+mod deadline;
 mod icmp;
 mod tcp;
 mod tls;
@@ -278,12 +279,7 @@ pub async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     proxy.set_wall_clock(Instant::now(), since_epoch);
-    // One timer for the core's next deadline, moved only when the deadline moves: a
-    // sleep made afresh every turn was registered with tokio's timer wheel and taken
-    // out of it again on each message, most of the time for the same instant.
-    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(sleep);
-    let mut armed: Option<Instant> = None;
+    let mut deadline = deadline::Deadline::new()?;
     // Resolves once shutdown is asked for, or once nothing is left that could ask.
     // Made once and polled every turn: a `changed()` made afresh each turn joined the
     // watch's list of waiters and left it again on every message.
@@ -302,16 +298,11 @@ pub async fn serve(
             info!(calls_left = proxy.calls(), "SIP transports stopped");
             return Ok(());
         }
-        let mut deadline = proxy.poll_timeout();
+        let mut next = proxy.poll_timeout();
         if let Some(until) = drain_until {
-            deadline = Some(deadline.map_or(until, |d| d.min(until)));
+            next = Some(next.map_or(until, |d| d.min(until)));
         }
-        if deadline != armed {
-            if let Some(t) = deadline {
-                sleep.as_mut().reset(tokio::time::Instant::from_std(t));
-            }
-            armed = deadline;
-        }
+        deadline.set(next)?;
         // When this turn's work began, and whether it left input unread.
         let woke: Instant;
         let mut left_input = false;
@@ -323,9 +314,8 @@ pub async fn serve(
                 proxy.set_draining(true);
                 drain_until = Some(woke + drain);
             }
-            () = &mut sleep, if armed.is_some() => {
-                // Fired: the next turn sets it again, even for the same deadline.
-                armed = None;
+            fired = deadline.fired(), if deadline.is_armed() => {
+                fired?;
                 woke = Instant::now();
                 proxy.handle_timeout(woke);
             }

@@ -56,12 +56,15 @@ impl UdpListener {
 
 #[allow(
     deprecated,
-    reason = "sound for a type that owns its descriptor, as std's sockets do: what the \
-              unsafe `register_with_interest` that replaces it asks, which this \
-              workspace's forbid(unsafe_code) cannot call"
+    reason = "sound for a type that owns its descriptor, as std's sockets and the \
+              core's timer do: what the unsafe `register_with_interest` that replaces \
+              it asks, which this workspace's forbid(unsafe_code) cannot call"
 )]
-fn register(socket: UdpSocket, interest: Interest) -> io::Result<AsyncFd<UdpSocket>> {
-    AsyncFd::with_interest(socket, interest)
+pub(crate) fn register<T: std::os::fd::AsRawFd>(
+    owner: T,
+    interest: Interest,
+) -> io::Result<AsyncFd<T>> {
+    AsyncFd::with_interest(owner, interest)
 }
 
 /// Waits until `socket` has room to send, on a registration of a second descriptor
