@@ -9,6 +9,7 @@
 //! less than once per call. Elsewhere it is a tokio sleep.
 
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// A one-shot timer for the core's next deadline.
@@ -33,11 +34,6 @@ impl Deadline {
         })
     }
 
-    /// Whether a deadline is set and has not fired yet.
-    pub(crate) fn is_armed(&self) -> bool {
-        self.armed.is_some()
-    }
-
     /// Sets the deadline to `at` (none: off), unless it is set there already.
     pub(crate) fn set(&mut self, at: Option<Instant>) -> io::Result<()> {
         if at == self.armed {
@@ -60,15 +56,19 @@ impl Deadline {
         Ok(())
     }
 
-    /// Resolves once the deadline set has passed; it is then off until set again
-    /// (even to the same instant). Pending while none is set.
-    pub(crate) async fn fired(&mut self) -> io::Result<()> {
+    /// Ready once the deadline set has passed; it is then off until set again (even
+    /// to the same instant). Pending while none is set.
+    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.armed.is_none() {
-            return std::future::pending().await;
+            return Poll::Pending;
         }
         #[cfg(target_os = "linux")]
         loop {
-            let mut ready = self.timer.readable().await?;
+            let mut ready = match self.timer.poll_read_ready(cx) {
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
             let read = ready.get_inner().take_expiry();
             // Read or found empty (an expiry that a later `set` took back), the
             // timer is not ready any more: one read per expiry, not one more to learn it.
@@ -76,13 +76,15 @@ impl Deadline {
             match read {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         #[cfg(not(target_os = "linux"))]
-        self.sleep.as_mut().await;
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
         self.armed = None;
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -149,12 +151,16 @@ mod tests {
         deadline
             .set(Some(start + Duration::from_millis(30)))
             .unwrap();
-        assert!(deadline.is_armed());
-        deadline.fired().await.unwrap();
+        std::future::poll_fn(|cx| deadline.poll_fired(cx))
+            .await
+            .unwrap();
         assert!(start.elapsed() >= Duration::from_millis(30));
-        assert!(!deadline.is_armed());
         // Off after firing: nothing more comes until it is set again.
-        let more = tokio::time::timeout(Duration::from_millis(50), deadline.fired()).await;
+        let more = tokio::time::timeout(
+            Duration::from_millis(50),
+            std::future::poll_fn(|cx| deadline.poll_fired(cx)),
+        )
+        .await;
         assert!(more.is_err());
     }
 
@@ -170,7 +176,9 @@ mod tests {
         deadline
             .set(Some(start + Duration::from_millis(80)))
             .unwrap();
-        deadline.fired().await.unwrap();
+        std::future::poll_fn(|cx| deadline.poll_fired(cx))
+            .await
+            .unwrap();
         assert!(start.elapsed() >= Duration::from_millis(80));
     }
 
@@ -179,16 +187,22 @@ mod tests {
         let mut deadline = Deadline::new().unwrap();
         let past = Instant::now() - Duration::from_millis(1);
         deadline.set(Some(past)).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), deadline.fired())
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| deadline.poll_fired(cx)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         deadline
             .set(Some(Instant::now() + Duration::from_millis(10)))
             .unwrap();
         deadline.set(None).unwrap();
-        assert!(!deadline.is_armed());
-        let fired = tokio::time::timeout(Duration::from_millis(50), deadline.fired()).await;
+        let fired = tokio::time::timeout(
+            Duration::from_millis(50),
+            std::future::poll_fn(|cx| deadline.poll_fired(cx)),
+        )
+        .await;
         assert!(fired.is_err());
     }
 }

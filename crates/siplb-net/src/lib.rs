@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -291,6 +292,7 @@ pub async fn serve(
         }
     };
     tokio::pin!(shutdown_asked);
+    let mut udp_streak = 0;
     loop {
         if let Some(until) = drain_until
             && (proxy.is_idle() || Instant::now() >= until)
@@ -303,49 +305,68 @@ pub async fn serve(
             next = Some(next.map_or(until, |d| d.min(until)));
         }
         deadline.set(next)?;
+        let (turn, others_polled) = std::future::poll_fn(|cx| {
+            // At low rates nearly every turn is one datagram; the sockets polled first
+            // spare it polling every other input twice (on waking, and before sleeping
+            // again). A run of such turns gives the others a poll first, so that a
+            // steady stream of datagrams delays timers and the management interface by
+            // a few turns at most.
+            let udp_first = udp_streak < UDP_STREAK;
+            if udp_first && let Poll::Ready(ready) = udp::poll_any_readable(&udp, cx) {
+                return Poll::Ready((Turn::Udp(ready), false));
+            }
+            if drain_until.is_none() && shutdown_asked.as_mut().poll(cx).is_ready() {
+                return Poll::Ready((Turn::Shutdown, true));
+            }
+            if let Poll::Ready(fired) = deadline.poll_fired(cx) {
+                return Poll::Ready((Turn::Timer(fired), true));
+            }
+            if let Some(query) = poll_open(&mut control, cx, mpsc::Receiver::poll_recv) {
+                return Poll::Ready((Turn::Control(query), true));
+            }
+            if let Some(answer) =
+                poll_open(&mut reservations, cx, mpsc::UnboundedReceiver::poll_recv)
+            {
+                return Poll::Ready((Turn::Reservation(answer), true));
+            }
+            // The core holds a sender of its own: the events channel never closes.
+            if let Poll::Ready(Some(event)) = events.poll_recv(cx) {
+                return Poll::Ready((Turn::Event(event), true));
+            }
+            if !udp_first && let Poll::Ready(ready) = udp::poll_any_readable(&udp, cx) {
+                return Poll::Ready((Turn::Udp(ready), true));
+            }
+            Poll::Pending
+        })
+        .await;
+        udp_streak = if others_polled { 0 } else { udp_streak + 1 };
         // When this turn's work began, and whether it left input unread.
-        let woke: Instant;
+        let woke = Instant::now();
         let mut left_input = false;
-        tokio::select! {
-            biased;
-            () = &mut shutdown_asked, if drain_until.is_none() => {
-                woke = Instant::now();
-                info!(calls = proxy.calls(), ?drain, "draining: new calls get 503, calls up may end");
+        match turn {
+            Turn::Shutdown => {
+                info!(
+                    calls = proxy.calls(),
+                    ?drain,
+                    "draining: new calls get 503, calls up may end"
+                );
                 proxy.set_draining(true);
                 drain_until = Some(woke + drain);
             }
-            fired = deadline.fired(), if deadline.is_armed() => {
+            Turn::Timer(fired) => {
                 fired?;
-                woke = Instant::now();
                 proxy.handle_timeout(woke);
             }
-            Some(query) = async {
-                match control.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                woke = Instant::now();
-                answer(&mut proxy, &tcp_stats, query);
-            }
-            Some((ticket, granted)) = async {
-                match reservations.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                woke = Instant::now();
+            Turn::Control(query) => answer(&mut proxy, &tcp_stats, query),
+            Turn::Reservation((ticket, granted)) => {
                 proxy.handle_reservation(woke, ticket, granted);
-                while let Ok((ticket, granted)) = reservations.as_mut().map_or(
-                    Err(mpsc::error::TryRecvError::Empty),
-                    mpsc::UnboundedReceiver::try_recv,
-                ) {
+                while let Some(Ok((ticket, granted))) =
+                    reservations.as_mut().map(mpsc::UnboundedReceiver::try_recv)
+                {
                     proxy.handle_reservation(woke, ticket, granted);
                 }
             }
-            Some(event) = events.recv() => {
-                let now = Instant::now();
-                woke = now;
+            Turn::Event(event) => {
                 // Take whatever else is already queued before sending anything, so a
                 // busy core flushes its output once per batch instead of per message.
                 let mut next = Some(event);
@@ -353,8 +374,10 @@ pub async fn serve(
                 while let Some(event) = next.take() {
                     taken += 1;
                     match event {
-                        Event::Message { peer, msg } => proxy.handle_message(now, msg, peer),
-                        Event::Malformed { peer, error } => proxy.handle_malformed(now, peer, &error),
+                        Event::Message { peer, msg } => proxy.handle_message(woke, msg, peer),
+                        Event::Malformed { peer, error } => {
+                            proxy.handle_malformed(woke, peer, &error)
+                        }
                         Event::Connected { peer, tx } => {
                             if let Some(queued) = pending.remove(&peer) {
                                 for data in queued {
@@ -363,12 +386,15 @@ pub async fn serve(
                             }
                             connections.insert(peer, tx);
                         }
-                        Event::Unreachable { peer } => proxy.handle_unreachable(now, peer),
+                        Event::Unreachable { peer } => proxy.handle_unreachable(woke, peer),
                         Event::Closed { peer } => {
                             connections.remove(&peer);
                             // Closed before it opened: what waited for it was never sent.
-                            if pending.remove(&peer).is_some_and(|queued| !queued.is_empty()) {
-                                proxy.handle_unreachable(now, peer);
+                            if pending
+                                .remove(&peer)
+                                .is_some_and(|queued| !queued.is_empty())
+                            {
+                                proxy.handle_unreachable(woke, peer);
                             }
                         }
                     }
@@ -378,12 +404,10 @@ pub async fn serve(
                 }
                 left_input = taken == BATCH;
             }
-            ready = udp::any_readable(&udp) => {
-                let now = Instant::now();
-                woke = now;
+            Turn::Udp(ready) => {
                 for socket in &udp {
                     left_input |= batches.read(socket, BATCH, |peer, data| {
-                        proxy.handle(now, Incoming { peer, data });
+                        proxy.handle(woke, Incoming { peer, data });
                     });
                 }
                 if let Err(e) = ready {
@@ -439,6 +463,37 @@ pub async fn serve(
         batches.flush(&udp).await;
         let done = Instant::now();
         proxy.note_busy(done, busy.turn(woke, done, left_input));
+    }
+}
+
+/// What a turn of the core is for: the input that woke it.
+enum Turn {
+    Shutdown,
+    Timer(io::Result<()>),
+    Control(control::Query),
+    Reservation((u64, bool)),
+    Event(Event),
+    Udp(io::Result<()>),
+}
+
+/// Turns in a row that the UDP sockets may take before the other inputs are polled
+/// first.
+const UDP_STREAK: u32 = 8;
+
+/// Polls a channel that may be absent or closed; a closed one is dropped, so that it is
+/// not polled again.
+fn poll_open<R, T>(
+    channel: &mut Option<R>,
+    cx: &mut Context<'_>,
+    poll_recv: fn(&mut R, &mut Context<'_>) -> Poll<Option<T>>,
+) -> Option<T> {
+    match poll_recv(channel.as_mut()?, cx) {
+        Poll::Ready(Some(item)) => Some(item),
+        Poll::Ready(None) => {
+            *channel = None;
+            None
+        }
+        Poll::Pending => None,
     }
 }
 

@@ -306,19 +306,18 @@ impl Batches {
     }
 }
 
-/// Resolves when one of the sockets has datagrams waiting (or an error to report).
-pub(crate) fn any_readable(
+/// Ready when one of the sockets has datagrams waiting (or an error to report).
+pub(crate) fn poll_any_readable(
     sockets: &[UdpListener],
-) -> impl std::future::Future<Output = io::Result<()>> {
-    std::future::poll_fn(move |cx| {
-        for s in sockets {
-            if let std::task::Poll::Ready(r) = s.socket.poll_read_ready(cx) {
-                // The guard goes without clearing: the read that follows does.
-                return std::task::Poll::Ready(r.map(drop));
-            }
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<io::Result<()>> {
+    for s in sockets {
+        if let std::task::Poll::Ready(r) = s.socket.poll_read_ready(cx) {
+            // The guard goes without clearing: the read that follows does.
+            return std::task::Poll::Ready(r.map(drop));
         }
-        std::task::Poll::Pending
-    })
+    }
+    std::task::Poll::Pending
 }
 
 /// The IP address and port of a socket address the kernel filled in.
@@ -375,7 +374,7 @@ mod tests {
         // datagram comes.
         let woke = tokio::time::timeout(
             Duration::from_millis(50),
-            any_readable(std::slice::from_ref(&listener)),
+            std::future::poll_fn(|cx| poll_any_readable(std::slice::from_ref(&listener), cx)),
         )
         .await;
         assert!(woke.is_err(), "readable with nothing queued");
@@ -390,7 +389,7 @@ mod tests {
     async fn udp_ready(listener: &UdpListener) {
         tokio::time::timeout(
             Duration::from_secs(5),
-            any_readable(std::slice::from_ref(listener)),
+            std::future::poll_fn(|cx| poll_any_readable(std::slice::from_ref(listener), cx)),
         )
         .await
         .expect("readable in time")

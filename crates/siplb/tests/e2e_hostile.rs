@@ -294,3 +294,96 @@ fn forged_responses_are_dropped() {
     assert!(!codes.contains(&503), "{codes:?}");
     wait_until(Duration::from_secs(3), || lb.total_load("vm") == 0);
 }
+
+/// Requests flooding in without a pause keep siplb's UDP socket readable at every
+/// turn of its core: the core still answers the management interface promptly, as it
+/// polls its other inputs after a few turns of datagrams at most.
+#[test]
+fn a_flood_of_datagrams_does_not_starve_the_management_interface() {
+    use siplb_balance::Balancer;
+    use siplb_config::Config;
+    use siplb_proxy::Proxy;
+    use tokio::sync::watch;
+
+    let addr = SocketAddr::new(harness::ip(34, 1), 5060);
+    let text = format!(
+        "[sip]\nlisten = [\"udp:{addr}\"]\n\n[[route]]\nreply = {{ code = 404, reason = \"Not found\" }}\n"
+    );
+    let plan = siplb::plan::Plan::new(Config::parse(&text).unwrap()).unwrap();
+    let proxy = Proxy::new(plan.settings.clone(), Arc::new(Balancer::new()));
+    let (control, control_rx) = siplb_net::control();
+    let (_stop, stop_rx) = watch::channel(false);
+    let links = siplb::run::CoreLinks {
+        control: Some(control_rx),
+        ..Default::default()
+    };
+    let _core = siplb::run::start_core(
+        &plan.settings,
+        plan.tcp,
+        plan.config.sip.drain,
+        proxy,
+        links,
+        stop_rx,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = || {
+        runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(20), control.report()).await
+            })
+            .expect("the core answers")
+            .expect("a report")
+    };
+
+    // Two senders, for 2 s and at most 1,000,000 requests each; 2,000 transactions each,
+    // then their retransmissions, which the core answers again.
+    let flooding = Arc::new(AtomicUsize::new(2));
+    let senders: Vec<_> = (0..2u8)
+        .map(|s| {
+            let flooding = Arc::clone(&flooding);
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind(SocketAddr::new(harness::ip(34, 200 + s), 0)).unwrap();
+                let me = socket.local_addr().unwrap();
+                let uri = format!("sip:nobody@{addr}");
+                let requests: Vec<String> = (0..2000)
+                    .map(|n| request("OPTIONS", &uri, me, "UDP", &[], None, n, ""))
+                    .collect();
+                let start = Instant::now();
+                for n in 0..1_000_000 {
+                    if start.elapsed() > Duration::from_secs(2) {
+                        break;
+                    }
+                    let _ = socket.send_to(requests[n % requests.len()].as_bytes(), addr);
+                }
+                flooding.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    let mut answers = 0;
+    let mut busiest: f64 = 0.0;
+    while flooding.load(Ordering::SeqCst) > 0 {
+        let asked = Instant::now();
+        busiest = busiest.max(report().core.busy);
+        worst = worst.max(asked.elapsed());
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    eprintln!(
+        "{answers} reports during the flood, the slowest in {worst:?}; the core {busiest:.2} busy"
+    );
+    // The flood did what it is for: input waiting at every turn.
+    assert!(busiest > 0.9, "the core was at most {busiest:.2} busy");
+    assert!(answers >= 10, "{answers} reports during the flood");
+    assert!(
+        worst < Duration::from_secs(1),
+        "a report took {worst:?} during the flood"
+    );
+}
