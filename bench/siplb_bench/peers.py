@@ -177,7 +177,9 @@ def kamailio_argv(cfg, d, tuned):
             + (list(KAMAILIO_TUNING) if tuned else []))
 
 
-def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations=len(UAS_IPS)):
+def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations=len(UAS_IPS), slow_start=False):
+    """Kamailio in WORK/kamailio in front of the destinations; `slow_start` when it runs
+    under valgrind, which takes tens of seconds to bind and fork its workers."""
     d = os.path.join(work, "kamailio")
     os.makedirs(d, exist_ok=True)
     check_free(*KAMAILIO)
@@ -189,8 +191,8 @@ def start_kamailio(procs, work, children=4, tuned=True, wrapper=(), destinations
         f.write(kamailio_cfg(children=children, modules=modules, ip=KAMAILIO[0], port=KAMAILIO[1], dir=d))
     run(["kamailio", "-c", "-f", cfg])  # syntax check first: a clear error if it fails
     p = procs.start("kamailio", [*wrapper, *kamailio_argv(cfg, d, tuned)], d)
-    wait_bound(KAMAILIO[0], KAMAILIO[1], p, "kamailio")
-    time.sleep(1.0)  # let it fork all of its processes
+    wait_bound(KAMAILIO[0], KAMAILIO[1], p, "kamailio", timeout=120 if slow_start else 15)
+    time.sleep(15.0 if slow_start else 1.0)  # let it fork all of its processes
     pids = [p.pid] + [pid for pid in session_members(p.pid)]
     return p, pids
 

@@ -61,13 +61,19 @@ def callgrind_profile(bench, results):
     funcs = read_callgrind_functions(dumped)
     n = max(1, row["successful"])
     total = sum(v[0] for v in funcs.values())
+    kamailio = callgrind_kamailio(bench, d)
     path = os.path.join(results, "profile-callgrind.txt")
     with open(path, "w") as f:
         f.write(f"# bench/compare --profile: siplb under callgrind, counters zeroed just before the load:\n"
                 f"# {row['successful']} calls ({args.profile_calls} offered at {args.profile_rate}/s, "
-                f"{row['why_not_clean'] or 'clean'}); {total:,} instructions, {total / n:,.0f} per call.\n"
-                f"# Columns: per SIP call, instructions in the function itself, including its callees, "
-                f"and calls to it.\n\n")
+                f"{row['why_not_clean'] or 'clean'}); {total:,} instructions, {total / n:,.0f} per call.\n")
+        if kamailio:
+            kcalls, ktotal, kprocs, why = kamailio
+            f.write(f"# Kamailio under callgrind, the same load, all of its {kprocs} processes: {kcalls} calls "
+                    f"({why or 'clean'}); {ktotal:,} instructions, {ktotal / max(1, kcalls):,.0f} per call; "
+                    f"siplb / Kamailio {total / n / max(1.0, ktotal / max(1, kcalls)):.2f}.\n")
+        f.write("# Columns: per SIP call, instructions in the function itself, including its callees, "
+                "and calls to it.\n\n")
         for title, key in (("By instructions in the function itself", 0), ("By instructions including callees", 1),
                            ("By calls", 2)):
             f.write(f"## {title}\n\n{'self Ir':>10} {'incl Ir':>10} {'calls':>8}  function\n")
@@ -75,6 +81,38 @@ def callgrind_profile(bench, results):
                 f.write(f"{s_ir / n:>10,.0f} {i_ir / n:>10,.0f} {c / n:>8.1f}  {name[:150]}\n")
             f.write("\n")
     return path
+
+
+def callgrind_kamailio(bench, d):
+    """Kamailio's instructions per call under the same load as siplb's callgrind run,
+    over all of its processes (callgrind follows the workers it forks): user space,
+    as siplb's figure. (calls, instructions, processes, why not clean), or None
+    without Kamailio."""
+    if not shutil.which("kamailio"):
+        return None
+    args, work, procs = bench.args, bench.work, bench.procs
+    out = os.path.join(d, "kamailio-callgrind")
+    os.makedirs(out, exist_ok=True)
+    wrapper = ("valgrind", "--tool=callgrind", "--trace-children=yes", "--dump-instr=no",
+               f"--callgrind-out-file={out}/callgrind.out.%p")
+    p, pids = start_kamailio(procs, work, children=args.kamailio_children, tuned=not args.kamailio_default,
+                             wrapper=wrapper, slow_start=True)
+    for pid in pids:
+        run(["callgrind_control", "--zero", str(pid)])  # leave start-up out
+    log(f"profile: callgrind on Kamailio, {args.profile_calls} calls at {args.profile_rate}/s")
+    row = run_trial(bench, "callgrind-kamailio", KAMAILIO, pids, args.profile_rate, args.profile_calls)
+    for pid in pids:
+        run(["callgrind_control", "--dump=load", str(pid)])
+    procs.stop(p, signal.SIGTERM, grace=30)
+    # The dumps asked for above; the files each process writes as it exits come after.
+    total = 0
+    for pid in pids:
+        dumps = sorted((os.path.join(out, n) for n in os.listdir(out)
+                        if n.startswith(f"callgrind.out.{pid}.")), key=os.path.getmtime)
+        if dumps:
+            with open(dumps[0], errors="replace") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("summary:")), 0)
+    return row["successful"], total, len(pids), row["why_not_clean"]
 
 
 def perf_profile(bench, results):
