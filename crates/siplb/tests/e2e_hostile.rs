@@ -300,32 +300,14 @@ fn forged_responses_are_dropped() {
 /// polls its other inputs after a few turns of datagrams at most.
 #[test]
 fn a_flood_of_datagrams_does_not_starve_the_management_interface() {
-    use siplb_balance::Balancer;
-    use siplb_config::Config;
-    use siplb_proxy::Proxy;
-    use tokio::sync::watch;
-
-    let addr = SocketAddr::new(harness::ip(34, 1), 5060);
-    let text = format!(
-        "[sip]\nlisten = [\"udp:{addr}\"]\n\n[[route]]\nreply = {{ code = 404, reason = \"Not found\" }}\n"
-    );
-    let plan = siplb::plan::Plan::new(Config::parse(&text).unwrap()).unwrap();
-    let proxy = Proxy::new(plan.settings.clone(), Arc::new(Balancer::new()));
     let (control, control_rx) = siplb_net::control();
-    let (_stop, stop_rx) = watch::channel(false);
     let links = siplb::run::CoreLinks {
         control: Some(control_rx),
         ..Default::default()
     };
-    let _core = siplb::run::start_core(
-        &plan.settings,
-        plan.tcp,
-        plan.config.sip.drain,
-        proxy,
-        links,
-        stop_rx,
-    )
-    .unwrap();
+    // No destinations: every request is answered 404 by the last route.
+    let lb = Lb::start_with_links(34, &[], "", "", links);
+    let addr = lb.addr;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -345,8 +327,9 @@ fn a_flood_of_datagrams_does_not_starve_the_management_interface() {
     let senders: Vec<_> = (0..2u8)
         .map(|s| {
             let flooding = Arc::clone(&flooding);
+            let from = SocketAddr::new(lb.ip(200 + s), 0);
             std::thread::spawn(move || {
-                let socket = UdpSocket::bind(SocketAddr::new(harness::ip(34, 200 + s), 0)).unwrap();
+                let socket = UdpSocket::bind(from).unwrap();
                 let me = socket.local_addr().unwrap();
                 let uri = format!("sip:nobody@{addr}");
                 let requests: Vec<String> = (0..2000)

@@ -77,6 +77,23 @@ impl Lb {
         extra_routes: &str,
         extra_config: &str,
     ) -> Lb {
+        Lb::start_with_links(
+            test,
+            rows,
+            extra_routes,
+            extra_config,
+            siplb::run::CoreLinks::default(),
+        )
+    }
+
+    /// As [`Lb::start`], the core linked as `links` says (its management channel...).
+    pub fn start_with_links(
+        test: u8,
+        rows: &[(u32, &str, &str)],
+        extra_routes: &str,
+        extra_config: &str,
+        links: siplb::run::CoreLinks,
+    ) -> Lb {
         let addr = SocketAddr::new(ip(test, 1), 5060);
         let text = format!(
             "[sip]\nlisten = [\"udp:{addr}\", \"tcp:{addr}\"]\ndrain = \"5s\"\n{extra_config}\n{extra_routes}\n{ROUTES}"
@@ -111,7 +128,7 @@ impl Lb {
             plan.tcp,
             plan.config.sip.drain,
             proxy,
-            siplb::run::CoreLinks::default(),
+            links,
             stop_rx,
         )
         .unwrap();
