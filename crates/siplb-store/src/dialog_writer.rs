@@ -9,6 +9,7 @@
 //! in-memory SQLite database (which lives in the pool's connection), are written through
 //! the [`Store`]'s pool, driven from the calling thread.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,47 @@ impl DialogWriter {
             }
         }
     }
+
+    /// As [`save`](Self::save), for a batch that names each key once, among its upserts
+    /// and deletes together (as a map of pending changes gives it): the same checks and
+    /// errors, without the pass that coalesces, which hashed every key twice per batch.
+    pub fn save_distinct(
+        &mut self,
+        upserts: &[DialogRecord],
+        deletes: &[DialogKey],
+    ) -> Result<(), StoreError> {
+        debug_assert!(distinct(upserts, deletes), "a batch names a key twice");
+        let Way::Sqlite {
+            conn,
+            upsert,
+            delete,
+        } = &mut self.way
+        else {
+            return self.save(upserts, deletes);
+        };
+        if upserts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        for record in upserts {
+            record.check()?;
+        }
+        write_sqlite(conn, upsert, delete, upserts, deletes)
+            .map_err(|source| sqlite_error(&self.action, &self.url, source))
+    }
+}
+
+/// Whether no key appears twice in a batch.
+fn distinct(upserts: &[DialogRecord], deletes: &[DialogKey]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    upserts
+        .iter()
+        .map(|r| (r.call_id.as_str(), r.caller_tag.as_str()))
+        .chain(
+            deletes
+                .iter()
+                .map(|k| (k.call_id.as_str(), k.caller_tag.as_str())),
+        )
+        .all(|key| seen.insert(key))
 }
 
 fn open_sqlite(path: PathBuf, table: &TableName, store: &Store) -> rusqlite::Result<Way> {
@@ -136,18 +178,37 @@ fn open_sqlite(path: PathBuf, table: &TableName, store: &Store) -> rusqlite::Res
     })
 }
 
-fn write_sqlite(
+fn write_sqlite<R: Borrow<DialogRecord>, K: Borrow<DialogKey>>(
     conn: &mut Connection,
     upsert: &str,
     delete: &str,
-    upserts: &[&DialogRecord],
-    deletes: &[&DialogKey],
+    upserts: &[R],
+    deletes: &[K],
 ) -> rusqlite::Result<()> {
-    // Dropped without a commit, the transaction rolls back: a failed batch leaves nothing.
-    let tx = conn.transaction()?;
+    // BEGIN and COMMIT are cached statements like the batch's own: through
+    // `Connection::transaction` both were parsed again for every batch.
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let written = write_rows(conn, upsert, delete, upserts, deletes)
+        .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+    if written.is_err() && !conn.is_autocommit() {
+        // A failed batch leaves nothing. (Should the rollback fail too, SQLite has
+        // rolled back already or the connection is gone: the batch's error tells.)
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    written
+}
+
+fn write_rows<R: Borrow<DialogRecord>, K: Borrow<DialogKey>>(
+    conn: &Connection,
+    upsert: &str,
+    delete: &str,
+    upserts: &[R],
+    deletes: &[K],
+) -> rusqlite::Result<()> {
     if !upserts.is_empty() {
-        let mut statement = tx.prepare_cached(upsert)?;
+        let mut statement = conn.prepare_cached(upsert)?;
         for d in upserts {
+            let d = d.borrow();
             statement.execute(params![
                 d.call_id,
                 d.caller_tag,
@@ -162,12 +223,13 @@ fn write_sqlite(
         }
     }
     if !deletes.is_empty() {
-        let mut statement = tx.prepare_cached(delete)?;
+        let mut statement = conn.prepare_cached(delete)?;
         for k in deletes {
+            let k = k.borrow();
             statement.execute(params![k.call_id, k.caller_tag])?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 fn sqlite_error(action: &str, url: &str, source: rusqlite::Error) -> StoreError {

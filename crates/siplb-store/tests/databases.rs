@@ -1193,9 +1193,24 @@ impl Saver {
             return store.save_dialogs(t, upserts, deletes).await;
         };
         let (writer, upserts, deletes) = (Arc::clone(writer), upserts.to_vec(), deletes.to_vec());
-        tokio::task::spawn_blocking(move || writer.lock().unwrap().save(&upserts, &deletes))
-            .await
-            .unwrap()
+        // A batch that names each key once goes the way siplb's persistence sends its
+        // batches (`save_distinct`), which must keep `save`'s contract for them.
+        let mut keys = std::collections::HashSet::new();
+        let distinct = upserts
+            .iter()
+            .map(DialogRecord::key)
+            .chain(deletes.iter().cloned())
+            .all(|key| keys.insert(key));
+        tokio::task::spawn_blocking(move || {
+            let mut writer = writer.lock().unwrap();
+            if distinct {
+                writer.save_distinct(&upserts, &deletes)
+            } else {
+                writer.save(&upserts, &deletes)
+            }
+        })
+        .await
+        .unwrap()
     }
 }
 

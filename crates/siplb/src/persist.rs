@@ -6,6 +6,7 @@
 //! memory, and are replayed from it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -319,13 +320,23 @@ fn take_changes(
                 };
                 // A call is stored once: if that write has not been tried, the row was
                 // never there, and a call shorter than the interval costs no write.
-                if let Some(Pending::Upsert {
-                    attempted: false, ..
-                }) = pending.get(&key)
-                {
-                    pending.remove(&key);
-                } else {
-                    pending.insert(key, Pending::Delete);
+                // (One look-up: the key is hashed once, not for a get and a remove.)
+                match pending.entry(key) {
+                    Slot::Occupied(slot)
+                        if matches!(
+                            slot.get(),
+                            Pending::Upsert {
+                                attempted: false,
+                                ..
+                            }
+                        ) =>
+                    {
+                        slot.remove();
+                    }
+                    Slot::Occupied(mut slot) => *slot.get_mut() = Pending::Delete,
+                    Slot::Vacant(slot) => {
+                        slot.insert(Pending::Delete);
+                    }
                 }
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => return true,
@@ -365,7 +376,8 @@ fn flush(
                 Pending::Delete => deletes.push(key),
             }
         }
-        match writer.save(&upserts, &deletes) {
+        // Keys of a map: each once.
+        match writer.save_distinct(&upserts, &deletes) {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
             }
