@@ -187,12 +187,15 @@ fn write_sqlite<R: Borrow<DialogRecord>, K: Borrow<DialogKey>>(
 ) -> rusqlite::Result<()> {
     // BEGIN and COMMIT are cached statements like the batch's own: through
     // `Connection::transaction` both were parsed again for every batch.
-    conn.prepare_cached("BEGIN")?.execute([])?;
-    let written = write_rows(conn, upsert, delete, upserts, deletes)
+    let written = conn
+        .prepare_cached("BEGIN")
+        .and_then(|mut begin| begin.execute([]))
+        .and_then(|_| write_rows(conn, upsert, delete, upserts, deletes))
         .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
     if written.is_err() && !conn.is_autocommit() {
-        // A failed batch leaves nothing. (Should the rollback fail too, SQLite has
-        // rolled back already or the connection is gone: the batch's error tells.)
+        // A failed batch leaves nothing, and no transaction open for the next one to
+        // trip on. (Should the rollback fail too, SQLite has rolled back already or the
+        // connection is gone: the batch's error tells.)
         let _ = conn.execute_batch("ROLLBACK");
     }
     written
