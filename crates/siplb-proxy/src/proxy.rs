@@ -30,7 +30,7 @@ use siplb_sip::{Datagram, Message, parse_datagram};
 use siplb_txn::ClientEvent;
 use tracing::{debug, error};
 
-use crate::addr::{Listeners, Peer};
+use crate::addr::{Listeners, LiteralPeers, Peer};
 use crate::agenda::{Agenda, CallTimer, Due, Slot};
 use crate::call::{Call, Effect, Input, Phase, call_env};
 use crate::events::{CoreEvent, StatusChange};
@@ -91,6 +91,7 @@ pub(crate) const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duratio
 pub struct Proxy {
     pub(crate) settings: Settings,
     pub(crate) listeners: Listeners,
+    pub(crate) literal_peers: LiteralPeers,
     pub(crate) balancer: Arc<Balancer>,
     pub(crate) txns: Transactions,
     pub(crate) calls: Slab<Call>,
@@ -146,6 +147,7 @@ impl Proxy {
             .collect();
         Proxy {
             listeners: Listeners::new(settings.listen.clone()).with_aliases(&settings.aliases),
+            literal_peers: LiteralPeers::default(),
             settings,
             balancer,
             txns: Transactions::default(),

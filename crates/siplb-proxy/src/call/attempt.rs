@@ -83,7 +83,7 @@ pub(crate) fn first_target(
             let chosen = match balancing.next(env.balancer, env.tokens, &mut env.stats.overflows) {
                 Choice::Chosen(a) => (
                     a.destination_id(),
-                    peer_of_destination(a, 0),
+                    peer_of_destination(a, 0, env.literal_peers),
                     a.reservation(),
                 ),
                 Choice::Exhausted(why) => return Err(why),
@@ -300,7 +300,8 @@ impl Call {
         let Some(address) = previous.address.checked_add(1) else {
             return false;
         };
-        let Ok(peer) = peer_of_destination(allocation, usize::from(address)) else {
+        let Ok(peer) = peer_of_destination(allocation, usize::from(address), env.literal_peers)
+        else {
             return false;
         };
         let target = Target {

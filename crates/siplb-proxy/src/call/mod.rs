@@ -37,7 +37,7 @@ use std::time::Instant;
 use siplb_balance::{Allocation, Balancer};
 use siplb_sip::Message;
 
-use crate::addr::{Listeners, Peer};
+use crate::addr::{Listeners, LiteralPeers, Peer};
 use crate::agenda::{CallTimer, Slot};
 use crate::failures::Fault;
 use crate::keys::CallKey;
@@ -159,6 +159,7 @@ pub(crate) struct Env<'a> {
     pub(crate) tokens: &'a mut Tokens,
     pub(crate) settings: &'a Settings,
     pub(crate) listeners: &'a Listeners,
+    pub(crate) literal_peers: &'a mut LiteralPeers,
     pub(crate) stats: &'a mut Stats,
     pub(crate) out: &'a mut Vec<Effect>,
 }
@@ -173,6 +174,7 @@ macro_rules! call_env {
             tokens: &mut $proxy.tokens,
             settings: &$proxy.settings,
             listeners: &$proxy.listeners,
+            literal_peers: &mut $proxy.literal_peers,
             stats: &mut $proxy.stats,
             out: &mut $proxy.effects,
         }
