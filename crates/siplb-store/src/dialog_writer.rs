@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::runtime::Handle;
 
 use crate::Store;
-use crate::dialogs::{DialogKey, DialogRecord, checked_batch, delete_keys, upsert};
+use crate::dialogs::{DialogKey, DialogRecord, coalesce, delete_keys, upsert, worth_writing};
 use crate::error::StoreError;
 use crate::table::TableName;
 use crate::target::Backend;
@@ -37,11 +37,7 @@ pub struct DialogWriter {
 
 enum Way {
     /// A SQLite file: a connection of this writer's own.
-    Sqlite {
-        conn: Connection,
-        upsert: String,
-        delete: String,
-    },
+    Sqlite(OwnConnection),
     /// Any other database: the store's pool, on the runtime of `handle`.
     Pool { store: Arc<Store>, handle: Handle },
 }
@@ -49,7 +45,7 @@ enum Way {
 impl std::fmt::Debug for DialogWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let way = match self.way {
-            Way::Sqlite { .. } => "sqlite connection",
+            Way::Sqlite(_) => "sqlite connection",
             Way::Pool { .. } => "pool",
         };
         f.debug_struct("DialogWriter")
@@ -85,7 +81,7 @@ impl DialogWriter {
 
     /// Whether the writer has a SQLite connection of its own (rather than the pool).
     pub fn owns_connection(&self) -> bool {
-        matches!(self.way, Way::Sqlite { .. })
+        matches!(self.way, Way::Sqlite(_))
     }
 
     /// Applies one batch in one transaction, exactly as [`Store::save_dialogs`] does (the
@@ -99,16 +95,9 @@ impl DialogWriter {
             Way::Pool { store, handle } => {
                 handle.block_on(store.save_dialogs(&self.table, upserts, deletes))
             }
-            Way::Sqlite {
-                conn,
-                upsert,
-                delete,
-            } => {
-                let Some((upserts, deletes)) = checked_batch(upserts, deletes)? else {
-                    return Ok(());
-                };
-                write_sqlite(conn, upsert, delete, &upserts, &deletes)
-                    .map_err(|source| sqlite_error(&self.action, &self.url, source))
+            Way::Sqlite(own) => {
+                let (upserts, deletes) = coalesce(upserts, deletes);
+                own.write(&upserts, &deletes, &self.action, &self.url)
             }
         }
     }
@@ -122,22 +111,35 @@ impl DialogWriter {
         deletes: &[DialogKey],
     ) -> Result<(), StoreError> {
         debug_assert!(distinct(upserts, deletes), "a batch names a key twice");
-        let Way::Sqlite {
-            conn,
-            upsert,
-            delete,
-        } = &mut self.way
-        else {
+        let Way::Sqlite(own) = &mut self.way else {
             return self.save(upserts, deletes);
         };
-        if upserts.is_empty() && deletes.is_empty() {
+        own.write(upserts, deletes, &self.action, &self.url)
+    }
+}
+
+/// The writer's own connection to a SQLite file, with its two statements.
+struct OwnConnection {
+    conn: Connection,
+    upsert: String,
+    delete: String,
+}
+
+impl OwnConnection {
+    /// Writes a coalesced batch in one transaction, if it has anything to write and
+    /// every record fits; failures are named by `action` and `url`.
+    fn write<R: Borrow<DialogRecord>, K: Borrow<DialogKey>>(
+        &mut self,
+        upserts: &[R],
+        deletes: &[K],
+        action: &str,
+        url: &str,
+    ) -> Result<(), StoreError> {
+        if !worth_writing(upserts, deletes.len())? {
             return Ok(());
         }
-        for record in upserts {
-            record.check()?;
-        }
-        write_sqlite(conn, upsert, delete, upserts, deletes)
-            .map_err(|source| sqlite_error(&self.action, &self.url, source))
+        write_sqlite(&mut self.conn, &self.upsert, &self.delete, upserts, deletes)
+            .map_err(|source| sqlite_error(action, url, source))
     }
 }
 
@@ -171,11 +173,11 @@ fn open_sqlite(path: PathBuf, table: &TableName, store: &Store) -> rusqlite::Res
     // Prepared now so that a table of the wrong shape fails here, not at the first call.
     conn.prepare_cached(&upsert)?;
     conn.prepare_cached(&delete)?;
-    Ok(Way::Sqlite {
+    Ok(Way::Sqlite(OwnConnection {
         conn,
         upsert,
         delete,
-    })
+    }))
 }
 
 fn write_sqlite<R: Borrow<DialogRecord>, K: Borrow<DialogKey>>(
@@ -240,5 +242,60 @@ fn sqlite_error(action: &str, url: &str, source: rusqlite::Error) -> StoreError 
         action: action.to_owned(),
         url: url.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::dialogs::create_table;
+
+    fn own_connection(table: &TableName) -> OwnConnection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&create_table(Backend::Sqlite, table))
+            .unwrap();
+        OwnConnection {
+            conn,
+            upsert: upsert(Backend::Sqlite, table, 1),
+            delete: delete_keys(Backend::Sqlite, table, 1),
+        }
+    }
+
+    fn record(call_id: &str) -> DialogRecord {
+        DialogRecord {
+            call_id: call_id.into(),
+            caller_tag: "t".into(),
+            callee_tag: None,
+            destination_id: 1,
+            resources: "pstn".into(),
+            caller: "udp:192.0.2.1:5060".into(),
+            callee: "udp:192.0.2.2:5060".into(),
+            started_ms: 0,
+            expires_ms: 1,
+        }
+    }
+
+    /// A transaction left open on the connection (however it came to be) fails the
+    /// batch that finds it, which closes it: the next batch lands.
+    #[test]
+    fn a_transaction_left_open_fails_one_batch_only() {
+        let table = TableName::new("d").unwrap();
+        let mut own = own_connection(&table);
+        own.conn.execute_batch("BEGIN").unwrap();
+        let none: &[DialogKey] = &[];
+        let err = own
+            .write(&[record("a")], none, "saving", "sqlite:x")
+            .unwrap_err();
+        assert!(err.to_string().contains("within a transaction"), "{err}");
+        assert!(own.conn.is_autocommit());
+        own.write(&[record("a")], none, "saving", "sqlite:x")
+            .unwrap();
+        let rows: i64 = own
+            .conn
+            .query_row("SELECT COUNT(*) FROM d", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 }

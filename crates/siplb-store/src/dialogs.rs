@@ -171,7 +171,7 @@ impl std::fmt::Display for ShownKey<'_> {
 
 /// The upserts and deletes that make a batch's effect: the last upsert of each key, none for
 /// a key that is also deleted (deletes apply after upserts), and each delete once.
-fn coalesce<'a>(
+pub(crate) fn coalesce<'a>(
     upserts: &'a [DialogRecord],
     deletes: &'a [DialogKey],
 ) -> (Vec<&'a DialogRecord>, Vec<&'a DialogKey>) {
@@ -203,13 +203,22 @@ pub(crate) fn checked_batch<'a>(
     deletes: &'a [DialogKey],
 ) -> Result<Option<Batch<'a>>, StoreError> {
     let (upserts, deletes) = coalesce(upserts, deletes);
-    if upserts.is_empty() && deletes.is_empty() {
-        return Ok(None);
+    Ok(worth_writing(&upserts, deletes.len())?.then_some((upserts, deletes)))
+}
+
+/// Whether a batch of `upserts` and `deletes` deletes has anything to write; an error if
+/// a record to write does not fit its columns.
+pub(crate) fn worth_writing<R: std::borrow::Borrow<DialogRecord>>(
+    upserts: &[R],
+    deletes: usize,
+) -> Result<bool, StoreError> {
+    if upserts.is_empty() && deletes == 0 {
+        return Ok(false);
     }
-    for dialog in &upserts {
-        dialog.check()?;
+    for dialog in upserts {
+        dialog.borrow().check()?;
     }
-    Ok(Some((upserts, deletes)))
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -223,7 +232,7 @@ const COLUMN_DEFS: &str = "    call_id VARCHAR(255) NOT NULL,\n    caller_tag VA
 /// would be written twice by every call (its upsert and its delete) and was most of
 /// what storing calls cost the database (docs/BENCHMARKS.md, issue 19's eighth
 /// round). A table made by an earlier version keeps its index.
-fn create_table(backend: Backend, t: &TableName) -> String {
+pub(crate) fn create_table(backend: Backend, t: &TableName) -> String {
     match backend {
         // WITHOUT ROWID: the text key is the table's B-tree, not a second index beside it.
         Backend::Sqlite => {
