@@ -215,8 +215,8 @@ pub fn peer_of_uri_text(text: &str) -> Result<Peer, TargetError> {
 
 /// The peers of the destination URIs written with an IP literal, each parsed once: the
 /// chosen destination's URI was parsed again for every call (about 1,000 instructions
-/// of the 180,000 a call costs). Keyed by the URI's text, whose peer never changes, so
-/// a reloaded table needs no invalidation; a URI that names no peer is not kept.
+/// per call). Keyed by the URI's text, whose peer never changes, so a reloaded table
+/// needs no invalidation; a URI that names no peer is not kept.
 #[derive(Debug, Default)]
 pub(crate) struct LiteralPeers {
     known: HashMap<Box<str>, Peer>,
