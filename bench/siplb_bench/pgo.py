@@ -2,9 +2,9 @@
 
 At low call rates siplb's own code runs on cold caches: each datagram wakes the core
 thread after other processes have had the CPU, and the same instructions cost about
-five times as much as at 3000 calls/s (docs/BENCHMARKS.md, "Issue 19, seventh round").
-A build laid out by a profile of real calls (hot paths together, cold ones apart,
-branches ordered as taken) loses less there. Steps:
+five times as much as at 3000 calls/s (docs/BENCHMARKS-HISTORY.md, "Issue 19, seventh
+round"). A build laid out by a profile of real calls (hot paths together, cold ones
+apart, branches ordered as taken) loses less there. Steps:
 
 1. an instrumented release build (`-Cprofile-generate`) in target/pgo-generate;
 2. training: SIPp calls through it, with bench/compare's siplb-only steps (the

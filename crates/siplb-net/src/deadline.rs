@@ -4,9 +4,10 @@
 //! an `epoll_wait` with no timeout. A tokio sleep would do the same work but hand
 //! every `epoll_wait` a timeout, which the kernel arms and cancels as a timer of its
 //! own on each sleep of the thread; on the benchmark's machine that cost about 1.2 us
-//! of CPU per wake-up in a ping-pong measured alone (docs/BENCHMARKS.md, "Issue 19,
-//! fourteenth round"), where the core sleeps about five times per call at low rates
-//! and its deadline moves less than once per call. Elsewhere it is a tokio sleep.
+//! of CPU per wake-up in a ping-pong measured alone (docs/BENCHMARKS-HISTORY.md,
+//! "Issue 19, fourteenth round"), where the core sleeps about five times per call at
+//! low rates and its deadline moves less than once per call. Elsewhere it is a tokio
+//! sleep.
 
 use std::io;
 use std::task::{Context, Poll};

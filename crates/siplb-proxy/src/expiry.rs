@@ -4,11 +4,12 @@
 //! Every answered call has one (`[dialog] timeout`, 12 hours by default) and nearly
 //! none fires: the call ends first. As an entry in the agenda's B-tree (plus the slot
 //! the call kept to cancel it) it cost about 100 bytes per call up, most of the
-//! memory a call held besides itself (docs/BENCHMARKS.md). Here it costs 4 bytes, and
-//! setting or clearing one is a store. The agenda keeps one entry for all of them, at
-//! the earliest deadline known; when it falls due, one scan ends the calls past their
-//! deadline and finds the next earliest. Deadlines are rounded up to the second, so a
-//! timeout takes effect up to a second late, never early.
+//! memory a call held besides itself (docs/BENCHMARKS-HISTORY.md, "Memory per call,
+//! issue 19"). Here it costs 4 bytes, and setting or clearing one is a store. The
+//! agenda keeps one entry for all of them, at the earliest deadline known; when it
+//! falls due, one scan ends the calls past their deadline and finds the next earliest.
+//! Deadlines are rounded up to the second, so a timeout takes effect up to a second
+//! late, never early.
 
 use std::time::{Duration, Instant};
 

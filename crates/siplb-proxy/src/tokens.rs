@@ -77,8 +77,8 @@ impl Tokens {
 /// `prefix` and each word as 16 lowercase hex digits: `format!("{prefix}{w:016x}")`
 /// without the formatting machinery, which cost more than the random words (a few
 /// branches and tags per call). The digits are written as bytes, 16 at a time, where
-/// pushing them as `char`s checked and encoded each one (docs/BENCHMARKS.md, issue 19's
-/// thirteenth round).
+/// pushing them as `char`s checked and encoded each one (docs/BENCHMARKS-HISTORY.md,
+/// issue 19's thirteenth round).
 fn hex_token(prefix: &str, words: &[u64]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(prefix.len() + 16 * words.len());

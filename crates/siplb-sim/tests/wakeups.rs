@@ -1,7 +1,7 @@
 //! How often the proxy's own timers would wake a sleeping core, per call. At a low
 //! call rate each such wake-up costs the core thread a sleep and a wake of its own,
-//! which on a virtual machine is most of what a message costs; see docs/BENCHMARKS.md
-//! ("Issue 19, fourth round").
+//! which on a virtual machine is most of what a message costs; see
+//! docs/BENCHMARKS-HISTORY.md ("Issue 19, fourth round").
 
 #![allow(clippy::panic)]
 

@@ -97,7 +97,7 @@ pub struct Message {
     /// The head (start line and fields) as text, when all of it is UTF-8: checked
     /// once, so that a field read as text is a slice of it. A proxy reads about a
     /// hundred fields and parts of them per call, and a check of each was 4% of its
-    /// instructions (docs/BENCHMARKS.md, issue 19's eighth round).
+    /// instructions (docs/BENCHMARKS-HISTORY.md, issue 19's eighth round).
     pub(crate) text: Option<ByteString>,
 }
 

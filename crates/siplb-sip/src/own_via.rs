@@ -1,7 +1,7 @@
 //! The Via hop a proxy puts on top of what it sends on, written from its parts. Where
 //! each part lies is known from the writing, so the edited message is indexed without
 //! parsing the hop again (`reindex`): that parse was about 2% of a relayed call's
-//! instructions (docs/BENCHMARKS.md, issue 19's thirteenth round).
+//! instructions (docs/BENCHMARKS-HISTORY.md, issue 19's thirteenth round).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -4,10 +4,10 @@
 //! On a SQLite file the writer owns a connection of its own and runs its statements in
 //! place, each prepared once. Through sqlx, a batch cost about a dozen thread switches
 //! (the task, sqlx's SQLite thread and back, per result), which at low call rates was
-//! most of what storing calls cost (docs/BENCHMARKS.md, issue 19's ninth round); here a
-//! batch costs the one wake-up of the thread that writes it. Other databases, and an
-//! in-memory SQLite database (which lives in the pool's connection), are written through
-//! the [`Store`]'s pool, driven from the calling thread.
+//! most of what storing calls cost (docs/BENCHMARKS-HISTORY.md, issue 19's ninth round);
+//! here a batch costs the one wake-up of the thread that writes it. Other databases,
+//! and an in-memory SQLite database (which lives in the pool's connection), are written
+//! through the [`Store`]'s pool, driven from the calling thread.
 
 use std::borrow::Borrow;
 use std::path::PathBuf;

@@ -230,8 +230,8 @@ const COLUMN_DEFS: &str = "    call_id VARCHAR(255) NOT NULL,\n    caller_tag VA
 /// The CREATE TABLE. No index beside the key: `expires_ms` is read only when siplb
 /// starts, where a scan of a table that holds the calls up is quick, while an index
 /// would be written twice by every call (its upsert and its delete) and was most of
-/// what storing calls cost the database (docs/BENCHMARKS.md, issue 19's eighth
-/// round). A table made by an earlier version keeps its index.
+/// what storing calls cost the database (docs/BENCHMARKS-HISTORY.md, issue 19's
+/// eighth round). A table made by an earlier version keeps its index.
 pub(crate) fn create_table(backend: Backend, t: &TableName) -> String {
     match backend {
         // WITHOUT ROWID: the text key is the table's B-tree, not a second index beside it.
