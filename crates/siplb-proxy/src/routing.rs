@@ -35,16 +35,19 @@ fn matches(m: &RouteMatch, request: &Message, source: SocketAddr, balancer: &Bal
     {
         return false;
     }
-    let ruri = request.request_uri();
-    if let Some(p) = &m.ruri_user
-        && !p.is_match(ruri.and_then(|u| u.user).unwrap_or(""))
-    {
-        return false;
-    }
-    if let Some(p) = &m.ruri_host
-        && !p.is_match(ruri.map(|u| u.host_text).unwrap_or(""))
-    {
-        return false;
+    // Parsed only for a match that reads it: most routes name no Request-URI part.
+    if m.ruri_user.is_some() || m.ruri_host.is_some() {
+        let ruri = request.request_uri();
+        if let Some(p) = &m.ruri_user
+            && !p.is_match(ruri.and_then(|u| u.user).unwrap_or(""))
+        {
+            return false;
+        }
+        if let Some(p) = &m.ruri_host
+            && !p.is_match(ruri.map(|u| u.host_text).unwrap_or(""))
+        {
+            return false;
+        }
     }
     if let Some(p) = &m.from_user {
         let user = request
