@@ -277,16 +277,52 @@ pub(crate) struct Listeners {
     /// Addresses that are siplb's own without a listener here (the other nodes of a
     /// cluster).
     aliases: Vec<SocketAddr>,
+    /// The URIs siplb writes in its own Record-Route, each one that [`Listeners::is_me`]
+    /// accepts: a Route or Record-Route coming back as written is known to be siplb's
+    /// without parsing it again (two Routes and a Record-Route per call).
+    own_route_uris: Vec<Box<str>>,
+}
+
+/// The parameters of siplb's Record-Route URI over `transport`.
+pub(crate) fn record_route_params(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => ";lr",
+        Transport::Tcp => ";transport=tcp;lr",
+        Transport::Tls => ";transport=tls;lr",
+    }
 }
 
 impl Listeners {
     pub(crate) fn new(listen: Vec<Peer>) -> Listeners {
-        let sent_bys = listen.iter().map(|l| SentBy::new(l.addr)).collect();
-        Listeners {
+        let sent_bys: Vec<SentBy> = listen.iter().map(|l| SentBy::new(l.addr)).collect();
+        let mut listeners = Listeners {
             listen,
             sent_bys,
             aliases: Vec::new(),
-        }
+            own_route_uris: Vec::new(),
+        };
+        let transports = [Transport::Udp, Transport::Tcp, Transport::Tls];
+        let written: Vec<Box<str>> = listeners
+            .sent_bys
+            .iter()
+            .flat_map(|sb| {
+                transports.map(|t| {
+                    ["sip:", sb.as_str(), record_route_params(t)]
+                        .concat()
+                        .into_boxed_str()
+                })
+            })
+            .filter(|text| Uri::parse(text).is_ok_and(|u| listeners.is_me(&u)))
+            .collect();
+        listeners.own_route_uris = written;
+        listeners
+    }
+
+    /// True when the URI text names siplb: a URI as siplb wrote it, or any other
+    /// spelling [`Listeners::is_me`] accepts.
+    pub(crate) fn names_me(&self, uri_text: &str) -> bool {
+        self.own_route_uris.iter().any(|own| **own == *uri_text)
+            || Uri::parse(uri_text).is_ok_and(|u| self.is_me(&u))
     }
 
     pub(crate) fn with_aliases(mut self, aliases: &[SocketAddr]) -> Listeners {
@@ -347,7 +383,7 @@ impl Listeners {
             let Ok(rr) = rr else {
                 return Vec::new();
             };
-            if rr.uri().is_ok_and(|u| self.is_me(&u)) {
+            if self.names_me(rr.uri_text) {
                 above.reverse();
                 return above;
             }
@@ -447,6 +483,60 @@ mod tests {
             "sip:siplb.example.com",
         ] {
             assert!(!is_me(text), "{text}");
+        }
+    }
+
+    /// The texts taken as siplb's without a parse are siplb's by the parse too, every
+    /// Record-Route URI siplb writes is among them, and any other spelling still gets
+    /// the parse's answer.
+    #[test]
+    fn a_uri_as_siplb_wrote_it_names_siplb_as_its_parse_does() {
+        let me = Listeners::new(vec![
+            Peer {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:5060".parse().unwrap(),
+            },
+            Peer {
+                transport: Transport::Tls,
+                addr: "[::1]:5061".parse().unwrap(),
+            },
+            Peer {
+                transport: Transport::Tcp,
+                addr: "0.0.0.0:5070".parse().unwrap(),
+            },
+        ]);
+        let by_parse = |text: &str| Uri::parse(text).is_ok_and(|u| me.is_me(&u));
+        assert_eq!(me.own_route_uris.len(), 9);
+        assert!(!by_parse("sip:127.0.0.1:5060;lr bad"));
+        for own in &me.own_route_uris {
+            assert!(by_parse(own), "{own}");
+        }
+        for (i, sent_by) in me.sent_bys.iter().enumerate() {
+            let transport = me.listen[i].transport;
+            let written = format!("sip:{}{}", sent_by.as_str(), record_route_params(transport));
+            assert!(
+                me.own_route_uris.iter().any(|o| **o == *written),
+                "{written}"
+            );
+        }
+        for text in [
+            "sip:127.0.0.1:5060;lr",
+            "SIP:127.0.0.1:5060;LR",
+            "sip:127.0.0.1;lr",
+            "sip:127.0.0.1:5060;lr;x=%",
+            // Starts as siplb writes it, but the parse refuses it.
+            "sip:127.0.0.1:5060;lr;a=\"q\"",
+            "sip:127.0.0.1:5060;lr bad",
+            "sip:127.0.0.1:5061;lr",
+            "sip:[::1]:5061;transport=tls;lr",
+            "sip:[0:0:0:0:0:0:0:1]:5061;lr",
+            "sip:127.0.0.9:5070;lr",
+            "sip:0.0.0.0:5070;transport=tcp;lr",
+            "sip:siplb.example.com;lr",
+            "tel:+1",
+            "",
+        ] {
+            assert_eq!(me.names_me(text), by_parse(text), "{text}");
         }
     }
 

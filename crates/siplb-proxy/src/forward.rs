@@ -33,13 +33,9 @@ impl Proxy {
     pub(crate) fn record_route_for(&self, peer: &Peer) -> Option<String> {
         let (_, sent_by) = self.listeners.local_for(peer)?;
         let host_port = sent_by.as_str();
-        let params = match peer.transport {
-            Transport::Udp => ";lr>",
-            Transport::Tcp => ";transport=tcp;lr>",
-            Transport::Tls => ";transport=tls;lr>",
-        };
+        let params = crate::addr::record_route_params(peer.transport);
         let mut rr = String::with_capacity(32 + host_port.len());
-        for part in ["<sip:", host_port, params] {
+        for part in ["<sip:", host_port, params, ">"] {
             rr.push_str(part);
         }
         Some(rr)

@@ -133,8 +133,8 @@ impl Proxy {
     pub(crate) fn own_routes(&self, msg: &Message) -> (usize, bool) {
         let mut mine = 0;
         for route in msg.routes() {
-            match route.ok().and_then(|r| r.uri().ok()) {
-                Some(u) if self.listeners.is_me(&u) => mine += 1,
+            match route {
+                Ok(r) if self.listeners.names_me(r.uri_text) => mine += 1,
                 _ => return (mine, true),
             }
         }
