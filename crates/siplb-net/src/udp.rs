@@ -25,8 +25,15 @@ use crate::icmp;
 
 type UdpSocket = std::net::UdpSocket;
 
-/// Datagrams asked for per receive call.
+/// Datagrams asked for per receive call, at most.
 const RECV_BATCH: usize = 16;
+
+/// Datagrams asked for by a turn's first receive call, at least. Each slot offered
+/// costs its header's setting up whether a datagram fills it or not, and at low rates
+/// a turn finds one datagram: asking for 16 there cost 0.8% of a call's instructions
+/// (docs/BENCHMARKS-HISTORY.md, "Issue 19, sixteenth round"). A turn that finds more
+/// makes the next turn ask for more.
+const RECV_FIRST: usize = 4;
 
 /// Datagrams handed to the kernel per send call.
 const SEND_BATCH: usize = 32;
@@ -81,6 +88,9 @@ async fn room_to_send(socket: &UdpSocket) -> io::Result<()> {
 #[derive(Debug)]
 pub(crate) struct Batches {
     room: Vec<u8>,
+    /// Datagrams the next turn's first receive call asks for: what the last turn
+    /// took, rounded up to a power of two, within `RECV_FIRST..=RECV_BATCH`.
+    recv_want: usize,
     /// Datagrams to send at the end of this turn.
     out: Vec<(SocketAddr, Bytes)>,
     #[cfg(target_os = "linux")]
@@ -93,6 +103,7 @@ impl Batches {
     pub(crate) fn new() -> Batches {
         Batches {
             room: vec![0; RECV_BATCH * DATAGRAM_ROOM],
+            recv_want: RECV_FIRST,
             out: Vec::new(),
             #[cfg(target_os = "linux")]
             recv_headers: nix::sys::socket::MultiHeaders::preallocate(RECV_BATCH, None),
@@ -111,13 +122,18 @@ impl Batches {
         mut handle: impl FnMut(Peer, Bytes),
     ) -> bool {
         let mut taken = 0;
+        let mut want = self.recv_want;
         // An ICMP error for an earlier send fails one receive call, once each.
         let mut errors_left = limit;
-        while taken < limit {
+        let more_left = loop {
+            if taken >= limit {
+                break true;
+            }
             let mut got = 0;
+            let ask = want.min(limit - taken);
             let read = listener.socket.try_io(Interest::READABLE, |socket| {
-                got = self.receive(socket, &mut handle)?;
-                if got < RECV_BATCH {
+                got = self.receive(socket, ask, &mut handle)?;
+                if got < ask {
                     // Fewer than asked for: the queue is empty. Saying "would block"
                     // clears the readiness now, without another call to learn it.
                     return Err(io::ErrorKind::WouldBlock.into());
@@ -126,22 +142,41 @@ impl Batches {
             });
             taken += got;
             match read {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Ok(()) => want = RECV_BATCH,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if icmp::is_pending_error(&e) && errors_left > 0 => errors_left -= 1,
                 Err(e) => {
                     debug!(error = %e, "UDP receive failed");
-                    return false;
+                    break false;
                 }
             }
-        }
-        true
+        };
+        self.recv_want = taken.next_power_of_two().clamp(RECV_FIRST, RECV_BATCH);
+        more_left
     }
 
+    /// Reads up to `want` datagrams (at most [`RECV_BATCH`]) in one call.
     #[cfg(target_os = "linux")]
     fn receive(
         &mut self,
         socket: &UdpSocket,
+        want: usize,
+        handle: &mut impl FnMut(Peer, Bytes),
+    ) -> io::Result<usize> {
+        // The arrays a call sets up are sized for it: setting up sixteen slots to
+        // read one datagram was most of what the small first call saves.
+        if want <= RECV_FIRST {
+            self.receive_up_to::<RECV_FIRST>(socket, want, handle)
+        } else {
+            self.receive_up_to::<RECV_BATCH>(socket, want, handle)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn receive_up_to<const N: usize>(
+        &mut self,
+        socket: &UdpSocket,
+        want: usize,
         handle: &mut impl FnMut(Peer, Bytes),
     ) -> io::Result<usize> {
         use std::io::IoSliceMut;
@@ -149,16 +184,17 @@ impl Batches {
 
         use nix::sys::socket::{MsgFlags, recvmmsg};
 
-        let mut got = [(0usize, None::<SocketAddr>); RECV_BATCH];
+        let want = want.clamp(1, N);
+        let mut got = [(0usize, None::<SocketAddr>); N];
         let mut n = 0;
         {
             let mut rooms = self.room.chunks_mut(DATAGRAM_ROOM);
-            let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            let mut slices: [[IoSliceMut<'_>; 1]; N] =
                 std::array::from_fn(|_| [IoSliceMut::new(rooms.next().unwrap_or_default())]);
             let results = recvmmsg(
                 socket.as_raw_fd(),
                 &mut self.recv_headers,
-                slices.iter_mut(),
+                slices.iter_mut().take(want),
                 MsgFlags::MSG_DONTWAIT,
                 None,
             )
@@ -181,6 +217,7 @@ impl Batches {
     fn receive(
         &mut self,
         socket: &UdpSocket,
+        _want: usize,
         handle: &mut impl FnMut(Peer, Bytes),
     ) -> io::Result<usize> {
         // One at a time: each call reads one datagram, and an empty socket fails.
@@ -366,6 +403,8 @@ mod tests {
         assert_eq!(got.len(), 16);
         assert!(!batches.read(&listener, 64, |peer, data| got.push((peer, data))));
         assert_eq!(got.len(), 40);
+        // A turn that found 24 makes the next ask for the most.
+        assert_eq!(batches.recv_want, RECV_BATCH);
         for (i, (peer, data)) in got.iter().enumerate() {
             assert_eq!(peer.addr, from);
             assert_eq!(&data[..], &datagram(i)[..], "datagram {i}");
@@ -384,6 +423,7 @@ mod tests {
         assert!(!batches.read(&listener, 64, |peer, data| got.push((peer, data))));
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0].1[..], b"late");
+        assert_eq!(batches.recv_want, RECV_FIRST);
     }
 
     async fn udp_ready(listener: &UdpListener) {
