@@ -39,7 +39,7 @@ pub use own_via::{OwnVia, SentBy};
 pub use response::{build_response, build_response_with_top_via};
 pub use text::{ParamIter, Params};
 pub use uri::{Host, Scheme, Uri, UriError};
-pub use via::{Via, ViaError};
+pub use via::{Via, ViaError, ViaId};
 
 impl Message {
     /// Parses one complete message (as from a datagram) with default limits.

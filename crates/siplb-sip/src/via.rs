@@ -19,6 +19,26 @@ pub struct Via<'a> {
     branch: Option<&'a str>,
 }
 
+/// What a transaction's key reads of a Via hop: its branch and its sent-by as written.
+/// [`crate::Message::top_via_id`] gives it for the top hop without building the
+/// whole [`Via`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViaId<'a> {
+    pub branch: Option<&'a str>,
+    pub host_text: &'a str,
+    pub port: Option<u16>,
+}
+
+impl<'a> From<&Via<'a>> for ViaId<'a> {
+    fn from(via: &Via<'a>) -> ViaId<'a> {
+        ViaId {
+            branch: via.branch(),
+            host_text: via.host_text,
+            port: via.port,
+        }
+    }
+}
+
 /// Why a Via hop did not parse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -460,6 +460,21 @@ proptest! {
         }
     }
 
+    /// What transaction keys read of the top Via is what the whole hop says, on
+    /// generated messages and on ones with bytes changed (some of them no longer text).
+    #[test]
+    fn the_top_via_id_is_what_the_top_via_says(g in message(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
+        let mut bytes = g.bytes.clone();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if let Ok(m) = Message::parse(bytes) {
+            let whole = m.top_via().map(|v| siplb_sip::ViaId::from(&v));
+            prop_assert_eq!(m.top_via_id(), whole);
+        }
+    }
+
     #[test]
     fn mutated_messages_never_panic(g in message(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), cut in any::<prop::sample::Index>()) {
         let mut bytes = g.bytes.clone();

@@ -63,9 +63,9 @@ impl<'a> ClientProbe<'a> {
     }
 
     fn build(msg: &'a Message, method: Method<'a>) -> Result<ClientProbe<'a>, KeyError> {
-        let via = msg.top_via().map_err(|_| KeyError::Via)?;
+        let via = msg.top_via_id().map_err(|_| KeyError::Via)?;
         let branch = via
-            .branch()
+            .branch
             .filter(|b| !b.is_empty())
             .ok_or(KeyError::NoBranch)?;
         let method = method.as_str();
@@ -234,8 +234,8 @@ impl<'a> ServerProbe<'a> {
     /// The probe of a received request; an ACK gets its INVITE's.
     pub fn of_request(request: &'a Message) -> Result<ServerProbe<'a>, KeyError> {
         let method = request.method().ok_or(KeyError::NotARequest)?;
-        let via = request.top_via().map_err(|_| KeyError::Via)?;
-        let id = match via.branch() {
+        let via = request.top_via_id().map_err(|_| KeyError::Via)?;
+        let id = match via.branch {
             Some(b) if b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE) => {
                 IdProbe::Branch {
                     branch: b,
@@ -243,7 +243,10 @@ impl<'a> ServerProbe<'a> {
                     port: via.port,
                 }
             }
-            _ => IdProbe::Rfc2543(Box::new(rfc2543_id(request, &via)?)),
+            _ => {
+                let via = request.top_via().map_err(|_| KeyError::Via)?;
+                IdProbe::Rfc2543(Box::new(rfc2543_id(request, &via)?))
+            }
         };
         let method = match method {
             Method::Ack => Method::Invite,
