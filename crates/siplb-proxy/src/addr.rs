@@ -450,20 +450,26 @@ mod tests {
         }
     }
 
+    fn listeners(listen: &[(Transport, &str)]) -> Listeners {
+        Listeners::new(
+            listen
+                .iter()
+                .map(|&(transport, addr)| Peer {
+                    transport,
+                    addr: addr.parse().unwrap(),
+                })
+                .collect(),
+        )
+    }
+
     /// A Route or Request-URI naming siplb is recognised however its port is spelled,
     /// so it is consumed rather than sent to siplb itself (a loop until Max-Forwards
     /// runs out).
     #[test]
     fn every_spelling_of_my_address_is_me() {
-        let me = Listeners::new(vec![
-            Peer {
-                transport: Transport::Udp,
-                addr: "127.0.0.1:5060".parse().unwrap(),
-            },
-            Peer {
-                transport: Transport::Tcp,
-                addr: "0.0.0.0:5070".parse().unwrap(),
-            },
+        let me = listeners(&[
+            (Transport::Udp, "127.0.0.1:5060"),
+            (Transport::Tcp, "0.0.0.0:5070"),
         ]);
         let is_me = |text: &str| me.is_me(&Uri::parse(text).unwrap());
         for text in [
@@ -491,19 +497,10 @@ mod tests {
     /// the parse's answer.
     #[test]
     fn a_uri_as_siplb_wrote_it_names_siplb_as_its_parse_does() {
-        let me = Listeners::new(vec![
-            Peer {
-                transport: Transport::Udp,
-                addr: "127.0.0.1:5060".parse().unwrap(),
-            },
-            Peer {
-                transport: Transport::Tls,
-                addr: "[::1]:5061".parse().unwrap(),
-            },
-            Peer {
-                transport: Transport::Tcp,
-                addr: "0.0.0.0:5070".parse().unwrap(),
-            },
+        let me = listeners(&[
+            (Transport::Udp, "127.0.0.1:5060"),
+            (Transport::Tls, "[::1]:5061"),
+            (Transport::Tcp, "0.0.0.0:5070"),
         ]);
         let by_parse = |text: &str| Uri::parse(text).is_ok_and(|u| me.is_me(&u));
         assert_eq!(me.own_route_uris.len(), 9);

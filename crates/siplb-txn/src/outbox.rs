@@ -52,16 +52,13 @@ impl<E> Outbox<E> {
     /// holding it until the end. An event carries a whole message, so an INVITE's
     /// queue is a kilobyte per call.
     pub(crate) fn poll_transmit(&mut self, settled: bool) -> Option<Bytes> {
-        match &mut self.transmits {
+        match std::mem::replace(&mut self.transmits, Datagrams::Empty) {
             Datagrams::Empty => None,
-            Datagrams::One(_) => match std::mem::replace(&mut self.transmits, Datagrams::Empty) {
-                Datagrams::One(bytes) => Some(bytes),
-                _ => None,
-            },
-            Datagrams::Many(queue) => {
+            Datagrams::One(bytes) => Some(bytes),
+            Datagrams::Many(mut queue) => {
                 let next = queue.pop_front();
-                if next.is_none() && settled {
-                    self.transmits = Datagrams::Empty;
+                if next.is_some() || !settled {
+                    self.transmits = Datagrams::Many(queue);
                 }
                 next
             }
