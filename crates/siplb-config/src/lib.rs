@@ -271,8 +271,9 @@ pub struct Dialog {
     pub timeout: Duration,
     /// Store answered calls in the database so a restart restores them.
     pub persist: bool,
-    /// How often stored calls are written (one batch per interval): the most a
-    /// `kill -9` can lose.
+    /// How long an answered call lasts before it is stored, and how often stored
+    /// calls are written (one batch per interval): a `kill -9` loses the calls
+    /// answered, and the ends of calls, in about the last two intervals.
     #[serde(with = "duration")]
     pub persist_interval: Duration,
     /// The table calls are stored in, next to the destination table.
@@ -424,6 +425,7 @@ impl Config {
             },
             // A cluster stores its answered calls in the shared store for adoption.
             persist_dialogs: self.dialog.persist || self.cluster.is_some(),
+            store_after: self.dialog.persist_interval,
             max_calls: self.sip.max_calls,
             max_transactions: self.sip.max_transactions,
             overload: siplb_proxy::OwnOverloadSettings {

@@ -28,6 +28,8 @@ pub(crate) enum Due {
     Housekeeping,
     /// The earliest dialog timeout (see `expiry`).
     DialogSweep,
+    /// The first answered call waiting to be stored (see `Proxy::store_later`).
+    StoreSweep,
 }
 
 /// A call's own timers. The first two have an entry each in the agenda, whose slot
@@ -269,7 +271,12 @@ impl Agenda {
         let tree = self
             .entries
             .values()
-            .filter(|d| !matches!(d, Due::ProbeTick | Due::Housekeeping | Due::DialogSweep))
+            .filter(|d| {
+                !matches!(
+                    d,
+                    Due::ProbeTick | Due::Housekeeping | Due::DialogSweep | Due::StoreSweep
+                )
+            })
             .count();
         let lanes = self.lanes.iter().flatten().filter(|q| q.due.is_some());
         tree + lanes.count()

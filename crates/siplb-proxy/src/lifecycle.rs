@@ -7,7 +7,7 @@ use siplb_balance::ResourceRequest;
 use tracing::info;
 
 use crate::addr::Peer;
-use crate::agenda::CallTimer;
+use crate::agenda::{CallTimer, Due};
 use crate::call::{Call, CallerSide, Dialog, Dialogs, Input, Load, Pair, Phase};
 use crate::keys::CallKey;
 use crate::persist::{DialogChange, PersistedCall, RestoreError};
@@ -77,12 +77,51 @@ impl Proxy {
         ids.len()
     }
 
+    /// Stores an answered call once it has lasted `store_after`, or at once while
+    /// draining. Most calls of a busy system are short: waiting spares them both the
+    /// row and its deletion (about a tenth of a call's instructions in
+    /// docs/BENCHMARKS.md's benchmark), and a call younger than that is little to
+    /// lose in a crash.
+    pub(crate) fn store_later(&mut self, now: Instant, id: Id) {
+        if !self.settings.persist_dialogs {
+            return;
+        }
+        let after = self.settings.store_after;
+        if after.is_zero() || self.draining {
+            return self.persist_call(now, id);
+        }
+        self.unstored.push_back((now + after, id));
+        if self.unstored.len() == 1 {
+            self.store_due(Some(now));
+        }
+    }
+
+    /// Stores the waiting calls that have lasted long enough by `now` (all of them
+    /// when none), and sets the agenda for the next. That entry goes on the lingers'
+    /// grid: storing a call may come a little late, and then shares a wake-up.
+    pub(crate) fn store_due(&mut self, now: Option<Instant>) {
+        while let Some(&(at, id)) = self.unstored.front() {
+            if now.is_some_and(|now| at > now) {
+                self.agenda
+                    .rearm_lax(&mut self.store_sweep, at, Due::StoreSweep);
+                return;
+            }
+            self.unstored.pop_front();
+            // A call that ended meanwhile is gone from the slab (its id's generation
+            // no longer matches): nothing to store, nor to delete later.
+            self.persist_call(now.unwrap_or(self.clock), id);
+        }
+        if let Some(slot) = self.store_sweep.take() {
+            self.agenda.cancel(slot);
+        }
+    }
+
     /// Stores an answered call that holds load, so a restart can restore it.
     pub(crate) fn persist_call(&mut self, now: Instant, id: Id) {
         if !self.settings.persist_dialogs {
             return;
         }
-        let Some(call) = self.calls.get_mut(id) else {
+        let Some(call) = self.calls.get_mut(id).filter(|c| !c.persisted) else {
             return;
         };
         let (

@@ -100,6 +100,10 @@ pub struct Proxy {
     /// The answered calls' dialog timeouts, and the agenda entry of their sweep.
     pub(crate) expiries: Expiries,
     pub(crate) sweep: Option<Slot>,
+    /// Answered calls not yet stored, each with when it will have lasted
+    /// `store_after` (so in that order), and the agenda entry for the first.
+    pub(crate) unstored: VecDeque<(Instant, Id)>,
+    pub(crate) store_sweep: Option<Slot>,
     pub(crate) work: VecDeque<Work>,
     pub(crate) effects: Vec<Effect>,
     pub(crate) out: VecDeque<Transmit>,
@@ -156,6 +160,8 @@ impl Proxy {
             agenda: Agenda::default(),
             expiries: Expiries::new(Instant::now()),
             sweep: None,
+            unstored: VecDeque::new(),
+            store_sweep: None,
             work: VecDeque::new(),
             effects: Vec::new(),
             out: VecDeque::new(),
@@ -192,9 +198,13 @@ impl Proxy {
     }
 
     /// While draining (shutting down), new calls get `503 Service Unavailable`;
-    /// calls that are up go on until they end.
+    /// calls that are up go on until they end. Answered calls are stored at once from
+    /// then on, those waiting included, so a graceful restart restores every call up.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+        if draining {
+            self.store_due(None);
+        }
     }
 
     /// The driver spent `busy` handling input, ending at `now` (time not spent waiting
@@ -378,6 +388,10 @@ impl Proxy {
                     self.sweep = None;
                     self.sweep_expired(now);
                 }
+                Due::StoreSweep => {
+                    self.store_sweep = None;
+                    self.store_due(Some(now));
+                }
                 Due::ProbeTick => self.probe_tick(now),
                 Due::Housekeeping => {
                     self.housekeeping();
@@ -428,6 +442,10 @@ impl Proxy {
         self.expiries.shrink(self.calls.slots());
         self.rejections.shrink();
         self.call_index.shrink(&self.calls);
+        if let Some(room) = crate::slab::shrunk_room(self.unstored.len(), self.unstored.capacity())
+        {
+            self.unstored.shrink_to(room);
+        }
     }
 
     pub(crate) fn send(&mut self, peer: Peer, data: Bytes) {
@@ -534,7 +552,7 @@ impl Proxy {
                         );
                     }
                 }
-                Effect::Persist => self.persist_call(now, id),
+                Effect::Persist => self.store_later(now, id),
                 Effect::Ended => self.forget_call(id),
             }
         }

@@ -94,6 +94,10 @@ pub struct Settings {
     pub probing: Probing,
     /// Report answered calls as [`DialogChange`](crate::DialogChange)s to be stored.
     pub persist_dialogs: bool,
+    /// How long an answered call must have lasted before it is reported (zero: when
+    /// answered). A call that ends sooner is reported neither stored nor ended, so
+    /// short calls cost the store nothing; a crash loses the calls younger than this.
+    pub store_after: Duration,
     /// Calls at once; beyond, new calls get 503 with Retry-After.
     pub max_calls: usize,
     /// Transactions at once; beyond, new requests get 503.

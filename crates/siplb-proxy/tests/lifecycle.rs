@@ -21,6 +21,14 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
     rig.advance(Duration::from_millis(20));
     rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b-p1"));
     rig.sent();
+    // Stored once it has lasted the store interval (100 ms by default), on the
+    // lingers' 100 ms grid.
+    rig.advance(Duration::from_millis(99));
+    assert!(
+        rig.dialog_change().is_none(),
+        "a call is stored once it has lasted the interval"
+    );
+    rig.advance(Duration::from_millis(101));
     let Some(DialogChange::Upsert(stored)) = rig.dialog_change() else {
         panic!("no upsert");
     };
@@ -40,7 +48,11 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
         (stored.caller.addr, stored.callee.addr),
         (addr(CALLER), addr(DST1))
     );
-    assert_eq!(stored.age, Duration::from_millis(20));
+    assert!(
+        (Duration::from_millis(120)..Duration::from_millis(220)).contains(&stored.age),
+        "stored at {:?} of age, not within a grid step of 120 ms",
+        stored.age
+    );
 
     // A new process: the stored call comes back with its load.
     let mut after = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
@@ -78,6 +90,7 @@ fn the_operator_can_end_a_call_siplb_still_counts() {
     let fwd = rig.sent().pop().unwrap().1;
     rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b"));
     rig.sent();
+    rig.advance(Duration::from_millis(300));
     assert!(matches!(rig.dialog_change(), Some(DialogChange::Upsert(_))));
     assert_eq!(rig.load(1), 1);
     assert_eq!(rig.proxy.end_calls_with_id(rig.now, "nothing"), 0);
@@ -86,6 +99,105 @@ fn the_operator_can_end_a_call_siplb_still_counts() {
     assert!(matches!(
         rig.dialog_change(),
         Some(DialogChange::Delete { .. })
+    ));
+}
+
+fn bye(call: &str) -> String {
+    format!(
+        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-bye-{call}\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-{call}\nTo: <sip:VM_1@127.0.0.1>;tag=b-{call}\nCall-ID: {call}\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+    )
+}
+
+/// A call that ends before it has lasted the store interval costs the store nothing:
+/// neither its row nor the row's deletion is reported. One that outlasts it is stored
+/// once and deleted once.
+#[test]
+fn a_call_shorter_than_the_store_interval_is_never_stored() {
+    use siplb_proxy::DialogChange;
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=5")],
+        "[dialog]\npersist_interval = \"1s\"",
+    );
+    let answer = |rig: &mut Rig, call: &str| {
+        rig.feed(CALLER, &invite("VM_1", call));
+        let fwd = rig.sent().pop().unwrap().1;
+        rig.feed_bytes(DST1, reply(&fwd, 200, "OK", &format!("b-{call}")));
+        rig.sent();
+    };
+    answer(&mut rig, "short");
+    rig.advance(Duration::from_millis(500));
+    answer(&mut rig, "long");
+    rig.advance(Duration::from_millis(400));
+    rig.feed(CALLER, &bye("short"));
+    assert_eq!(
+        rig.sent()[0].0,
+        addr(DST1),
+        "the short call's BYE is routed"
+    );
+    assert_eq!(rig.load(1), 1, "the short call let its load go");
+    assert!(
+        rig.dialog_change().is_none(),
+        "nothing reported for the short call"
+    );
+    // The long call has lasted the interval by then.
+    rig.advance(Duration::from_millis(800));
+    let Some(DialogChange::Upsert(stored)) = rig.dialog_change() else {
+        panic!("the long call was not stored");
+    };
+    assert_eq!(stored.call_id, "long");
+    assert!(
+        rig.dialog_change().is_none(),
+        "the short call is not stored late"
+    );
+    rig.feed(CALLER, &bye("long"));
+    rig.sent();
+    assert_eq!(
+        rig.dialog_change(),
+        Some(DialogChange::Delete {
+            call_id: "long".into(),
+            caller_tag: "a-long".into()
+        })
+    );
+    // Past every transaction (the BYEs get no answer here), the agenda holds only the
+    // dialog timeouts' sweep (12 hours ahead): no store sweep is left to wake the core.
+    rig.advance(Duration::from_secs(100));
+    assert!(rig.dialog_change().is_none());
+    assert_eq!(rig.proxy.timers(), 0);
+    let next = rig.proxy.poll_timeout().unwrap();
+    assert!(next > rig.now + Duration::from_secs(11 * 3600), "{next:?}");
+}
+
+/// A graceful shutdown restores every call up after the restart: draining stores the
+/// calls still waiting for the interval at once, and calls answered while draining
+/// as they are answered.
+#[test]
+fn draining_stores_the_waiting_calls_at_once() {
+    use siplb_proxy::DialogChange;
+    let mut rig = Rig::new(
+        &[(1, "sip:127.0.0.11:5060", "vm=5")],
+        "[dialog]\npersist_interval = \"10s\"",
+    );
+    rig.feed(CALLER, &invite("VM_1", "waiting"));
+    let fwd = rig.sent().pop().unwrap().1;
+    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b-waiting"));
+    rig.feed(CALLER, &invite("VM_1", "ringing"));
+    let out = rig.sent();
+    let ringing = out
+        .iter()
+        .rfind(|(to, _)| *to == addr(DST1))
+        .unwrap()
+        .1
+        .clone();
+    assert!(rig.dialog_change().is_none());
+    rig.proxy.set_draining(true);
+    assert!(matches!(
+        rig.dialog_change(),
+        Some(DialogChange::Upsert(c)) if c.call_id == "waiting"
+    ));
+    rig.feed_bytes(DST1, reply(&ringing, 200, "OK", "b-ringing"));
+    assert!(matches!(
+        rig.dialog_change(),
+        Some(DialogChange::Upsert(c)) if c.call_id == "ringing"
     ));
 }
 

@@ -992,15 +992,21 @@ impl World {
         while let Some(event) = self.proxy.poll_event() {
             let change = match event {
                 CoreEvent::Status(change) => change,
+                // A call is stored once and its row deleted once: a second row, or a
+                // deletion of none, is work the store should not have been given.
                 CoreEvent::Dialog(DialogChange::Upsert(c)) => {
-                    self.persisted.insert((c.call_id, c.caller_tag));
+                    if !self.persisted.insert((c.call_id.clone(), c.caller_tag)) {
+                        self.violation(format!("call {} stored twice", c.call_id));
+                    }
                     continue;
                 }
                 CoreEvent::Dialog(DialogChange::Delete {
                     call_id,
                     caller_tag,
                 }) => {
-                    self.persisted.remove(&(call_id, caller_tag));
+                    if !self.persisted.remove(&(call_id.clone(), caller_tag)) {
+                        self.violation(format!("call {call_id} deleted but never stored"));
+                    }
                     continue;
                 }
             };

@@ -179,6 +179,8 @@ fn a_database_outage_does_not_stop_routing() {
         |name: &str, port: u16| uac_to(&dir, name, sip, ip(test, 100), port, "VM_1", (5, 20, 7000));
     let first = uac("uac-a", 5063);
     wait_until(Duration::from_secs(10), || loads(&mi) == [5]);
+    // Answered calls are handed to be stored once they have lasted the interval.
+    std::thread::sleep(Duration::from_millis(400));
     wait_until(Duration::from_secs(5), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
     });
@@ -197,8 +199,11 @@ fn a_database_outage_does_not_stop_routing() {
         node.log_text()
     );
 
-    // It comes back: the queue is written, so a crash now loses nothing.
+    // It comes back: the queue is written, so a crash now loses nothing. (A call is
+    // handed to be stored once it has lasted the 100 ms interval, on a 100 ms grid:
+    // by 400 ms after the restore, every call answered before it has been.)
     relay.restore();
+    std::thread::sleep(Duration::from_millis(400));
     wait_until(Duration::from_secs(15), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
     });
@@ -242,6 +247,8 @@ fn crash_during_outage(test: u8, url: &str, cut: &dyn Fn(), heal: &dyn Fn()) {
     };
     let first = uac("uac-a", 5063);
     wait_until(Duration::from_secs(10), || loads(&mi) == [5]);
+    // Answered calls are handed to be stored once they have lasted the interval.
+    std::thread::sleep(Duration::from_millis(400));
     wait_until(Duration::from_secs(5), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
     });
@@ -249,9 +256,10 @@ fn crash_during_outage(test: u8, url: &str, cut: &dyn Fn(), heal: &dyn Fn()) {
     cut();
     let second = uac("uac-b", 5064);
     wait_until(Duration::from_secs(10), || loads(&mi) == [10]);
-    // Every change reported is past the core's channel after a tick or two; then
-    // wait until all that is pending sits in the journal on disk.
-    std::thread::sleep(Duration::from_millis(300));
+    // Every call has been handed to be stored after an interval and a grid step, and
+    // is past the core's channel a tick or two later; then wait until all that is
+    // pending sits in the journal on disk.
+    std::thread::sleep(Duration::from_millis(600));
     wait_until(Duration::from_secs(15), || {
         let journaled = metric(test, "siplb_dialog_store_journaled");
         journaled >= 5.0 && metric(test, "siplb_dialog_store_pending") == journaled
