@@ -4,7 +4,8 @@
 //!
 //! A database outage then costs memory for nothing but the current batch, and a
 //! `kill -9` during it loses no more than it would with the database up: the changes
-//! of the last `persist_interval`.
+//! of about the last two `persist_interval`s (the core hands a call over once it has
+//! lasted one).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};

@@ -1,4 +1,5 @@
-//! Calls that survive a restart: answered calls are written to the database in
+//! Calls that survive a restart: answered calls that have lasted `[dialog]
+//! persist_interval` (the core holds them back until then) are written to the database in
 //! batches off the call path (one transaction per `[dialog] persist_interval`, at most
 //! [`BATCH`] changes each), from a thread of their own that sleeps between batches, and
 //! read back at start before siplb takes traffic. While the database cannot be written,
