@@ -105,10 +105,13 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
                      + ("(perf attached to both during the steps, --kernel-share)." if args.kernel_share else
                         "(not sampled: --kernel-share)."))
         lines.append("")
-        lines.append("| calls/s | siplb / Kamailio | siplb's kernel time / Kamailio | both clean |")
-        lines.append("|---|---|---|---|")
+        # Three decimals: issue 19's target is "at most 0.5", and 0.504 shown as 0.50
+        # reads as met.
+        lines.append("| calls/s | siplb / Kamailio | at most 0.5 | siplb's kernel time / Kamailio | both clean |")
+        lines.append("|---|---|---|---|---|")
         for r in steps:
-            lines.append(f"| {r['rate']} | {fmt(r['ratio'], 2)} | {fmt(r['kernel_ratio'], 2)} | "
+            within = "yes" if r["ratio"] <= 0.5 else "no"
+            lines.append(f"| {r['rate']} | {fmt(r['ratio'], 3)} | {within} | {fmt(r['kernel_ratio'], 2)} | "
                          f"{'yes' if r['clean'] else 'no'} |")
     lines.append("")
     lines.append("| system | highest clean rate (calls/s) | CPU s / 1000 calls there | setup p50 / p99 ms there | spread % there |")

@@ -58,10 +58,7 @@ fn answered_calls_are_stored_and_a_restored_call_routes_its_bye() {
     let mut after = Rig::new(&[(1, "sip:127.0.0.11:5060", "vm=5")], "");
     after.proxy.restore_call(after.now, stored.clone()).unwrap();
     assert_eq!(after.load(1), 1);
-    let bye = format!(
-        "BYE sip:bob@127.0.0.11:5060 SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-pbye\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.100>;tag=a-p1\nTo: <sip:VM_1@127.0.0.1>;tag=b-p1\nCall-ID: p1\nCSeq: 2 BYE\nContent-Length: 0\n\n"
-    );
-    after.feed(CALLER, &bye);
+    after.feed(CALLER, &bye("p1"));
     let out = after.sent();
     assert_eq!(
         out[0].0,
@@ -118,15 +115,9 @@ fn a_call_shorter_than_the_store_interval_is_never_stored() {
         &[(1, "sip:127.0.0.11:5060", "vm=5")],
         "[dialog]\npersist_interval = \"1s\"",
     );
-    let answer = |rig: &mut Rig, call: &str| {
-        rig.feed(CALLER, &invite("VM_1", call));
-        let fwd = rig.sent().pop().unwrap().1;
-        rig.feed_bytes(DST1, reply(&fwd, 200, "OK", &format!("b-{call}")));
-        rig.sent();
-    };
-    answer(&mut rig, "short");
+    rig.answer("short");
     rig.advance(Duration::from_millis(500));
-    answer(&mut rig, "long");
+    rig.answer("long");
     rig.advance(Duration::from_millis(400));
     rig.feed(CALLER, &bye("short"));
     assert_eq!(
@@ -177,9 +168,7 @@ fn draining_stores_the_waiting_calls_at_once() {
         &[(1, "sip:127.0.0.11:5060", "vm=5")],
         "[dialog]\npersist_interval = \"10s\"",
     );
-    rig.feed(CALLER, &invite("VM_1", "waiting"));
-    let fwd = rig.sent().pop().unwrap().1;
-    rig.feed_bytes(DST1, reply(&fwd, 200, "OK", "b-waiting"));
+    rig.answer("waiting");
     rig.feed(CALLER, &invite("VM_1", "ringing"));
     let out = rig.sent();
     let ringing = out

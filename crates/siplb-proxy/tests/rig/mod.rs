@@ -93,6 +93,15 @@ impl Rig {
         self.now = end;
     }
 
+    /// A call to `VM_1` with Call-ID `call`, answered by destination 1 with To tag
+    /// `b-{call}` (the caller's tag is `a-{call}`).
+    pub fn answer(&mut self, call: &str) {
+        self.feed(CALLER, &invite("VM_1", call));
+        let fwd = self.sent().pop().unwrap().1;
+        self.feed_bytes(DST1, reply(&fwd, 200, "OK", &format!("b-{call}")));
+        self.sent();
+    }
+
     /// The next change to the stored calls (status changes skipped).
     pub fn dialog_change(&mut self) -> Option<siplb_proxy::DialogChange> {
         while let Some(e) = self.proxy.poll_event() {
