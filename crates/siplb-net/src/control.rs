@@ -10,6 +10,8 @@ pub struct Report {
     pub stats: Stats,
     pub probes: Vec<(u32, ProbeState)>,
     pub calls: usize,
+    /// Answered calls not yet handed over to be stored (see `Proxy::calls_to_store`).
+    pub calls_to_store: usize,
     pub transactions: usize,
     pub tcp_open: usize,
     pub tcp_refused: u64,

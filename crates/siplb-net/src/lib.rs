@@ -539,6 +539,7 @@ fn answer(proxy: &mut Proxy, tcp: &TcpStats, query: control::Query) {
                     .map(|(id, s)| (id, s.clone()))
                     .collect(),
                 calls: proxy.calls(),
+                calls_to_store: proxy.calls_to_store(),
                 transactions: proxy.transactions(),
                 tcp_open: tcp.open.load(std::sync::atomic::Ordering::Relaxed),
                 tcp_refused: tcp.refused.load(std::sync::atomic::Ordering::Relaxed),

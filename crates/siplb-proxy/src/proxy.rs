@@ -230,6 +230,15 @@ impl Proxy {
         &self.stats
     }
 
+    /// Answered calls up that have not lasted `persist_interval` yet, so are not handed
+    /// over to be stored: a crash would lose them, besides the store's pending changes.
+    pub fn calls_to_store(&self) -> usize {
+        self.unstored
+            .iter()
+            .filter(|&&(_, id)| self.calls.get(id).is_some_and(|c| !c.persisted))
+            .count()
+    }
+
     /// Calls being set up or up.
     pub fn calls(&self) -> usize {
         self.calls.len()

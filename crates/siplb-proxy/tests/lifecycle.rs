@@ -118,8 +118,10 @@ fn a_call_shorter_than_the_store_interval_is_never_stored() {
     rig.answer("short");
     rig.advance(Duration::from_millis(500));
     rig.answer("long");
+    assert_eq!(rig.proxy.calls_to_store(), 2, "both wait for the interval");
     rig.advance(Duration::from_millis(400));
     rig.feed(CALLER, &bye("short"));
+    assert_eq!(rig.proxy.calls_to_store(), 1, "an ended call waits no more");
     assert_eq!(
         rig.sent()[0].0,
         addr(DST1),
@@ -136,6 +138,7 @@ fn a_call_shorter_than_the_store_interval_is_never_stored() {
         panic!("the long call was not stored");
     };
     assert_eq!(stored.call_id, "long");
+    assert_eq!(rig.proxy.calls_to_store(), 0);
     assert!(
         rig.dialog_change().is_none(),
         "the short call is not stored late"

@@ -214,6 +214,12 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             persist.failures.load(Relaxed),
         )
         .single(
+            "siplb_dialog_store_waiting",
+            Kind::Gauge,
+            "Answered calls that have not lasted [dialog] persist_interval yet, so are not handed to the store: a crash loses them.",
+            r.calls_to_store,
+        )
+        .single(
             "siplb_dialog_store_pending",
             Kind::Gauge,
             "Call changes waiting to be written.",

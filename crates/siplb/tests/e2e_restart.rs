@@ -205,6 +205,7 @@ fn a_database_outage_does_not_stop_routing() {
     // second leaves room for a slow machine.)
     relay.restore();
     std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(metric(test, "siplb_dialog_store_waiting"), 0.0);
     wait_until(Duration::from_secs(15), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
     });
