@@ -1,0 +1,36 @@
+"""siplb_bench.report's table of CPU ratios, on steps made by hand: issue 19's target is
+"at most 0.5", so the table must not round a step just above it into one that reads as
+met."""
+
+import unittest
+
+from siplb_bench import report, stats
+
+
+def step(system, rate, cpu, clean=3):
+    return {"system": system, "rate": rate, "cpu_s_per_1000_calls": cpu,
+            "kernel_cpu_s_per_1000_calls": float("nan"), "trials": 3, "clean_trials": clean}
+
+
+class RatioTable(unittest.TestCase):
+    def rows(self, *pairs):
+        summary = []
+        for rate, mine, peer in pairs:
+            summary += [step("siplb", rate, mine), step("kamailio", rate, peer)]
+        return report.ratio_table(stats.ratios(summary))[2:]
+
+    def test_just_above_half_is_not_met(self):
+        # 0.127 / 0.252 = 0.504, which two decimals showed as 0.50.
+        self.assertEqual(self.rows((600, 0.127, 0.252)), ["| 600 | 0.504 | no | - | yes |"])
+
+    def test_half_exactly_is_met(self):
+        self.assertEqual(self.rows((100, 0.25, 0.5)), ["| 100 | 0.500 | yes | - | yes |"])
+
+    def test_a_step_not_clean_says_so(self):
+        summary = [step("siplb", 3500, 0.078), step("kamailio", 3500, 0.175, clean=0)]
+        self.assertEqual(report.ratio_table(stats.ratios(summary))[2:],
+                         ["| 3500 | 0.446 | yes | - | no |"])
+
+
+if __name__ == "__main__":
+    unittest.main()
