@@ -86,11 +86,12 @@ impl Proxy {
         if !self.settings.persist_dialogs {
             return;
         }
-        let after = self.settings.store_after;
-        if after.is_zero() || self.draining {
+        if self.draining {
             return self.persist_call(now, id);
         }
-        self.unstored.push_back((now + after, id));
+        // With `store_after` zero the entry is due at once and this stores it.
+        self.unstored
+            .push_back((now + self.settings.store_after, id));
         if self.unstored.len() == 1 {
             self.store_due(Some(now));
         }
