@@ -1,7 +1,7 @@
 #![no_main]
 //! One datagram: parse, read every view, apply the proxy edits, and check that what
-//! parsed serialises to the bytes it came from, that edits re-parse, and that the index
-//! carried over an edit is the one parsing gives.
+//! parsed serialises to the bytes it came from and that a relay's edits re-parse:
+//! siplb sends them without parsing them again.
 
 use libfuzzer_sys::fuzz_target;
 use siplb_sip::{Datagram, Limits, Message, build_response, parse_datagram};
@@ -42,13 +42,6 @@ fuzz_target!(|data: &[u8]| {
         }
         e
     };
-    // The index carried over from the original is the one a full parse gives.
-    if let Some(carried) = relay_edits().finish_reindexed(&limits) {
-        match parse_datagram(carried.to_bytes(), &limits) {
-            Ok(Datagram::Message(parsed)) => assert_eq!(carried, parsed),
-            other => panic!("indexed without parsing, yet the bytes give {other:?}"),
-        }
-    }
     if let Ok(out) = relay_edits().finish() {
         let grown_past_limits = out.len() > limits.max_message_size
             || msg.header_count() + 2 > limits.max_headers;

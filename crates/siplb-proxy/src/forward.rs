@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use bytes::Bytes;
-use siplb_sip::{EditError, FinishError, HeaderName, Message, OwnVia};
+use siplb_sip::{EditError, Editor, HeaderName, Message, Method, OwnVia};
 use tracing::{debug, warn};
 
 use crate::addr::{Peer, Transport};
 use crate::call::{Dialog, Failure, Phase, Target};
 use crate::proxy::Proxy;
 use crate::slab::Id;
-use crate::transactions::ClientRole;
+use crate::transactions::{ClientRole, Relayed};
 
 impl Proxy {
     /// siplb's Via towards `peer`, with a fresh branch; `None` without a listener of
@@ -77,16 +77,26 @@ impl Proxy {
             edit.push_record_route(&rr_in);
         }
         edit.push_own_via(&via);
-        let request = edit
-            .finish_message(&self.settings.limits)
-            .map_err(unsendable_finish)?;
+        let request = self
+            .relayed(edit)
+            .map_err(|(code, reason)| Failure::Unsendable(code, reason))?;
         let role = ClientRole::Attempt {
             call: id,
             n: target.n,
         };
         let client = self
             .txns
-            .add_client(request, peer, role, self.settings.timers, now)
+            .add_relayed(
+                Relayed {
+                    bytes: request,
+                    method: Method::Invite,
+                    branch: via.branch(),
+                },
+                peer,
+                role,
+                self.settings.timers,
+                now,
+            )
             .map_err(|_| Failure::Unsendable(400, "Bad Request"))?;
         if let Some(call) = self.calls.get_mut(id)
             && let Phase::Attempting { attempt, .. } = &mut call.phase
@@ -102,6 +112,19 @@ impl Proxy {
         Ok(())
     }
 
+    /// What `edit` writes, a request siplb relays. It is not parsed again: it was
+    /// validated before the edits, which keep it valid (the `relay_edits` property
+    /// test, the `datagram` fuzz target) unless it grows past the limits, which
+    /// [`Proxy::admit`] turned away before editing and the size is checked against
+    /// once more here.
+    pub(crate) fn relayed(&self, edit: Editor<'_>) -> Result<Bytes, (u16, &'static str)> {
+        let bytes = edit.finish().map_err(edit_refusal)?;
+        if bytes.len() > self.settings.limits.max_message_size {
+            return Err((513, "Message Too Large"));
+        }
+        Ok(bytes)
+    }
+
     /// CANCELs an INVITE client transaction (once).
     pub(crate) fn send_cancel(&mut self, now: Instant, invite: Id) {
         let Some(ctx) = self.txns.clients.get_mut(invite) else {
@@ -112,7 +135,7 @@ impl Proxy {
         }
         ctx.cancel_sent = true;
         let peer = ctx.peer;
-        let Some(cancel) = ctx.tx.request().and_then(build_cancel) else {
+        let Some(cancel) = ctx.tx.request().as_ref().and_then(build_cancel) else {
             return;
         };
         let Ok(cancel) = Message::parse(cancel) else {
@@ -297,24 +320,15 @@ fn uac_request(
 
 /// What the caller sent cannot be forwarded after siplb's edits.
 fn unsendable_edit(e: EditError) -> Failure {
-    match e {
-        EditError::TooManyHops => Failure::Unsendable(483, "Too Many Hops"),
-        _ => Failure::Unsendable(400, "Bad Request"),
-    }
+    let (code, reason) = edit_refusal(e);
+    Failure::Unsendable(code, reason)
 }
 
-fn unsendable_finish(e: FinishError) -> Failure {
+/// The answer to a request that siplb's edits could not be made on.
+fn edit_refusal(e: EditError) -> (u16, &'static str) {
     match e {
-        FinishError::Parse(p)
-            if matches!(
-                p.kind(),
-                siplb_sip::ErrorKind::TooLarge(_) | siplb_sip::ErrorKind::TooManyHeaders(_)
-            ) =>
-        {
-            Failure::Unsendable(513, "Message Too Large")
-        }
-        FinishError::Edit(e) => unsendable_edit(e),
-        _ => Failure::Unsendable(400, "Bad Request"),
+        EditError::TooManyHops => (483, "Too Many Hops"),
+        _ => (400, "Bad Request"),
     }
 }
 

@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::addr::Peer;
 use crate::call::{InDialog, Side, call_env};
 use crate::proxy::Proxy;
-use crate::transactions::ClientRole;
+use crate::transactions::{ClientRole, Relayed};
 
 impl Proxy {
     /// `key` is the request's server transaction key; an ACK (which needs none) may
@@ -146,8 +146,14 @@ impl Proxy {
             }
             return;
         }
-        let Ok(request) = edit.finish_message(&self.settings.limits) else {
-            self.reply_stateless(&msg, peer, 513, "Message Too Large", &[]);
+        let request = match self.relayed(edit) {
+            Ok(request) => request,
+            Err((code, reason)) => {
+                self.reply_stateless(&msg, peer, code, reason, &[]);
+                return;
+            }
+        };
+        let Some(method) = msg.method() else {
             return;
         };
         let Some(Ok(server)) = key.map(|k| {
@@ -157,7 +163,12 @@ impl Proxy {
             self.reply_stateless(&msg, peer, 400, "Bad Request", &[]);
             return;
         };
-        match self.txns.add_client(
+        let request = Relayed {
+            bytes: request,
+            method,
+            branch: via.branch(),
+        };
+        match self.txns.add_relayed(
             request,
             target,
             ClientRole::Relay { server },

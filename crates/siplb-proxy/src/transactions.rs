@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use siplb_sip::Message;
+use bytes::Bytes;
+use siplb_sip::{Message, Method};
 use siplb_txn::{
     ClientEvent, ClientProbe, ClientTransaction, KeyError, ServerEvent, ServerKey, ServerProbe,
     ServerTransaction, Timers,
@@ -78,6 +79,14 @@ pub(crate) struct Transactions {
     timers: Option<Arc<Timers>>,
 }
 
+/// A request siplb relays: the bytes its edits wrote (`Editor::finish`), its method,
+/// and the branch of siplb's Via on top.
+pub(crate) struct Relayed<'a> {
+    pub(crate) bytes: Bytes,
+    pub(crate) method: Method<'a>,
+    pub(crate) branch: &'a str,
+}
+
 impl Transactions {
     pub(crate) fn len(&self) -> usize {
         self.servers.len() + self.clients.len()
@@ -85,10 +94,7 @@ impl Transactions {
 
     pub(crate) fn requests_held(&self) -> usize {
         let servers = self.servers.iter().filter(|(_, s)| s.request.is_some());
-        let clients = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.tx.request().is_some());
+        let clients = self.clients.iter().filter(|(_, c)| c.tx.holds_request());
         servers.count() + clients.count()
     }
 
@@ -152,6 +158,31 @@ impl Transactions {
     ) -> Result<Id, KeyError> {
         let timers = self.shared(timers);
         let tx = ClientTransaction::new(request, peer.reliability(), timers, now)?;
+        Ok(self.insert_client(tx, peer, role))
+    }
+
+    /// [`Transactions::add_client`] for a request siplb relays.
+    pub(crate) fn add_relayed(
+        &mut self,
+        request: Relayed<'_>,
+        peer: Peer,
+        role: ClientRole,
+        timers: Timers,
+        now: Instant,
+    ) -> Result<Id, KeyError> {
+        let timers = self.shared(timers);
+        let tx = ClientTransaction::from_sent(
+            request.bytes,
+            request.method,
+            request.branch,
+            peer.reliability(),
+            timers,
+            now,
+        )?;
+        Ok(self.insert_client(tx, peer, role))
+    }
+
+    fn insert_client(&mut self, tx: ClientTransaction, peer: Peer, role: ClientRole) -> Id {
         let hash = tx.key().digest();
         let clients = &self.clients;
         let old = self.client_keys.find(hash, |id| {
@@ -174,7 +205,7 @@ impl Transactions {
         let clients = &self.clients;
         self.client_keys
             .insert(hash, id, |i| client_hash(clients, i));
-        Ok(id)
+        id
     }
 
     /// `timers` to share: those of the last transaction made when they are the same

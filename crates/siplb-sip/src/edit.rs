@@ -13,8 +13,7 @@ use crate::error::ParseError;
 use crate::framing::{Datagram, Limits, parse_datagram};
 use crate::header_name::HeaderName;
 use crate::message::{Message, Span};
-use crate::own_via::{OwnVia, ViaLayout};
-use crate::reindex::reindex;
+use crate::own_via::OwnVia;
 use crate::text::{parse_u32, trim_bytes};
 use crate::via::Via;
 
@@ -41,17 +40,6 @@ pub(crate) struct Splice {
     pub(crate) at: Range<usize>,
     /// Where the replacement text lies in the editor's arena.
     pub(crate) text: Range<usize>,
-    /// What the text is when it is a whole header field (`Name: value` CRLF), inserted.
-    pub(crate) field: Option<NewField>,
-}
-
-/// A header field an edit inserts: enough to index it without parsing it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NewField {
-    pub(crate) name: HeaderName,
-    pub(crate) name_len: usize,
-    /// Where the parts of a Via hop the proxy wrote itself lie in the value.
-    pub(crate) own_via: Option<ViaLayout>,
 }
 
 /// Collects edits to one message.
@@ -81,7 +69,6 @@ impl<'m> Editor<'m> {
         self.splices.push(Splice {
             at,
             text: start..self.arena.len(),
-            field: None,
         });
     }
 
@@ -99,7 +86,7 @@ impl<'m> Editor<'m> {
         self.splice(at, &digits[i..]);
     }
 
-    fn insert_header(&mut self, at: usize, name: &str, value: &str, own_via: Option<ViaLayout>) {
+    fn insert_header(&mut self, at: usize, name: &str, value: &str) {
         let start = self.arena.len();
         self.arena.extend_from_slice(name.as_bytes());
         self.arena.extend_from_slice(b": ");
@@ -108,11 +95,6 @@ impl<'m> Editor<'m> {
         self.splices.push(Splice {
             at: at..at,
             text: start..self.arena.len(),
-            field: Some(NewField {
-                name: HeaderName::from_bytes(name.as_bytes()),
-                name_len: name.len(),
-                own_via,
-            }),
         });
     }
 
@@ -130,20 +112,19 @@ impl<'m> Editor<'m> {
 
     /// Adds a Via hop on top (`value` is the hop, e.g. `SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK...`).
     pub fn push_via(&mut self, value: &str) -> &mut Self {
-        self.push_via_field(value, None)
+        self.push_via_field(value)
     }
 
-    /// Adds the proxy's own Via hop on top: as [`Editor::push_via`], and the result is
-    /// indexed without parsing the hop.
+    /// Adds the proxy's own Via hop on top, as [`Editor::push_via`] does.
     pub fn push_own_via(&mut self, via: &OwnVia) -> &mut Self {
-        self.push_via_field(via.as_str(), Some(via.layout()))
+        self.push_via_field(via.as_str())
     }
 
-    fn push_via_field(&mut self, value: &str, own: Option<ViaLayout>) -> &mut Self {
+    fn push_via_field(&mut self, value: &str) -> &mut Self {
         let at = self
             .first_line_of(HeaderName::Via)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.insert_header(at, HeaderName::Via.as_str(), value, own);
+        self.insert_header(at, HeaderName::Via.as_str(), value);
         self
     }
 
@@ -223,7 +204,7 @@ impl<'m> Editor<'m> {
         let at = self
             .first_line_of(HeaderName::RecordRoute)
             .map_or_else(|| self.after_start_line(), |l| l.start as usize);
-        self.insert_header(at, HeaderName::RecordRoute.as_str(), value, None);
+        self.insert_header(at, HeaderName::RecordRoute.as_str(), value);
         self
     }
 
@@ -249,7 +230,7 @@ impl<'m> Editor<'m> {
         match field {
             None => {
                 let at = self.after_start_line();
-                self.insert_header(at, HeaderName::MaxForwards.as_str(), "70", None);
+                self.insert_header(at, HeaderName::MaxForwards.as_str(), "70");
                 Ok(70)
             }
             Some(h) => {
@@ -278,7 +259,7 @@ impl<'m> Editor<'m> {
             None => {
                 let at = self.msg.head_end as usize;
                 let len = body.len().to_string();
-                self.insert_header(at, HeaderName::ContentLength.as_str(), &len, None);
+                self.insert_header(at, HeaderName::ContentLength.as_str(), &len);
             }
         }
         self.splice(self.msg.body.range(), body);
@@ -288,7 +269,7 @@ impl<'m> Editor<'m> {
     /// Appends a header field at the end of the head.
     pub fn append_header(&mut self, name: &str, value: &str) -> &mut Self {
         let at = self.msg.head_end as usize;
-        self.insert_header(at, name, value, None);
+        self.insert_header(at, name, value);
         self
     }
 
@@ -366,30 +347,16 @@ impl<'m> Editor<'m> {
         Ok(out.freeze())
     }
 
-    /// Writes the edited message and indexes it, for callers that go on reading it:
-    /// the original's index carried over where the edits allow (`reindex.rs`), parsed
-    /// in full where they do not. Either way the result is the message a parse of the
-    /// written bytes gives, or that parse's error.
+    /// Writes the edited message and parses it, for callers that go on reading it. A
+    /// proxy relaying a request it validated sends [`Editor::finish`]'s bytes instead:
+    /// the edits keep such a message valid, which the `relay_edits` property test
+    /// (`tests/properties.rs`) holds.
     pub fn finish_message(mut self, limits: &Limits) -> Result<Message, FinishError> {
         let bytes = self.write().map_err(FinishError::Edit)?;
-        if let Some(m) = reindex(self.msg, &self.splices, &self.arena, bytes.clone(), limits) {
-            return Ok(m);
-        }
         match parse_datagram(bytes, limits).map_err(FinishError::Parse)? {
             Datagram::Message(m) => Ok(m),
             Datagram::KeepAlive => Err(FinishError::Edit(EditError::Overlap)),
         }
-    }
-}
-
-impl Editor<'_> {
-    /// The index carried over, without the full parse to fall back on: `None` where
-    /// [`Editor::finish_message`] would parse. Only for the tests that hold the two
-    /// equal (the property test, the `datagram` fuzz target).
-    #[doc(hidden)]
-    pub fn finish_reindexed(mut self, limits: &Limits) -> Option<Message> {
-        let bytes = self.write().ok()?;
-        reindex(self.msg, &self.splices, &self.arena, bytes, limits)
     }
 }
 

@@ -22,7 +22,6 @@ mod message;
 mod method;
 mod name_addr;
 mod own_via;
-mod reindex;
 mod response;
 mod text;
 mod uri;

@@ -130,44 +130,6 @@ pub(crate) enum TopHost {
     V6(std::net::Ipv6Addr),
 }
 
-impl Known {
-    /// The same fields where an edit moved them (`to`: a span's new place), with
-    /// `hops_added` more Via hops.
-    pub(crate) fn moved(
-        self,
-        to: impl Fn(Span) -> Option<Span>,
-        hops_added: usize,
-    ) -> Option<Known> {
-        Some(Known {
-            from_tag: match self.from_tag {
-                Some(tag) => Some(tag.map(&to).map_or(Some(None), |s| s.map(Some))?),
-                None => None,
-            },
-            to_tag: self.to_tag.map(&to).map_or(Some(None), |s| s.map(Some))?,
-            cseq: self.cseq,
-            cseq_method: to(self.cseq_method)?,
-            vias: self.vias + hops_added,
-        })
-    }
-}
-
-impl TopVia {
-    /// The same hop where an edit moved it (`to`: a span's new place).
-    pub(crate) fn moved(self, to: impl Fn(Span) -> Option<Span>) -> Option<TopVia> {
-        Some(TopVia {
-            transport: to(self.transport)?,
-            host: match self.host {
-                TopHost::Domain(span) => TopHost::Domain(to(span)?),
-                ip => ip,
-            },
-            host_text: to(self.host_text)?,
-            port: self.port,
-            params: to(self.params)?,
-            branch: self.branch.map(&to).map_or(Some(None), |s| s.map(Some))?,
-        })
-    }
-}
-
 impl Message {
     /// The message exactly as received (or as produced by an edit).
     pub fn as_bytes(&self) -> &[u8] {

@@ -45,10 +45,12 @@ pub enum ClientEvent {
 pub struct ClientTransaction {
     key: ClientKey,
     invite: bool,
-    /// Dropped once Accepted: nothing is built from it any more (CANCEL needs it only
-    /// before a final), and it is most of the transaction's memory. Boxed, so that a
-    /// transaction lingering without it does not keep its room either.
-    request: Option<Box<Message>>,
+    /// The request's bytes, what a retransmission sends. Parsed again only to build a
+    /// CANCEL or an ACK from it, which most transactions never do: a relayed request
+    /// is not indexed after its edits (docs/BENCHMARKS-HISTORY.md, "Issue 19,
+    /// eighteenth round"). Dropped once Accepted or past a non-INVITE's final, and
+    /// boxed, so that a transaction lingering without it keeps no room for it.
+    request: Option<Box<Bytes>>,
     reliability: Reliability,
     /// Shared by the transactions made with the same settings: a copy each was
     /// 128 bytes of every transaction, lingering ones included.
@@ -71,12 +73,39 @@ impl ClientTransaction {
         timers: impl Into<Arc<Timers>>,
         now: Instant,
     ) -> Result<ClientTransaction, KeyError> {
-        let invite = match request.method() {
-            None => return Err(KeyError::NotARequest),
-            Some(Method::Ack) => return Err(KeyError::Ack),
-            Some(m) => m == Method::Invite,
-        };
+        let method = request.method().ok_or(KeyError::NotARequest)?;
         let key = ClientKey::from_request(&request)?;
+        ClientTransaction::start(request.to_bytes(), method, key, reliability, timers, now)
+    }
+
+    /// [`ClientTransaction::new`] for a request known by its bytes, its method and the
+    /// branch of its top Via, which this element wrote: a request it relays, whose
+    /// edits it made itself on a message it had validated, so indexing the result
+    /// again would tell nothing the transaction needs.
+    pub fn from_sent(
+        request: Bytes,
+        method: Method<'_>,
+        branch: &str,
+        reliability: Reliability,
+        timers: impl Into<Arc<Timers>>,
+        now: Instant,
+    ) -> Result<ClientTransaction, KeyError> {
+        let key = ClientKey::new(branch, method)?;
+        ClientTransaction::start(request, method, key, reliability, timers, now)
+    }
+
+    fn start(
+        request: Bytes,
+        method: Method<'_>,
+        key: ClientKey,
+        reliability: Reliability,
+        timers: impl Into<Arc<Timers>>,
+        now: Instant,
+    ) -> Result<ClientTransaction, KeyError> {
+        let invite = match method {
+            Method::Ack => return Err(KeyError::Ack),
+            m => m == Method::Invite,
+        };
         let timers = timers.into();
         let mut tx = ClientTransaction {
             key,
@@ -96,7 +125,7 @@ impl ClientTransaction {
             request: Some(Box::new(request)),
         };
         if let Some(r) = &tx.request {
-            tx.outbox.transmit(r.to_bytes());
+            tx.outbox.transmit(Bytes::clone(r));
         }
         if !reliability.is_reliable() {
             tx.clock.set(Timer::Retransmit, deadline(now, tx.interval));
@@ -139,10 +168,16 @@ impl ClientTransaction {
         self.timed_out
     }
 
-    /// The request this transaction sends (a CANCEL is built from it); gone once a
-    /// 2xx has Accepted an INVITE, or a non-INVITE has its final.
-    pub fn request(&self) -> Option<&Message> {
-        self.request.as_deref()
+    /// The request this transaction sends, parsed (a CANCEL is built from it); gone
+    /// once a 2xx has Accepted an INVITE, or a non-INVITE has its final.
+    pub fn request(&self) -> Option<Message> {
+        let bytes = self.request.as_deref()?;
+        Message::parse(Bytes::clone(bytes)).ok()
+    }
+
+    /// True while the transaction holds its request (see [`ClientTransaction::request`]).
+    pub fn holds_request(&self) -> bool {
+        self.request.is_some()
     }
 
     /// Feeds a response that matched this transaction's key.
@@ -238,8 +273,8 @@ impl ClientTransaction {
 
     /// Built anew for each final so that its To tag is always the one acknowledged.
     fn send_ack(&mut self, response: &Message) {
-        if let Some(request) = &self.request
-            && let Some(ack) = hop_by_hop_ack(request, response)
+        if let Some(request) = self.request()
+            && let Some(ack) = hop_by_hop_ack(&request, response)
         {
             self.outbox.transmit(ack);
         }
@@ -302,7 +337,7 @@ impl ClientTransaction {
             return;
         }
         if let Some(r) = &self.request {
-            self.outbox.transmit(r.to_bytes());
+            self.outbox.transmit(Bytes::clone(r));
         }
         // Timer A doubles without bound (Timer B ends it); Timer E doubles up to T2,
         // and runs at T2 once a provisional has arrived.

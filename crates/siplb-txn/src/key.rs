@@ -92,6 +92,21 @@ impl<'a> ClientProbe<'a> {
 }
 
 impl ClientKey {
+    /// The key of a request this element sends with `branch` in its top Via: the key
+    /// [`ClientKey::from_request`] reads off it.
+    pub fn new(branch: &str, method: Method<'_>) -> Result<ClientKey, KeyError> {
+        if branch.is_empty() {
+            return Err(KeyError::NoBranch);
+        }
+        let method = method.as_str();
+        Ok(ClientProbe {
+            hash: prehash(&(branch, method)),
+            branch,
+            method,
+        }
+        .to_key())
+    }
+
     /// The key of a request this element sends.
     pub fn from_request(request: &Message) -> Result<ClientKey, KeyError> {
         ClientProbe::of_request(request).map(|p| p.to_key())
