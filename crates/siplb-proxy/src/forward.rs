@@ -113,10 +113,10 @@ impl Proxy {
     }
 
     /// What `edit` writes, a request siplb relays. It is not parsed again: it was
-    /// validated before the edits, which keep it valid (the `relay_edits` property
-    /// test, the `datagram` fuzz target) unless it grows past the limits, which
-    /// [`Proxy::admit`] turned away before editing and the size is checked against
-    /// once more here.
+    /// validated before the edits, which keep it valid (the property test
+    /// `relay_edits_keep_a_message_valid` in siplb-sip, the `datagram` fuzz target)
+    /// unless it grows past the limits, which [`Proxy::admit`] turned away before
+    /// editing and the size is checked against once more here.
     pub(crate) fn relayed(&self, edit: Editor<'_>) -> Result<Bytes, (u16, &'static str)> {
         let bytes = edit.finish().map_err(edit_refusal)?;
         if bytes.len() > self.settings.limits.max_message_size {

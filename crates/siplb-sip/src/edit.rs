@@ -349,8 +349,8 @@ impl<'m> Editor<'m> {
 
     /// Writes the edited message and parses it, for callers that go on reading it. A
     /// proxy relaying a request it validated sends [`Editor::finish`]'s bytes instead:
-    /// the edits keep such a message valid, which the `relay_edits` property test
-    /// (`tests/properties.rs`) holds.
+    /// the edits keep such a message valid, which the property test
+    /// `relay_edits_keep_a_message_valid` (`tests/properties.rs`) holds.
     pub fn finish_message(mut self, limits: &Limits) -> Result<Message, FinishError> {
         let bytes = self.write().map_err(FinishError::Edit)?;
         match parse_datagram(bytes, limits).map_err(FinishError::Parse)? {

@@ -169,7 +169,9 @@ impl ClientTransaction {
     }
 
     /// The request this transaction sends, parsed (a CANCEL is built from it); gone
-    /// once a 2xx has Accepted an INVITE, or a non-INVITE has its final.
+    /// once a 2xx has Accepted an INVITE, or a non-INVITE has its final. `None` too
+    /// if its bytes do not parse, which a relay's edits of a validated request rule
+    /// out.
     pub fn request(&self) -> Option<Message> {
         let bytes = self.request.as_deref()?;
         Message::parse(Bytes::clone(bytes)).ok()

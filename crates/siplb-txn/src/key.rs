@@ -434,6 +434,25 @@ mod tests {
         request_with(method, via, "")
     }
 
+    /// The key made from a branch and a method, for a request kept as its bytes, is
+    /// the one read off the request, and its responses' probes match it; an empty
+    /// branch makes none.
+    #[test]
+    fn a_key_from_branch_and_method_is_the_one_read_off_the_request() {
+        for method in ["INVITE", "BYE", "X-CUSTOM"] {
+            let request = via_request(method, "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKmade");
+            let read = ClientKey::from_request(&request).unwrap();
+            let made = ClientKey::new("z9hG4bKmade", Method::parse(method)).unwrap();
+            assert_eq!(made, read, "{method}");
+            let response = Message::parse(build_response(&request, 200, "OK", None, &[])).unwrap();
+            assert!(
+                made.matches(&ClientProbe::of_response(&response).unwrap()),
+                "{method}"
+            );
+        }
+        assert_eq!(ClientKey::new("", Method::Invite), Err(KeyError::NoBranch));
+    }
+
     /// A probe read off a message finds the key of its transaction, as an owned key
     /// made from the same message would: same hash, and a match, whatever the case of
     /// the sent-by host (longer than the stack buffer the hash lowercases it through,
