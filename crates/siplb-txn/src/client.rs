@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use siplb_sip::{Message, Method};
+use siplb_sip::{Datagram, Limits, Message, Method, parse_datagram};
 
 use crate::ack::hop_by_hop_ack;
 use crate::error::{InputError, KeyError};
@@ -174,7 +174,16 @@ impl ClientTransaction {
     /// out.
     pub fn request(&self) -> Option<Message> {
         let bytes = self.request.as_deref()?;
-        Message::parse(Bytes::clone(bytes)).ok()
+        // Room for its own size: it went out under the operator's limits, which may
+        // allow more than the defaults (`sip.max_message_size`, up to 1 MB over TCP).
+        let limits = Limits {
+            max_message_size: bytes.len().max(Limits::default().max_message_size),
+            ..Limits::default()
+        };
+        match parse_datagram(Bytes::clone(bytes), &limits) {
+            Ok(Datagram::Message(m)) => Some(m),
+            _ => None,
+        }
     }
 
     /// True while the transaction holds its request (see [`ClientTransaction::request`]).

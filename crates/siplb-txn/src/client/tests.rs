@@ -509,3 +509,33 @@ fn transport_error_before_a_final_ends_the_transaction() {
     assert_eq!(h.tx.state(), State::Completed);
     assert_eq!(h.log.count(|e| matches!(e, ClientEvent::TransportError)), 0);
 }
+
+/// A relayed request larger than the default size limit (an operator may raise it, and
+/// TCP carries it) is still read back for the ACK of a non-2xx and for a CANCEL.
+#[test]
+fn a_request_kept_as_bytes_is_read_back_whatever_its_size() {
+    let small = invite();
+    let text = String::from_utf8(small.as_bytes().to_vec()).unwrap();
+    let body = "v=0\r\n".repeat(14_000);
+    let text = text.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+    );
+    assert!(text.len() > Limits::default().max_message_size);
+    let t0 = Instant::now();
+    let mut tx = ClientTransaction::from_sent(
+        Bytes::from(text),
+        Method::Invite,
+        "z9hG4bKlb1",
+        Reliability::Reliable,
+        Timers::default(),
+        t0,
+    )
+    .unwrap();
+    assert!(tx.poll_transmit().is_some());
+    assert_eq!(tx.request().map(|r| r.body().len()), Some(body.len()));
+    tx.handle_response(response(&small, 486), t0 + ms(10))
+        .unwrap();
+    let ack = tx.poll_transmit().expect("the ACK of the 486");
+    assert!(ack.starts_with(b"ACK "));
+}
