@@ -13,7 +13,7 @@ use crate::addr::{Peer, Transport};
 use crate::call::{Dialog, Failure, Phase, Target};
 use crate::proxy::Proxy;
 use crate::slab::Id;
-use crate::transactions::{ClientRole, Relayed};
+use crate::transactions::{ClientRole, Outgoing};
 
 impl Proxy {
     /// siplb's Via towards `peer`, with a fresh branch; `None` without a listener of
@@ -86,8 +86,8 @@ impl Proxy {
         };
         let client = self
             .txns
-            .add_relayed(
-                Relayed {
+            .add_client(
+                Outgoing::Relayed {
                     bytes: request,
                     method: Method::Invite,
                     branch: via.branch(),
@@ -141,10 +141,13 @@ impl Proxy {
         let Ok(cancel) = Message::parse(cancel) else {
             return;
         };
-        if let Ok(id) =
-            self.txns
-                .add_client(cancel, peer, ClientRole::Cancel, self.settings.timers, now)
-        {
+        if let Ok(id) = self.txns.add_client(
+            Outgoing::Parsed(cancel),
+            peer,
+            ClientRole::Cancel,
+            self.settings.timers,
+            now,
+        ) {
             self.txns
                 .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
         }
@@ -281,10 +284,13 @@ impl Proxy {
             debug!(call_id, "siplb's own request does not parse; not sent");
             return;
         };
-        if let Ok(id) =
-            self.txns
-                .add_client(request, peer, ClientRole::Own, self.settings.timers, now)
-        {
+        if let Ok(id) = self.txns.add_client(
+            Outgoing::Parsed(request),
+            peer,
+            ClientRole::Own,
+            self.settings.timers,
+            now,
+        ) {
             self.txns
                 .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
         }

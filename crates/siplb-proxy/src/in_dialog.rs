@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::addr::Peer;
 use crate::call::{InDialog, Side, call_env};
 use crate::proxy::Proxy;
-use crate::transactions::{ClientRole, Relayed};
+use crate::transactions::{ClientRole, Outgoing};
 
 impl Proxy {
     /// `key` is the request's server transaction key; an ACK (which needs none) may
@@ -111,7 +111,10 @@ impl Proxy {
         target: Peer,
         consume_routes: bool,
     ) {
-        let is_ack = msg.method() == Some(Method::Ack);
+        let Some(method) = msg.method() else {
+            return;
+        };
+        let is_ack = method == Method::Ack;
         if let Err(refusal) = self.admit(&msg) {
             self.refuse(&msg, peer, refusal);
             return;
@@ -153,9 +156,6 @@ impl Proxy {
                 return;
             }
         };
-        let Some(method) = msg.method() else {
-            return;
-        };
         let Some(Ok(server)) = key.map(|k| {
             self.txns
                 .add_server(k, &msg, peer, self.settings.timers, true)
@@ -163,12 +163,12 @@ impl Proxy {
             self.reply_stateless(&msg, peer, 400, "Bad Request", &[]);
             return;
         };
-        let request = Relayed {
+        let request = Outgoing::Relayed {
             bytes: request,
             method,
             branch: via.branch(),
         };
-        match self.txns.add_relayed(
+        match self.txns.add_client(
             request,
             target,
             ClientRole::Relay { server },

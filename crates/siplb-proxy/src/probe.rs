@@ -14,7 +14,7 @@ use crate::addr::{Peer, TargetError, peer_at, peer_of_uri_text};
 use crate::agenda::Due;
 use crate::events::{ChangeSource, NewStatus};
 use crate::proxy::Proxy;
-use crate::transactions::ClientRole;
+use crate::transactions::{ClientRole, Outgoing};
 
 /// What siplb knows of one destination's probes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -146,10 +146,13 @@ impl Proxy {
         state.last_sent = Some(now);
         state.sent += 1;
         self.stats.probes_sent += 1;
-        match self
-            .txns
-            .add_client(request, peer, ClientRole::Probe(id), timers, now)
-        {
+        match self.txns.add_client(
+            Outgoing::Parsed(request),
+            peer,
+            ClientRole::Probe(id),
+            timers,
+            now,
+        ) {
             Ok(client) => {
                 self.txns
                     .drain_client(client, &mut self.agenda, &mut self.out, &mut self.work);

@@ -79,12 +79,17 @@ pub(crate) struct Transactions {
     timers: Option<Arc<Timers>>,
 }
 
-/// A request siplb relays: the bytes its edits wrote (`Editor::finish`), its method,
-/// and the branch of siplb's Via on top.
-pub(crate) struct Relayed<'a> {
-    pub(crate) bytes: Bytes,
-    pub(crate) method: Method<'a>,
-    pub(crate) branch: &'a str,
+/// What a client transaction sends.
+pub(crate) enum Outgoing<'a> {
+    /// A request siplb wrote whole (a CANCEL, its own BYE, a probe), parsed.
+    Parsed(Message),
+    /// A request siplb relays: the bytes its edits wrote (`Editor::finish`), its
+    /// method, and the branch of siplb's Via on top.
+    Relayed {
+        bytes: Bytes,
+        method: Method<'a>,
+        branch: &'a str,
+    },
 }
 
 impl Transactions {
@@ -150,35 +155,22 @@ impl Transactions {
     /// sending; drain it to send.
     pub(crate) fn add_client(
         &mut self,
-        request: Message,
+        request: Outgoing<'_>,
         peer: Peer,
         role: ClientRole,
         timers: Timers,
         now: Instant,
     ) -> Result<Id, KeyError> {
         let timers = self.shared(timers);
-        let tx = ClientTransaction::new(request, peer.reliability(), timers, now)?;
-        Ok(self.insert_client(tx, peer, role))
-    }
-
-    /// [`Transactions::add_client`] for a request siplb relays.
-    pub(crate) fn add_relayed(
-        &mut self,
-        request: Relayed<'_>,
-        peer: Peer,
-        role: ClientRole,
-        timers: Timers,
-        now: Instant,
-    ) -> Result<Id, KeyError> {
-        let timers = self.shared(timers);
-        let tx = ClientTransaction::from_sent(
-            request.bytes,
-            request.method,
-            request.branch,
-            peer.reliability(),
-            timers,
-            now,
-        )?;
+        let reliability = peer.reliability();
+        let tx = match request {
+            Outgoing::Parsed(m) => ClientTransaction::new(m, reliability, timers, now),
+            Outgoing::Relayed {
+                bytes,
+                method,
+                branch,
+            } => ClientTransaction::from_sent(bytes, method, branch, reliability, timers, now),
+        }?;
         Ok(self.insert_client(tx, peer, role))
     }
 
