@@ -12,6 +12,7 @@
 mod harness;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use harness::{
@@ -397,16 +398,39 @@ fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks
         "100",
         (1200, 150, 1000),
     );
-    // Watched until the feedback has been asked for, heard and acted on (a slow machine
-    // takes longer to get there), while the caller still sends.
-    let (mut asked, mut heard) = (0.0f64, 0u8);
-    let until = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < until && !(asked > 0.0 && heard > 0 && front.balancer.diverted() > 0) {
-        asked = asked.max(metric(back_mi, "siplb_overload_feedback_percent"));
+    // Watched until the feedback has been asked for, heard and acted on, while the
+    // caller still sends. The front is read in this process, every 20 ms: the feedback it
+    // heard holds only `oc-validity` (2 s) and lapses when the back recovers, so sparse
+    // reads can miss it. The back's gauge is read over HTTP on a thread of its own: at 2 %
+    // of a core one request takes seconds (5 s seen), which must not space the front's
+    // reads out.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gauge = {
+        let (asked, watching) = (asked.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                let percent = metric(back_mi, "siplb_overload_feedback_percent");
+                // The gauge is a whole percentage.
+                asked.fetch_max(percent as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut heard = 0u8;
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until
+        && !(asked.load(Ordering::Relaxed) > 0 && heard > 0 && front.balancer.diverted() > 0)
+    {
         heard = heard.max(front.destination(1).overload.unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(asked > 0.0, "the back never asked for fewer calls");
+    watching.store(false, Ordering::Relaxed);
+    // Uncapped first, so that the gauge's last request is answered at once.
+    cap.release(back.pid());
+    gauge.join().expect("the gauge's reader");
+    let asked = asked.load(Ordering::Relaxed);
+    assert!(asked > 0, "the back never asked for fewer calls");
     assert!(heard > 0, "the front never heard it");
     assert!(
         front.balancer.diverted() > 0,
@@ -414,7 +438,6 @@ fn an_overloaded_siplb_asks_the_siplb_in_front_for_fewer_calls_and_nothing_leaks
     );
     // Uncapped, the back works off what it queued; every call ends and every load
     // returns to 0 on both.
-    cap.release(back.pid());
     let report = calls.finish(Duration::from_secs(60));
     eprintln!(
         "back asked for up to {asked}% fewer, front heard up to {heard}%, {} calls diverted; {} calls completed, {} refused",
