@@ -60,6 +60,17 @@ impl Peer {
         }
     }
 
+    /// The largest message one send can carry to this peer: over UDP, what one datagram
+    /// holds (65,535 bytes less the UDP header, and over IPv4 the IP header too); over
+    /// a stream, no bound of the transport's own.
+    pub(crate) fn max_message_len(&self) -> usize {
+        match (self.transport, self.addr) {
+            (Transport::Udp, SocketAddr::V4(_)) => 65_507,
+            (Transport::Udp, SocketAddr::V6(_)) => 65_527,
+            (Transport::Tcp | Transport::Tls, _) => usize::MAX,
+        }
+    }
+
     pub(crate) fn reliability(&self) -> Reliability {
         match self.transport {
             Transport::Udp => Reliability::Unreliable,

@@ -78,7 +78,7 @@ impl Proxy {
         }
         edit.push_own_via(&via);
         let request = self
-            .relayed(edit)
+            .relayed(edit, &peer)
             .map_err(|(code, reason)| Failure::Unsendable(code, reason))?;
         let role = ClientRole::Attempt {
             call: id,
@@ -112,14 +112,26 @@ impl Proxy {
         Ok(())
     }
 
-    /// What `edit` writes, a request siplb relays. It is not parsed again: it was
-    /// validated before the edits, which keep it valid (the property test
+    /// What `edit` writes, a request siplb relays to `to`. It is not parsed again: it
+    /// was validated before the edits, which keep it valid (the property test
     /// `relay_edits_keep_a_message_valid` in siplb-sip, the `datagram` fuzz target)
     /// unless it grows past the limits, which [`Proxy::admit`] turned away before
-    /// editing and the size is checked against once more here.
-    pub(crate) fn relayed(&self, edit: Editor<'_>) -> Result<Bytes, (u16, &'static str)> {
+    /// editing and the size is checked against once more here. A request that came
+    /// over TCP may also be larger than a datagram can carry to a UDP hop: sent, it
+    /// would fail in the kernel each time until Timer B, and the hop be blamed for it.
+    pub(crate) fn relayed(
+        &self,
+        edit: Editor<'_>,
+        to: &Peer,
+    ) -> Result<Bytes, (u16, &'static str)> {
         let bytes = edit.finish().map_err(edit_refusal)?;
-        if bytes.len() > self.settings.limits.max_message_size {
+        if bytes.len()
+            > self
+                .settings
+                .limits
+                .max_message_size
+                .min(to.max_message_len())
+        {
             return Err((513, "Message Too Large"));
         }
         Ok(bytes)

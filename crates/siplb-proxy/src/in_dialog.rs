@@ -149,7 +149,7 @@ impl Proxy {
             }
             return;
         }
-        let request = match self.relayed(edit) {
+        let request = match self.relayed(edit, &target) {
             Ok(request) => request,
             Err((code, reason)) => {
                 self.reply_stateless(&msg, peer, code, reason, &[]);

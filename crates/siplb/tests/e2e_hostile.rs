@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::{Lb, wait_until};
+use siplb_balance::DestinationRow;
 
 /// Listens on UDP and TCP at `addr` and counts whatever arrives.
 struct Sink {
@@ -369,4 +370,267 @@ fn a_flood_of_datagrams_does_not_starve_the_management_interface() {
         worst < Duration::from_secs(1),
         "a report took {worst:?} during the flood"
     );
+}
+
+/// One SIP message off a TCP stream (head, then `Content-Length` bytes of body), `None`
+/// when the stream ends or stays silent past its read timeout.
+fn read_tcp_message(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    let name = name.trim();
+                    (name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let total = head_end + 4 + length;
+            if pending.len() >= total {
+                let message = String::from_utf8_lossy(&pending[..total]).into_owned();
+                pending.drain(..total);
+                return Some(message);
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The next final response on `stream`, past any provisional one.
+fn next_final(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    loop {
+        let m = read_tcp_message(stream, pending).expect("an answer from siplb");
+        if !m.starts_with("SIP/2.0 1") {
+            return m;
+        }
+    }
+}
+
+/// A message's first field named `name`, value trimmed.
+fn field<'a>(message: &'a str, name: &str) -> &'a str {
+    message
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+}
+
+fn branch(message: &str) -> &str {
+    let via = field(message, "Via");
+    let at = via.find("branch=").expect("a branch") + "branch=".len();
+    via[at..].split(';').next().unwrap()
+}
+
+/// The answer `code` a destination gives `request`: its Via fields in order, the rest
+/// echoed, a tag on To.
+fn answer(request: &str, code: u16, reason: &str) -> String {
+    let vias: String = request
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let to = field(request, "To");
+    let to = if to.contains("tag=") {
+        to.to_owned()
+    } else {
+        format!("{to};tag=dest")
+    };
+    format!(
+        "SIP/2.0 {code} {reason}\r\n{vias}From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        field(request, "From"),
+        field(request, "Call-ID"),
+        field(request, "CSeq"),
+    )
+}
+
+/// A TCP destination: every message it reads, with a handle to answer on its connection.
+fn tcp_destination(addr: SocketAddr) -> std::sync::mpsc::Receiver<(String, TcpStream)> {
+    let listener = TcpListener::bind(addr).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut pending = Vec::new();
+                while let Some(message) = read_tcp_message(&mut conn, &mut pending) {
+                    if tx.send((message, conn.try_clone().unwrap())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// An INVITE larger than a datagram can be (a multipart body with a picture, a long
+/// list of ICE candidates), over TCP, with `sip.max_message_size` raised for it. siplb
+/// keeps what it relays as bytes and reads them back only to CANCEL the INVITE or to
+/// acknowledge a failure: both must work whatever the size the operator allows. To a
+/// destination reached over UDP it cannot go at all, which the caller is told (513).
+#[test]
+fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_for_udp() {
+    let lb = Lb::start(120, &[], "", "max_message_size = 200000\n");
+    let dest = SocketAddr::new(lb.ip(11), 5060);
+    assert!(
+        lb.balancer
+            .reload(vec![DestinationRow::new(
+                1,
+                1,
+                format!("sip:{dest};transport=tcp"),
+                "vm=10"
+            )])
+            .is_empty()
+    );
+    let arrived = tcp_destination(dest);
+    let next_at_destination = || {
+        arrived
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a message at the destination")
+    };
+    let mut caller = TcpStream::connect_timeout(&lb.addr, Duration::from_secs(5)).unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let mut from_lb = Vec::new();
+    let uri = format!("sip:VM_1@{}", lb.addr);
+    let mut body = String::from(
+        "v=0\r\no=- 1 1 IN IP4 127.0.120.100\r\ns=-\r\nc=IN IP4 127.0.120.100\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+    );
+    let mut port = 10_000;
+    while body.len() < 70_000 {
+        body.push_str(&format!(
+            "a=candidate:{port} 1 UDP 2130706431 127.0.120.100 {port} typ host\r\n"
+        ));
+        port += 1;
+    }
+    let invite = |n: u32| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c{n}\r\nTo: <{uri}>\r\nCall-ID: big-{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{me};transport=tcp>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // The ACK of a failure is the caller's to siplb and siplb's to the destination,
+    // hop by hop (RFC 3261 17.1.1.3).
+    let ack_to_lb = |n: u32, answer: &str| {
+        format!(
+            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c{n}\r\nTo: {}\r\nCall-ID: big-{n}@{me}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            field(answer, "To")
+        )
+    };
+
+    // Busy: siplb acknowledges the 486 itself, then relays it.
+    caller.write_all(invite(1).as_bytes()).unwrap();
+    let (relayed, mut to_caller_side) = next_at_destination();
+    assert!(relayed.starts_with("INVITE "), "{}", &relayed[..200]);
+    assert!(relayed.ends_with(&body), "the body arrives whole");
+    to_caller_side
+        .write_all(answer(&relayed, 486, "Busy Here").as_bytes())
+        .unwrap();
+    let (ack, _) = next_at_destination();
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert_eq!(field(&ack, "CSeq"), "1 ACK");
+    assert_eq!(branch(&ack), branch(&relayed), "the INVITE's own branch");
+    assert_eq!(
+        ack.split(' ').nth(1),
+        relayed.split(' ').nth(1),
+        "the INVITE's Request-URI"
+    );
+    let busy = next_final(&mut caller, &mut from_lb);
+    assert!(busy.starts_with("SIP/2.0 486"), "{busy}");
+    caller.write_all(ack_to_lb(1, &busy).as_bytes()).unwrap();
+
+    // Cancelled while it rings: siplb's CANCEL is built from the INVITE it sent.
+    caller.write_all(invite(2).as_bytes()).unwrap();
+    let (relayed, mut to_caller_side) = next_at_destination();
+    assert!(relayed.ends_with(&body), "the body arrives whole");
+    to_caller_side
+        .write_all(answer(&relayed, 180, "Ringing").as_bytes())
+        .unwrap();
+    let ringing = read_tcp_message(&mut caller, &mut from_lb).expect("ringing");
+    let ringing = if ringing.starts_with("SIP/2.0 100") {
+        read_tcp_message(&mut caller, &mut from_lb).expect("ringing")
+    } else {
+        ringing
+    };
+    assert!(ringing.starts_with("SIP/2.0 180"), "{ringing}");
+    caller
+        .write_all(
+            format!(
+                "CANCEL {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-2\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c2\r\nTo: <{uri}>\r\nCall-ID: big-2@{me}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let (cancel, mut to_caller_side) = next_at_destination();
+    assert!(cancel.starts_with("CANCEL "), "{cancel}");
+    assert_eq!(field(&cancel, "CSeq"), "1 CANCEL");
+    assert_eq!(branch(&cancel), branch(&relayed), "the INVITE's own branch");
+    assert_eq!(
+        cancel.split(' ').nth(1),
+        relayed.split(' ').nth(1),
+        "the INVITE's Request-URI"
+    );
+    to_caller_side
+        .write_all(answer(&cancel, 200, "OK").as_bytes())
+        .unwrap();
+    to_caller_side
+        .write_all(answer(&relayed, 487, "Request Terminated").as_bytes())
+        .unwrap();
+    let (ack, _) = next_at_destination();
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert_eq!(branch(&ack), branch(&relayed));
+    // The caller has siplb's 200 to its CANCEL and the 487, in either order.
+    let finals = [
+        next_final(&mut caller, &mut from_lb),
+        next_final(&mut caller, &mut from_lb),
+    ];
+    let mut codes: Vec<&str> = finals.iter().map(|m| &m[8..11]).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, ["200", "487"], "{finals:?}");
+    let terminated = finals
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 487"))
+        .unwrap();
+    caller
+        .write_all(ack_to_lb(2, terminated).as_bytes())
+        .unwrap();
+    wait_until(Duration::from_secs(10), || lb.total_load("vm") == 0);
+    assert!(
+        arrived.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing more reached the destination"
+    );
+
+    // A destination reached over UDP cannot take it in one datagram: the caller hears
+    // so at once, and the destination is not blamed for it.
+    let udp_dest = Sink::start(SocketAddr::new(lb.ip(12), 5060));
+    assert!(
+        lb.balancer
+            .reload(vec![DestinationRow::new(
+                1,
+                1,
+                format!("sip:{}", udp_dest.addr),
+                "vm=10"
+            )])
+            .is_empty()
+    );
+    caller.write_all(invite(3).as_bytes()).unwrap();
+    let too_large = next_final(&mut caller, &mut from_lb);
+    assert!(too_large.starts_with("SIP/2.0 513"), "{too_large}");
+    caller
+        .write_all(ack_to_lb(3, &too_large).as_bytes())
+        .unwrap();
+    assert_eq!(udp_dest.received(), 0);
+    assert!(lb.destination(1).enabled);
+    assert_eq!(lb.total_load("vm"), 0);
 }
