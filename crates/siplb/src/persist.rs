@@ -180,8 +180,12 @@ pub(crate) fn run(
     let mut pending: HashMap<DialogKey, Pending> = HashMap::new();
     let mut journaling = !journal.is_empty();
     loop {
+        // Nothing to write and nothing to retry: sleep until the core sends something,
+        // rather than wake every interval to find nothing (ten times a second by
+        // default, whether calls are stored or not).
+        let idle = pending.is_empty() && !journaling;
+        let open = take_changes(&changes, &mut pending, idle);
         let started = Instant::now();
-        let open = take_changes(&changes, &mut pending);
         if journaling {
             to_journal(&mut journal, &mut pending, &stats);
             if replay(&mut writer, &mut journal).is_ok() {
@@ -287,14 +291,18 @@ fn replay(writer: &mut DialogWriter, journal: &mut Journal) -> Result<usize, Str
     }
 }
 
-/// Moves what the core has sent into `pending`; false once the core has gone.
+/// Moves what the core has sent into `pending`, first waiting for something when
+/// `wait`; false once the core has gone.
 fn take_changes(
     changes: &std::sync::mpsc::Receiver<DialogChange>,
     pending: &mut HashMap<DialogKey, Pending>,
+    wait: bool,
 ) -> bool {
+    use std::sync::mpsc::TryRecvError;
+    let mut first = wait.then(|| changes.recv().map_err(|_| TryRecvError::Disconnected));
     let now = now_ms();
     loop {
-        match changes.try_recv() {
+        match first.take().unwrap_or_else(|| changes.try_recv()) {
             Ok(DialogChange::Upsert(call)) => {
                 let record = to_record(call, now);
                 // A peer controls Call-IDs and tags: one that cannot be stored is left
@@ -340,8 +348,8 @@ fn take_changes(
                     }
                 }
             }
-            Err(std::sync::mpsc::TryRecvError::Empty) => return true,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
         }
     }
 }
@@ -475,7 +483,7 @@ mod tests {
         for change in [call("short"), call("long"), delete("short"), delete("old")] {
             tx.send(change).unwrap();
         }
-        assert!(take_changes(&rx, &mut pending));
+        assert!(take_changes(&rx, &mut pending, false));
         assert!(!pending.contains_key(&key("short")));
         assert!(matches!(
             pending.get(&key("long")),
@@ -484,7 +492,26 @@ mod tests {
         // A call stored earlier (or restored) must be deleted from the table.
         assert!(matches!(pending.get(&key("old")), Some(Pending::Delete)));
         drop(tx);
-        assert!(!take_changes(&rx, &mut pending), "the core has gone");
+        assert!(!take_changes(&rx, &mut pending, false), "the core has gone");
+    }
+
+    #[test]
+    fn with_nothing_to_do_it_sleeps_until_the_core_sends_or_goes() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            let mut pending = HashMap::new();
+            let open = take_changes(&rx, &mut pending, true);
+            (open, pending, rx)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiting.is_finished(), "an empty channel holds it");
+        tx.send(call("late")).unwrap();
+        let (open, pending, rx) = waiting.join().unwrap();
+        assert!(open);
+        assert!(pending.contains_key(&key("late")));
+        let waiting = std::thread::spawn(move || take_changes(&rx, &mut HashMap::new(), true));
+        drop(tx);
+        assert!(!waiting.join().unwrap(), "the core has gone");
     }
 
     #[test]
@@ -492,10 +519,10 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut pending = HashMap::new();
         tx.send(call("c")).unwrap();
-        take_changes(&rx, &mut pending);
+        take_changes(&rx, &mut pending, false);
         mark_attempted(&mut pending);
         tx.send(delete("c")).unwrap();
-        take_changes(&rx, &mut pending);
+        take_changes(&rx, &mut pending, false);
         assert!(matches!(pending.get(&key("c")), Some(Pending::Delete)));
     }
 }
