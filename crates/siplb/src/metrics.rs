@@ -207,7 +207,22 @@ pub(crate) fn render(r: &Report, persist: &PersistStats) -> String {
             "Batches of call changes written to the database.",
             persist.batches.load(Relaxed),
         )
-        .single(
+        .family(
+            "siplb_dialog_store_changes_total",
+            Kind::Counter,
+            "Calls' rows the batches wrote (upsert) and deleted (delete).",
+        );
+    e.sample(
+        "siplb_dialog_store_changes_total",
+        &[("change", "upsert")],
+        persist.upserts.load(Relaxed),
+    );
+    e.sample(
+        "siplb_dialog_store_changes_total",
+        &[("change", "delete")],
+        persist.deletes.load(Relaxed),
+    );
+    e.single(
             "siplb_dialog_store_failures_total",
             Kind::Counter,
             "Failed writes of call changes (they go to the journal and are retried).",

@@ -27,6 +27,10 @@ const BATCH: usize = 1000;
 pub(crate) struct PersistStats {
     pub(crate) batches: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Calls' rows written by the batches, and deleted by them: what the database is
+    /// asked per call, which a call shorter than `persist_interval` never is.
+    pub(crate) upserts: AtomicU64,
+    pub(crate) deletes: AtomicU64,
     /// Changes waiting for the next successful write (in memory or in the journal).
     pub(crate) pending: AtomicU64,
     /// Of those, the changes kept in the journal on disk.
@@ -389,6 +393,12 @@ fn flush(
         match writer.save_distinct(&upserts, &deletes) {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .upserts
+                    .fetch_add(upserts.len() as u64, Ordering::Relaxed);
+                stats
+                    .deletes
+                    .fetch_add(deletes.len() as u64, Ordering::Relaxed);
             }
             Err(e) if !e.is_retryable() => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -184,6 +184,17 @@ fn a_database_outage_does_not_stop_routing() {
     wait_until(Duration::from_secs(5), || {
         metric(test, "siplb_dialog_store_pending") == 0.0
     });
+    let written = |change: &str| {
+        metric(
+            test,
+            &format!("siplb_dialog_store_changes_total{{change=\"{change}\"}}"),
+        )
+    };
+    assert_eq!(
+        (written("upsert"), written("delete")),
+        (5.0, 0.0),
+        "each call up written once"
+    );
 
     // The database goes away: calls are still routed, writes queue, the outage shows.
     relay.cut();
