@@ -429,6 +429,19 @@ fn branch(message: &str) -> &str {
     via[at..].split(';').next().unwrap()
 }
 
+/// `request` is the `method` (ACK or CANCEL) of `invite`'s client transaction: its
+/// Request-URI, its top Via branch and its CSeq number (RFC 3261 9.1, 17.1.1.3).
+fn assert_of_invite(request: &str, method: &str, invite: &str) {
+    assert!(request.starts_with(&format!("{method} ")), "{request}");
+    assert_eq!(field(request, "CSeq"), format!("1 {method}"));
+    assert_eq!(branch(request), branch(invite), "the INVITE's own branch");
+    assert_eq!(
+        request.split(' ').nth(1),
+        invite.split(' ').nth(1),
+        "the INVITE's Request-URI"
+    );
+}
+
 /// The answer `code` a destination gives `request`: its Via fields in order, the rest
 /// echoed, a tag on To.
 fn answer(request: &str, code: u16, reason: &str) -> String {
@@ -538,14 +551,7 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
         .write_all(answer(&relayed, 486, "Busy Here").as_bytes())
         .unwrap();
     let (ack, _) = next_at_destination();
-    assert!(ack.starts_with("ACK "), "{ack}");
-    assert_eq!(field(&ack, "CSeq"), "1 ACK");
-    assert_eq!(branch(&ack), branch(&relayed), "the INVITE's own branch");
-    assert_eq!(
-        ack.split(' ').nth(1),
-        relayed.split(' ').nth(1),
-        "the INVITE's Request-URI"
-    );
+    assert_of_invite(&ack, "ACK", &relayed);
     let busy = next_final(&mut caller, &mut from_lb);
     assert!(busy.starts_with("SIP/2.0 486"), "{busy}");
     caller.write_all(ack_to_lb(1, &busy).as_bytes()).unwrap();
@@ -573,14 +579,7 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
         )
         .unwrap();
     let (cancel, mut to_caller_side) = next_at_destination();
-    assert!(cancel.starts_with("CANCEL "), "{cancel}");
-    assert_eq!(field(&cancel, "CSeq"), "1 CANCEL");
-    assert_eq!(branch(&cancel), branch(&relayed), "the INVITE's own branch");
-    assert_eq!(
-        cancel.split(' ').nth(1),
-        relayed.split(' ').nth(1),
-        "the INVITE's Request-URI"
-    );
+    assert_of_invite(&cancel, "CANCEL", &relayed);
     to_caller_side
         .write_all(answer(&cancel, 200, "OK").as_bytes())
         .unwrap();
@@ -588,8 +587,7 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
         .write_all(answer(&relayed, 487, "Request Terminated").as_bytes())
         .unwrap();
     let (ack, _) = next_at_destination();
-    assert!(ack.starts_with("ACK "), "{ack}");
-    assert_eq!(branch(&ack), branch(&relayed));
+    assert_of_invite(&ack, "ACK", &relayed);
     // The caller has siplb's 200 to its CANCEL and the 487, in either order.
     let finals = [
         next_final(&mut caller, &mut from_lb),
