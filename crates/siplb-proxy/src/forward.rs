@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use siplb_sip::{EditError, Editor, HeaderName, Message, Method, OwnVia};
+use siplb_txn::{KeyError, Timers};
 use tracing::{debug, warn};
 
 use crate::addr::{Peer, Transport};
@@ -84,19 +85,13 @@ impl Proxy {
             call: id,
             n: target.n,
         };
+        let request = Outgoing::Relayed {
+            bytes: request,
+            method: Method::Invite,
+            branch: via.branch(),
+        };
         let client = self
-            .txns
-            .add_client(
-                Outgoing::Relayed {
-                    bytes: request,
-                    method: Method::Invite,
-                    branch: via.branch(),
-                },
-                peer,
-                role,
-                self.settings.timers,
-                now,
-            )
+            .start_client(request, peer, role, self.settings.timers, now)
             .map_err(|_| Failure::Unsendable(400, "Bad Request"))?;
         if let Some(call) = self.calls.get_mut(id)
             && let Phase::Attempting { attempt, .. } = &mut call.phase
@@ -107,9 +102,23 @@ impl Proxy {
         if target.n == 0 {
             self.stats.calls_routed += 1;
         }
-        self.txns
-            .drain_client(client, &mut self.agenda, &mut self.out, &mut self.work);
         Ok(())
+    }
+
+    /// Adds a client transaction for `request` to `peer` and lets it send. What it
+    /// reports comes back through the work queue, so its role may be recorded after.
+    pub(crate) fn start_client(
+        &mut self,
+        request: Outgoing<'_>,
+        peer: Peer,
+        role: ClientRole,
+        timers: Timers,
+        now: Instant,
+    ) -> Result<Id, KeyError> {
+        let id = self.txns.add_client(request, peer, role, timers, now)?;
+        self.txns
+            .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
+        Ok(id)
     }
 
     /// What `edit` writes, a request siplb relays to `to`. It is not parsed again: it
@@ -153,16 +162,13 @@ impl Proxy {
         let Ok(cancel) = Message::parse(cancel) else {
             return;
         };
-        if let Ok(id) = self.txns.add_client(
+        let _ = self.start_client(
             Outgoing::Parsed(cancel),
             peer,
             ClientRole::Cancel,
             self.settings.timers,
             now,
-        ) {
-            self.txns
-                .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
-        }
+        );
     }
 
     /// A 2xx from an attempt that is over, or for a call that is gone: acknowledged
@@ -296,16 +302,13 @@ impl Proxy {
             debug!(call_id, "siplb's own request does not parse; not sent");
             return;
         };
-        if let Ok(id) = self.txns.add_client(
+        let _ = self.start_client(
             Outgoing::Parsed(request),
             peer,
             ClientRole::Own,
             self.settings.timers,
             now,
-        ) {
-            self.txns
-                .drain_client(id, &mut self.agenda, &mut self.out, &mut self.work);
-        }
+        );
     }
 }
 

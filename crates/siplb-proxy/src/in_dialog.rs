@@ -168,18 +168,12 @@ impl Proxy {
             method,
             branch: via.branch(),
         };
-        match self.txns.add_client(
-            request,
-            target,
-            ClientRole::Relay { server },
-            self.settings.timers,
-            now,
-        ) {
-            Ok(client) => {
-                self.txns
-                    .drain_client(client, &mut self.agenda, &mut self.out, &mut self.work);
-            }
-            Err(_) => self.local_final(now, server, 400, "Bad Request"),
+        let role = ClientRole::Relay { server };
+        if self
+            .start_client(request, target, role, self.settings.timers, now)
+            .is_err()
+        {
+            self.local_final(now, server, 400, "Bad Request");
         }
     }
 }

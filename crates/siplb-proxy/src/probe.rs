@@ -146,18 +146,14 @@ impl Proxy {
         state.last_sent = Some(now);
         state.sent += 1;
         self.stats.probes_sent += 1;
-        match self.txns.add_client(
+        if let Err(e) = self.start_client(
             Outgoing::Parsed(request),
             peer,
             ClientRole::Probe(id),
             timers,
             now,
         ) {
-            Ok(client) => {
-                self.txns
-                    .drain_client(client, &mut self.agenda, &mut self.out, &mut self.work);
-            }
-            Err(e) => debug!(destination = id, error = %e, "probe not sent"),
+            debug!(destination = id, error = %e, "probe not sent");
         }
     }
 
