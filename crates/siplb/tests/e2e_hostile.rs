@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Lb, wait_until};
 use siplb_balance::DestinationRow;
+use siplb_sip::{Frame, HeaderName, Limits, Message, Method, StreamDecoder, build_response};
 
 /// Listens on UDP and TCP at `addr` and counts whatever arrives.
 struct Sink {
@@ -372,110 +373,89 @@ fn a_flood_of_datagrams_does_not_starve_the_management_interface() {
     );
 }
 
-/// One SIP message off a TCP stream (head, then `Content-Length` bytes of body), `None`
-/// when the stream ends or stays silent past its read timeout.
-fn read_tcp_message(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    let name = name.trim();
-                    (name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            let total = head_end + 4 + length;
-            if pending.len() >= total {
-                let message = String::from_utf8_lossy(&pending[..total]).into_owned();
-                pending.drain(..total);
-                return Some(message);
+/// A peer's end of a SIP connection over TCP, framed as siplb frames it, with room for
+/// the large messages of the test below.
+struct TcpPeer {
+    stream: TcpStream,
+    decoder: StreamDecoder,
+}
+
+impl TcpPeer {
+    fn new(stream: TcpStream) -> TcpPeer {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        TcpPeer {
+            stream,
+            decoder: StreamDecoder::new(Limits {
+                max_message_size: 200_000,
+                ..Limits::default()
+            }),
+        }
+    }
+
+    /// The next message, `None` once the stream ends or stays silent past its timeout.
+    fn next(&mut self) -> Option<Message> {
+        let mut chunk = [0u8; 16384];
+        loop {
+            match self.decoder.decode() {
+                Ok(Some(Frame::Message(m))) => return Some(m),
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.decoder.extend(&chunk[..n]),
             }
         }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+    }
+
+    /// The next final response, past any provisional one.
+    fn next_final(&mut self) -> Message {
+        loop {
+            let m = self.next().expect("an answer from siplb");
+            if m.status().is_some_and(|s| s >= 200) {
+                return m;
+            }
         }
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        self.stream.write_all(data).unwrap();
     }
 }
 
-/// The next final response on `stream`, past any provisional one.
-fn next_final(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
-    loop {
-        let m = read_tcp_message(stream, pending).expect("an answer from siplb");
-        if !m.starts_with("SIP/2.0 1") {
-            return m;
-        }
-    }
-}
-
-/// A message's first field named `name`, value trimmed.
-fn field<'a>(message: &'a str, name: &str) -> &'a str {
-    message
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-        })
-        .unwrap_or_else(|| panic!("no {name} in {message}"))
-}
-
-fn branch(message: &str) -> &str {
-    let via = field(message, "Via");
-    let at = via.find("branch=").expect("a branch") + "branch=".len();
-    via[at..].split(';').next().unwrap()
+fn branch(message: &Message) -> String {
+    message.top_via().unwrap().branch().unwrap().to_owned()
 }
 
 /// `request` is the `method` (ACK or CANCEL) of `invite`'s client transaction: its
 /// Request-URI, its top Via branch and its CSeq number (RFC 3261 9.1, 17.1.1.3).
-fn assert_of_invite(request: &str, method: &str, invite: &str) {
-    assert!(request.starts_with(&format!("{method} ")), "{request}");
-    assert_eq!(field(request, "CSeq"), format!("1 {method}"));
+fn assert_of_invite(request: &Message, method: Method<'_>, invite: &Message) {
+    assert_eq!(request.method(), Some(method), "{request:?}");
+    let cseq = request.cseq().unwrap();
+    assert_eq!((cseq.seq, cseq.method), (1, method));
     assert_eq!(branch(request), branch(invite), "the INVITE's own branch");
     assert_eq!(
-        request.split(' ').nth(1),
-        invite.split(' ').nth(1),
+        request.request_uri_text(),
+        invite.request_uri_text(),
         "the INVITE's Request-URI"
     );
 }
 
-/// The answer `code` a destination gives `request`: its Via fields in order, the rest
-/// echoed, a tag on To.
-fn answer(request: &str, code: u16, reason: &str) -> String {
-    let vias: String = request
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    let to = field(request, "To");
-    let to = if to.contains("tag=") {
-        to.to_owned()
-    } else {
-        format!("{to};tag=dest")
-    };
-    format!(
-        "SIP/2.0 {code} {reason}\r\n{vias}From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        field(request, "From"),
-        field(request, "Call-ID"),
-        field(request, "CSeq"),
-    )
-}
-
 /// A TCP destination: every message it reads, with a handle to answer on its connection.
-fn tcp_destination(addr: SocketAddr) -> std::sync::mpsc::Receiver<(String, TcpStream)> {
+fn tcp_destination(addr: SocketAddr) -> std::sync::mpsc::Receiver<(Message, TcpStream)> {
     let listener = TcpListener::bind(addr).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut pending = Vec::new();
-                while let Some(message) = read_tcp_message(&mut conn, &mut pending) {
-                    if tx.send((message, conn.try_clone().unwrap())).is_err() {
+                let answers = conn.try_clone().unwrap();
+                let mut peer = TcpPeer::new(conn);
+                while let Some(message) = peer.next() {
+                    if tx.send((message, answers.try_clone().unwrap())).is_err() {
                         return;
                     }
                 }
@@ -510,12 +490,9 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
             .recv_timeout(Duration::from_secs(10))
             .expect("a message at the destination")
     };
-    let mut caller = TcpStream::connect_timeout(&lb.addr, Duration::from_secs(5)).unwrap();
-    caller
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let me = caller.local_addr().unwrap();
-    let mut from_lb = Vec::new();
+    let mut caller =
+        TcpPeer::new(TcpStream::connect_timeout(&lb.addr, Duration::from_secs(5)).unwrap());
+    let me = caller.stream.local_addr().unwrap();
     let uri = format!("sip:VM_1@{}", lb.addr);
     let mut body = String::from(
         "v=0\r\no=- 1 1 IN IP4 127.0.120.100\r\ns=-\r\nc=IN IP4 127.0.120.100\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
@@ -535,74 +512,67 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
     };
     // The ACK of a failure is the caller's to siplb and siplb's to the destination,
     // hop by hop (RFC 3261 17.1.1.3).
-    let ack_to_lb = |n: u32, answer: &str| {
+    let ack_to_lb = |n: u32, answer: &Message| {
         format!(
             "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-{n}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c{n}\r\nTo: {}\r\nCall-ID: big-{n}@{me}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            field(answer, "To")
+            answer.header_text(HeaderName::To).unwrap()
         )
+    };
+    let answer = |request: &Message, code: u16, reason: &str| {
+        build_response(request, code, reason, Some("dest"), &[])
     };
 
     // Busy: siplb acknowledges the 486 itself, then relays it.
-    caller.write_all(invite(1).as_bytes()).unwrap();
+    caller.send(invite(1).as_bytes());
     let (relayed, mut to_caller_side) = next_at_destination();
-    assert!(relayed.starts_with("INVITE "), "{}", &relayed[..200]);
-    assert!(relayed.ends_with(&body), "the body arrives whole");
+    assert_eq!(relayed.method(), Some(Method::Invite));
+    assert_eq!(relayed.body(), body.as_bytes(), "the body arrives whole");
     to_caller_side
-        .write_all(answer(&relayed, 486, "Busy Here").as_bytes())
+        .write_all(&answer(&relayed, 486, "Busy Here"))
         .unwrap();
     let (ack, _) = next_at_destination();
-    assert_of_invite(&ack, "ACK", &relayed);
-    let busy = next_final(&mut caller, &mut from_lb);
-    assert!(busy.starts_with("SIP/2.0 486"), "{busy}");
-    caller.write_all(ack_to_lb(1, &busy).as_bytes()).unwrap();
+    assert_of_invite(&ack, Method::Ack, &relayed);
+    let busy = caller.next_final();
+    assert_eq!(busy.status(), Some(486));
+    caller.send(ack_to_lb(1, &busy).as_bytes());
 
     // Cancelled while it rings: siplb's CANCEL is built from the INVITE it sent.
-    caller.write_all(invite(2).as_bytes()).unwrap();
+    caller.send(invite(2).as_bytes());
     let (relayed, mut to_caller_side) = next_at_destination();
-    assert!(relayed.ends_with(&body), "the body arrives whole");
+    assert_eq!(relayed.body(), body.as_bytes(), "the body arrives whole");
     to_caller_side
-        .write_all(answer(&relayed, 180, "Ringing").as_bytes())
+        .write_all(&answer(&relayed, 180, "Ringing"))
         .unwrap();
-    let ringing = read_tcp_message(&mut caller, &mut from_lb).expect("ringing");
-    let ringing = if ringing.starts_with("SIP/2.0 100") {
-        read_tcp_message(&mut caller, &mut from_lb).expect("ringing")
-    } else {
-        ringing
+    let ringing = loop {
+        let m = caller.next().expect("ringing");
+        if m.status() != Some(100) {
+            break m;
+        }
     };
-    assert!(ringing.starts_with("SIP/2.0 180"), "{ringing}");
-    caller
-        .write_all(
-            format!(
-                "CANCEL {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-2\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c2\r\nTo: <{uri}>\r\nCall-ID: big-2@{me}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
+    assert_eq!(ringing.status(), Some(180));
+    caller.send(
+        format!(
+            "CANCEL {uri} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-big-2\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{me}>;tag=c2\r\nTo: <{uri}>\r\nCall-ID: big-2@{me}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
         )
-        .unwrap();
+        .as_bytes(),
+    );
     let (cancel, mut to_caller_side) = next_at_destination();
-    assert_of_invite(&cancel, "CANCEL", &relayed);
+    assert_of_invite(&cancel, Method::Cancel, &relayed);
     to_caller_side
-        .write_all(answer(&cancel, 200, "OK").as_bytes())
+        .write_all(&build_response(&cancel, 200, "OK", None, &[]))
         .unwrap();
     to_caller_side
-        .write_all(answer(&relayed, 487, "Request Terminated").as_bytes())
+        .write_all(&answer(&relayed, 487, "Request Terminated"))
         .unwrap();
     let (ack, _) = next_at_destination();
-    assert_of_invite(&ack, "ACK", &relayed);
+    assert_of_invite(&ack, Method::Ack, &relayed);
     // The caller has siplb's 200 to its CANCEL and the 487, in either order.
-    let finals = [
-        next_final(&mut caller, &mut from_lb),
-        next_final(&mut caller, &mut from_lb),
-    ];
-    let mut codes: Vec<&str> = finals.iter().map(|m| &m[8..11]).collect();
+    let finals = [caller.next_final(), caller.next_final()];
+    let mut codes: Vec<u16> = finals.iter().filter_map(Message::status).collect();
     codes.sort_unstable();
-    assert_eq!(codes, ["200", "487"], "{finals:?}");
-    let terminated = finals
-        .iter()
-        .find(|m| m.starts_with("SIP/2.0 487"))
-        .unwrap();
-    caller
-        .write_all(ack_to_lb(2, terminated).as_bytes())
-        .unwrap();
+    assert_eq!(codes, [200, 487], "{finals:?}");
+    let terminated = finals.iter().find(|m| m.status() == Some(487)).unwrap();
+    caller.send(ack_to_lb(2, terminated).as_bytes());
     wait_until(Duration::from_secs(10), || lb.total_load("vm") == 0);
     assert!(
         arrived.recv_timeout(Duration::from_millis(500)).is_err(),
@@ -622,12 +592,10 @@ fn an_invite_over_64_kb_over_tcp_is_relayed_cancelled_acknowledged_or_refused_fo
             )])
             .is_empty()
     );
-    caller.write_all(invite(3).as_bytes()).unwrap();
-    let too_large = next_final(&mut caller, &mut from_lb);
-    assert!(too_large.starts_with("SIP/2.0 513"), "{too_large}");
-    caller
-        .write_all(ack_to_lb(3, &too_large).as_bytes())
-        .unwrap();
+    caller.send(invite(3).as_bytes());
+    let too_large = caller.next_final();
+    assert_eq!(too_large.status(), Some(513));
+    caller.send(ack_to_lb(3, &too_large).as_bytes());
     assert_eq!(udp_dest.received(), 0);
     assert!(lb.destination(1).enabled);
     assert_eq!(lb.total_load("vm"), 0);
