@@ -192,13 +192,13 @@ def main(argv=None):
             for event in EVENTS:
                 record += ["-e", event]
             record += ["--", "sleep", str(args.seconds)]
+            script = ["perf", "script", "-i", data, "-F", "comm,tid,cpu,time,event,trace"]
             try:
                 subprocess.run(record, check=True, stdout=subprocess.DEVNULL)
+                text = subprocess.run(script, check=True, capture_output=True,
+                                      text=True).stdout
             except (OSError, subprocess.CalledProcessError) as e:
-                print(f"perf record failed: {e}", file=sys.stderr)
+                print(f"perf failed: {e}", file=sys.stderr)
                 return 1
-            text = subprocess.run(["perf", "script", "-i", data, "-F",
-                                   "comm,tid,cpu,time,event,trace"],
-                                  check=True, capture_output=True, text=True).stdout
     print(describe(analyse(parse(text), args.comm), args.comm, args.rate))
     return 0
