@@ -32,6 +32,8 @@ def summarise(rows, systems):
                 by_rate.setdefault(r["rate"], []).append(r)
         for rate, rs in sorted(by_rate.items()):
             med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+            # Rows written before a field existed (a redrawn chart) have no value for it.
+            med_opt = lambda k: med(k) if all(k in r for r in rs) else float("nan")  # noqa: E731
             spread = [sum(int(r["spread"].split("/")[i]) for r in rs) for i in range(len(UAS_IPS))]
             total = max(1, sum(spread))
             out.append({
@@ -39,6 +41,7 @@ def summarise(rows, systems):
                 "clean_trials": sum(1 for r in rs if r["clean"]),
                 "achieved_rate": med("achieved_rate"),
                 "cpu_s_per_1000_calls": med("cpu_s_per_1000_calls"),
+                "cpu_s_per_1000_calls_ticks": med_opt("cpu_s_per_1000_calls_ticks"),
                 "kernel_cpu_s_per_1000_calls": med("kernel_cpu_s_per_1000_calls"),
                 "balancer_cpu_pct": med("balancer_cpu_pct"),
                 "sipp_cpu_pct": round(statistics.median(r["sipp_cpu_s"] / r["wall_s"] * 100 for r in rs), 1),
@@ -57,7 +60,8 @@ def ratios(summary, system="siplb", peer="kamailio"):
     """Per step both systems ran: `system`'s CPU per call over `peer`'s (medians), and
     `system`'s kernel time alone over `peer`'s whole CPU, the lowest ratio `system` could
     reach at that step if its own code cost nothing; and whether every trial of both
-    was clean."""
+    was clean. `ticks_ratio` is the same ratio from /proc's 10 ms ticks, the measure
+    before 2026-12-07, which undercounted a freshly started Kamailio (trials.py)."""
     mine = {s["rate"]: s for s in summary if s["system"] == system}
     out = []
     for s in summary:
@@ -68,6 +72,8 @@ def ratios(summary, system="siplb", peer="kamailio"):
             "rate": s["rate"],
             "ratio": m["cpu_s_per_1000_calls"] / s["cpu_s_per_1000_calls"],
             "kernel_ratio": m["kernel_cpu_s_per_1000_calls"] / s["cpu_s_per_1000_calls"],
+            "ticks_ratio": (m.get("cpu_s_per_1000_calls_ticks", float("nan"))
+                            / (s.get("cpu_s_per_1000_calls_ticks") or float("nan"))),
             "clean": m["clean_trials"] == m["trials"] and s["clean_trials"] == s["trials"],
         })
     return sorted(out, key=lambda r: r["rate"])

@@ -14,7 +14,7 @@ from siplb_bench.log import log
 from siplb_bench.peers import start_kamailio, start_relay, start_siplb, start_uas, stop_uas
 from siplb_bench.readers import read_rtd_ms, read_setup_latencies, read_sipp_stats, read_uas_hold_ms
 from siplb_bench.stats import kernel_share, pct, stat_int
-from siplb_bench.system import cpu_pressure, cpu_seconds, loadavg, socket_drops, udp_drops
+from siplb_bench.system import cpu_pressure, cpu_snapshot, cpu_used, loadavg, socket_drops, udp_drops
 
 
 def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=True, uas_trace=False,
@@ -46,7 +46,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     m0 = cpu_pressure()
     drops0 = udp_drops()
     sampler = start_kernel_sampler(bench, d, balancer_pids) if sample_kernel else None
-    c0 = cpu_seconds(balancer_pids)
+    c0 = cpu_snapshot(balancer_pids)
     t0 = time.monotonic()
     uac = bench.procs.start("uac", uac_argv, d)
     rc, uac_cpu = bench.procs.wait(uac, secs + 45)
@@ -55,7 +55,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         rc, uac_cpu = bench.procs.stop(uac)
     wall = time.monotonic() - t0
     time.sleep(0.2)  # the balancer's last relays and timers of the trial
-    c1 = cpu_seconds(balancer_pids)
+    c1 = cpu_snapshot(balancer_pids)
     m1 = cpu_pressure()
     share = stop_kernel_sampler(bench, d, sampler)
     drops = udp_drops() - drops0
@@ -79,7 +79,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         reasons.append(f"{retrans + uas_retrans} retransmissions")
     if trace_short and achieved < 0.95 * rate:
         reasons.append(f"offered {rate}/s, SIPp reached {achieved:.0f}/s")
-    bcpu = c1 - c0
+    bcpu, bcpu_ticks = cpu_used(c0, c1)
     busy = (m1 - m0) / 1e6 / (time.monotonic() - t0) * 100.0
     row = {
         "system": system, "rate": rate, "calls": calls, "achieved_rate": round(achieved, 1),
@@ -90,8 +90,10 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         "udp_drops_balancer": drops_balancer, "udp_drops_uas": drops_uas,
         "udp_drops_uac": max(0, drops - drops_balancer - drops_uas),
         "clean": not reasons, "why_not_clean": "; ".join(reasons),
-        "balancer_cpu_s": round(bcpu, 2),
-        "cpu_s_per_1000_calls": round(bcpu / max(1, ok) * 1000, 3),
+        "balancer_cpu_s": round(bcpu, 4),
+        "cpu_s_per_1000_calls": round(bcpu / max(1, ok) * 1000, 4),
+        # What /proc's 10 ms ticks gave for the same trial, the figure before 2026-12-07.
+        "cpu_s_per_1000_calls_ticks": round(bcpu_ticks / max(1, ok) * 1000, 3),
         "kernel_cpu_s_per_1000_calls": (round(share * bcpu / max(1, ok) * 1000, 3)
                                         if share is not None else float("nan")),
         "balancer_cpu_pct": round(bcpu / wall * 100, 1),

@@ -114,8 +114,10 @@ class Summarise(unittest.TestCase):
 class Ratios(unittest.TestCase):
     def test_each_step_both_ran_with_the_kernel_floor(self):
         rows = [
-            row("siplb", 100, cpu_s_per_1000_calls=0.3, kernel_cpu_s_per_1000_calls=0.15),
-            row("kamailio", 100, cpu_s_per_1000_calls=0.4, kernel_cpu_s_per_1000_calls=0.16),
+            row("siplb", 100, cpu_s_per_1000_calls=0.3, kernel_cpu_s_per_1000_calls=0.15,
+                cpu_s_per_1000_calls_ticks=0.3),
+            row("kamailio", 100, cpu_s_per_1000_calls=0.4, kernel_cpu_s_per_1000_calls=0.16,
+                cpu_s_per_1000_calls_ticks=0.375),
             row("siplb", 200, cpu_s_per_1000_calls=0.2, kernel_cpu_s_per_1000_calls=0.1),
             row("kamailio", 200, clean=False, cpu_s_per_1000_calls=0.5),
             row("siplb", 400),  # Kamailio did not run this step: no ratio
@@ -124,6 +126,9 @@ class Ratios(unittest.TestCase):
         self.assertEqual([r["rate"] for r in out], [100, 200])
         self.assertAlmostEqual(out[0]["ratio"], 0.75)
         self.assertAlmostEqual(out[0]["kernel_ratio"], 0.375)
+        self.assertAlmostEqual(out[0]["ticks_ratio"], 0.8)
+        # Rows from before the ticks' figure was written beside the precise one.
+        self.assertTrue(math.isnan(out[1]["ticks_ratio"]))
         self.assertTrue(out[0]["clean"])
         self.assertAlmostEqual(out[1]["ratio"], 0.4)
         self.assertAlmostEqual(out[1]["kernel_ratio"], 0.2)
