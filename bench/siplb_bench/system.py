@@ -68,10 +68,11 @@ def cpu_used(before, after):
 
     `ticks` is /proc/PID/stat's utime+stime, which the kernel rounds down to whole steps
     of 1/CLK_TCK (10 ms), utime and stime apart. Over a trial that rounding is not even:
-    a balancer started just before the trial begins it at zero, so each of its busy
-    processes ends about one step short (half a step each for utime and stime). For a
-    Kamailio with five busy processes that is some 50 ms, a tenth of its CPU in a 10 s
-    trial at 100 calls/s, against one step for siplb's one process. `precise` sums each
+    a process that had used no CPU before the trial (a Kamailio worker just forked)
+    begins it at exactly zero steps and ends it about one step short (half a step each
+    for utime and stime), where one whose start-up left it mid-step (siplb's) loses as
+    much at the start as at the end. For Kamailio's five busy workers that is some
+    50 ms, a tenth of its CPU in a 10 s trial at 100 calls/s. `precise` sums each
     thread's nanoseconds instead; a process with a thread that ended between the
     snapshots (its time is no longer listed) is counted by its ticks. A process missing
     from either snapshot counts nothing."""
