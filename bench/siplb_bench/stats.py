@@ -23,12 +23,13 @@ def pct(vals, q):
 
 
 def summarise(rows, systems):
-    """Per system and step: medians over the trials."""
+    """Per system and step: medians over the trials, leaving out those run again
+    (`discarded`: the host stole too much of the machine during them)."""
     out = []
     for system in systems:
         by_rate = {}
         for r in rows:
-            if r["system"] == system:
+            if r["system"] == system and not r.get("discarded"):
                 by_rate.setdefault(r["rate"], []).append(r)
         for rate, rs in sorted(by_rate.items()):
             med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731

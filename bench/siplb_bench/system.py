@@ -138,6 +138,17 @@ def rss_bytes(pid):
     return 0
 
 
+def steal_seconds(proc="/proc"):
+    """CPU time the hypervisor gave to others while this machine's vCPUs wanted it, summed
+    over the vCPUs (the steal column of /proc/stat's first line), in seconds."""
+    try:
+        with open(f"{proc}/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])

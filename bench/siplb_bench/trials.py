@@ -14,7 +14,8 @@ from siplb_bench.log import log
 from siplb_bench.peers import start_kamailio, start_relay, start_siplb, start_uas, stop_uas
 from siplb_bench.readers import read_rtd_ms, read_setup_latencies, read_sipp_stats, read_uas_hold_ms
 from siplb_bench.stats import kernel_share, pct, stat_int
-from siplb_bench.system import cpu_pressure, cpu_snapshot, cpu_used, loadavg, socket_drops, udp_drops
+from siplb_bench.system import (cpu_pressure, cpu_snapshot, cpu_used, loadavg, socket_drops, steal_seconds,
+                                udp_drops)
 
 
 def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=True, uas_trace=False,
@@ -44,6 +45,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         uac_argv += ["-trace_shortmsg", "-shortmessage_file", "uac_short.log"]
     load0 = loadavg()
     m0 = cpu_pressure()
+    steal0 = steal_seconds()
     drops0 = udp_drops()
     sampler = start_kernel_sampler(bench, d, balancer_pids) if sample_kernel else None
     c0 = cpu_snapshot(balancer_pids)
@@ -57,6 +59,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
     time.sleep(0.2)  # the balancer's last relays and timers of the trial
     c1 = cpu_snapshot(balancer_pids)
     m1 = cpu_pressure()
+    steal = steal_seconds() - steal0
     share = stop_kernel_sampler(bench, d, sampler)
     drops = udp_drops() - drops0
     per_socket = socket_drops()  # the balancer's and the destinations' sockets are the trial's own
@@ -99,6 +102,9 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         "balancer_cpu_pct": round(bcpu / wall * 100, 1),
         "sipp_cpu_s": round((uac_cpu or 0) + uas_cpu, 2),
         "cpu_pressure_pct": round(busy, 1),
+        # Time the host ran something else on the vCPUs (summed over them, as a share of
+        # one): a trial on a machine whose neighbours are busy costs more per call.
+        "steal_pct": round(steal / wall * 100, 1),
         "setup_p50_ms": round(pct(lat, 50), 3), "setup_p99_ms": round(pct(lat, 99), 3),
         "path_p50_ms": round(pct(path_lat, 50), 3), "path_p99_ms": round(pct(path_lat, 99), 3),
         "sipp_rtd_p50_ms": pct(rtd, 50), "sipp_rtd_p99_ms": pct(rtd, 99),
@@ -112,7 +118,7 @@ def run_trial(bench, system, target, balancer_pids, rate, calls, trace_short=Tru
         + f", spread {row['spread']}, " + (f"{late} late 180s, " if late else "")
         + (f"{drops} datagrams dropped by full socket buffers (balancer {drops_balancer}, destinations "
            f"{drops_uas}, caller {max(0, drops - drops_balancer - drops_uas)}), " if drops else "") +
-        f"CPU pressure {row['cpu_pressure_pct']}%")
+        f"CPU pressure {row['cpu_pressure_pct']}%, steal {row['steal_pct']}%")
     if not args.keep:
         for name in os.listdir(d):
             if name.endswith("_short.log"):

@@ -23,6 +23,8 @@ def trials(run_dir):
 def cpu_by_step(rows):
     steps = {}
     for r in rows:
+        if r.get("discarded"):  # a round run again: the host stole too much during it
+            continue
         key = (r["system"], int(r["rate"]))
         steps.setdefault(key, []).append((r["clean"] == "True", float(r["cpu_s_per_1000_calls"])))
     return steps
