@@ -77,16 +77,10 @@ class Report:
     seconds: float = 0.0
 
 
-def _pid(ev):
+def _int_field(ev, name):
+    """A tracepoint's number (`pid=`, `target_cpu=`), or None when absent or unreadable."""
     try:
-        return int(ev.fields.get("pid", ""))
-    except ValueError:
-        return None
-
-
-def _target_cpu(ev):
-    try:
-        return int(ev.fields.get("target_cpu", ""))
+        return int(ev.fields.get(name, ""))
     except ValueError:
         return None
 
@@ -108,7 +102,7 @@ def analyse(events, comm):
             send["took"] = ev.time_us - send["start"]
             done_sends.append(send)
         elif ev.name == "sched_waking":
-            pid = _pid(ev)
+            pid = _int_field(ev, "pid")
             if pid is None:
                 continue
             # A send's wake-ups run in the sender's context, so on its CPU.
@@ -118,8 +112,8 @@ def analyse(events, comm):
             if ev.fields.get("comm") == comm:
                 waiting[pid].append(("woken", (ev.comm, ev.cpu)))
         elif ev.name == "sched_wakeup":
-            pid = _pid(ev)
-            cpu = _target_cpu(ev)
+            pid = _int_field(ev, "pid")
+            cpu = _int_field(ev, "target_cpu")
             if pid is None or cpu is None or not waiting.get(pid):
                 continue
             # A wake-up queued to another CPU is traced there, after the send returned.
