@@ -75,5 +75,22 @@ class CpuUsed(unittest.TestCase):
         self.assertAlmostEqual(ticks, 3 / system.CLK_TCK, places=9)
 
 
+class Steal(unittest.TestCase):
+    def test_the_eighth_column_of_the_cpu_line_in_seconds(self):
+        with tempfile.TemporaryDirectory() as proc:
+            with open(os.path.join(proc, "stat"), "w") as f:
+                # user nice system idle iowait irq softirq steal guest guest_nice
+                f.write("cpu  136080 0 28548 240453 1055 0 3873 33819 0 0\n"
+                        "cpu0 68000 0 14000 120000 500 0 1900 16900 0 0\n")
+            self.assertAlmostEqual(system.steal_seconds(proc), 33819 / system.CLK_TCK, places=9)
+
+    def test_an_unreadable_stat_reads_as_nothing_stolen(self):
+        with tempfile.TemporaryDirectory() as proc:
+            self.assertEqual(system.steal_seconds(proc), 0.0)
+            with open(os.path.join(proc, "stat"), "w") as f:
+                f.write("cpu  1 2 3\n")  # an older kernel's shorter line
+            self.assertEqual(system.steal_seconds(proc), 0.0)
+
+
 if __name__ == "__main__":
     unittest.main()
