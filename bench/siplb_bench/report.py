@@ -102,11 +102,13 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
                  f"siplb with its SIP core thread and {args.workers} tokio worker threads beside it, Kamailio with children={args.kamailio_children}, "
                  + ("the package's default allocator (q_malloc), 1 GB shared memory." if args.kamailio_default else
                     f"tuned: TLSF allocator (-x tlsf -X tlsf), 4 MB receive buffer (-b 4194304), {KAMAILIO_SHM_MB} MB shared memory."))
-    max_steal, discarded = info.get("steal", (None, 0))
-    if max_steal is not None:
+    max_steal, discarded = info["steal"]
+    if args.steal_retries:
         lines.append(f"A round of trials (one per system) during which the host stole more than {max_steal}% of a "
                      f"vCPU was run again: {discarded} trials were, and are left out of the medians "
                      "(in compare-trials.csv, marked `discarded`).")
+    else:
+        lines.append("No round of trials was run again for the host's steal (--steal-retries 0, as in the smoke run).")
     lines.append("")
     lines.append("| system | calls/s offered | reached | clean trials | CPU s / 1000 calls | of which kernel | balancer CPU % of a core | SIPp CPU % of a core | CPU pressure % | setup p50 ms | setup p99 ms | spread over 4 destinations % | 180 after 200 | UDP drops at balancer/destinations/caller | not clean because |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
