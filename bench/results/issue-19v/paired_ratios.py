@@ -40,7 +40,8 @@ def main(run_dirs):
     for rate in rates:
         cells = [f"{statistics.median(run[rate]):.3f}" if run.get(rate) else "-" for run in runs]
         every = [x for run in runs for x in run.get(rate, [])]
-        print(f"| {rate} | {' | '.join(cells)} | {statistics.median(every):.3f} ({len(every)} pairs) |")
+        pooled = f"{statistics.median(every):.3f} ({len(every)} pairs)" if every else "- (no clean pair)"
+        print(f"| {rate} | {' | '.join(cells)} | {pooled} |")
 
 
 if __name__ == "__main__":
