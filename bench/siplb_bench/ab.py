@@ -16,21 +16,13 @@ import statistics
 import subprocess
 import sys
 
-from .layout import ROOT
 from .log import log
+from .steps import siplb_steps_argv
 
 
 def order(pair):
     """The builds' turns in pair number `pair` (from 0): A first in even pairs."""
     return ("A", "B") if pair % 2 == 0 else ("B", "A")
-
-
-def invocation_argv(binary, rates, results, trial_seconds):
-    """bench/compare, siplb alone, one trial per step, CPU steps only."""
-    return [sys.executable, os.path.join(ROOT, "bench", "compare"), "--siplb", binary,
-            "--systems", "siplb", "--rates", rates, "--trials", "1",
-            "--trial-seconds", str(trial_seconds), "--no-memory", "--no-latency",
-            "--no-build", "--results", results]
 
 
 def pair_dir(out, pair, build):
@@ -123,8 +115,8 @@ def main(argv=None):
         for pair in range(args.pairs):
             for build in order(pair):
                 log(f"pair {pair + 1} of {args.pairs}: {build} ({binaries[build]})")
-                subprocess.run(invocation_argv(binaries[build], args.rates, pair_dir(out, pair, build),
-                                               args.trial_seconds),
+                subprocess.run(siplb_steps_argv(binaries[build], pair_dir(out, pair, build), args.rates,
+                                                args.trial_seconds),
                                check=True, stdout=subprocess.DEVNULL)
     pairs = [p for out in args.out for p in read_series(out)]
     text = report(summary_rows(pairs_by_rate(pairs)), *names)

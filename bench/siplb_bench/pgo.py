@@ -25,6 +25,7 @@ import sys
 
 from .layout import ROOT
 from .log import log
+from .steps import siplb_steps_argv
 
 # The training's call rates: one where every datagram wakes the core, two where they queue.
 TRAINING_RATES = "200,1000,3000"
@@ -49,14 +50,6 @@ def raw_profiles(directory):
     if not found:
         raise RuntimeError(f"no profile in {directory}: did the instrumented siplb stop cleanly?")
     return found
-
-
-def training_argv(binary, results, rates=TRAINING_RATES, seconds=TRAINING_SECONDS):
-    """bench/compare, siplb alone, one short trial per rate, nothing else measured."""
-    return [sys.executable, os.path.join(ROOT, "bench", "compare"), "--siplb", binary,
-            "--systems", "siplb", "--rates", rates, "--trials", "1",
-            "--trial-seconds", str(seconds), "--no-memory", "--no-latency", "--no-build",
-            "--results", results]
 
 
 def find_profdata():
@@ -98,7 +91,7 @@ def main(argv=None):
     shutil.rmtree(raw, ignore_errors=True)
     os.makedirs(raw)
     log(f"training: SIPp calls at {args.rates} calls/s through {instrumented}")
-    subprocess.run(training_argv(instrumented, os.path.join(work, "training"), args.rates, args.seconds),
+    subprocess.run(siplb_steps_argv(instrumented, os.path.join(work, "training"), args.rates, args.seconds),
                    check=True)
     subprocess.run([tool, "merge", "-o", profdata, *raw_profiles(raw)], check=True)
     binary = cargo_build(os.path.join(target, "pgo"), f"-Cprofile-use={profdata}")

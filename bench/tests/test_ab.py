@@ -27,16 +27,6 @@ class Turns(unittest.TestCase):
         self.assertEqual([ab.order(i) for i in range(4)],
                          [("A", "B"), ("B", "A"), ("A", "B"), ("B", "A")])
 
-    def test_an_invocation_is_one_trial_per_step_of_siplb_alone(self):
-        argv = ab.invocation_argv("/t/siplb", "100,200", "/t/out", 10.0)
-        self.assertTrue(argv[1].endswith(os.path.join("bench", "compare")))
-        for pair in (["--siplb", "/t/siplb"], ["--systems", "siplb"], ["--rates", "100,200"],
-                     ["--trials", "1"], ["--results", "/t/out"]):
-            i = argv.index(pair[0])
-            self.assertEqual(argv[i:i + 2], pair)
-        for flag in ("--no-build", "--no-memory", "--no-latency"):
-            self.assertIn(flag, argv)
-
 
 class Reading(unittest.TestCase):
     def test_only_siplbs_clean_trials_count(self):

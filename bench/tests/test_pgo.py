@@ -1,5 +1,5 @@
 """The profile-guided build's pieces that do not build: where llvm-profdata is, the
-flags it adds, what it trains with and what it refuses to merge."""
+flags it adds and what it refuses to merge (what it trains with: test_steps.py)."""
 
 import os
 import tempfile
@@ -20,17 +20,7 @@ class Flags(unittest.TestCase):
                          "/root/.rustup/toolchains/t/lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-profdata")
 
 
-class Training(unittest.TestCase):
-    def test_it_drives_the_given_binary_alone_without_building(self):
-        argv = pgo.training_argv("/t/siplb", "/t/out", "100,200", 3)
-        self.assertTrue(argv[1].endswith(os.path.join("bench", "compare")))
-        for pair in (["--siplb", "/t/siplb"], ["--systems", "siplb"], ["--rates", "100,200"],
-                     ["--trial-seconds", "3"], ["--results", "/t/out"]):
-            i = argv.index(pair[0])
-            self.assertEqual(argv[i:i + 2], pair)
-        for flag in ("--no-build", "--no-memory", "--no-latency"):
-            self.assertIn(flag, argv)
-
+class Profiles(unittest.TestCase):
     def test_no_profile_is_an_error_not_an_empty_merge(self):
         with tempfile.TemporaryDirectory() as d:
             with self.assertRaises(RuntimeError):
