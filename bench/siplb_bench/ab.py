@@ -106,6 +106,12 @@ def main(argv=None):
             ap.error("--a and --b are needed to run a series")
         if len(args.out) != 1:
             ap.error("a series is run into one directory")
+        if os.path.isdir(args.out[0]) and os.listdir(args.out[0]):
+            # Its pairs would be read with the new ones.
+            ap.error(f"{args.out[0]} is not empty: a series is run into a new directory")
+        for build in (args.a, args.b):
+            if not os.access(build, os.X_OK):
+                ap.error(f"{build} is not an executable siplb")
         if os.geteuid() != 0:
             print("bench/ab-builds runs as root (it uses bench/compare)", file=sys.stderr)
             return 2

@@ -82,8 +82,24 @@ class Reading(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(first, "ab.md")))
 
     def test_a_series_is_run_into_one_directory(self):
-        with self.assertRaises(SystemExit):
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             ab.main(["/t/one", "/t/two", "--a", "/t/a", "--b", "/t/b"])
+
+    def test_a_series_is_not_run_into_a_directory_holding_one(self):
+        with tempfile.TemporaryDirectory() as out:
+            write_trials(ab.pair_dir(out, 0, "A"), [("siplb", 100, "True", 0.40)])
+            stderr = io.StringIO()
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(stderr):
+                ab.main([out, "--a", "/bin/true", "--b", "/bin/true"])
+            self.assertIn("not empty", stderr.getvalue())
+
+    def test_a_build_that_is_not_there_is_refused_before_any_trial(self):
+        with tempfile.TemporaryDirectory() as out:
+            stderr = io.StringIO()
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(stderr):
+                ab.main([os.path.join(out, "series"), "--a", "/bin/true", "--b", os.path.join(out, "none")])
+            self.assertIn("not an executable siplb", stderr.getvalue())
+            self.assertFalse(os.path.exists(os.path.join(out, "series")))
 
 
 if __name__ == "__main__":
