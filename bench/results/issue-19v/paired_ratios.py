@@ -8,43 +8,18 @@ rounds or runs, a pair shares its state; a median of all trials pooled does not.
 
 The CPU steps' trials only (not the latency section's), as `pool_runs.py` reads them;
 trials marked `discarded` (run again for the host's steal) are left out, and a pair
-counts only when both of its trials are clean.
+counts only when both of its trials are clean. The reading lives in
+bench/siplb_bench/runs.py (tested in bench/tests/test_runs.py); this script calls it.
 """
 
 import os
-import statistics
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "issue-19r"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from pool_runs import cpu_by_step, trials  # noqa: E402
-
-
-def pairs(run_dir):
-    """{rate: [siplb / Kamailio per round]} of one run, rounds in the order they ran."""
-    steps = cpu_by_step(trials(run_dir))
-    out = {}
-    for (system, rate), ours in steps.items():
-        theirs = steps.get(("kamailio", rate), [])
-        if system == "siplb" and theirs:
-            out[rate] = [a / b for (ca, a), (cb, b) in zip(ours, theirs) if ca and cb and b > 0]
-    return out
-
-
-def main(run_dirs):
-    runs = [pairs(d) for d in run_dirs]
-    rates = sorted({rate for run in runs for rate in run})
-    head = " | ".join(f"run {i + 1}" for i in range(len(runs)))
-    print(f"| calls/s | {head} | all runs' pairs |")
-    print("|---" * (len(runs) + 2) + "|")
-    for rate in rates:
-        cells = [f"{statistics.median(run[rate]):.3f}" if run.get(rate) else "-" for run in runs]
-        every = [x for run in runs for x in run.get(rate, [])]
-        pooled = f"{statistics.median(every):.3f} ({len(every)} pairs)" if every else "- (no clean pair)"
-        print(f"| {rate} | {' | '.join(cells)} | {pooled} |")
-
+from siplb_bench.runs import paired_main  # noqa: E402
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    paired_main(sys.argv[1:])
