@@ -47,6 +47,7 @@ from siplb_bench.procs import Procs
 from siplb_bench.profiling import profile_phase
 from siplb_bench.readers import read_sipp_stats
 from siplb_bench.report import chart, markdown, write_csv
+from siplb_bench.runs import cpu_by_step, round_pairs
 from siplb_bench.stats import peak, slope, stat_int, summarise
 from siplb_bench.system import loadavg, rss_bytes
 from siplb_bench.trials import Balancer
@@ -348,7 +349,7 @@ def run_compare(procs):
         write_csv(os.path.join(args.results, "memory.csv"), memory)
     png = chart(args.results, summary, work)
     text, peaks = markdown(args, info, summary, latency, memory, load_before, load_after, started,
-                           time.monotonic() - t_start)
+                           time.monotonic() - t_start, round_pairs(cpu_by_step(rows)))
     with open(os.path.join(args.results, "compare.md"), "w") as f:
         f.write(text)
     print()

@@ -71,21 +71,26 @@ unset multiplot
     return png
 
 
-def ratio_table(steps):
+def ratio_table(steps, pairs=None):
     """The table of CPU ratios per step (`stats.ratios`), as Markdown lines. Three
-    decimals: issue 19's target is "at most 0.5", and a 0.504 shown as 0.50 read as met."""
+    decimals: issue 19's target is "at most 0.5", and a 0.504 shown as 0.50 read as met.
+    `pairs` ({rate: [ratios]}, `runs.round_pairs`) adds the paired reading: the median of
+    each round's siplb trial over the Kamailio trial run right after it, both clean."""
+    pairs = pairs or {}
     lines = ["| calls/s | siplb / Kamailio | at most 0.5 | siplb's kernel time / Kamailio | both clean "
-             "| the same from 10 ms ticks (the measure before 2026-12-07) |",
-             "|---|---|---|---|---|---|"]
+             "| the same from 10 ms ticks (the measure before 2026-12-07) | paired: median of the rounds' ratios |",
+             "|---|---|---|---|---|---|---|"]
     for r in steps:
         within = "yes" if r["ratio"] <= 0.5 else "no"
+        ours = pairs.get(r["rate"])
+        paired = f"{statistics.median(ours):.3f} ({len(ours)} pairs)" if ours else "- (no clean pair)"
         lines.append(f"| {r['rate']} | {fmt(r['ratio'], 3)} | {within} | {fmt(r['kernel_ratio'], 2)} | "
-                     f"{'yes' if r['clean'] else 'no'} | {fmt(r.get('ticks_ratio', float('nan')), 3)} |")
+                     f"{'yes' if r['clean'] else 'no'} | {fmt(r.get('ticks_ratio', float('nan')), 3)} | {paired} |")
     return lines
 
 
-def markdown(args, info, summary, latency, memory, load_before, load_after, started, elapsed):
-    """compare.md's text, and each system's highest clean step."""
+def markdown(args, info, summary, latency, memory, load_before, load_after, started, elapsed, pairs=None):
+    """compare.md's text, and each system's highest clean step. `pairs`: as ratio_table's."""
     lines = []
     mode = "smoke" if args.smoke else "full"
     lines.append(f"Run {started} ({mode}, {elapsed / 60:.1f} min), siplb {info['siplb_rev']}; "
@@ -125,7 +130,7 @@ def markdown(args, info, summary, latency, memory, load_before, load_after, star
                      + ("(perf attached to both during the steps, --kernel-share)." if args.kernel_share else
                         "(not sampled: --kernel-share)."))
         lines.append("")
-        lines.extend(ratio_table(steps))
+        lines.extend(ratio_table(steps, pairs))
     lines.append("")
     lines.append("| system | highest clean rate (calls/s) | CPU s / 1000 calls there | setup p50 / p99 ms there | spread % there |")
     lines.append("|---|---|---|---|---|")

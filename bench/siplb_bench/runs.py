@@ -34,13 +34,14 @@ def read_trials(run_dir):
 
 def cpu_by_step(rows):
     """{(system, rate): [(clean, CPU s per 1000 calls)]} in the order the trials ran;
-    trials of a round run again for the host's steal (`discarded`) left out."""
+    trials of a round run again for the host's steal (`discarded`) left out. The rows
+    are a compare-trials.csv's (strings) or `bench/compare`'s own (`clean` a bool)."""
     steps = {}
     for r in rows:
         if r.get("discarded"):
             continue
         key = (r["system"], int(r["rate"]))
-        steps.setdefault(key, []).append((r["clean"] == "True", float(r["cpu_s_per_1000_calls"])))
+        steps.setdefault(key, []).append((str(r["clean"]) == "True", float(r["cpu_s_per_1000_calls"])))
     return steps
 
 

@@ -33,6 +33,14 @@ class Trials(unittest.TestCase):
         self.assertEqual(runs.cpu_by_step(rows),
                          {("siplb", 100): [(True, 0.3)], ("kamailio", 100): [(False, 0.6)]})
 
+    def test_bench_compares_own_rows_read_as_the_files_do(self):
+        # bench/compare pairs its rows before writing them: `clean` a bool, numbers as
+        # numbers, no `discarded` on a kept trial.
+        rows = [{"system": "siplb", "rate": 100, "clean": True, "cpu_s_per_1000_calls": 0.3},
+                {"system": "kamailio", "rate": 100, "clean": False, "cpu_s_per_1000_calls": 0.6}]
+        self.assertEqual(runs.cpu_by_step(rows),
+                         {("siplb", 100): [(True, 0.3)], ("kamailio", 100): [(False, 0.6)]})
+
     def test_a_run_directory_is_read_from_its_trials_file(self):
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "compare-trials.csv"), "w", newline="") as f:
