@@ -5,7 +5,8 @@ taken per run and over all runs). Where the machine drifts between rounds or run
 pair shares its state; a median of all trials pooled does not.
 
 The readings of issue 19's rounds (`bench/results/issue-19r/pool_runs.py`,
-`bench/results/issue-19v/paired_ratios.py`, which call this module).
+`bench/results/issue-19v/paired_ratios.py`, which call this module); `bench/compare`
+pairs its own run's rounds with it for `compare.md`.
 """
 
 import csv
