@@ -46,7 +46,7 @@ from siplb_bench.peers import check_free, ensure_packages, siplb_binary, start_s
 from siplb_bench.procs import Procs
 from siplb_bench.profiling import profile_phase
 from siplb_bench.readers import read_sipp_stats
-from siplb_bench.report import chart, markdown, write_csv
+from siplb_bench.report import chart, markdown, stolen_kept_line, write_csv
 from siplb_bench.runs import cpu_by_step, round_pairs
 from siplb_bench.stats import peak, slope, stat_int, summarise
 from siplb_bench.system import loadavg, rss_bytes
@@ -327,6 +327,7 @@ def run_compare(procs):
     rows = step_rates(args, systems, args.rates)
     summary = summarise(rows, args.systems)
     info["steal"] = (args.max_steal, sum(1 for r in rows if r.get("discarded")))
+    info["stolen_kept"] = stolen_kept_line(rows, args.max_steal)
 
     latency = []
     if not args.smoke and args.latency:

@@ -47,5 +47,27 @@ class RatioTable(unittest.TestCase):
                          ["| 200 | 0.545 | no | - | yes | - | 0.500 (3 pairs) |"])
 
 
+class StolenKept(unittest.TestCase):
+    def trial(self, system, rate, steal, discarded=None):
+        r = {"system": system, "rate": rate, "steal_pct": steal}
+        if discarded:
+            r["discarded"] = discarded
+        return r
+
+    def test_a_round_kept_on_its_last_try_is_named_with_its_steal(self):
+        rows = [self.trial("siplb", 600, 53.9, "steal 53.9% over 5.0%"),
+                self.trial("kamailio", 600, 47.2, "steal 53.9% over 5.0%"),
+                self.trial("siplb", 600, 55.3), self.trial("kamailio", 600, 69.7),
+                self.trial("siplb", 1000, 0.3), self.trial("kamailio", 1000, 10.6),
+                self.trial("siplb", 100, 5.0)]
+        self.assertEqual(report.stolen_kept_line(rows, 5.0),
+                         "Kept on the last try with the host still stealing more than 5.0%: "
+                         "600 calls/s (siplb 55.3%, kamailio 69.7%); 1000 calls/s (kamailio 10.6%).")
+
+    def test_no_sentence_when_every_kept_trial_is_under_the_threshold(self):
+        rows = [self.trial("siplb", 100, 9.0, "steal 9.0% over 5.0%"), self.trial("siplb", 100, 1.0)]
+        self.assertIsNone(report.stolen_kept_line(rows, 5.0))
+
+
 if __name__ == "__main__":
     unittest.main()
