@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from .log import log
+from .runs import cpu_by_step
 from .steps import siplb_steps_argv
 
 
@@ -30,9 +31,10 @@ def pair_dir(out, pair, build):
 
 
 def clean_cpu(rows):
-    """{rate: CPU s per 1000 calls} of siplb's clean trials among compare-trials.csv's rows."""
-    return {int(r["rate"]): float(r["cpu_s_per_1000_calls"])
-            for r in rows if r["system"] == "siplb" and r["clean"] == "True"}
+    """{rate: CPU s per 1000 calls} of siplb's clean kept trials among compare-trials.csv's
+    rows (one per rate in an invocation; a trial run again for steal is not kept)."""
+    return {rate: cpu for (system, rate), trials in cpu_by_step(rows).items() if system == "siplb"
+            for clean, cpu in trials if clean}
 
 
 def read_clean_cpu(results):

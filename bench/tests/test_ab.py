@@ -35,6 +35,15 @@ class Reading(unittest.TestCase):
                 {"system": "kamailio", "rate": "400", "clean": "True", "cpu_s_per_1000_calls": "0.6"}]
         self.assertEqual(ab.clean_cpu(rows), {100: 0.4})
 
+    def test_a_trial_run_again_for_steal_does_not_stand_in_for_the_kept_one(self):
+        # bench/compare writes a round run again before the kept one; here the run-again
+        # trial was clean and the kept one not, so the step has no clean trial.
+        rows = [{"system": "siplb", "rate": "100", "clean": "True", "cpu_s_per_1000_calls": "0.9",
+                 "discarded": "steal 12.0% over 5.0%"},
+                {"system": "siplb", "rate": "100", "clean": "False", "cpu_s_per_1000_calls": "0.4",
+                 "discarded": ""}]
+        self.assertEqual(ab.clean_cpu(rows), {})
+
     def test_a_step_counts_in_a_pair_only_where_both_builds_were_clean(self):
         by_rate = ab.pairs_by_rate([({100: 0.4, 200: 0.3}, {100: 0.36}), ({100: 0.5}, {100: 0.45, 200: 0.2})])
         self.assertEqual(by_rate, {100: [(0.4, 0.36), (0.5, 0.45)]})
