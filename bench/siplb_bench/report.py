@@ -10,6 +10,7 @@ import subprocess
 
 from siplb_bench.layout import KAMAILIO_SHM_MB
 from siplb_bench.log import log
+from siplb_bench.runs import pairs_cell
 from siplb_bench.stats import fmt, peak, ratios
 
 
@@ -97,8 +98,7 @@ def ratio_table(steps, pairs=None):
              "|---|---|---|---|---|---|---|"]
     for r in steps:
         within = "yes" if r["ratio"] <= 0.5 else "no"
-        ours = pairs.get(r["rate"])
-        paired = f"{statistics.median(ours):.3f} ({len(ours)} pairs)" if ours else "- (no clean pair)"
+        paired = pairs_cell(pairs.get(r["rate"]))
         lines.append(f"| {r['rate']} | {fmt(r['ratio'], 3)} | {within} | {fmt(r['kernel_ratio'], 2)} | "
                      f"{'yes' if r['clean'] else 'no'} | {fmt(r.get('ticks_ratio', float('nan')), 3)} | {paired} |")
     return lines

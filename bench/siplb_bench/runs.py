@@ -88,6 +88,13 @@ def round_pairs(steps):
     return out
 
 
+def pairs_cell(ratios):
+    """The median of some pairs' ratios and how many there were, as a table cell."""
+    if not ratios:
+        return "- (no clean pair)"
+    return f"{statistics.median(ratios):.3f} ({len(ratios)} pairs)"
+
+
 def paired_table(runs):
     """The paired reading of runs given as round_pairs dicts, as Markdown lines."""
     rates = sorted({rate for run in runs for rate in run})
@@ -96,8 +103,7 @@ def paired_table(runs):
     for rate in rates:
         cells = [f"{statistics.median(run[rate]):.3f}" if run.get(rate) else "-" for run in runs]
         every = [x for run in runs for x in run.get(rate, [])]
-        pooled = f"{statistics.median(every):.3f} ({len(every)} pairs)" if every else "- (no clean pair)"
-        lines.append(f"| {rate} | {' | '.join(cells)} | {pooled} |")
+        lines.append(f"| {rate} | {' | '.join(cells)} | {pairs_cell(every)} |")
     return lines
 
 
